@@ -1,0 +1,180 @@
+"""``python -m backend <command>``: the one command-line entry of VimoRAG's back end.
+
+Each command group lives in a small function that adds its own sub-parser; the work itself
+is imported lazily so ``--help`` is instant. Every ``eval``/``bench`` command accepts
+``--json`` and then prints one JSON object (the figures) as its last line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+# ------------------------------------------------------------------------------------ data
+def cmd_data_build(args) -> int:
+    from backend.data.corpus import CorpusConfig, build_corpus, corpus_is_built
+    from backend.paths import embedded_corpus_dir
+
+    out = Path(args.out) if args.out else embedded_corpus_dir()
+    if corpus_is_built(out) and not args.force:
+        print(f"The corpus is already built at {out} (use --force to rebuild).")
+        return 0
+    cfg = CorpusConfig(n_in_dist=args.n_in_dist, n_ood=args.n_ood, seed=args.seed)
+    build_corpus(out, cfg)
+    meta = json.loads((out / "BUILD.json").read_text())
+    print(f"Wrote {sum(meta['counts'].values())} motions to {out}: " +
+          ", ".join(f"{k} {v}" for k, v in meta["counts"].items()))
+    return 0
+
+
+def add_data(sub) -> None:
+    p = sub.add_parser("data", help="build or inspect motion datasets")
+    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="COMMAND")
+    b = dsub.add_parser(
+        "build", help="build the embedded mocap corpus (HumanML3D layout)",
+        description="Retarget pybullet's DeepMimic mocap clips onto the SMPL skeleton, augment "
+                    "them into captioned motions and write a HumanML3D-layout folder with "
+                    "train/val/test/ood splits. Deterministic for a given seed.")
+    b.add_argument("--out", help="output folder (default: $VIMORAG_DATA/embedded, i.e. data/embedded)")
+    b.add_argument("--seed", type=int, default=2025)
+    b.add_argument("--n-in-dist", type=int, default=3300, help="motions for train/val/test")
+    b.add_argument("--n-ood", type=int, default=500, help="motions with out-of-distribution kinds")
+    b.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
+    b.set_defaults(func=cmd_data_build)
+
+
+# ----------------------------------------------------------------------------------- train
+def cmd_train_vqvae(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.models.vqvae import VQVAEConfig
+    from backend.paths import checkpoints_dir, data_home
+    from backend.train.vqvae import VQTrainConfig, train_vqvae
+
+    corpus = open_corpus(args.data)
+    norm = corpus.normalizer
+    motions = [norm.normalize(f) for f in corpus.load_features("train", progress=True).values()]
+    model_cfg = VQVAEConfig.paper() if args.config == "paper" else VQVAEConfig.embedded()
+    train_cfg = VQTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                              threads=args.threads)
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"vqvae-{args.config}"
+    model = train_vqvae(motions, model_cfg, train_cfg, work, resume=not args.no_resume)
+    print(f"Trained model saved in {work / 'model'}")
+    if args.ship:
+        from backend import manifest
+
+        target = checkpoints_dir() / "vqvae"
+        model.save_pretrained(target, dtype=_dtype(args.ship_dtype))
+        manifest.record(target, "python -m backend " + shlex.join(sys.argv[1:]))
+        print(f"Shipped to {target} and recorded in {checkpoints_dir() / 'MANIFEST'}")
+    return 0
+
+
+def _dtype(name: str):
+    import torch
+
+    return {"float16": torch.float16, "float32": torch.float32}[name]
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a component")
+    tsub = p.add_subparsers(dest="train_cmd", required=True, metavar="COMPONENT")
+    v = tsub.add_parser(
+        "vqvae", help="train the motion VQ-VAE (tokenizer)",
+        description="Train the T2M-GPT-style motion VQ-VAE on the train split. Resumable: "
+                    "rerunning continues from the last checkpoint in the work folder.")
+    v.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    v.add_argument("--config", choices=["embedded", "paper"], default="embedded",
+                   help="model size: embedded (CPU, ~5 MB) or paper (T2M-GPT 512x512)")
+    v.add_argument("--steps", type=int, default=6000)
+    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--lr", type=float, default=2e-4)
+    v.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    v.add_argument("--workdir", help="run folder with logs and resumable state "
+                                     "(default: data/runs/vqvae-CONFIG)")
+    v.add_argument("--no-resume", action="store_true", help="start over even if a run exists")
+    v.add_argument("--ship", action="store_true",
+                   help="copy the result to checkpoints/vqvae and record it in the MANIFEST")
+    v.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
+    v.set_defaults(func=cmd_train_vqvae)
+
+
+# ------------------------------------------------------------------------------------ eval
+def cmd_eval_vqvae(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.eval.vqvae import evaluate_split, format_table
+    from backend.models.vqvae import MotionVQVAE, load_t2m_gpt
+    from backend.paths import checkpoints_dir
+
+    _threads(args.threads)
+    corpus = open_corpus(args.data)
+    if args.t2m_gpt:
+        model = load_t2m_gpt(args.t2m_gpt)
+        source = str(args.t2m_gpt)
+    else:
+        folder = Path(args.checkpoint) if args.checkpoint else checkpoints_dir() / "vqvae"
+        model = MotionVQVAE.from_pretrained(folder)
+        source = str(folder)
+    splits = [s for s in args.splits.split(",") if s]
+    available = set(corpus.splits())
+    rows = [evaluate_split(model, corpus, s, progress=not args.json) for s in splits
+            if s in available or s == splits[0]]
+    print(f"VQ-VAE reconstruction ({source}) on {corpus.root}")
+    print(format_table(rows))
+    if args.json:
+        print(json.dumps({"model": source, "data": str(corpus.root),
+                          "results": {r["split"]: r for r in rows}}))
+    return 0
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a component (prints a table; --json adds figures)")
+    esub = p.add_subparsers(dest="eval_cmd", required=True, metavar="COMPONENT")
+    v = esub.add_parser(
+        "vqvae", help="reconstruction MPJPE and codebook usage of the motion VQ-VAE",
+        description="Encode and decode every motion of the chosen splits (cropped to 196 "
+                    "frames) and report MPJPE in millimetres and codebook usage.")
+    v.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    v.add_argument("--checkpoint", help="folder written by save_pretrained (default: checkpoints/vqvae)")
+    v.add_argument("--t2m-gpt", help="evaluate the published T2M-GPT VQ-VAE (t2m.pth) instead")
+    v.add_argument("--splits", default="test,ood",
+                   help="comma-separated splits; ones the dataset lacks (e.g. ood) are skipped")
+    v.add_argument("--threads", type=int, default=2)
+    v.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    v.set_defaults(func=cmd_eval_vqvae)
+
+
+# ------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m backend",
+        description="VimoRAG back end: data, training, evaluation. Works offline; the embedded "
+                    "corpus is built on first use. Add --help after any command for its options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_data(sub)
+    add_train(sub)
+    add_eval(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from backend.data.dataset import CorpusError
+    from core.features import MotionFormatError
+
+    try:
+        return args.func(args)
+    except (CorpusError, MotionFormatError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
