@@ -1,0 +1,111 @@
+"""The embedded corpus: retargeting, augmentation, captions, splits, determinism, layout."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from backend.data.corpus import OOD_KINDS, CorpusConfig, build_corpus, corpus_is_built
+from backend.data.dataset import MotionCorpus
+from backend.data.mocap import blend, load_base_clips
+from core.features import features_to_joints
+from core.skeleton import ADULT_OFFSETS, PARENTS
+
+SMALL = CorpusConfig(n_in_dist=60, n_ood=20, seed=7)
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    return build_corpus(tmp_path_factory.mktemp("c") / "corpus", SMALL, progress=False)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return {b.name: b for b in load_base_clips()}
+
+
+def test_retargeted_clips_keep_adult_bone_lengths_and_stand_on_the_floor(clips):
+    for name, b in clips.items():
+        j = b.clip.joints()
+        for child in range(1, 22):
+            length = np.linalg.norm(j[:, child] - j[:, PARENTS[child]], axis=-1)
+            assert np.allclose(length, np.linalg.norm(ADULT_OFFSETS[child]), atol=1e-6), name
+        assert abs(j[..., 1].min()) < 1e-9, f"{name}: lowest point on the floor"
+    walk = clips["humanoid3d_walk.txt"].clip.joints()
+    # Standing upright: head well above the pelvis, pelvis near adult hip height, y up.
+    assert 0.8 < walk[:, 0, 1].mean() < 1.0
+    assert (walk[:, 15, 1] - walk[:, 0, 1]).min() > 0.4
+
+
+def test_side_and_direction_labels_follow_the_data(clips):
+    kick = clips["humanoid3d_kick.txt"]
+    j = kick.clip.joints()
+    kicking = 8 if kick.side == "right" else 7
+    other = 7 if kicking == 8 else 8
+    assert j[:, kicking, 1].max() > j[:, other, 1].max() + 0.3
+    # Mirroring moves the kick to the other leg.
+    m = kick.clip.mirrored().joints()
+    assert m[:, other, 1].max() > m[:, kicking, 1].max() + 0.3
+    assert clips["walker/turn_left0.txt"].turn == "left"
+    assert clips["walker/turn_right0.txt"].turn == "right"
+
+
+def test_blend_has_no_root_jump_or_foot_teleport(clips):
+    a = clips["humanoid3d_walk.txt"].clip.repeated(2, True)
+    b = clips["humanoid3d_kick.txt"].clip
+    out = blend(a, b)
+    j = out.joints()
+    step = np.linalg.norm(np.diff(j, axis=0), axis=-1)  # (T-1, 22) metres per frame
+    src_max = max(np.linalg.norm(np.diff(c.joints(), axis=0), axis=-1).max() for c in (a, b))
+    assert step[:, 0].max() < 0.15, "root moves less than 3 m/s between frames"
+    assert step[:, [7, 8, 10, 11]].max() <= src_max * 1.1 + 1e-6
+
+
+def test_corpus_layout_splits_and_counts(small_corpus):
+    c = MotionCorpus(small_corpus)
+    for sub in ("new_joint_vecs", "new_joints", "texts"):
+        assert len(list((small_corpus / sub).iterdir())) == 80
+    ids = {s: set(c.split_ids(s)) for s in ("train", "val", "test", "ood")}
+    assert sum(map(len, ids.values())) == 80
+    for a in ids:
+        for b in ids:
+            assert a == b or not (ids[a] & ids[b])
+    assert corpus_is_built(small_corpus)
+    programs = [json.loads(line) for line in (small_corpus / "programs.jsonl").read_text().splitlines()]
+    for p in programs:
+        kinds = {s["action"] for s in p["segments"]}
+        if p["split"] == "ood":
+            assert kinds & set(OOD_KINDS)
+        else:
+            assert not kinds & set(OOD_KINDS), "OOD kinds never appear in train/val/test"
+        f = c.features(p["id"])
+        assert 2.0 <= (len(f) + 1) / 20 <= 10.05
+        assert np.allclose(features_to_joints(f), c.joints(p["id"]), atol=1e-5)
+
+
+def test_captions_are_plentiful_distinct_and_match_the_labels(small_corpus):
+    c = MotionCorpus(small_corpus)
+    programs = [json.loads(line) for line in (small_corpus / "programs.jsonl").read_text().splitlines()]
+    for p in programs:
+        caps = c.captions(p["id"])
+        assert len(caps) >= 3 and len({x.text for x in caps}) == len(caps)
+        for cap in caps:
+            assert cap.text.endswith(".") and cap.tokens and cap.whole
+        sides = {s["side"] for s in p["segments"] if s["side"]} | \
+                {s["turn"] for s in p["segments"] if s["turn"]}
+        if sides == {"left"}:
+            assert all("right" not in x.text for x in caps), (p, [x.text for x in caps])
+
+
+def test_build_is_deterministic(small_corpus, tmp_path):
+    again = build_corpus(tmp_path / "again", SMALL, progress=False)
+
+    def digest(root):
+        h = hashlib.sha256()
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            h.update(f.relative_to(root).as_posix().encode())
+            h.update(f.read_bytes())
+        return h.hexdigest()
+
+    assert digest(again) == digest(small_corpus)
+
