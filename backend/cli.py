@@ -64,7 +64,8 @@ def cmd_train_vqvae(args) -> int:
     motions = [norm.normalize(f) for f in corpus.load_features("train", progress=True).values()]
     model_cfg = VQVAEConfig.paper() if args.config == "paper" else VQVAEConfig.embedded()
     train_cfg = VQTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                              threads=args.threads)
+                              warmup_steps=min(1000, args.steps // 10),
+                              ckpt_every=max(1, min(500, args.steps // 4)), threads=args.threads)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"vqvae-{args.config}"
     model = train_vqvae(motions, model_cfg, train_cfg, work, resume=not args.no_resume)
     print(f"Trained model saved in {work / 'model'}")

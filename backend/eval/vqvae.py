@@ -21,7 +21,7 @@ from core.features import features_to_joints
 def reconstruct(model: MotionVQVAE, corpus: MotionCorpus, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(reconstructed features, codes) of one motion, cropped to a multiple of the
     model's downsampling factor."""
-    step = model.cfg.downsample
+    step = model.config.downsample
     n = len(feats) // step * step
     norm = corpus.normalizer
     x = torch.from_numpy(norm.normalize(feats[:n]).astype(np.float32))[None]
@@ -33,11 +33,11 @@ def reconstruct(model: MotionVQVAE, corpus: MotionCorpus, feats: np.ndarray) -> 
 def evaluate_split(model: MotionVQVAE, corpus: MotionCorpus, split: str,
                    max_frames: int = 196, progress: bool = False) -> dict:
     model.eval()
-    motions = corpus.load_features(split, min_frames=model.cfg.downsample * 2,
+    motions = corpus.load_features(split, min_frames=model.config.downsample * 2,
                                    max_frames=max_frames, progress=progress)
     err_sum = aligned_sum = 0.0
     count = 0
-    hist = np.zeros(model.cfg.nb_code, dtype=np.int64)
+    hist = np.zeros(model.config.nb_code, dtype=np.int64)
     for feats in motions.values():
         recon, codes = reconstruct(model, corpus, feats)
         gt = features_to_joints(feats[:len(recon)])
@@ -57,7 +57,7 @@ def evaluate_split(model: MotionVQVAE, corpus: MotionCorpus, split: str,
         "mpjpe_root_aligned_mm": 1000.0 * aligned_sum / count,
         "codes_used_fraction": float((hist > 0).mean()),
         "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
-        "codebook_size": int(model.cfg.nb_code),
+        "codebook_size": int(model.config.nb_code),
     }
 
 
