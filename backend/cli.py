@@ -85,6 +85,28 @@ def _dtype(name: str):
     return {"float16": torch.float16, "float32": torch.float32}[name]
 
 
+def cmd_train_evaluator(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.models.evaluator import EvaluatorConfig
+    from backend.paths import checkpoints_dir, data_home
+    from backend.train.evaluator import EvaluatorTrainConfig, train_evaluator
+
+    corpus = open_corpus(args.data)
+    cfg = EvaluatorTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                               threads=args.threads)
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "evaluator"
+    model = train_evaluator(corpus, EvaluatorConfig.embedded(), cfg, work, resume=not args.no_resume)
+    print(f"Trained evaluator saved in {work / 'model'}")
+    if args.ship:
+        from backend import manifest
+
+        target = checkpoints_dir() / "evaluator"
+        model.save_pretrained(target, dtype=_dtype(args.ship_dtype))
+        manifest.record(target, "python -m backend " + shlex.join(sys.argv[1:]))
+        print(f"Shipped to {target} and recorded in {checkpoints_dir() / 'MANIFEST'}")
+    return 0
+
+
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a component")
     tsub = p.add_subparsers(dest="train_cmd", required=True, metavar="COMPONENT")
@@ -106,6 +128,21 @@ def add_train(sub) -> None:
                    help="copy the result to checkpoints/vqvae and record it in the MANIFEST")
     v.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
     v.set_defaults(func=cmd_train_vqvae)
+    e = tsub.add_parser(
+        "evaluator", help="train the text-motion evaluator (metrics' embedding space)",
+        description="Train the evaluator's text head (on frozen MiniLM) and motion encoder "
+                    "contrastively on the train split. Resumable.")
+    e.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    e.add_argument("--steps", type=int, default=2500)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--lr", type=float, default=1e-3)
+    e.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    e.add_argument("--workdir", help="run folder (default: data/runs/evaluator)")
+    e.add_argument("--no-resume", action="store_true", help="start over even if a run exists")
+    e.add_argument("--ship", action="store_true",
+                   help="copy the result to checkpoints/evaluator and record it in the MANIFEST")
+    e.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
+    e.set_defaults(func=cmd_train_evaluator)
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -136,6 +173,50 @@ def cmd_eval_vqvae(args) -> int:
     return 0
 
 
+def load_evaluator(args):
+    from backend.models.evaluator import TextMotionEvaluator, load_guo_evaluator
+    from backend.paths import checkpoints_dir
+
+    if args.guo_evaluator:
+        return load_guo_evaluator(args.guo_evaluator), str(args.guo_evaluator)
+    folder = Path(args.evaluator) if args.evaluator else checkpoints_dir() / "evaluator"
+    return TextMotionEvaluator.from_pretrained(folder), str(folder)
+
+
+def cmd_eval_generation(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.eval.generation import GENERATORS, evaluate, format_table, to_json
+
+    _threads(args.threads)
+    corpus = open_corpus(args.data)
+    evaluator, source = load_evaluator(args)
+    names = ["real", "vqvae"] + [g for g in args.generator if g not in ("real", "vqvae")]
+    unknown = [n for n in names if n not in GENERATORS]
+    if unknown:
+        print(f"error: unknown generator {', '.join(unknown)} (known: {', '.join(sorted(GENERATORS))})",
+              file=sys.stderr)
+        return 2
+    generators = [GENERATORS[n](corpus) for n in names]
+    available = set(corpus.splits())
+    tables = {}
+    for split in [s for s in args.splits.split(",") if s]:
+        if split not in available:
+            print(f"(split {split!r} not in {corpus.root}; skipped)")
+            continue
+        results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
+                           seed=args.seed, mm_samples=args.mm_samples,
+                           mm_repeats=args.mm_repeats, progress=not args.json)
+        print(format_table(split, results))
+        print()
+        tables[split] = to_json(results)
+    print(f"evaluator: {source}; data: {corpus.root}; {args.repeats} repeats; "
+          "mean ± 1.96·std/√repeats")
+    if args.json:
+        print(json.dumps({"evaluator": source, "data": str(corpus.root), "repeats": args.repeats,
+                          "tables": tables}))
+    return 0
+
+
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a component (prints a table; --json adds figures)")
     esub = p.add_subparsers(dest="eval_cmd", required=True, metavar="COMPONENT")
@@ -151,6 +232,25 @@ def add_eval(sub) -> None:
     v.add_argument("--threads", type=int, default=2)
     v.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     v.set_defaults(func=cmd_eval_vqvae)
+    g = esub.add_parser(
+        "generation", help="paper-style table: FID, R-Precision, MM-Dist, Diversity, MModality",
+        description="Guo et al. protocol on the test and OOD splits: rows 'Real motion' and "
+                    "'VQ-VAE reconstruction' plus any --generator; each metric as mean ± "
+                    "1.96·std/√repeats over repeated evaluations.")
+    g.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    g.add_argument("--evaluator", help="trained evaluator folder (default: checkpoints/evaluator)")
+    g.add_argument("--guo-evaluator", help="folder with the original Guo et al. evaluator "
+                                           "(t2m/text_mot_match, glove/) for HumanML3D numbers")
+    g.add_argument("--generator", action="append", default=[], metavar="NAME",
+                   help="add a generator row (repeatable); unknown names list the known ones")
+    g.add_argument("--splits", default="test,ood")
+    g.add_argument("--repeats", type=int, default=20)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--mm-samples", type=int, default=100, help="texts for MultiModality")
+    g.add_argument("--mm-repeats", type=int, default=30, help="generations per text for MultiModality")
+    g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    g.set_defaults(func=cmd_eval_generation)
 
 
 # ------------------------------------------------------------------------------------ main

@@ -142,6 +142,18 @@ class MotionCorpus:
         return items
 
 
+def random_crop(feats: np.ndarray, rng: np.random.Generator, max_frames: int = 196,
+                unit: int = 4) -> np.ndarray:
+    """The evaluation protocol's crop: min(T, max_frames) rounded down to a multiple of ``unit``,
+    one unit shorter a third of the time, at a random start."""
+    n = min(len(feats), max_frames) // unit
+    if n > 1 and rng.random() < 1 / 3:
+        n -= 1
+    length = n * unit
+    start = int(rng.integers(0, len(feats) - length + 1))
+    return feats[start:start + length]
+
+
 def open_corpus(path: str | Path | None = None, build: bool = True, progress: bool = True) -> MotionCorpus:
     """The corpus at ``path`` (e.g. a real HumanML3D folder), or the embedded default, built on
     first use when absent."""

@@ -1,0 +1,135 @@
+"""The paper-style generation table (Guo et al. protocol) for any number of generator rows.
+
+One *repeat* draws, for every motion of the split (40+ frames), one of its captions and a random
+protocol crop; the evaluator embeds those captions and real motions once, then every row's
+motions; the metrics follow (``metrics.evaluate_embeddings``). After ``repeats`` repeats each
+metric is reported as mean +- 1.96 std / sqrt(repeats).
+
+Rows are ``Generator`` objects: ``generate(items, rng) -> list of (T, 263) features`` (not
+normalised), one per item. ``real`` re-draws a fresh crop of each ground-truth motion (so its FID
+is small but not zero, as in published tables); ``vqvae`` encodes and decodes the crop with the
+motion tokenizer. Later generators register themselves in ``GENERATORS``. MultiModality is
+measured for stochastic generators only (``mm_samples`` texts x ``mm_repeats`` generations).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from backend.data.dataset import Caption, MotionCorpus, random_crop
+from backend.eval.metrics import evaluate_embeddings, summarize
+
+METRICS = ("fid", "r_top1", "r_top2", "r_top3", "mm_dist", "diversity", "multimodality")
+LABELS = {"fid": "FID", "r_top1": "R-Top1", "r_top2": "R-Top2", "r_top3": "R-Top3",
+          "mm_dist": "MM-Dist", "diversity": "Diversity", "multimodality": "MModality"}
+
+
+@dataclass
+class EvalItem:
+    mid: str
+    caption: Caption
+    features: np.ndarray   # the protocol crop of the ground truth
+    full: np.ndarray       # the whole ground-truth motion
+
+
+class Generator(Protocol):
+    name: str
+    stochastic: bool
+
+    def generate(self, items: Sequence[EvalItem], rng: np.random.Generator) -> list[np.ndarray]: ...
+
+
+class RealMotion:
+    name, stochastic = "Real motion", False
+
+    def generate(self, items, rng):
+        return [random_crop(it.full, rng) for it in items]
+
+
+class VQVAEReconstruction:
+    name, stochastic = "VQ-VAE reconstruction", False
+
+    def __init__(self, model, corpus: MotionCorpus):
+        self.model, self.norm = model.eval(), corpus.normalizer
+
+    @torch.no_grad()
+    def generate(self, items, rng):
+        out: list[np.ndarray | None] = [None] * len(items)
+        by_length: dict[int, list[int]] = {}
+        for i, it in enumerate(items):
+            by_length.setdefault(len(it.features), []).append(i)
+        for idx in by_length.values():  # same length -> one batch, no padding effects
+            x = np.stack([self.norm.normalize(items[i].features) for i in idx]).astype(np.float32)
+            recon = self.model.decode(self.model.encode(torch.from_numpy(x))).numpy()
+            for i, r in zip(idx, recon):
+                out[i] = self.norm.denormalize(r)
+        return out
+
+
+# name -> factory(corpus) ; later issues add their generators here.
+GENERATORS: dict[str, Callable[[MotionCorpus], Generator]] = {}
+
+
+def _vqvae_factory(corpus):
+    from backend.models.vqvae import MotionVQVAE
+    from backend.paths import checkpoints_dir
+
+    return VQVAEReconstruction(MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae"), corpus)
+
+
+GENERATORS["real"] = lambda corpus: RealMotion()
+GENERATORS["vqvae"] = _vqvae_factory
+
+
+def load_split(corpus: MotionCorpus, split: str, min_frames: int = 40) -> dict[str, tuple[np.ndarray, list[Caption]]]:
+    feats = corpus.load_features(split, min_frames=min_frames)
+    return {mid: (f, corpus.captions(mid)) for mid, f in feats.items()}
+
+
+def draw_repeat(data, rng: np.random.Generator) -> list[EvalItem]:
+    items = []
+    for mid, (feats, caps) in data.items():
+        cap = caps[int(rng.integers(len(caps)))]
+        items.append(EvalItem(mid, cap, random_crop(feats, rng), feats))
+    return items
+
+
+def evaluate(evaluator, corpus: MotionCorpus, split: str, generators: Sequence[Generator],
+             repeats: int = 20, seed: int = 0, mm_samples: int = 100, mm_repeats: int = 30,
+             progress: bool = True) -> dict[str, dict]:
+    """{row name: {metric: MetricResult}} for one split."""
+    data = load_split(corpus, split)
+    runs: dict[str, list[dict]] = {g.name: [] for g in generators}
+    for r in tqdm(range(repeats), desc=f"evaluating {split}", disable=not progress):
+        rng = np.random.default_rng([seed, r])
+        items = draw_repeat(data, rng)
+        text = evaluator.encode_text([it.caption for it in items])
+        real = evaluator.encode_motion([it.features for it in items])
+        for g in generators:
+            motion = evaluator.encode_motion(g.generate(items, rng))
+            mm = None
+            if g.stochastic and mm_repeats > 1:
+                subset = items[:mm_samples]
+                gens = [g.generate(subset, rng) for _ in range(mm_repeats)]
+                mm = np.stack([evaluator.encode_motion(x) for x in gens], axis=1)
+            runs[g.name].append(evaluate_embeddings(text, motion, real, rng, mm_emb=mm))
+    return {name: summarize(rows) for name, rows in runs.items()}
+
+
+def format_table(split: str, results: dict[str, dict]) -> str:
+    head = f"{split:<24}" + "".join(f"{LABELS[m]:>16}" for m in METRICS)
+    lines = [head, "-" * len(head)]
+    for row, metrics in results.items():
+        cells = [f"{metrics[m].mean:.3f}±{metrics[m].interval:.3f}" if m in metrics else "-"
+                 for m in METRICS]
+        lines.append(f"{row:<24}" + "".join(f"{c:>16}" for c in cells))
+    return "\n".join(lines)
+
+
+def to_json(results: dict[str, dict]) -> dict:
+    return {row: {m: {"mean": r.mean, "interval": r.interval} for m, r in metrics.items()}
+            for row, metrics in results.items()}
