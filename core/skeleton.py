@@ -13,7 +13,7 @@ JOINT_NAMES = (
     "left_elbow", "right_elbow", "left_wrist", "right_wrist",
 )
 NUM_JOINTS = 22
-PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 15, 16, 17, 18)
+PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19)
 KINEMATIC_CHAINS = (
     (0, 2, 5, 8, 11),
     (0, 1, 4, 7, 10),

@@ -115,3 +115,13 @@ def test_adult_skeleton_proportions():
     height = rest[:, 1].max() - rest[:, 1].min()
     assert 1.5 < height < 1.8  # head joint to toes; the top of the skull is ~0.1 m higher
     assert rest[1, 0] > 0 > rest[2, 0], "left is +x"
+
+
+def test_parents_agree_with_the_kinematic_chains():
+    from core.skeleton import JOINT_NAMES, KINEMATIC_CHAINS, PARENTS
+
+    for chain in KINEMATIC_CHAINS:
+        for parent, child in zip(chain[:-1], chain[1:]):
+            assert PARENTS[child] == parent, (JOINT_NAMES[child], JOINT_NAMES[parent])
+    assert JOINT_NAMES[PARENTS[JOINT_NAMES.index("left_elbow")]] == "left_shoulder"
+    assert JOINT_NAMES[PARENTS[JOINT_NAMES.index("right_wrist")]] == "right_elbow"
