@@ -253,6 +253,71 @@ def add_eval(sub) -> None:
     g.set_defaults(func=cmd_eval_generation)
 
 
+# ---------------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from viewer.export import export_motion, load_motion, parse_formats
+    from viewer.render import RenderConfig
+
+    formats = parse_formats(args.formats)
+    joints = load_motion(args.motion)
+    cfg = RenderConfig(size=args.size, fps=args.fps, follow=not args.fixed_camera)
+    written = export_motion(joints, args.out, formats, stem=args.stem or Path(args.motion).stem,
+                            render_cfg=cfg, skeleton_only=args.skeleton_only,
+                            foot_skate_cleanup=args.foot_skate_cleanup, fps=args.fps)
+    for fmt, path in written.items():
+        print(f"{fmt:>12}: {path}")
+    return 0
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a motion (.npy) to BVH, FBX, GLB, MP4, NPY",
+        description="MOTION.npy holds HumanML3D features (frames x 263) or joint positions "
+                    "(frames x 22 x 3); the shape tells which. Joint rotations come from IK on "
+                    "the SMPL skeleton. BVH/FBX are in centimetres, Y up, 20 fps by default.")
+    p.add_argument("motion", help="path to a .npy motion")
+    p.add_argument("--formats", default="bvh,fbx,glb,mp4,npy",
+                   help="comma-separated subset of bvh,fbx,glb,mp4,npy")
+    p.add_argument("--out", required=True, help="output folder (created if needed)")
+    p.add_argument("--stem", help="file name stem (default: the motion file's name)")
+    p.add_argument("--fps", type=float, default=20.0)
+    p.add_argument("--size", type=int, default=512, help="video size in pixels (square)")
+    p.add_argument("--skeleton-only", action="store_true", help="fast stick-figure video, no body mesh")
+    p.add_argument("--fixed-camera", action="store_true", help="do not follow the body")
+    p.add_argument("--foot-skate-cleanup", action="store_true", help="pin feet while in contact")
+    p.set_defaults(func=cmd_export)
+
+
+# ----------------------------------------------------------------------------------- bench
+def cmd_bench_render(args) -> int:
+    from backend.bench import bench_render
+
+    figures = bench_render(seconds=args.seconds, size=args.size, repeats=args.repeats)
+    print(f"{'stage':<28}{'seconds':>10}")
+    for key in ("ik_s", "posing_s", "render_s", "total_s", "skeleton_only_total_s"):
+        print(f"{key:<28}{figures[key]:>10.2f}")
+    print("(render_s = rendering + MP4 encoding; they overlap, frames stream into ffmpeg)")
+    print(f"{args.seconds:.0f}-s motion at {args.size}x{args.size}: {figures['total_s']:.2f} s "
+          f"({figures['ms_per_frame']:.1f} ms/frame; target <= 3 s), body: {figures['body']}")
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="speed benchmarks (print figures; --json adds them as JSON)")
+    bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="WHAT")
+    r = bsub.add_parser("render", help="time a body-mesh motion -> MP4 render",
+                        description="Render a real walking motion of SECONDS at SIZE x SIZE to "
+                                    "MP4 with the default body and report each stage (median of "
+                                    "repeats).")
+    r.add_argument("--seconds", type=float, default=4.0)
+    r.add_argument("--size", type=int, default=512)
+    r.add_argument("--repeats", type=int, default=3)
+    r.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    r.set_defaults(func=cmd_bench_render)
+
+
 # ------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -263,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data(sub)
     add_train(sub)
     add_eval(sub)
+    add_export(sub)
+    add_bench(sub)
     return parser
 
 
@@ -273,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CorpusError, MotionFormatError, FileNotFoundError) as exc:
+    except (CorpusError, MotionFormatError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

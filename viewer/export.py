@@ -1,0 +1,127 @@
+"""Export a motion to BVH, FBX, GLB, MP4 and NPY: the one path the CLI, the generator and the app use.
+
+A motion is either HumanML3D features ``(T, 263)`` or joint positions ``(T, 22, 3)`` /
+``(T, 66)``; ``load_motion`` tells them apart by shape. ``export_motion`` solves the IK once
+(on the body model's rest pose, so the mesh and the skeleton files agree) and writes every
+requested format as ``<stem>.<ext>`` in the output folder. If any format fails, the files
+this call already wrote are removed: nothing is left half-done.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from core.features import (FEATURE_DIM, MotionFormatError, features_to_joints, joints_to_features,
+                           validate_joints)
+from core.skeleton import FPS, NUM_JOINTS
+
+FORMATS = ("bvh", "fbx", "glb", "mp4", "npy")
+
+
+def as_joints(motion: np.ndarray) -> np.ndarray:
+    """Joint positions (T, 22, 3) from features (T, 263) or joints (T, 22, 3) / (T, 66)."""
+    arr = np.asarray(motion)
+    if arr.ndim == 2 and arr.shape[1] == FEATURE_DIM:
+        return features_to_joints(arr)
+    if arr.ndim == 2 and arr.shape[1] == NUM_JOINTS * 3:
+        arr = arr.reshape(len(arr), NUM_JOINTS, 3)
+    if arr.ndim == 3 and arr.shape[1:] == (NUM_JOINTS, 3):
+        return validate_joints(arr, min_frames=1).astype(np.float32)
+    raise MotionFormatError(f"a motion is (frames, {FEATURE_DIM}) features or (frames, {NUM_JOINTS}, 3) "
+                            f"joint positions; got an array of shape {arr.shape}")
+
+
+def load_motion(path: str | Path) -> np.ndarray:
+    """Joint positions from a ``.npy`` file (no pickles are ever loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"motion file {path} does not exist")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise MotionFormatError(f"{path}: not a plain numeric .npy array ({exc})") from exc
+    try:
+        return as_joints(arr)
+    except MotionFormatError as exc:
+        raise MotionFormatError(f"{path}: {exc}") from exc
+
+
+def parse_formats(text: str | list[str]) -> list[str]:
+    names = [f.strip().lower().lstrip(".") for f in (text.split(",") if isinstance(text, str) else text)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise ValueError(f"unknown export format {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(FORMATS)}")
+    return list(dict.fromkeys(names))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    try:
+        np.save(tmp, array)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def export_motion(joints: np.ndarray, out_dir: str | Path, formats=FORMATS, stem: str = "motion",
+                  body=None, render_cfg=None, skeleton_only: bool = False,
+                  foot_skate_cleanup: bool = False, fps: float = FPS) -> dict[str, Path]:
+    """Write ``stem.<format>`` files to ``out_dir``; returns {format: path} (npy gives two files:
+    ``stem_joints.npy`` and ``stem_features.npy``)."""
+    from viewer.ik import solve_ik
+
+    formats = parse_formats(list(formats))
+    joints = as_joints(joints)
+    if len(joints) < 2:
+        raise MotionFormatError("a motion needs at least 2 frames to export")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output folder {out_dir} is a file")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    needs_body = bool({"mp4", "glb"} & set(formats)) and not skeleton_only
+    if body is None and needs_body:
+        from viewer.body import default_body
+
+        body = default_body()
+    rest = body.rest_offsets() if body is not None else None
+    pose = solve_ik(joints, rest_offsets=rest, foot_skate_cleanup=foot_skate_cleanup, fps=fps)
+    if foot_skate_cleanup:
+        from viewer.ik import forward
+
+        joints = forward(pose).astype(np.float32)
+
+    written: dict[str, Path] = {}
+    try:
+        for fmt in formats:
+            path = out_dir / f"{stem}.{fmt}"
+            if fmt == "bvh":
+                from viewer.bvh import write_bvh
+
+                written[fmt] = write_bvh(path, pose)
+            elif fmt == "fbx":
+                from viewer.fbx import write_fbx
+
+                written[fmt] = write_fbx(path, pose)
+            elif fmt == "glb":
+                from viewer.gltf import write_glb
+
+                mesh = body.skinned_mesh() if body is not None and hasattr(body, "skinned_mesh") else None
+                written[fmt] = write_glb(path, pose, mesh=mesh)
+            elif fmt == "mp4":
+                from viewer.render import RenderConfig, render_motion_mp4
+
+                cfg = render_cfg or RenderConfig(fps=fps)
+                written[fmt] = render_motion_mp4(joints, path, cfg, body=body, skeleton_only=skeleton_only)
+            elif fmt == "npy":
+                written["npy"] = _save_npy(out_dir / f"{stem}_joints.npy", joints.astype(np.float32))
+                written["npy_features"] = _save_npy(out_dir / f"{stem}_features.npy",
+                                                    joints_to_features(joints))
+    except BaseException:
+        for p in written.values():
+            Path(p).unlink(missing_ok=True)
+        raise
+    return written
