@@ -187,6 +187,26 @@ class MannequinBody:
         from viewer.ik import SkeletonPose
         return self.vertices(SkeletonPose(root=np.zeros((1, 3)), quats=q, offsets=self.rest_offsets()))[0]
 
+    def skinned_mesh(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(rest vertices (V,3) with the pelvis at the origin, faces, skin weights (V,22)) for a
+        skinned GLB: weights of the mannequin's hand, jaw and eye joints are folded onto their
+        nearest ancestor among the 22 body joints. None if the package internals are missing."""
+        m = self._m
+        try:
+            idx = np.asarray(m._skin_joint_indices)
+            w = np.asarray(m._skin_weights, dtype=np.float64)
+        except AttributeError:
+            return None
+        body_joint = np.arange(len(m.parents))
+        for j in range(NUM_JOINTS, len(body_joint)):
+            a = j
+            while a >= NUM_JOINTS:
+                a = m.parents[a]
+            body_joint[j] = a
+        dense = np.zeros((len(idx), NUM_JOINTS))
+        np.add.at(dense, (np.repeat(np.arange(len(idx)), idx.shape[1]), body_joint[idx].ravel()), w.ravel())
+        return self.rest_vertices(), self.faces, dense
+
     def _skin_tables(self):
         """(H (V, 4J) = skin weights x homogeneous rest vertex, bind positions (J, 3)) or None."""
         m = self._m
