@@ -288,6 +288,29 @@ def add_export(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+# ------------------------------------------------------------------------------------ body
+def cmd_body_convert(args) -> int:
+    from viewer.body import convert_smpl_pkl
+
+    out = convert_smpl_pkl(args.src, args.dst)
+    print(f"Wrote {out}; the viewer uses it when it lies in checkpoints/body_models/smpl/")
+    return 0
+
+
+def add_body(sub) -> None:
+    p = sub.add_parser("body", help="body-model utilities (SMPL files you bring yourself)")
+    bsub = p.add_subparsers(dest="body_cmd", required=True, metavar="COMMAND")
+    c = bsub.add_parser(
+        "convert-pkl", help="convert an official SMPL .pkl to a plain .npz",
+        description="The official SMPL .pkl files hold chumpy objects, and chumpy does not import "
+                    "on Python 3.11. This reads them with a restricted unpickler (arrays only; "
+                    "anything else is refused) and writes SMPL_NEUTRAL.npz-style arrays. Put the "
+                    "result at checkpoints/body_models/smpl/SMPL_NEUTRAL.npz (or _MALE/_FEMALE).")
+    c.add_argument("src", help="e.g. basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl")
+    c.add_argument("dst", help="e.g. checkpoints/body_models/smpl/SMPL_NEUTRAL.npz")
+    c.set_defaults(func=cmd_body_convert)
+
+
 # ----------------------------------------------------------------------------------- bench
 def cmd_bench_render(args) -> int:
     from backend.bench import bench_render
@@ -329,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_eval(sub)
     add_export(sub)
+    add_body(sub)
     add_bench(sub)
     return parser
 
