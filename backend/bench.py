@@ -1,5 +1,8 @@
 """Speed benchmarks. They print figures; tests never time anything.
 
+``bench_eval``: one full generation evaluation (``repeats`` repeats, default 20) of the
+VQ-VAE reconstruction row on the test split, as ``eval generation`` runs it.
+
 ``bench_render``: a real walking motion (the pybullet walk clip, repeated) of ``seconds`` at
 20 fps rendered with the default body at ``size`` x ``size`` to MP4. The renderer is warmed
 up once (EGL start-up and shader compilation happen once per process and are reported apart),
@@ -67,3 +70,26 @@ def bench_render(seconds: float = 4.0, size: int = 512, repeats: int = 3) -> dic
                 "body_load_s": body_load, "first_render_warmup_s": warmup,
                 "repeats": repeats})
     return fig
+
+
+def bench_eval(repeats: int = 20, split: str = "test") -> dict:
+    import torch
+
+    from backend.data.dataset import open_corpus
+    from backend.eval.generation import GENERATORS, evaluate
+    from backend.models.evaluator import TextMotionEvaluator
+    from backend.paths import checkpoints_dir
+
+    torch.set_num_threads(2)
+    corpus = open_corpus()
+    t = time.perf_counter()
+    evaluator = TextMotionEvaluator.from_pretrained(checkpoints_dir() / "evaluator")
+    generator = GENERATORS["vqvae"](corpus)
+    load = time.perf_counter() - t
+    t = time.perf_counter()
+    evaluate(evaluator, corpus, split, [generator], repeats=repeats, progress=False)
+    total = time.perf_counter() - t
+    motions = len(corpus.split_ids(split))
+    return {"split": split, "repeats": repeats, "motions": motions, "load_s": load,
+            "evaluation_s": total, "per_repeat_s": total / repeats,
+            "motions_per_s": motions * repeats / total}

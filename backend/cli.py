@@ -327,6 +327,18 @@ def cmd_bench_render(args) -> int:
     return 0
 
 
+def cmd_bench_eval(args) -> int:
+    from backend.bench import bench_eval
+
+    f = bench_eval(repeats=args.repeats, split=args.split)
+    print(f"{f['repeats']}-repeat evaluation of the VQ-VAE row on {f['split']} ({f['motions']} motions): "
+          f"{f['evaluation_s']:.1f} s ({f['per_repeat_s']:.2f} s per repeat, "
+          f"{f['motions_per_s']:.0f} motions/s; loading models {f['load_s']:.1f} s)")
+    if args.json:
+        print(json.dumps(f))
+    return 0
+
+
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="speed benchmarks (print figures; --json adds them as JSON)")
     bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="WHAT")
@@ -339,6 +351,13 @@ def add_bench(sub) -> None:
     r.add_argument("--repeats", type=int, default=3)
     r.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     r.set_defaults(func=cmd_bench_render)
+    e = bsub.add_parser("eval", help="time a full generation evaluation of one generator",
+                        description="Time `eval generation` for the VQ-VAE reconstruction row "
+                                    "(encoding is done once per repeat for all metrics).")
+    e.add_argument("--repeats", type=int, default=20)
+    e.add_argument("--split", default="test")
+    e.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    e.set_defaults(func=cmd_bench_eval)
 
 
 # ------------------------------------------------------------------------------------ main
