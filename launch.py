@@ -19,7 +19,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        import app  # noqa: F401  (the browser app, see app/)
         from app.main import serve
     except ImportError:
         from backend.data.dataset import open_corpus
