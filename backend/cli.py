@@ -56,7 +56,7 @@ def add_data(sub) -> None:
 def cmd_train_vqvae(args) -> int:
     from backend.data.dataset import open_corpus
     from backend.models.vqvae import VQVAEConfig
-    from backend.paths import checkpoints_dir, data_home
+    from backend.paths import data_home
     from backend.train.vqvae import VQTrainConfig, train_vqvae
 
     corpus = open_corpus(args.data)
@@ -70,25 +70,27 @@ def cmd_train_vqvae(args) -> int:
     model = train_vqvae(motions, model_cfg, train_cfg, work, resume=not args.no_resume)
     print(f"Trained model saved in {work / 'model'}")
     if args.ship:
-        from backend import manifest
-
-        target = checkpoints_dir() / "vqvae"
-        model.save_pretrained(target, dtype=_dtype(args.ship_dtype))
-        manifest.record(target, "python -m backend " + shlex.join(sys.argv[1:]))
-        print(f"Shipped to {target} and recorded in {checkpoints_dir() / 'MANIFEST'}")
+        _ship(model, "vqvae", args.ship_dtype)
     return 0
 
 
-def _dtype(name: str):
+def _ship(model, name: str, dtype_name: str) -> None:
+    """Save a trained component to checkpoints/NAME and record it (sha256 + this command)."""
     import torch
 
-    return {"float16": torch.float16, "float32": torch.float32}[name]
+    from backend import manifest
+    from backend.paths import checkpoints_dir
+
+    target = checkpoints_dir() / name
+    model.save_pretrained(target, dtype={"float16": torch.float16, "float32": torch.float32}[dtype_name])
+    manifest.record(target, "python -m backend " + shlex.join(sys.argv[1:]))
+    print(f"Shipped to {target} and recorded in {checkpoints_dir() / 'MANIFEST'}")
 
 
 def cmd_train_evaluator(args) -> int:
     from backend.data.dataset import open_corpus
     from backend.models.evaluator import EvaluatorConfig
-    from backend.paths import checkpoints_dir, data_home
+    from backend.paths import data_home
     from backend.train.evaluator import EvaluatorTrainConfig, train_evaluator
 
     corpus = open_corpus(args.data)
@@ -98,12 +100,7 @@ def cmd_train_evaluator(args) -> int:
     model = train_evaluator(corpus, EvaluatorConfig.embedded(), cfg, work, resume=not args.no_resume)
     print(f"Trained evaluator saved in {work / 'model'}")
     if args.ship:
-        from backend import manifest
-
-        target = checkpoints_dir() / "evaluator"
-        model.save_pretrained(target, dtype=_dtype(args.ship_dtype))
-        manifest.record(target, "python -m backend " + shlex.join(sys.argv[1:]))
-        print(f"Shipped to {target} and recorded in {checkpoints_dir() / 'MANIFEST'}")
+        _ship(model, "evaluator", args.ship_dtype)
     return 0
 
 

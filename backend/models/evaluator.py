@@ -49,9 +49,8 @@ Public API:
 
 from __future__ import annotations
 
-import json
 import pickle
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Protocol, Sequence, runtime_checkable
 
@@ -64,8 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from backend.data.dataset import Caption
     from backend.models.text import MiniLMEncoder
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from backend.models.pretrained import WEIGHTS_NAME, load_folder, save_folder
 
 UNIT_LENGTH = 4  # frames per movement token: fixed by the two stride-2 convs
 MAX_MOTION_LENGTH = 196  # frames; the protocol's max_motion_length
@@ -654,35 +652,15 @@ class TextMotionEvaluator(nn.Module):
 
     def save_pretrained(self, directory, dtype: torch.dtype | None = None):
         """config.json + model.safetensors (text head, motion side, mean/std; not MiniLM)."""
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tensors = {}
-        for k, v in self.state_dict().items():
-            v = v.detach().cpu()
-            if dtype is not None and v.is_floating_point() and k not in ("mean", "std"):
-                v = v.to(dtype)
-            tensors[k] = v.contiguous()
-        save_file(tensors, str(d / WEIGHTS_NAME), metadata={"format": "pt"})
-        (d / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        save_folder(directory, self.state_dict(), self.config, dtype, keep_float32=("mean", "std"))
 
     @classmethod
     def from_pretrained(cls, directory, device="cpu", text_encoder: "MiniLMEncoder | None" = None,
                         load_text_model: bool = True) -> "TextMotionEvaluator":
         """Load a directory written by save_pretrained (eval mode); MiniLM comes from the package."""
-        from safetensors.torch import load_file
-
-        d = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (d / name).is_file():
-                raise FileNotFoundError(
-                    f"{d / name} not found: not a TextMotionEvaluator directory written by save_pretrained()")
-        raw = json.loads((d / CONFIG_NAME).read_text())
-        known = {f.name for f in fields(EvaluatorConfig)}
-        model = cls(EvaluatorConfig(**{k: v for k, v in raw.items() if k in known}), text_encoder=text_encoder)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(d / WEIGHTS_NAME)).items()}
-        _strict_load(model, state, str(d / WEIGHTS_NAME))
+        config, state = load_folder(directory, EvaluatorConfig, "TextMotionEvaluator")
+        model = cls(config, text_encoder=text_encoder)
+        _strict_load(model, state, str(Path(directory) / WEIGHTS_NAME))
         if load_text_model:
             model.text_model  # noqa: B018 - load MiniLM now rather than on first use
         return model.to(device).eval()

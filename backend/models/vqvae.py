@@ -17,18 +17,16 @@ Public API:
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from backend.models.pretrained import load_folder, save_folder
 
 
 # -----------------------------------------------------------------------------
@@ -282,32 +280,13 @@ class MotionVQVAE(nn.Module):
 
     def save_pretrained(self, directory, dtype: torch.dtype | None = None):
         """Write config.json + model.safetensors (params and codebook); dtype=torch.float16 halves the size."""
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tensors = {}
-        for k, v in self.state_dict().items():
-            v = v.detach().cpu()
-            if dtype is not None and v.is_floating_point():
-                v = v.to(dtype)
-            tensors[k] = v.contiguous()
-        save_file(tensors, str(d / WEIGHTS_NAME), metadata={"format": "pt"})
-        (d / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        save_folder(directory, self.state_dict(), self.config, dtype)
 
     @classmethod
     def from_pretrained(cls, directory, device="cpu") -> "MotionVQVAE":
         """Load a directory written by save_pretrained (weights come back as float32, eval mode)."""
-        from safetensors.torch import load_file
-
-        d = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (d / name).is_file():
-                raise FileNotFoundError(f"{d / name} not found: not a MotionVQVAE directory written by save_pretrained()")
-        raw = json.loads((d / CONFIG_NAME).read_text())
-        known = {f.name for f in fields(VQVAEConfig)}
-        model = cls(VQVAEConfig(**{k: v for k, v in raw.items() if k in known}))
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(d / WEIGHTS_NAME)).items()}
+        config, state = load_folder(directory, VQVAEConfig, "MotionVQVAE")
+        model = cls(config)
         model.load_state_dict(state, strict=True)
         model.quantizer.mark_initialised()
         return model.to(device).eval()
