@@ -65,6 +65,7 @@ def cmd_train_vqvae(args) -> int:
     model_cfg = VQVAEConfig.paper() if args.config == "paper" else VQVAEConfig.embedded()
     train_cfg = VQTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                               warmup_steps=min(1000, args.steps // 10),
+                              lr_milestones=tuple(args.decay_at) if args.decay_at else None,
                               ckpt_every=max(1, min(500, args.steps // 4)), threads=args.threads)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"vqvae-{args.config}"
     model = train_vqvae(motions, model_cfg, train_cfg, work, resume=not args.no_resume)
@@ -117,6 +118,8 @@ def add_train(sub) -> None:
     v.add_argument("--steps", type=int, default=6000)
     v.add_argument("--batch-size", type=int, default=64)
     v.add_argument("--lr", type=float, default=2e-4)
+    v.add_argument("--decay-at", type=int, nargs="*", metavar="STEP",
+                   help="steps where the learning rate is multiplied by 0.05 (default: 2/3 of --steps)")
     v.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     v.add_argument("--workdir", help="run folder with logs and resumable state "
                                      "(default: data/runs/vqvae-CONFIG)")
