@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from backend.cli import build_parser, main
@@ -53,7 +54,7 @@ def test_data_build_then_eval_vqvae_json(tmp_path):
     assert set(figures) == {"test", "ood"}
     for split in ("test", "ood"):
         f = figures[split]
-        assert f["motions"] > 0 and 0 < f["mpjpe_mm"] < 1000
+        assert f["motions"] > 0 and 0 < f["mpjpe_root_aligned_mm"] < 1000 and np.isfinite(f["mpjpe_mm"])
         assert 0 < f["codes_used_fraction"] <= 1 and 1 <= f["perplexity"] <= f["codebook_size"]
 
 

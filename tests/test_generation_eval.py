@@ -37,7 +37,7 @@ class NoisyGenerator:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    root = build_corpus(tmp_path_factory.mktemp("g") / "c", CorpusConfig(n_in_dist=200, n_ood=40),
+    root = build_corpus(tmp_path_factory.mktemp("g") / "c", CorpusConfig(n_in_dist=300, n_ood=60),
                         progress=False)
     return MotionCorpus(root)
 
