@@ -161,10 +161,16 @@ def cmd_eval_vqvae(args) -> int:
         folder = Path(args.checkpoint) if args.checkpoint else checkpoints_dir() / "vqvae"
         model = MotionVQVAE.from_pretrained(folder)
         source = str(folder)
-    splits = [s for s in args.splits.split(",") if s]
     available = set(corpus.splits())
-    rows = [evaluate_split(model, corpus, s, progress=not args.json) for s in splits
-            if s in available or s == splits[0]]
+    rows = []
+    for split in [s for s in args.splits.split(",") if s]:
+        if split not in available:
+            print(f"(split {split!r} not in {corpus.root}; skipped)")
+            continue
+        rows.append(evaluate_split(model, corpus, split, progress=not args.json))
+    if not rows:
+        print(f"error: none of the splits {args.splits!r} exist in {corpus.root}", file=sys.stderr)
+        return 2
     print(f"VQ-VAE reconstruction ({source}) on {corpus.root}")
     print(format_table(rows))
     if args.json:
