@@ -143,6 +143,7 @@ def add_train(sub) -> None:
                    help="copy the result to checkpoints/evaluator and record it in the MANIFEST")
     e.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
     e.set_defaults(func=cmd_train_evaluator)
+    return tsub
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -257,6 +258,7 @@ def add_eval(sub) -> None:
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     g.set_defaults(func=cmd_eval_generation)
+    return esub
 
 
 # ---------------------------------------------------------------------------------- export
@@ -364,6 +366,7 @@ def add_bench(sub) -> None:
     e.add_argument("--split", default="test")
     e.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     e.set_defaults(func=cmd_bench_eval)
+    return bsub
 
 
 # ------------------------------------------------------------------------------------ main
@@ -374,22 +377,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "corpus is built on first use. Add --help after any command for its options.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_data(sub)
-    add_train(sub)
-    add_eval(sub)
+    groups = {"train": add_train(sub), "eval": add_eval(sub), "bench": add_bench(sub)}
     add_export(sub)
     add_body(sub)
-    add_bench(sub)
+    from backend import cli_retrieval
+
+    cli_retrieval.register(sub, groups)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from backend.data.dataset import CorpusError
+    from backend.video.database import DatabaseError
     from core.features import MotionFormatError
 
     try:
         return args.func(args)
-    except (CorpusError, MotionFormatError, OSError, ValueError) as exc:
+    except (CorpusError, DatabaseError, MotionFormatError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -82,8 +82,9 @@ def realise_segment(kind: str, clips: dict[str, list[BaseClip]], rng: np.random.
     return clip, label
 
 
-def realise_program(kinds: list[str], clips, rng) -> tuple[Clip, list[dict]]:
-    """Segments of ``kinds`` blended one after another, lasting MIN..MAX_SECONDS. Draws again
+def realise_program(kinds: list[str], clips, rng, min_seconds: float = MIN_SECONDS,
+                    max_seconds: float = MAX_SECONDS) -> tuple[Clip, list[dict]]:
+    """Segments of ``kinds`` blended one after another, lasting min..max seconds. Draws again
     when the length is off (single repetitions after a few long draws, the most repetitions
     after a few short ones); drops the last segment if that still fails."""
     too_long = 0
@@ -96,12 +97,12 @@ def realise_program(kinds: list[str], clips, rng) -> tuple[Clip, list[dict]]:
         motion = parts[0][0]
         for clip, _ in parts[1:]:
             motion = blend(motion, clip)
-        if MIN_SECONDS <= motion.duration <= MAX_SECONDS:
+        if min_seconds <= motion.duration <= max_seconds:
             return motion, [label for _, label in parts]
-        too_long += motion.duration > MAX_SECONDS
+        too_long += motion.duration > max_seconds
     if len(kinds) > 1:
-        return realise_program(kinds[:-1], clips, rng)
-    raise RuntimeError(f"could not realise a {MIN_SECONDS}-{MAX_SECONDS} s motion for {kinds}")
+        return realise_program(kinds[:-1], clips, rng, min_seconds, max_seconds)
+    raise RuntimeError(f"could not realise a {min_seconds}-{max_seconds} s motion for {kinds}")
 
 
 def draw_kinds(rng: np.random.Generator, ood: bool) -> list[str]:

@@ -1,0 +1,234 @@
+"""The retrieval service: a trained Gemini-MVR + a video database + its FAISS index.
+
+``VideoRetriever.open()`` gives the embedded default: the database shipped in
+``checkpoints/videodb`` (copied on first use to ``data/videodb/embedded``, where user videos can
+be added) and the retriever in ``checkpoints/retriever``. Video-side embeddings (``a``, ``o``,
+router weights, per-frame action features) are computed once per database row and stored in
+``<db>/index/``; the FAISS index over the fused vectors sits beside them. Both are rebuilt when
+the retriever's weights change and extended when videos are added.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.models.retriever import GeminiMVR, encode_captions
+from backend.retrieval.index import FusedIndex, fuse_queries, fuse_videos
+from backend.video.database import (DatabaseError, VideoDatabase, atomic_write_bytes,
+                                    database_dir)
+
+MODES = ("gemini", "action", "object", "fixed", "random")
+
+
+@dataclass
+class Hit:
+    id: str
+    rank: int
+    score: float            # the score the mode ranks by (fused for gemini)
+    action_score: float     # <p, a>
+    object_score: float     # <g, o>
+    w_action: float         # router weights of this video
+    w_object: float
+
+    def to_json(self) -> dict:
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def shipped_database_dir() -> Path:
+    from backend.paths import checkpoints_dir
+
+    return checkpoints_dir() / "videodb"
+
+
+def open_database(name: str = "embedded") -> VideoDatabase:
+    """The working copy of database ``name``; ``embedded`` is seeded from the shipped one."""
+    root = database_dir(name)
+    if name == "embedded" and not (root / "videos.jsonl").is_file():
+        src = shipped_database_dir()
+        if not (src / "videos.jsonl").is_file():
+            raise DatabaseError(f"the embedded video database is missing ({src}); build it with "
+                                "`python -m backend videos build`")
+        root.mkdir(parents=True, exist_ok=True)
+        for f in ("keypoints.npy", "object.npy", "videos.jsonl"):   # records last
+            atomic_write_bytes(root / f, (src / f).read_bytes())
+    return VideoDatabase.load(root)
+
+
+def _model_fingerprint(model: GeminiMVR) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class VideoRetriever:
+    def __init__(self, model: GeminiMVR, db: VideoDatabase, kind: str = "auto", gpu="auto",
+                 minilm=None, progress: bool = False):
+        self.model = model.eval()
+        self.db = db
+        self.kind, self.gpu = kind, gpu
+        self._minilm = minilm
+        self.index_dir = db.root / "index"
+        self.fingerprint = _model_fingerprint(model)
+        self.emb: dict[str, np.ndarray] = {}
+        self.index: FusedIndex | None = None
+        self.refresh(progress)
+
+    @classmethod
+    def open(cls, db: str = "embedded", retriever_dir=None, **kw) -> "VideoRetriever":
+        from backend.paths import checkpoints_dir
+
+        d = Path(retriever_dir or checkpoints_dir() / "retriever")
+        if not (d / "model.safetensors").is_file():
+            raise FileNotFoundError(f"no trained retriever at {d}; train one with "
+                                    "`python -m backend train retriever` and `train router`")
+        return cls(GeminiMVR.from_pretrained(d), open_database(db), **kw)
+
+    # ------------------------------------------------------------------------ embeddings
+    @torch.no_grad()
+    def _embed_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, list] = {"a": [], "o": [], "w": [], "frames": []}
+        for s in range(0, len(rows), 256):
+            r = rows[s:s + 256]
+            v = self.model.encode_video(torch.from_numpy(self.db.keypoints[r]),
+                                        torch.from_numpy(self.db.object[r]))
+            for k in out:
+                out[k].append(v[k].numpy())
+        return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
+
+    def refresh(self, progress: bool = False) -> None:
+        """Bring the stored embeddings and the index up to date with the database."""
+        state_file = self.index_dir / "state.json"
+        ids = self.db.ids
+        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        fresh = state.get("fingerprint") == self.fingerprint and (self.index_dir / "embeddings.npz").is_file()
+        if fresh:
+            try:
+                with np.load(self.index_dir / "embeddings.npz", allow_pickle=False) as z:
+                    emb = {k: z[k] for k in z.files}
+                index = FusedIndex.load(self.index_dir / "faiss")
+                fresh = list(emb["ids"]) == ids[:len(emb["ids"])] and len(index) == len(emb["ids"])
+            except Exception:  # any damage: rebuild from the database (it is the truth)
+                fresh = False
+        if not fresh:
+            emb = {"ids": np.array([], dtype=str), "a": None}
+            index = None
+        n_have = len(emb["ids"])
+        if n_have < len(ids) or index is None:
+            new = self._embed_rows(np.arange(n_have, len(ids)))
+            if emb.get("a") is None:
+                emb = {"ids": np.array(ids), **{k: v.astype(np.float32) for k, v in new.items()}}
+                index = FusedIndex(int(emb["a"].shape[1] + emb["o"].shape[1]) if len(ids) else
+                                   2 * self.model.config.embed_dim, kind=self.kind, gpu=self.gpu)
+                if len(ids):
+                    index.add(ids, fuse_videos(emb["a"], emb["o"], emb["w"]))
+            else:
+                for k in ("a", "o", "w", "frames"):
+                    emb[k] = np.concatenate([emb[k].astype(np.float32), new[k].astype(np.float32)])
+                emb["ids"] = np.array(ids)
+                index.add(ids[n_have:], fuse_videos(new["a"], new["o"], new["w"]))
+            self._save(emb, index)
+        self.emb = {k: (v.astype(np.float32) if k != "ids" else v) for k, v in emb.items()}
+        self.index = index
+        self._row = {v: i for i, v in enumerate(ids)}
+
+    def _save(self, emb: dict, index: FusedIndex) -> None:
+        import io
+
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, ids=np.asarray(emb["ids"], dtype=str),
+                 **{k: np.asarray(emb[k], np.float16 if k == "frames" else np.float32)
+                    for k in ("a", "o", "w", "frames")})
+        atomic_write_bytes(self.index_dir / "embeddings.npz", buf.getvalue())
+        index.save(self.index_dir / "faiss")
+        atomic_write_bytes(self.index_dir / "state.json",
+                           json.dumps({"fingerprint": self.fingerprint, "videos": len(emb["ids"])}).encode())
+
+    # ---------------------------------------------------------------------------- search
+    @torch.no_grad()
+    def encode_query(self, texts: list[str]) -> dict[str, np.ndarray]:
+        pred, whole = encode_captions(texts, self._minilm)
+        t = self.model.encode_text(pred, whole)
+        return {"p": t["p"].numpy(), "g": t["g"].numpy()}
+
+    def search(self, text: str, k: int = 5, mode: str = "gemini",
+               rng: np.random.Generator | None = None) -> list[Hit]:
+        return self.search_many([text], k, mode, rng)[0]
+
+    def search_many(self, texts: list[str], k: int = 5, mode: str = "gemini",
+                    rng: np.random.Generator | None = None) -> list[list[Hit]]:
+        if mode not in MODES:
+            raise ValueError(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        n = len(self.db)
+        if n == 0:
+            raise DatabaseError(f"the video database {self.db.root} is empty")
+        k = min(k, n)
+        q = self.encode_query(texts)
+        a, o, w = self.emb["a"], self.emb["o"], self.emb["w"]
+        out = []
+        for i in range(len(texts)):
+            p, g = q["p"][i], q["g"][i]
+            if mode == "gemini":
+                _, ids = self.index.search(fuse_queries(p[None], g[None]), k)
+                rows = np.array([self._row[v] for v in ids[0]])
+            else:
+                s_act, s_obj = a @ p, o @ g
+                if mode == "random":
+                    rows = (rng or np.random.default_rng()).choice(n, size=k, replace=False)
+                else:
+                    score = {"action": s_act, "object": s_obj, "fixed": 0.5 * (s_act + s_obj)}[mode]
+                    rows = np.argsort(-score, kind="stable")[:k]
+            s_act_r, s_obj_r = a[rows] @ p, o[rows] @ g
+            fused = w[rows, 0] * s_act_r + w[rows, 1] * s_obj_r
+            score = {"gemini": fused, "action": s_act_r, "object": s_obj_r,
+                     "fixed": 0.5 * (s_act_r + s_obj_r), "random": fused}[mode]
+            out.append([Hit(self.db.ids[r], j + 1, float(score[j]), float(s_act_r[j]), float(s_obj_r[j]),
+                            float(w[r, 0]), float(w[r, 1])) for j, r in enumerate(rows)])
+        return out
+
+    # ---------------------------------------------------------------------- video access
+    def video_features(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(per-frame action features (16, D), object embedding (D,)) of a stored video."""
+        r = self._row[video_id]
+        return self.emb["frames"][r], self.emb["o"][r]
+
+    def video_path(self, video_id: str, cache_dir: Path | None = None) -> Path:
+        """A playable file of the video: the user's file, or the rendered synthetic video
+        (rendered once into the database's ``media/`` folder)."""
+        rec = self.db.record(video_id)
+        if rec.get("kind") == "synthetic":
+            from backend.video.synth import VideoSpec, render_video
+
+            path = Path(cache_dir or self.db.root / "media") / f"{video_id}.mp4"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp.mp4")
+                render_video(VideoSpec.from_json(rec["spec"]), tmp)
+                tmp.replace(path)
+            return path
+        src = Path(rec["source"])
+        if not src.is_file():
+            raise FileNotFoundError(f"video {video_id}: its file {src} is gone")
+        return src
+
+    def add_videos(self, folder, workers: int = 1, progress: bool = False):
+        """Index new videos into this database and the index (used for uploads)."""
+        from backend.video.ingest import index_folder
+
+        report = index_folder(folder, self.db.root, workers=workers, progress=progress)
+        self.db = VideoDatabase.load(self.db.root)
+        self.refresh()
+        return report
+
+
+__all__ = ["Hit", "MODES", "VideoRetriever", "open_database", "shipped_database_dir"]
