@@ -197,7 +197,9 @@ def cmd_eval_generation(args) -> int:
     _threads(args.threads)
     corpus = open_corpus(args.data)
     evaluator, source = load_evaluator(args)
-    names = ["real", "vqvae"] + [g for g in args.generator if g not in ("real", "vqvae")]
+    from backend.eval import llm_rows                 # registers the motion-LLM rows
+
+    names = ["real", "vqvae"] + [g for g in llm_rows.expand(args.generator) if g not in ("real", "vqvae")]
     unknown = [n for n in names if n not in GENERATORS]
     if unknown:
         print(f"error: unknown generator {', '.join(unknown)} (known: {', '.join(sorted(GENERATORS))})",
@@ -249,7 +251,8 @@ def add_eval(sub) -> None:
     g.add_argument("--guo-evaluator", help="folder with the original Guo et al. evaluator "
                                            "(t2m/text_mot_match, glove/) for HumanML3D numbers")
     g.add_argument("--generator", action="append", default=[], metavar="NAME",
-                   help="add a generator row (repeatable); unknown names list the known ones")
+                   help="add a generator row (repeatable): novideo, sft-gemini, mcdpo-gemini, "
+                        "sft-random, mcdpo-random, mcdpo-object, or vimorag for all six")
     g.add_argument("--splits", default="test,ood")
     g.add_argument("--repeats", type=int, default=20)
     g.add_argument("--seed", type=int, default=0)
@@ -380,9 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     groups = {"train": add_train(sub), "eval": add_eval(sub), "bench": add_bench(sub)}
     add_export(sub)
     add_body(sub)
-    from backend import cli_retrieval
+    from backend import cli_generation, cli_retrieval
 
     cli_retrieval.register(sub, groups)
+    cli_generation.register(sub, groups)
     return parser
 
 

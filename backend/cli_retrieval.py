@@ -174,7 +174,7 @@ def register(sub, groups: dict) -> None:
     vsub = v.add_subparsers(dest="videos_cmd", required=True, metavar="COMMAND")
     b = vsub.add_parser(
         "build", help="render and analyse the embedded video database (resumable)",
-        description="Render 1,200 short videos of video-only motions (random camera, background, "
+        description="Render 1,050 short videos of video-only motions (random camera, background, "
                     "body colour and shape), run MediaPipe Pose and I3D on 16 sampled frames of "
                     "each, and store keypoints + features. About 1 hour on 2 cores; interrupt "
                     "and rerun to resume. --ship copies the result to checkpoints/videodb.")

@@ -41,7 +41,7 @@ class IngestConfig:
     frames: int = 16                  # frames sampled uniformly over the video
     max_side: int = 320               # decoded frames are downscaled to this long side
     min_person: float = 0.25          # fraction of frames that must show a person
-    i3d_size: int = 160               # I3D input crop (224 is the original; 160 is 2x faster)
+    i3d_size: int = 112               # I3D input crop (224 is the original; 112 is ~4x faster on CPU)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 VIDEO_SEED = 4242
-N_IN_DIST, N_OOD = 900, 300          # embedded database: 1,200 videos
+N_IN_DIST, N_OOD = 800, 250          # embedded database: 1,050 videos
 TEST_EVERY = 5                       # every 5th video is held out for retrieval evaluation
 MIN_SECONDS, MAX_SECONDS = 2.0, 6.0
 SIZES = (224, 256, 288, 320)

@@ -1,0 +1,250 @@
+"""Command-line commands of the generation half (motion LLM, SFT, McDPO):
+
+    python -m backend train sft [--video gemini|none]   stage 1 (and the no-video baseline)
+    python -m backend train mcdpo                       stage 2 on the SFT model
+    python -m backend generate "TEXT" --out DIR         one motion with its exports
+    python -m backend bench generate                    text -> motion latency vs the naive path
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _ship(model, name: str) -> None:
+    from backend import manifest
+    from backend.paths import checkpoints_dir
+
+    target = checkpoints_dir() / name
+    model.save_pretrained(target)
+    manifest.record(target, "python -m backend " + shlex.join(sys.argv[1:]))
+    print(f"Shipped to {target} and recorded in the MANIFEST")
+
+
+def _model_config(args, codebook: int):
+    from backend.models.motion_llm import MotionLLMConfig
+
+    if args.config == "phi3":
+        if not args.base:
+            raise ValueError("--config phi3 needs --base DIR (a local Phi-3-mini folder)")
+        return MotionLLMConfig.phi3(args.base, codebook_size=codebook)
+    return MotionLLMConfig.embedded(codebook_size=codebook)
+
+
+def _common(args):
+    import torch
+
+    from backend.data.dataset import open_corpus
+    from backend.models.vqvae import MotionVQVAE
+    from backend.paths import checkpoints_dir
+    from backend.retrieval.service import VideoRetriever
+
+    torch.set_num_threads(args.threads)
+    corpus = open_corpus(args.data)
+    vqvae = MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae").eval()
+    retriever = VideoRetriever.open("embedded")
+    return corpus, vqvae, retriever
+
+
+# ------------------------------------------------------------------------------------- SFT
+def cmd_train_sft(args) -> int:
+    from backend.models.motion_llm import MotionLLM
+    from backend.paths import data_home
+    from backend.train.motion_llm import LLMTrainConfig, build_examples, train_sft
+
+    corpus, vqvae, retriever = _common(args)
+    name = "novideo" if args.video == "none" else "sft"
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"llm-{name}"
+    examples = build_examples(corpus, vqvae, retriever, args.video, work.parent)
+    print(f"{len(examples)} training examples (caption, {args.video} video, motion tokens)")
+    model = MotionLLM(_model_config(args, vqvae.config.nb_code))
+    cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+                         ckpt_every=args.ckpt_every)
+    model = train_sft(model, examples, retriever, cfg, work, resume=not args.no_resume)
+    model.save_pretrained(work / "model")
+    print(f"Model saved in {work / 'model'}")
+    if args.ship:
+        _ship(model, f"llm-{name}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------- McDPO
+def cmd_train_mcdpo(args) -> int:
+    import random
+
+    import numpy as np
+
+    from backend.models.evaluator import TextMotionEvaluator
+    from backend.models.motion_llm import MotionLLM
+    from backend.paths import checkpoints_dir, data_home
+    from backend.train.motion_llm import (Example, LLMTrainConfig, Preference, build_examples,
+                                          make_preferences, train_mcdpo)
+
+    corpus, vqvae, retriever = _common(args)
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "llm-mcdpo"
+    work.mkdir(parents=True, exist_ok=True)
+    sft_dir = Path(args.sft) if args.sft else checkpoints_dir() / "llm-sft"
+    prefs_file = work / "preferences.json"
+    if prefs_file.is_file() and not args.no_resume:
+        rows = json.loads(prefs_file.read_text())
+        prefs = [Preference(r["text"], r["video_id"], np.array(r["chosen"]), np.array(r["rejected"]),
+                            r["reward_gap"], r["random_video"]) for r in rows]
+        print(f"{len(prefs)} preference pairs loaded from {prefs_file}")
+    else:
+        examples = build_examples(corpus, vqvae, retriever, "gemini", work.parent)
+        rng = random.Random(args.seed)
+        rng.shuffle(examples)
+        examples = examples[:args.prompts]
+        n_rand = int(round(args.random_share * len(examples)))
+        ids = retriever.db.ids
+        for e in examples[:n_rand]:            # bad priors: the model must learn to ignore them
+            e.video_id, e.random_video = ids[rng.randrange(len(ids))], True
+        sft = MotionLLM.from_pretrained(sft_dir)
+        evaluator = TextMotionEvaluator.from_pretrained(checkpoints_dir() / "evaluator")
+        gt = {e.mid: corpus.features(e.mid) for e in examples}
+        prefs = make_preferences(sft, examples, retriever, evaluator, vqvae, corpus.normalizer, gt,
+                                 kappa=args.kappa, w_l=args.w_l, w_d=args.w_d,
+                                 temperature=args.temperature, seed=args.seed)
+        tmp = prefs_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps([{"text": p.text, "video_id": p.video_id, "chosen": p.chosen.tolist(),
+                                    "rejected": p.rejected.tolist(), "reward_gap": p.reward_gap,
+                                    "random_video": p.random_video} for p in prefs]))
+        tmp.replace(prefs_file)
+        print(f"{len(prefs)} preference pairs ({sum(p.random_video for p in prefs)} with random videos)")
+    policy = MotionLLM.from_pretrained(sft_dir)
+    reference = MotionLLM.from_pretrained(sft_dir)
+    cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+                         warmup=min(20, args.steps // 5), ckpt_every=args.ckpt_every)
+    model = train_mcdpo(policy, reference, prefs, retriever, cfg, work, beta=args.beta,
+                        resume=not args.no_resume)
+    model.save_pretrained(work / "model")
+    print(f"Model saved in {work / 'model'}")
+    if args.ship:
+        _ship(model, "llm-mcdpo")
+    return 0
+
+
+# -------------------------------------------------------------------------------- generate
+def cmd_generate(args) -> int:
+    import time
+
+    import numpy as np
+
+    from backend.pipeline import VimoRAGPipeline
+    from viewer.export import export_motion
+
+    t0 = time.perf_counter()
+    pipe = VimoRAGPipeline.load(models=(args.model,), evaluator=False)
+    load_s = time.perf_counter() - t0
+    retrieval = "given" if args.video else args.retrieval
+    res = pipe.generate(args.text, model=args.model, retrieval=retrieval, seed=args.seed,
+                        temperature=args.temperature, top_k=args.top_k, video_id=args.video)
+    if res.truncated:
+        print(f"note: the prompt was shortened to {len(res.text)} characters")
+    for h in res.hits[:args.k]:
+        print(f"  retrieved #{h.rank}: {h.id}  score {h.score:.3f} (action {h.action_score:.3f} x "
+              f"{h.w_action:.2f}, object {h.object_score:.3f} x {h.w_object:.2f})")
+    if res.video_id:
+        print(f"video prior: {res.video_id}")
+    t1 = time.perf_counter()
+    files = export_motion(res.joints, args.out, args.formats.split(","), stem=args.stem)
+    export_s = time.perf_counter() - t1
+    np.save(Path(args.out) / f"{args.stem}_codes.npy", res.codes)
+    print(f"{len(res.codes)} motion tokens -> {res.seconds:.1f} s of motion; retrieval "
+          f"{res.timing['retrieval']:.3f} s, generation {res.timing['generation']:.3f} s, decoding "
+          f"{res.timing['decoding']:.3f} s; export {export_s:.1f} s; loading {load_s:.1f} s")
+    for fmt, p in files.items():
+        print(f"  {fmt}: {p}")
+    if args.json:
+        out = res.summary()
+        out["files"] = {k: str(v) for k, v in files.items()}
+        out["timing_s"].update(export=round(export_s, 3), load=round(load_s, 2))
+        print(json.dumps(out))
+    return 0
+
+
+def cmd_bench_generate(args) -> int:
+    from backend.bench_generate import bench_generate, format_bench_generate
+
+    res = bench_generate(repeats=args.repeats, seconds=args.seconds, threads=args.threads)
+    print(format_bench_generate(res))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parsers
+def register(sub, groups: dict) -> None:
+    def common(p, steps, lr, batch):
+        p.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+        p.add_argument("--config", choices=["embedded", "phi3"], default="embedded",
+                       help="embedded = Gemma 3 270M from its package; phi3 = --base DIR with the "
+                            "paper's LoRA (r=128, alpha=256)")
+        p.add_argument("--base", help="local Hugging Face causal-LM folder (for --config phi3)")
+        p.add_argument("--steps", type=int, default=steps)
+        p.add_argument("--batch-size", type=int, default=batch)
+        p.add_argument("--lr", type=float, default=lr)
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--ckpt-every", type=int, default=50)
+        p.add_argument("--workdir", help="run folder with log.jsonl and resumable state")
+        p.add_argument("--no-resume", action="store_true")
+        p.add_argument("--ship", action="store_true", help="save to checkpoints/ + MANIFEST")
+
+    s = groups["train"].add_parser(
+        "sft", help="motion LLM stage 1: supervised fine-tuning",
+        description="Each training caption + its rank-1 Gemini-MVR video (cached) -> ground-truth "
+                    "VQ tokens. --video none trains the no-video baseline (MotionGPT-style row). "
+                    "Resumable; runs through accelerate (`accelerate launch` scales it).")
+    common(s, 1000, 3e-4, 8)
+    s.add_argument("--video", choices=["gemini", "none"], default="gemini")
+    s.set_defaults(func=cmd_train_sft)
+    m = groups["train"].add_parser(
+        "mcdpo", help="motion LLM stage 2: McDPO on the SFT model",
+        description="Sample KAPPA candidates per prompt from the SFT model, score them with the "
+                    "evaluator (reward = -(w_l l/sum l + w_d d/sum d)), keep best/worst as a "
+                    "preference pair and train with DPO against the frozen SFT model. A share of "
+                    "prompts get random videos.")
+    common(m, 200, 5e-5, 8)
+    m.add_argument("--sft", help="SFT model folder (default: checkpoints/llm-sft)")
+    m.add_argument("--prompts", type=int, default=800)
+    m.add_argument("--kappa", type=int, default=4)
+    m.add_argument("--random-share", type=float, default=0.3)
+    m.add_argument("--w-l", type=float, default=0.9)
+    m.add_argument("--w-d", type=float, default=0.1)
+    m.add_argument("--beta", type=float, default=0.1)
+    m.add_argument("--temperature", type=float, default=1.0)
+    m.set_defaults(func=cmd_train_mcdpo)
+
+    g = sub.add_parser(
+        "generate", help="text -> motion (+ BVH/FBX/GLB/MP4/NPY)",
+        description="Retrieve a video for TEXT, generate motion tokens with the motion LLM, decode "
+                    "them and export. Prints the retrieved video, router weights and timing.")
+    g.add_argument("text", metavar="TEXT")
+    g.add_argument("--model", choices=["mcdpo", "sft", "novideo"], default="mcdpo")
+    g.add_argument("--retrieval", choices=["gemini", "random", "none", "object"], default="gemini")
+    g.add_argument("--video", help="use this database video id as the prior (skips retrieval)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens (0 = all)")
+    g.add_argument("--k", type=int, default=5, help="retrieved videos to list")
+    g.add_argument("--formats", default="bvh,fbx,glb,mp4,npy")
+    g.add_argument("--stem", default="motion", help="file name stem")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_generate)
+
+    b = groups["bench"].add_parser(
+        "generate", help="median text -> motion latency vs the naive path",
+        description="Retrieval + generation + decoding (no rendering) of a SECONDS-long motion, "
+                    "against the naive path (full-vocabulary head, no KV cache).")
+    b.add_argument("--repeats", type=int, default=10)
+    b.add_argument("--seconds", type=float, default=4.0)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench_generate)
+
+
+__all__ = ["register"]

@@ -1,0 +1,160 @@
+"""``VimoRAGPipeline``: text -> retrieved video -> motion tokens -> motion, one object.
+
+It composes the trained components (Gemini-MVR retriever + video database, the motion LLMs
+— McDPO and SFT share one frozen base — the VQ-VAE decoder and, for distances, the
+evaluator). The CLI's ``generate``, the evaluation rows and the app all call ``generate``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.prompt import clean_prompt, is_truncated
+
+RETRIEVAL_MODES = ("gemini", "object", "random", "none", "given")
+MODEL_NAMES = ("mcdpo", "sft", "novideo")
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    model: str
+    retrieval: str
+    seed: int | None
+    video_id: str | None
+    hits: list                      # retrieval.service.Hit, top-k (empty for none/given)
+    codes: np.ndarray
+    features: np.ndarray            # (T, 263) un-normalised
+    joints: np.ndarray              # (T, 22, 3)
+    timing: dict = field(default_factory=dict)
+    truncated: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return len(self.joints) / 20.0
+
+    def summary(self) -> dict:
+        return {"text": self.text, "model": self.model, "retrieval": self.retrieval, "seed": self.seed,
+                "video_id": self.video_id, "tokens": int(len(self.codes)), "frames": int(len(self.joints)),
+                "seconds": self.seconds, "truncated": self.truncated,
+                "hits": [h.to_json() for h in self.hits],
+                "timing_s": {k: round(v, 4) for k, v in self.timing.items()}}
+
+
+def load_normalizer():
+    """Mean/Std of the motion features: shipped with the VQ-VAE, else from the corpus."""
+    from backend.paths import checkpoints_dir
+    from core.features import Normalizer
+
+    d = checkpoints_dir() / "normalizer"
+    if (d / "Mean.npy").is_file():
+        return Normalizer.load(d)
+    from backend.data.dataset import open_corpus
+
+    return open_corpus().normalizer
+
+
+class VimoRAGPipeline:
+    def __init__(self, retriever, vqvae, normalizer, models: dict, evaluator=None):
+        self.retriever, self.vqvae, self.normalizer = retriever, vqvae.eval(), normalizer
+        self.models = models
+        self.evaluator = evaluator
+
+    @classmethod
+    def load(cls, models=("mcdpo", "sft"), db: str = "embedded", evaluator: bool = True,
+             checkpoints: Path | None = None) -> "VimoRAGPipeline":
+        from backend.models.motion_llm import MotionLLM
+        from backend.models.vqvae import MotionVQVAE
+        from backend.paths import checkpoints_dir
+        from backend.retrieval.service import VideoRetriever
+
+        ck = Path(checkpoints or checkpoints_dir())
+        missing = [m for m in models if not (ck / f"llm-{m}" / "model.safetensors").is_file()]
+        if missing:
+            raise FileNotFoundError(f"missing trained model(s) {', '.join(missing)} in {ck} "
+                                    f"(expected {ck}/llm-NAME/); see README, 'Training'")
+        retriever = VideoRetriever.open(db)
+        vqvae = MotionVQVAE.from_pretrained(ck / "vqvae")
+        llms = {m: MotionLLM.from_pretrained(ck / f"llm-{m}") for m in models}
+        ev = None
+        if evaluator:
+            from backend.models.evaluator import TextMotionEvaluator
+
+            ev = TextMotionEvaluator.from_pretrained(ck / "evaluator")
+        return cls(retriever, vqvae, load_normalizer(), llms, ev)
+
+    # -------------------------------------------------------------------------------- core
+    def _video(self, video_id):
+        from backend.models.motion_llm import VideoFeatures
+
+        if video_id is None:
+            return None
+        frames, obj = self.retriever.video_features(video_id)
+        return VideoFeatures(frames, obj)
+
+    def retrieve(self, text: str, mode: str, k: int = 5, seed: int | None = None) -> list:
+        if mode in ("none", "given"):
+            return []
+        smode = {"gemini": "gemini", "object": "object", "random": "random"}[mode]
+        return self.retriever.search(text, k=k, mode=smode, rng=np.random.default_rng(seed))
+
+    @torch.no_grad()
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.asarray(codes, np.int64)
+        if len(codes) == 0:
+            codes = np.zeros(1, np.int64)
+        x = self.vqvae.decode(torch.from_numpy(codes)[None])[0].numpy()
+        return self.normalizer.denormalize(x)
+
+    def generate(self, text: str, model: str = "mcdpo", retrieval: str = "gemini",
+                 seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
+                 video_id: str | None = None, k: int = 5, max_tokens: int | None = None) -> GenerationResult:
+        from core.features import features_to_joints
+
+        if model not in self.models:
+            raise ValueError(f"unknown or unloaded model {model!r}; loaded: {', '.join(self.models)}")
+        if retrieval not in RETRIEVAL_MODES:
+            raise ValueError(f"unknown retrieval {retrieval!r}; choose from {', '.join(RETRIEVAL_MODES)}")
+        if retrieval == "given" and not video_id:
+            raise ValueError("retrieval 'given' needs a video id")
+        if not (0.05 <= float(temperature) <= 5.0):
+            raise ValueError(f"temperature must be in [0.05, 5], got {temperature}")
+        raw = text
+        text = clean_prompt(text)
+        timing = {}
+        t0 = time.perf_counter()
+        hits = self.retrieve(text, retrieval, k, seed)
+        if retrieval == "given":
+            self.retriever.db.record(video_id)       # KeyError with a clear message if unknown
+        vid = video_id if retrieval == "given" else (hits[0].id if hits else None)
+        if model == "novideo":
+            vid = None
+        t1 = time.perf_counter()
+        timing["retrieval"] = t1 - t0
+        llm = self.models[model]
+        codes = llm.generate([text], [self._video(vid)], greedy=greedy, top_k=top_k,
+                             temperature=temperature, seed=seed, max_tokens=max_tokens, min_tokens=4)[0]
+        t2 = time.perf_counter()
+        timing["generation"] = t2 - t1
+        feats = self.decode(codes)
+        joints = features_to_joints(feats)
+        timing["decoding"] = time.perf_counter() - t2
+        timing["total"] = time.perf_counter() - t0
+        return GenerationResult(text, model, retrieval, seed, vid, hits, np.asarray(codes), feats,
+                                joints, timing, is_truncated(raw, text))
+
+    def text_motion_distance(self, text: str, features: np.ndarray) -> float:
+        """Euclidean distance between text and motion in the evaluator's joint space (lower =
+        closer; the MM-Dist of one pair)."""
+        if self.evaluator is None:
+            raise RuntimeError("the pipeline was loaded without the evaluator")
+        t = self.evaluator.encode_captions([text])[0]
+        m = self.evaluator.encode_features([features])[0]
+        return float(np.linalg.norm(t - m))
+
+
+__all__ = ["GenerationResult", "MODEL_NAMES", "RETRIEVAL_MODES", "VimoRAGPipeline", "load_normalizer"]
