@@ -33,7 +33,7 @@ def _model_config(args, codebook: int):
     return MotionLLMConfig.embedded(codebook_size=codebook)
 
 
-def _common(args):
+def _common(args, need_retriever: bool = True):
     import torch
 
     from backend.data.dataset import open_corpus
@@ -44,7 +44,7 @@ def _common(args):
     torch.set_num_threads(args.threads)
     corpus = open_corpus(args.data)
     vqvae = MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae").eval()
-    retriever = VideoRetriever.open("embedded")
+    retriever = VideoRetriever.open("embedded") if need_retriever else None
     return corpus, vqvae, retriever
 
 
@@ -54,7 +54,7 @@ def cmd_train_sft(args) -> int:
     from backend.paths import data_home
     from backend.train.motion_llm import LLMTrainConfig, build_examples, train_sft
 
-    corpus, vqvae, retriever = _common(args)
+    corpus, vqvae, retriever = _common(args, need_retriever=args.video != "none")
     name = "novideo" if args.video == "none" else "sft"
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"llm-{name}"
     examples = build_examples(corpus, vqvae, retriever, args.video, work.parent)

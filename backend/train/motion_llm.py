@@ -93,7 +93,15 @@ def retrieval_cache(retriever, texts: list[str], mode: str, path: Path, seed: in
 
 def build_examples(corpus, vqvae, retriever, mode: str, workdir: Path, split: str = "train") -> list[Example]:
     """One example per (motion, caption) of ``split``; ``mode`` in gemini / random / none."""
-    codes = motion_codes(corpus, vqvae, split)
+    cache = workdir / f"codes-{split}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            codes = {k: z[k] for k in z.files}
+    else:
+        codes = motion_codes(corpus, vqvae, split)
+        workdir.mkdir(parents=True, exist_ok=True)
+        np.savez(cache.with_suffix(".tmp.npz"), **codes)
+        cache.with_suffix(".tmp.npz").replace(cache)
     pairs = [(mid, c.text) for mid in codes for c in corpus.captions(mid)]
     videos = {}
     if mode != "none":
