@@ -1,2 +1,3 @@
-"""The Gradio front end (prompt -> retrieved video -> motion -> export). Not built yet: see
-the browser-app issue; ``launch.py`` falls back to a set-up check until ``app.main`` exists."""
+"""The Gradio front end (prompt -> retrieved video -> motion -> export): ``app.main.build_app``
+/ ``app.main.serve`` (started by ``python launch.py``); ``app.service`` holds the work without
+any Gradio, ``app.views`` the small HTML/Markdown pieces."""

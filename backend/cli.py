@@ -27,13 +27,31 @@ def cmd_data_build(args) -> int:
     out = Path(args.out) if args.out else embedded_corpus_dir()
     if corpus_is_built(out) and not args.force:
         print(f"The corpus is already built at {out} (use --force to rebuild).")
+        if args.ship:
+            _ship_normalizer(out)
         return 0
     cfg = CorpusConfig(n_in_dist=args.n_in_dist, n_ood=args.n_ood, seed=args.seed)
     build_corpus(out, cfg)
     meta = json.loads((out / "BUILD.json").read_text())
     print(f"Wrote {sum(meta['counts'].values())} motions to {out}: " +
           ", ".join(f"{k} {v}" for k, v in meta["counts"].items()))
+    if args.ship:
+        _ship_normalizer(out)
     return 0
+
+
+def _ship_normalizer(corpus_dir: Path) -> None:
+    """Ship the corpus's Mean/Std (what the VQ-VAE's inputs are normalised with), so generation
+    never needs the corpus."""
+    from backend import manifest
+    from backend.paths import checkpoints_dir
+
+    target = checkpoints_dir() / "normalizer"
+    target.mkdir(parents=True, exist_ok=True)
+    for f in ("Mean.npy", "Std.npy"):
+        (target / f).write_bytes((corpus_dir / f).read_bytes())
+    manifest.record(target, "python -m backend " + shlex.join(sys.argv[1:]))
+    print(f"Shipped {target} (Mean/Std of {corpus_dir})")
 
 
 def add_data(sub) -> None:
@@ -49,6 +67,8 @@ def add_data(sub) -> None:
     b.add_argument("--n-in-dist", type=int, default=3300, help="motions for train/val/test")
     b.add_argument("--n-ood", type=int, default=500, help="motions with out-of-distribution kinds")
     b.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
+    b.add_argument("--ship", action="store_true",
+                   help="also copy Mean/Std to checkpoints/normalizer (+ MANIFEST)")
     b.set_defaults(func=cmd_data_build)
 
 
@@ -214,15 +234,17 @@ def cmd_eval_generation(args) -> int:
             continue
         results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
                            seed=args.seed, mm_samples=args.mm_samples,
-                           mm_repeats=args.mm_repeats, progress=not args.json)
+                           mm_repeats=args.mm_repeats, progress=not args.json,
+                           max_motions=args.max_motions)
         print(format_table(split, results))
         print()
         tables[split] = to_json(results)
-    print(f"evaluator: {source}; data: {corpus.root}; {args.repeats} repeats; "
+    subset = f"; {args.max_motions} motions per split" if args.max_motions else ""
+    print(f"evaluator: {source}; data: {corpus.root}; {args.repeats} repeats{subset}; "
           "mean ± 1.96·std/√repeats")
     if args.json:
         print(json.dumps({"evaluator": source, "data": str(corpus.root), "repeats": args.repeats,
-                          "tables": tables}))
+                          "max_motions": args.max_motions, "tables": tables}))
     return 0
 
 
@@ -256,6 +278,8 @@ def add_eval(sub) -> None:
     g.add_argument("--splits", default="test,ood")
     g.add_argument("--repeats", type=int, default=20)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-motions", type=int, default=0,
+                   help="evaluate on a fixed random subset of this many motions per split (0 = all)")
     g.add_argument("--mm-samples", type=int, default=100, help="texts for MultiModality")
     g.add_argument("--mm-repeats", type=int, default=30, help="generations per text for MultiModality")
     g.add_argument("--threads", type=int, default=2)

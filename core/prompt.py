@@ -17,7 +17,9 @@ def clean_prompt(text, max_chars: int = MAX_PROMPT_CHARS) -> str:
     prompts with no visible character."""
     if not isinstance(text, str):
         raise PromptError(f"the prompt must be text, got {type(text).__name__}")
-    text = "".join(ch for ch in text if ch in "\t\n" or unicodedata.category(ch)[0] != "C")
+    # drop control characters (Cc) only: format characters such as the zero-width joiner hold
+    # emoji sequences (🤸‍♀️) together
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc" or ch in "\t\n")
     text = re.sub(r"\s+", " ", text).strip()
     if not text:
         raise PromptError("the prompt is empty: describe a motion, e.g. \"a person does a cartwheel\"")
@@ -29,7 +31,11 @@ def clean_prompt(text, max_chars: int = MAX_PROMPT_CHARS) -> str:
 
 
 def is_truncated(original: str, cleaned: str) -> bool:
-    return len(re.sub(r"\s+", " ", original).strip()) > len(cleaned)
+    """Whether ``clean_prompt`` cut the text (not merely tidied whitespace/control chars)."""
+    try:
+        return clean_prompt(original, max_chars=10 ** 9) != cleaned
+    except PromptError:
+        return False
 
 
 __all__ = ["MAX_PROMPT_CHARS", "PromptError", "clean_prompt", "is_truncated"]

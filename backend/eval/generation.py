@@ -100,9 +100,13 @@ def draw_repeat(data, rng: np.random.Generator) -> list[EvalItem]:
 
 def evaluate(evaluator, corpus: MotionCorpus, split: str, generators: Sequence[Generator],
              repeats: int = 20, seed: int = 0, mm_samples: int = 100, mm_repeats: int = 30,
-             progress: bool = True) -> dict[str, dict]:
-    """{row name: {metric: MetricResult}} for one split."""
+             progress: bool = True, max_motions: int | None = None) -> dict[str, dict]:
+    """{row name: {metric: MetricResult}} for one split (``max_motions``: a fixed random subset
+    of the split's motions, for generators too slow to run on all of them)."""
     data = load_split(corpus, split)
+    if max_motions and max_motions < len(data):
+        keep = np.random.default_rng([seed, 99]).choice(sorted(data), size=max_motions, replace=False)
+        data = {mid: data[mid] for mid in sorted(keep)}
     runs: dict[str, list[dict]] = {g.name: [] for g in generators}
     for r in tqdm(range(repeats), desc=f"evaluating {split}", disable=not progress):
         rng = np.random.default_rng([seed, r])

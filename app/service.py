@@ -1,0 +1,418 @@
+"""What the app does, without any Gradio: load the models once (in the background), run one
+generation or a McDPO-vs-SFT comparison into a session's folder, ingest an uploaded video,
+make thumbnails and playable copies of database videos.
+
+Heavy work (the models, rendering with the thread's own EGL context) runs on a small pool of
+long-lived worker threads (``concurrency`` of them), so renderers are created once per worker
+rather than once per short-lived request thread.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("vimorag.app")
+
+MODEL_LABELS = {"mcdpo": "McDPO", "sft": "SFT", "novideo": "text-only"}
+RETRIEVAL_LABELS = {"gemini": "Gemini-MVR", "random": "random video", "none": "no video",
+                    "given": "chosen video", "object": "object channel only"}
+EXPORT_FORMATS = ("bvh", "fbx", "glb", "mp4", "npy")
+KEEP_RUNS = 4                    # per session: older run folders are deleted
+
+
+class NotReady(RuntimeError):
+    """The models are still loading, or failed to load."""
+
+
+class UserError(ValueError):
+    """Bad input from the person using the app: the message is shown as is."""
+
+
+# --------------------------------------------------------------------------- model loading
+def default_pipeline_factory(db: str = "embedded", models=("mcdpo", "sft")):
+    """Load whichever of the requested motion LLMs exist (at least one), the retriever, the
+    VQ-VAE and the evaluator."""
+    def factory():
+        from backend.paths import checkpoints_dir
+        from backend.pipeline import VimoRAGPipeline
+
+        ck = checkpoints_dir()
+        have = [m for m in models if (ck / f"llm-{m}" / "model.safetensors").is_file()]
+        if not have:
+            raise FileNotFoundError(
+                f"no trained motion model in {ck} (expected {', '.join(f'llm-{m}/' for m in models)}); "
+                "train them (`python -m backend train sft`, then `train mcdpo`; see the README) or point "
+                "VIMORAG_CHECKPOINTS at a folder that has them")
+        return VimoRAGPipeline.load(models=tuple(have), db=db, evaluator=True)
+    return factory
+
+
+class ModelHolder:
+    """Loads the pipeline once, in a background thread; ``get()`` hands it out when ready."""
+
+    def __init__(self, factory, warm_up: bool = True):
+        self._factory, self._warm_up = factory, warm_up
+        self.pipeline = None
+        self.error: str | None = None
+        self.started = self.finished = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> "ModelHolder":
+        if self._thread is None:
+            self.started = time.time()
+            self._thread = threading.Thread(target=self._load, name="vimorag-model-loader", daemon=True)
+            self._thread.start()
+        return self
+
+    def _load(self) -> None:
+        try:
+            p = self._factory()
+            if self._warm_up:
+                warm_up(p)
+            self.pipeline = p
+        except Exception as exc:          # shown on the page; the server keeps running
+            log.exception("loading the models failed")
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.finished = time.time()
+            self._ready.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    @property
+    def state(self) -> str:
+        if self.pipeline is not None:
+            return "ready"
+        return "failed" if self.error else "loading"
+
+    def get(self):
+        if self.pipeline is not None:
+            return self.pipeline
+        if self.error:
+            raise NotReady(f"the models could not be loaded ({self.error}). Fix the set-up and "
+                           "restart the app.")
+        waited = time.time() - (self.started or time.time())
+        raise NotReady(f"the models are still loading ({waited:.0f} s so far; usually well under a "
+                       "minute). Please try again in a moment.")
+
+    def describe(self) -> str:
+        s = self.state
+        if s == "loading":
+            return f"Loading models… ({time.time() - (self.started or time.time()):.0f} s)"
+        if s == "failed":
+            return f"**The models could not be loaded:** {self.error}"
+        p = self.pipeline
+        models = ", ".join(MODEL_LABELS.get(m, m) for m in p.models)
+        return (f"Ready: {models} · {len(p.retriever.db):,} videos in the database · loaded in "
+                f"{self.finished - self.started:.0f} s")
+
+
+def warm_up(pipeline) -> None:
+    """Load what the first request would otherwise load (text encoder, body model)."""
+    pipeline.retriever.encode_query(["a person walks forward"])
+    try:
+        from viewer.body import default_body
+
+        default_body()
+    except Exception:                      # rendering problems surface, clearly, per request
+        log.warning("body model warm-up failed", exc_info=True)
+
+
+# ------------------------------------------------------------------------------- results
+@dataclass
+class ModelRun:
+    model: str
+    result: object                         # backend.pipeline.GenerationResult
+    files: dict                            # export_motion's {format: path}
+    distance: float | None = None
+
+    @property
+    def label(self) -> str:
+        return MODEL_LABELS.get(self.model, self.model)
+
+    def summary(self) -> dict:
+        s = self.result.summary()
+        s["text_motion_distance"] = None if self.distance is None else round(self.distance, 4)
+        s["files"] = {k: str(v) for k, v in self.files.items()}
+        return s
+
+
+@dataclass
+class Outcome:
+    """Everything one request produced (for the UI and the API)."""
+    runs: list[ModelRun] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    video_id: str | None = None
+    retrieval: str = "gemini"
+    router: dict | None = None             # scores + weights of the video used
+    hits: list[dict] = field(default_factory=list)
+
+
+def slug(text: str, n: int = 40) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:n].strip("_")
+    return s or "motion"
+
+
+def prompt_notes(raw: str, cleaned: str) -> list[str]:
+    """What the person should know about how their prompt was read."""
+    from core.prompt import MAX_PROMPT_CHARS
+
+    n = len(re.sub(r"\s+", " ", raw or "").strip())
+    if n > MAX_PROMPT_CHARS:
+        return [f"Your prompt has {n:,} characters; prompts are cut to {MAX_PROMPT_CHARS} characters "
+                f"(at a word boundary), so only its first {len(cleaned)} were used."]
+    return []
+
+
+class AppService:
+    def __init__(self, holder: ModelHolder, workdir: Path | None = None, render_size: int = 384,
+                 concurrency: int = 1):
+        self.holder = holder
+        if workdir is None:                  # our own scratch folder: removed when the app exits
+            workdir = tempfile.mkdtemp(prefix="vimorag-app-")
+            atexit.register(shutil.rmtree, workdir, True)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.render_size = int(render_size)
+        self.pool = ThreadPoolExecutor(max(1, int(concurrency)), thread_name_prefix="vimorag-worker")
+        self.db_lock = threading.RLock()     # uploads change the database under everyone
+        self._media_locks: dict[str, threading.Lock] = {}
+        self._media_guard = threading.Lock()
+
+    # ------------------------------------------------------------------ helpers
+    def call(self, fn, *args, **kw):
+        """Run ``fn`` on a worker thread and wait for it."""
+        return self.pool.submit(fn, *args, **kw).result()
+
+    def session_dir(self, state: dict) -> Path:
+        d = state.get("dir")
+        if not d or not Path(d).is_dir():
+            d = str(self.workdir / f"session-{uuid.uuid4().hex[:12]}")
+            Path(d).mkdir(parents=True, exist_ok=True)
+            state["dir"] = d
+        return Path(d)
+
+    def new_run_dir(self, state: dict) -> Path:
+        base = self.session_dir(state)
+        state["runs"] = int(state.get("runs", 0)) + 1
+        run = base / f"run-{state['runs']:04d}"
+        run.mkdir(parents=True, exist_ok=True)
+        for old in sorted(base.glob("run-*"))[:-KEEP_RUNS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return run
+
+    @staticmethod
+    def drop_session(state) -> None:
+        d = (state or {}).get("dir") if isinstance(state, dict) else None
+        if d:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def _media_lock(self, key: str) -> threading.Lock:
+        with self._media_guard:
+            return self._media_locks.setdefault(key, threading.Lock())
+
+    # ------------------------------------------------------------------ generation
+    def check_inputs(self, prompt, model: str, retrieval: str, seed, temperature, video_id, compare: bool):
+        from core.prompt import clean_prompt
+
+        pipe = self.holder.get()
+        text = clean_prompt(prompt if prompt is not None else "")
+        try:
+            seed = int(seed if seed not in (None, "") else 0)
+        except (TypeError, ValueError):
+            raise UserError(f"the seed must be a whole number, got {seed!r}") from None
+        if not 0 <= seed < 2 ** 31:
+            raise UserError(f"the seed must be between 0 and {2 ** 31 - 1}, got {seed}")
+        try:
+            temperature = float(temperature if temperature not in (None, "") else 1.0)
+        except (TypeError, ValueError):
+            raise UserError(f"the temperature must be a number, got {temperature!r}") from None
+        if not 0.05 <= temperature <= 5.0:
+            raise UserError(f"the temperature must be between 0.05 and 5, got {temperature}")
+        if retrieval not in RETRIEVAL_LABELS:
+            raise UserError(f"unknown retrieval {retrieval!r}; choose Gemini-MVR, random or none")
+        video_id = (video_id or "").strip() or None
+        if retrieval == "given":
+            if not video_id:
+                raise UserError("no video chosen: click one of the top-5 retrieved videos or upload "
+                                "your own, or pick another retrieval")
+            try:
+                pipe.retriever.db.record(video_id)
+            except KeyError:
+                raise UserError(f"there is no video {video_id!r} in the database") from None
+        if compare:
+            missing = [m for m in ("mcdpo", "sft") if m not in pipe.models]
+            if missing:
+                raise UserError("comparison needs both McDPO and SFT; not loaded: " + ", ".join(missing))
+            models = ["mcdpo", "sft"]
+        else:
+            if model not in pipe.models:
+                raise UserError(f"model {MODEL_LABELS.get(model, model)!r} is not loaded; available: "
+                                + ", ".join(MODEL_LABELS.get(m, m) for m in pipe.models))
+            models = [model]
+        return pipe, text, seed, temperature, video_id, models
+
+    def generate_motion(self, pipe, text: str, model: str, retrieval: str, seed: int,
+                        temperature: float, video_id: str | None):
+        with self.db_lock:
+            return self.call(pipe.generate, text, model=model, retrieval=retrieval, seed=seed,
+                             temperature=temperature, video_id=video_id, k=5)
+
+    def export(self, result, out_dir: Path, stem: str) -> dict:
+        from viewer.export import export_motion
+        from viewer.render import RenderConfig
+
+        return self.call(export_motion, result.joints, out_dir, formats=EXPORT_FORMATS, stem=stem,
+                         render_cfg=RenderConfig(size=self.render_size))
+
+    def distance(self, pipe, result) -> float | None:
+        if getattr(pipe, "evaluator", None) is None:
+            return None
+        try:
+            return float(self.call(pipe.text_motion_distance, result.text, result.features))
+        except Exception:
+            log.warning("text-motion distance failed", exc_info=True)
+            return None
+
+    def router_for(self, pipe, text: str, video_id: str | None, hits: list) -> dict | None:
+        """Channel scores and router weights of the video used (from the hit when retrieved,
+        computed for a chosen video)."""
+        if video_id is None:
+            return None
+        for h in hits:
+            if h.id == video_id:
+                return {"id": h.id, "rank": h.rank, "score": h.score, "action_score": h.action_score,
+                        "object_score": h.object_score, "w_action": h.w_action, "w_object": h.w_object}
+        r = pipe.retriever
+        with self.db_lock:
+            row = r.db.row(video_id)
+            q = self.call(r.encode_query, [text])
+            a, o, w = r.emb["a"][row], r.emb["o"][row], r.emb["w"][row]
+        sa, so = float(a @ q["p"][0]), float(o @ q["g"][0])
+        return {"id": video_id, "rank": None, "score": float(w[0] * sa + w[1] * so),
+                "action_score": sa, "object_score": so, "w_action": float(w[0]), "w_object": float(w[1])}
+
+    # ------------------------------------------------------------------ media
+    def video_for_display(self, video_id: str) -> Path:
+        """A browser-playable MP4 of a database video (rendered / transcoded once, cached)."""
+        pipe = self.holder.get()
+        r = pipe.retriever
+        rec = r.db.record(video_id)
+        with self._media_lock("video:" + video_id):
+            if rec.get("kind") == "synthetic":
+                return self.call(r.video_path, video_id)
+            src = Path(self.call(r.video_path, video_id))
+            out = r.db.root / "media" / f"{video_id}.mp4"
+            if not out.is_file():
+                self.call(transcode_mp4, src, out)
+            return out
+
+    def thumbnail(self, video_id: str) -> Path:
+        """One middle frame of a database video as a JPEG (cheap: no full render)."""
+        pipe = self.holder.get()
+        r = pipe.retriever
+        out = r.db.root / "media" / "thumbs" / f"{video_id}.jpg"
+        with self._media_lock("thumb:" + video_id):
+            if not out.is_file():
+                self.call(_make_thumbnail, r, video_id, out)
+        return out
+
+    # ------------------------------------------------------------------ uploads
+    def add_upload(self, upload_path) -> tuple[str | None, str]:
+        """(video id or None, message) for a user's video file."""
+        from backend.video.database import read_jsonl
+        from backend.video.ingest import VIDEO_SUFFIXES, file_key
+
+        pipe = self.holder.get()
+        if not upload_path:
+            raise UserError("choose a video file to upload first")
+        src = Path(upload_path)
+        if src.suffix.lower() not in VIDEO_SUFFIXES:
+            raise UserError(f"{src.name!r} is not a video file this app reads (use one of "
+                            f"{', '.join(sorted(VIDEO_SUFFIXES))})")
+        if not src.is_file() or src.stat().st_size == 0:
+            raise UserError(f"the uploaded file {src.name!r} is empty or could not be received")
+        r = pipe.retriever
+        up_root = r.db.root / "uploads"     # kept with the database that refers to the files
+        up_root.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=up_root))
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", src.stem)[:60] or "video"
+        dst = folder / f"{name}{src.suffix.lower()}"
+        shutil.copyfile(src, dst)
+        key = file_key(dst)
+        with self.db_lock:
+            report = self.call(r.add_videos, folder)
+            rec = next((x for x in r.db.records if x.get("key") == key), None)
+        if rec is not None:
+            if Path(rec.get("source", "")).resolve() != dst.resolve():
+                shutil.rmtree(folder, ignore_errors=True)      # the same video was added before
+            if report.added == 0:
+                return rec["id"], (f"Your video is already in the database as **{rec['id']}**; "
+                                   "it is the reference video now.")
+            return rec["id"], f"Added your video as **{rec['id']}** and used it as the reference video."
+        shutil.rmtree(folder, ignore_errors=True)
+        reason = next((s["reason"] for s in report.skipped if Path(s["source"]).name == dst.name), None)
+        if reason is None:
+            old = {s["key"]: s for s in read_jsonl(r.db.root / "skipped.jsonl")}
+            reason = old.get(key, {}).get("reason", "it could not be analysed")
+        raise UserError(f"your video {src.name!r} cannot be used: {reason}")
+
+
+def transcode_mp4(src: Path, out: Path, max_side: int = 480) -> Path:
+    """H.264 MP4 copy of any video ffmpeg reads (for videos users uploaded in other formats)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.mp4")
+    scale = f"scale='min({max_side},iw)':-2"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-an",
+           "-vf", scale, "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+           "-movflags", "+faststart", str(tmp)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"could not convert {src.name} for playback: {proc.stderr.strip()[-300:]}")
+    tmp.replace(out)
+    return out
+
+
+def _make_thumbnail(retriever, video_id: str, out: Path, side: int = 192) -> Path:
+    from PIL import Image
+
+    rec = retriever.db.record(video_id)
+    if rec.get("kind") == "synthetic":
+        from backend.video.synth import VideoSpec, render_frames
+
+        spec = VideoSpec.from_json(rec["spec"])
+        frame = render_frames(spec, np.array([spec.frames // 2]))[0]
+    else:
+        from backend.video.decode import read_frames
+
+        frame = read_frames(retriever.video_path(video_id), num=1, max_side=side)[0][0]
+    img = Image.fromarray(np.asarray(frame, np.uint8))
+    img.thumbnail((side, side))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.jpg")
+    img.save(tmp, "JPEG", quality=85)
+    tmp.replace(out)
+    return out
+
+
+__all__ = ["AppService", "EXPORT_FORMATS", "MODEL_LABELS", "ModelHolder", "ModelRun", "NotReady",
+           "Outcome", "RETRIEVAL_LABELS", "UserError", "default_pipeline_factory", "prompt_notes",
+           "slug", "transcode_mp4", "warm_up"]
