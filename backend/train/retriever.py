@@ -4,6 +4,9 @@ this purpose only, as the paper's retriever training set does).
 Stage 1 (``train_channels``): both channels with a symmetric InfoNCE loss each (text -> video
 and video -> text over the batch). Stage 2 (``train_router``): the channels are frozen and only
 the router (and the fused temperature) learns, with the same loss on the fused score.
+The two stages use disjoint parts of the training videos (3/4 and 1/4): a router fitted on the
+channels' own training videos learns to trust whichever channel memorised them best (here the
+object channel), which does not carry over to new videos.
 Text embeddings come from frozen MiniLM and are computed once per caption.
 """
 from __future__ import annotations
@@ -42,8 +45,14 @@ class CaptionedVideos:
     ids: list[str]
 
     @classmethod
-    def from_database(cls, db: VideoDatabase, split: str, minilm=None) -> "CaptionedVideos":
+    def from_database(cls, db: VideoDatabase, split: str, minilm=None,
+                      part: str | None = None) -> "CaptionedVideos":
+        """``part``: "channels" or "router" picks one of two disjoint parts of the split (every
+        fourth video goes to the router), so the router learns how reliable each channel is on
+        videos the channels were not fitted to."""
         rows = [i for i, r in enumerate(db.records) if split_of(r) == split and captions_of(r)]
+        if part is not None:
+            rows = [i for n, i in enumerate(rows) if (n % 4 == 3) == (part == "router")]
         if not rows:
             raise ValueError(f"{db.root}: no captioned videos in split {split!r}")
         caps, owner = [], []
@@ -99,7 +108,7 @@ def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: fl
                    progress: bool = True, minilm=None) -> GeminiMVR:
     """Stage 1: both channels, InfoNCE each."""
     torch.manual_seed(seed)
-    data = CaptionedVideos.from_database(db, "train", minilm)
+    data = CaptionedVideos.from_database(db, "train", minilm, part="channels")
     batch = min(batch, len(data.ids))
     model = GeminiMVR(cfg).train()
     params = [p for n, p in model.named_parameters() if not n.startswith("router")]
@@ -133,7 +142,7 @@ def train_router(model: GeminiMVR, db: VideoDatabase, steps: int = 600, batch: i
                  minilm=None) -> GeminiMVR:
     """Stage 2: channels frozen; only the router and the fused temperature learn."""
     torch.manual_seed(seed)
-    data = CaptionedVideos.from_database(db, "train", minilm)
+    data = CaptionedVideos.from_database(db, "train", minilm, part="router")
     batch = min(batch, len(data.ids))
     for p in model.parameters():
         p.requires_grad_(False)
