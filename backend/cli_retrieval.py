@@ -78,6 +78,7 @@ def cmd_retrieve(args) -> int:
     text = clean_prompt(args.text)
     t0 = time.perf_counter()
     r = VideoRetriever.open(args.db)
+    r.encode_query(["warm-up"])                      # loads the text encoder
     t1 = time.perf_counter()
     hits = r.search(text, k=args.k, mode=args.mode, rng=np.random.default_rng(args.seed))
     t2 = time.perf_counter()
