@@ -19,7 +19,7 @@ Public API:
     fuse_videos(a, o, w) -> (N, Da+Do) float32
     fuse_queries(p, g) -> (M, Da+Do) float32
     brute_force_fused(p, g, a, o, w) -> (M, N) float64 scores straight from the formula
-    FusedIndex(dim, kind="auto", gpu="auto", hnsw_m=32, ef_construction=200, ef_search=1024,
+    FusedIndex(dim, kind="auto", gpu="auto", hnsw_m=32, ef_construction=128, ef_search=1024,
                nlist=None, nprobe=None)
         .add(ids, vectors)           incremental; duplicate ids raise ValueError, nothing added
         .search(queries, k) -> (scores (M, k') float32, ids list[list[str]]), k' = min(k, len)
@@ -50,7 +50,7 @@ IVF_MIN_POINTS_PER_LIST = 40   # IVF needs about this many training vectors per 
 # HNSW defaults, chosen with backend.retrieval.bench on a 2-core CPU: on 1M fused 512-d vectors of
 # the benchmark's clustered distribution they give recall@1 >= 0.95 in well under 20 ms per query.
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_CONSTRUCTION = 128
 HNSW_EF_SEARCH = 1024
 FORMAT_VERSION = 1
 INDEX_FILE, IDS_FILE, CONFIG_FILE = "index.faiss", "ids.json", "config.json"
