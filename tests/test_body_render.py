@@ -526,3 +526,33 @@ def test_render_motion_mp4_bad_input(tmp_path, body):
 
 def test_render_error_type():
     assert issubclass(RenderError, RuntimeError)
+
+
+def test_closing_one_renderer_leaves_the_others_working():
+    """pyrender terminates the process-wide EGL display when a context is deleted; ours must
+    not, or every other renderer (another thread, another size) fails with EGL_BAD_DISPLAY."""
+    import threading
+
+    from viewer.body import MannequinBody
+    from viewer.render import RenderConfig, Renderer
+
+    body = MannequinBody()
+    V = body.rest_vertices()[None].repeat(2, 0)
+    main = Renderer()
+    main.render_mesh(V, body.faces, RenderConfig(size=48))
+    other = Renderer()
+    other.render_mesh(V, body.faces, RenderConfig(size=64))
+    other.close()
+    main.render_mesh(V, body.faces, RenderConfig(size=56))           # size change: new context
+
+    def in_thread():
+        r = Renderer()
+        r.render_mesh(V, body.faces, RenderConfig(size=40))
+        r.close()
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+    frames = main.render_mesh(V, body.faces, RenderConfig(size=56))
+    assert frames.shape == (2, 56, 56, 3) and frames.std() > 0
+    main.close()

@@ -405,6 +405,24 @@ def _set_msaa(pyrender_renderer, samples: int) -> None:
 
 
 # ---------------------------------------------------------------------------------- renderer
+def _delete_offscreen(r) -> None:
+    """Free a pyrender OffscreenRenderer without ``eglTerminate``: pyrender terminates the EGL
+    display when it deletes a context, and the display is shared by every context of the
+    process, so any other renderer (another thread, another size) would fail afterwards with
+    EGL_BAD_DISPLAY. Only this renderer's context is destroyed here."""
+    plat = getattr(r, "_platform", None)
+    if plat is not None and hasattr(plat, "_egl_display"):
+        def destroy_only(plat=plat):
+            from OpenGL.EGL import eglDestroyContext
+
+            if plat._egl_display is not None and plat._egl_context is not None:
+                eglDestroyContext(plat._egl_display, plat._egl_context)
+            plat._egl_context = None
+            plat._egl_display = None
+        plat.delete_context = destroy_only
+    r.delete()
+
+
 class Renderer:
     """Offscreen renderer (one OpenGL context, reused across calls). Not thread-safe: use one
     per thread (``shared_renderer()``)."""
@@ -424,7 +442,7 @@ class Renderer:
 
     def _gl(self, size: int, samples: int):
         if self._r is not None and (self.size != size or self._samples != samples):
-            self._r.delete()
+            _delete_offscreen(self._r)
             self._r = None
         if self._r is None:
             try:
@@ -446,7 +464,7 @@ class Renderer:
     def close(self) -> None:
         if self._r is not None:
             try:
-                self._r.delete()
+                _delete_offscreen(self._r)
             finally:
                 self._r = None
 
