@@ -20,7 +20,7 @@ when the vocabulary has ``<start_of_turn>`` (the GGUF tokenizer ships no templat
 "...\\nMotion:" layout. Captions are cleaned by ``clean_prompt`` and cut to ``max_text_tokens``.
 
 Public API:
-    PromptError, clean_prompt(text, max_chars=None) -> str
+    PromptError, clean_prompt (from core.prompt)
     VideoFeatures(frames (F, action_dim), object (object_dim,))
     MotionLLMConfig (+ .embedded(codebook_size), .phi3(path, codebook_size))
     load_base(base) -> (model, tokenizer);  embedded_base_dir()
@@ -39,16 +39,16 @@ import inspect
 import itertools
 import json
 import logging
-import re
 import shutil
 import tempfile
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from core.prompt import PromptError, clean_prompt  # noqa: F401  (re-exported)
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -71,28 +71,6 @@ _SENTINEL_TEXT = "\u27e6VIMORAG_TEXT\u27e7"
 
 # -----------------------------------------------------------------------------
 # prompts and video features
-
-
-class PromptError(ValueError):
-    """The text prompt cannot be used (not a string, or nothing left after cleaning)."""
-
-
-def clean_prompt(text, max_chars: int | None = None) -> str:
-    """Unicode-NFC, drop control characters, collapse runs of whitespace to one space, strip.
-    Any language / emoji is kept. PromptError for a non-string or an empty result. With
-    ``max_chars`` the result is cut to that many characters (a cheap guard before tokenising;
-    the model cuts to ``max_text_tokens`` tokens afterwards and logs a warning)."""
-    if not isinstance(text, str):
-        raise PromptError(f"the prompt must be a string, got {type(text).__name__}")
-    s = unicodedata.normalize("NFC", text)
-    s = re.sub(r"\s+", " ", s)
-    s = "".join(ch for ch in s if unicodedata.category(ch) != "Cc").strip()
-    if not s:
-        raise PromptError("the prompt is empty: describe the motion in words, e.g. "
-                          "'a person walks forward and waves'")
-    if max_chars is not None and len(s) > max_chars:
-        s = s[:max_chars].rstrip()
-    return s
 
 
 @dataclass
@@ -421,7 +399,7 @@ class MotionLLM(nn.Module):
     def render_prompt(self, text: str, has_video: bool) -> str:
         """The prompt as text: the prefix embeddings shown as ``<video>`` x num_prefix; the motion
         tokens ([BOS] m1 ... mL [EOS]) follow the returned string."""
-        return self._render(has_video, VIDEO_PLACEHOLDER * self.config.num_prefix, clean_prompt(text))
+        return self._render(has_video, VIDEO_PLACEHOLDER * self.config.num_prefix, clean_prompt(text, max_chars=None))
 
     def _template(self, has_video: bool) -> tuple[list[int], list[int], list[int]]:
         """Token ids (before the video prefix, between prefix and caption, after the caption)."""
@@ -439,7 +417,7 @@ class MotionLLM(nn.Module):
         """(token ids of the cleaned caption cut to max_text_tokens, whether it was cut); a
         warning is logged when it was."""
         n = self.config.max_text_tokens
-        full = clean_prompt(text)
+        full = clean_prompt(text, max_chars=None)
         cleaned = full[:32 * n]  # cheap guard: no tokenizer call on megabytes of text
         ids = self.tokenizer(cleaned, add_special_tokens=False)["input_ids"]
         truncated = len(ids) > n or len(cleaned) < len(full)

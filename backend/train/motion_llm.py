@@ -187,21 +187,31 @@ def _loop(model: MotionLLM, cfg: LLMTrainConfig, workdir: Path, resume: bool, de
     return core
 
 
-# ------------------------------------------------------------------------------------ SFT
-def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrainConfig,
-              workdir: Path, resume: bool = True) -> MotionLLM:
+def _epoch_sampler(n: int, cfg: LLMTrainConfig):
+    """A function giving the next ``cfg.batch_size`` indices of shuffled passes over ``n`` items."""
     rng = random.Random(cfg.seed)
     order: list[int] = []
 
-    def step_fn(core, step):
+    def draw() -> list[int]:
         nonlocal order
         idx = []
         while len(idx) < cfg.batch_size:
             if not order:
-                order = list(range(len(examples)))
+                order = list(range(n))
                 rng.shuffle(order)
             idx.append(order.pop())
-        ex = [examples[i] for i in idx]
+        return idx
+
+    return draw
+
+
+# ------------------------------------------------------------------------------------ SFT
+def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrainConfig,
+              workdir: Path, resume: bool = True) -> MotionLLM:
+    draw = _epoch_sampler(len(examples), cfg)
+
+    def step_fn(core, step):
+        ex = [examples[i] for i in draw()]
         batch = core.build_batch([e.text for e in ex], [video_of(retriever, e.video_id) for e in ex],
                                  [e.codes for e in ex], padding="right").to(core.device)
         return core.loss(batch), {}
@@ -259,8 +269,7 @@ def make_preferences(sft: MotionLLM, examples: list[Example], retriever, evaluat
 
 def train_mcdpo(policy: MotionLLM, reference: MotionLLM, prefs: list[Preference], retriever,
                 cfg: LLMTrainConfig, workdir: Path, beta: float = 0.1, resume: bool = True) -> MotionLLM:
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
+    draw = _epoch_sampler(len(prefs), cfg)
     reference.eval()
     for p in reference.parameters():
         p.requires_grad_(False)
@@ -272,14 +281,7 @@ def train_mcdpo(policy: MotionLLM, reference: MotionLLM, prefs: list[Preference]
         return model.sequence_logprob(batch)
 
     def step_fn(core, step):
-        nonlocal order
-        idx = []
-        while len(idx) < cfg.batch_size:
-            if not order:
-                order = list(range(len(prefs)))
-                rng.shuffle(order)
-            idx.append(order.pop())
-        ps = [prefs[i] for i in idx]
+        ps = [prefs[i] for i in draw()]
         with torch.no_grad():
             ref_c, ref_r = logps(reference, ps, "chosen"), logps(reference, ps, "rejected")
         pol_c, pol_r = logps(core, ps, "chosen"), logps(core, ps, "rejected")
