@@ -8,19 +8,13 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 
 
 def _ship(model, name: str) -> None:
-    from backend import manifest
-    from backend.paths import checkpoints_dir
+    from backend.cli import _ship as ship
 
-    target = checkpoints_dir() / name
-    model.save_pretrained(target)
-    manifest.record(target, "python -m backend " + shlex.join(sys.argv[1:]))
-    print(f"Shipped to {target} and recorded in the MANIFEST")
+    ship(model, name, "float32")
 
 
 def _model_config(args, codebook: int):
