@@ -276,7 +276,7 @@ class AppService:
         from viewer.render import RenderConfig
 
         return self.call(export_motion, result.joints, out_dir, formats=EXPORT_FORMATS, stem=stem,
-                         render_cfg=RenderConfig(size=self.render_size))
+                         render_cfg=RenderConfig(size=self.render_size), clean=False)  # already clean
 
     def distance(self, pipe, result) -> float | None:
         if getattr(pipe, "evaluator", None) is None:

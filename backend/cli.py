@@ -82,14 +82,38 @@ def cmd_train_vqvae(args) -> int:
     corpus = open_corpus(args.data)
     norm = corpus.normalizer
     motions = [norm.normalize(f) for f in corpus.load_features("train", progress=True).values()]
+    if args.video_motions if args.video_motions is not None else args.data is None:
+        from backend.video.synth import video_motion_features
+
+        extra = video_motion_features(progress=True)
+        print(f"+ {len(extra)} video-only motions of the video database (no captions; "
+              f"OOD kinds included)")
+        motions += [norm.normalize(f) for f in extra]
+    val = [norm.normalize(f) for f in corpus.load_features("val").values()] \
+        if "val" in corpus.splits() else None
     model_cfg = VQVAEConfig.paper() if args.config == "paper" else VQVAEConfig.embedded()
     train_cfg = VQTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                               warmup_steps=min(1000, args.steps // 10),
                               lr_milestones=tuple(args.decay_at) if args.decay_at else None,
+                              schedule=args.schedule, root_weight=args.root_weight,
+                              joint_weight=args.joint_weight,
+                              pos_weight=args.pos_weight, window=args.window,
                               ckpt_every=max(1, min(500, args.steps // 4)), threads=args.threads)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"vqvae-{args.config}"
-    model = train_vqvae(motions, model_cfg, train_cfg, work, resume=not args.no_resume)
+    init = None
+    if args.init:
+        from backend.models.vqvae import MotionVQVAE
+
+        init = MotionVQVAE.from_pretrained(args.init)
+        model_cfg = init.config
+        print(f"Starting from the weights and codebook of {args.init}")
+    model = train_vqvae(motions, model_cfg, train_cfg, work, resume=not args.no_resume,
+                        val_motions=val, init=init, stats=(norm.mean, norm.std))
     print(f"Trained model saved in {work / 'model'}")
+    if args.curves:
+        from backend.train.curves import plot_vqvae_curves
+
+        print(f"Learning curves: {plot_vqvae_curves(work / 'train_log.jsonl', Path(args.curves))}")
     if args.ship:
         _ship(model, "vqvae", args.ship_dtype)
     return 0
@@ -115,8 +139,10 @@ def cmd_train_evaluator(args) -> int:
     from backend.train.evaluator import EvaluatorTrainConfig, train_evaluator
 
     corpus = open_corpus(args.data)
+    splits = corpus.judge_splits()
     cfg = EvaluatorTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                               threads=args.threads)
+                               threads=args.threads, splits=splits)
+    print(f"Training on the {' + '.join(splits)} split(s)")
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / "evaluator"
     model = train_evaluator(corpus, EvaluatorConfig.embedded(), cfg, work, resume=not args.no_resume)
     print(f"Trained evaluator saved in {work / 'model'}")
@@ -125,13 +151,32 @@ def cmd_train_evaluator(args) -> int:
     return 0
 
 
+def cmd_train_checker(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.eval.follow import CheckerTrainConfig, train_checker
+    from backend.paths import data_home
+
+    corpus = open_corpus(args.data)
+    splits = corpus.judge_splits()
+    print(f"Training the instruction checker on the {' + '.join(splits)} split(s)")
+    cfg = CheckerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads)
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "checker"
+    model = train_checker(corpus, splits, cfg, work)
+    print(f"Trained checker saved in {work / 'model'}")
+    if args.ship:
+        _ship(model, "checker", args.ship_dtype)
+    return 0
+
+
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a component")
     tsub = p.add_subparsers(dest="train_cmd", required=True, metavar="COMPONENT")
     v = tsub.add_parser(
         "vqvae", help="train the motion VQ-VAE (tokenizer)",
-        description="Train the T2M-GPT-style motion VQ-VAE on the train split. Resumable: "
-                    "rerunning continues from the last checkpoint in the work folder.")
+        description="Train the T2M-GPT-style motion VQ-VAE on the train split plus, for the "
+                    "embedded corpus, the video-only motions of the video database (OOD kinds "
+                    "included; the tokenizer never sees text). Resumable: rerunning continues "
+                    "from the last checkpoint in the work folder.")
     v.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
     v.add_argument("--config", choices=["embedded", "paper"], default="embedded",
                    help="model size: embedded (CPU, ~5 MB) or paper (T2M-GPT 512x512)")
@@ -140,6 +185,23 @@ def add_train(sub) -> None:
     v.add_argument("--lr", type=float, default=2e-4)
     v.add_argument("--decay-at", type=int, nargs="*", metavar="STEP",
                    help="steps where the learning rate is multiplied by 0.05 (default: 2/3 of --steps)")
+    v.add_argument("--schedule", choices=["step", "cosine"], default="step",
+                   help="learning-rate decay after warmup: step (T2M-GPT, see --decay-at) or "
+                        "cosine down to 0.05 x --lr")
+    v.add_argument("--root-weight", type=float, default=0.0,
+                   help="extra loss weight on the 4 root terms (turn, velocity, height)")
+    v.add_argument("--joint-weight", type=float, default=0.0,
+                   help="loss weight on the root-aligned joint error in metres (heading "
+                        "integrated over the window: what root-aligned MPJPE measures)")
+    v.add_argument("--pos-weight", type=float, default=0.5,
+                   help="extra loss weight on the root-relative joint positions")
+    v.add_argument("--window", type=int, default=64, help="frames per training crop")
+    v.add_argument("--video-motions", action=argparse.BooleanOptionalAction, default=None,
+                   help="also train on the video database's video-only motions (default: on "
+                        "for the embedded corpus, off with --data)")
+    v.add_argument("--init", metavar="DIR",
+                   help="start from a trained VQ-VAE folder (its size, weights and codebook)")
+    v.add_argument("--curves", metavar="PNG", help="write the learning curves to this PNG")
     v.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     v.add_argument("--workdir", help="run folder with logs and resumable state "
                                      "(default: data/runs/vqvae-CONFIG)")
@@ -163,6 +225,21 @@ def add_train(sub) -> None:
                    help="copy the result to checkpoints/evaluator and record it in the MANIFEST")
     e.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
     e.set_defaults(func=cmd_train_evaluator)
+    c = tsub.add_parser(
+        "checker", help="train the instruction checker (a judge of what prompts ask)",
+        description="Train the InstructionChecker on real motions and their programs: the train "
+                    "split plus the ood_judge half of the OOD motions (never the generator's "
+                    "data). Verify it with `eval follow` before trusting it.")
+    c.add_argument("--data", help="corpus folder with programs.jsonl (default: the embedded corpus)")
+    c.add_argument("--steps", type=int, default=2500)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    c.add_argument("--workdir", help="run folder (default: data/runs/checker)")
+    c.add_argument("--ship", action="store_true",
+                   help="copy the result to checkpoints/checker and record it in the MANIFEST")
+    c.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
+    c.set_defaults(func=cmd_train_checker)
     return tsub
 
 
@@ -212,7 +289,8 @@ def load_evaluator(args):
 
 def cmd_eval_generation(args) -> int:
     from backend.data.dataset import open_corpus
-    from backend.eval.generation import GENERATORS, evaluate, format_table, to_json
+    from backend.eval.generation import (GENERATORS, evaluate, format_plausibility, format_table,
+                                         plausibility_rows, to_json)
 
     _threads(args.threads)
     corpus = open_corpus(args.data)
@@ -227,7 +305,7 @@ def cmd_eval_generation(args) -> int:
         return 2
     generators = [GENERATORS[n](corpus) for n in names]
     available = set(corpus.splits())
-    tables = {}
+    tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in available:
             print(f"(split {split!r} not in {corpus.root}; skipped)")
@@ -239,12 +317,59 @@ def cmd_eval_generation(args) -> int:
         print(format_table(split, results))
         print()
         tables[split] = to_json(results)
+        plaus[split] = plausibility_rows(corpus, split, generators, seed=args.seed,
+                                         max_motions=args.max_motions, progress=not args.json)
+        print(format_plausibility(split, plaus[split]))
+        print()
     subset = f"; {args.max_motions} motions per split" if args.max_motions else ""
     print(f"evaluator: {source}; data: {corpus.root}; {args.repeats} repeats{subset}; "
           "mean ± 1.96·std/√repeats")
     if args.json:
         print(json.dumps({"evaluator": source, "data": str(corpus.root), "repeats": args.repeats,
-                          "max_motions": args.max_motions, "tables": tables}))
+                          "max_motions": args.max_motions, "tables": tables,
+                          "plausibility": plaus}))
+    return 0
+
+
+def cmd_eval_follow(args) -> int:
+    import numpy as np
+
+    from backend.data.dataset import open_corpus
+    from backend.eval.follow import format_table, load_programs, score
+    from backend.eval.generation import VQVAEReconstruction, draw_repeat, load_split
+    from backend.models.checker import InstructionChecker
+    from backend.models.vqvae import MotionVQVAE
+    from backend.paths import checkpoints_dir
+    from core.features import joints_to_features
+    from viewer.clean import clean_motion
+
+    _threads(args.threads)
+    corpus = open_corpus(args.data)
+    programs = load_programs(corpus)
+    folder = Path(args.checker) if args.checker else checkpoints_dir() / "checker"
+    checker = InstructionChecker.from_pretrained(folder)
+    vq = VQVAEReconstruction(MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae"), corpus)
+    tables = {}
+    for split in [s for s in args.splits.split(",") if s]:
+        if split not in corpus.splits():
+            print(f"(split {split!r} not in {corpus.root}; skipped)")
+            continue
+        data = load_split(corpus, split, min_frames=8)
+        ids = sorted(data)
+        real = [data[m][0] for m in ids]
+        items = draw_repeat({m: data[m] for m in ids}, np.random.default_rng(0))
+        for it in items:                       # whole motions: a crop could cut a repetition
+            it.features = it.full[: len(it.full) // 4 * 4]
+        recon = [joints_to_features(clean_motion(f).joints) for f in vq.generate(items, None)]
+        progs = [programs[m] for m in ids]
+        tables[split] = {"Real motion": score(checker, progs, real),
+                         "VQ-VAE reconstruction": score(checker, progs, recon)}
+        print(f"{split}:")
+        print(format_table(tables[split]))
+        print()
+    print(f"checker: {folder}; data: {corpus.root}")
+    if args.json:
+        print(json.dumps({"checker": str(folder), "data": str(corpus.root), "tables": tables}))
     return 0
 
 
@@ -285,6 +410,18 @@ def add_eval(sub) -> None:
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     g.set_defaults(func=cmd_eval_generation)
+    f = esub.add_parser(
+        "follow", help="instruction following: share of what prompts ask that motions do",
+        description="For every motion of the chosen splits, list what its prompt asks (kind, "
+                    "count, side, direction, speed; from programs.jsonl) and check it with the "
+                    "instruction checker, on the real motions (the checker's own accuracy) and "
+                    "on the VQ-VAE's cleaned reconstructions.")
+    f.add_argument("--data", help="corpus folder with programs.jsonl (default: the embedded corpus)")
+    f.add_argument("--checker", help="checker folder (default: checkpoints/checker)")
+    f.add_argument("--splits", default="test,ood", help="comma-separated splits (default: test,ood)")
+    f.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    f.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+    f.set_defaults(func=cmd_eval_follow)
     return esub
 
 
@@ -294,11 +431,12 @@ def cmd_export(args) -> int:
     from viewer.render import RenderConfig
 
     formats = parse_formats(args.formats)
-    joints = load_motion(args.motion)
+    motion = load_motion(args.motion, keep_features=True)
     cfg = RenderConfig(size=args.size, fps=args.fps, follow=not args.fixed_camera)
-    written = export_motion(joints, args.out, formats, stem=args.stem or Path(args.motion).stem,
+    written = export_motion(motion, args.out, formats, stem=args.stem or Path(args.motion).stem,
                             render_cfg=cfg, skeleton_only=args.skeleton_only,
-                            foot_skate_cleanup=args.foot_skate_cleanup, fps=args.fps)
+                            foot_skate_cleanup=args.foot_skate_cleanup, fps=args.fps,
+                            clean=not args.no_clean)
     for fmt, path in written.items():
         print(f"{fmt:>12}: {path}")
     return 0
@@ -309,7 +447,10 @@ def add_export(sub) -> None:
         "export", help="export a motion (.npy) to BVH, FBX, GLB, MP4, NPY",
         description="MOTION.npy holds HumanML3D features (frames x 263) or joint positions "
                     "(frames x 22 x 3); the shape tells which. Joint rotations come from IK on "
-                    "the SMPL skeleton. BVH/FBX are in centimetres, Y up, 20 fps by default.")
+                    "the SMPL skeleton. By default the motion is first cleaned (rigid skeleton, on the "
+                    "floor, planted feet; features' contact channels are used), and the NPY "
+                    "joints are the forward kinematics of the exported rotations. BVH/FBX are in "
+                    "centimetres, Y up, 20 fps by default.")
     p.add_argument("motion", help="path to a .npy motion")
     p.add_argument("--formats", default="bvh,fbx,glb,mp4,npy",
                    help="comma-separated subset of bvh,fbx,glb,mp4,npy")
@@ -319,7 +460,11 @@ def add_export(sub) -> None:
     p.add_argument("--size", type=int, default=512, help="video size in pixels (square)")
     p.add_argument("--skeleton-only", action="store_true", help="fast stick-figure video, no body mesh")
     p.add_argument("--fixed-camera", action="store_true", help="do not follow the body")
-    p.add_argument("--foot-skate-cleanup", action="store_true", help="pin feet while in contact")
+    p.add_argument("--foot-skate-cleanup", action="store_true",
+                   help="with --no-clean: still pin feet while in contact")
+    p.add_argument("--no-clean", action="store_true",
+                   help="skip the clean-skeleton step (grounding, planted feet); the joints are "
+                        "still fitted to one rigid skeleton so every file agrees")
     p.set_defaults(func=cmd_export)
 
 

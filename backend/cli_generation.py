@@ -143,7 +143,8 @@ def cmd_generate(args) -> int:
     if res.video_id:
         print(f"video prior: {res.video_id}")
     t1 = time.perf_counter()
-    files = export_motion(res.joints, args.out, args.formats.split(","), stem=args.stem)
+    files = export_motion(res.joints, args.out, args.formats.split(","), stem=args.stem,
+                          clean=False)   # res.joints went through clean_motion already
     export_s = time.perf_counter() - t1
     np.save(Path(args.out) / f"{args.stem}_codes.npy", res.codes)
     print(f"{len(res.codes)} motion tokens -> {res.seconds:.1f} s of motion; retrieval "

@@ -28,8 +28,8 @@ class GenerationResult:
     video_id: str | None
     hits: list                      # retrieval.service.Hit, top-k (empty for none/given)
     codes: np.ndarray
-    features: np.ndarray            # (T, 263) un-normalised
-    joints: np.ndarray              # (T, 22, 3)
+    features: np.ndarray            # (T, 263) un-normalised, as decoded
+    joints: np.ndarray              # (T, 22, 3) after viewer.clean.clean_motion (rigid, grounded)
     timing: dict = field(default_factory=dict)
     truncated: bool = False
 
@@ -58,6 +58,28 @@ def load_normalizer():
     return open_corpus().normalizer
 
 
+LEGACY_TOKENIZER = "vqvae-v1"
+
+
+def load_llm_tokenizer(checkpoints: Path | None = None):
+    """(VQ-VAE, Normalizer) that the shipped motion LLMs write tokens for.
+
+    The LLMs shipped so far were trained on the first tokenizer, kept with its own Mean/Std in
+    ``checkpoints/vqvae-v1/``; while that folder exists, generation decodes with it. Once the
+    LLMs are retrained on ``checkpoints/vqvae`` (Motion quality II), the folder goes and
+    generation uses ``vqvae`` + ``normalizer`` like everything else.
+    """
+    from backend.models.vqvae import MotionVQVAE
+    from backend.paths import checkpoints_dir
+    from core.features import Normalizer
+
+    ck = Path(checkpoints or checkpoints_dir())
+    legacy = ck / LEGACY_TOKENIZER
+    if (legacy / "model.safetensors").is_file():
+        return MotionVQVAE.from_pretrained(legacy), Normalizer.load(legacy)
+    return MotionVQVAE.from_pretrained(ck / "vqvae"), load_normalizer()
+
+
 class VimoRAGPipeline:
     def __init__(self, retriever, vqvae, normalizer, models: dict, evaluator=None):
         self.retriever, self.vqvae, self.normalizer = retriever, vqvae.eval(), normalizer
@@ -68,7 +90,6 @@ class VimoRAGPipeline:
     def load(cls, models=("mcdpo", "sft"), db: str = "embedded", evaluator: bool = True,
              checkpoints: Path | None = None) -> "VimoRAGPipeline":
         from backend.models.motion_llm import MotionLLM
-        from backend.models.vqvae import MotionVQVAE
         from backend.paths import checkpoints_dir
         from backend.retrieval.service import VideoRetriever
 
@@ -78,14 +99,14 @@ class VimoRAGPipeline:
             raise FileNotFoundError(f"missing trained model(s) {', '.join(missing)} in {ck} "
                                     f"(expected {ck}/llm-NAME/); see README, 'Training'")
         retriever = VideoRetriever.open(db)
-        vqvae = MotionVQVAE.from_pretrained(ck / "vqvae")
+        vqvae, normalizer = load_llm_tokenizer(ck)
         llms = {m: MotionLLM.from_pretrained(ck / f"llm-{m}") for m in models}
         ev = None
         if evaluator:
             from backend.models.evaluator import TextMotionEvaluator
 
             ev = TextMotionEvaluator.from_pretrained(ck / "evaluator")
-        return cls(retriever, vqvae, load_normalizer(), llms, ev)
+        return cls(retriever, vqvae, normalizer, llms, ev)
 
     # -------------------------------------------------------------------------------- core
     def _video(self, video_id):
@@ -113,7 +134,7 @@ class VimoRAGPipeline:
     def generate(self, text: str, model: str = "mcdpo", retrieval: str = "gemini",
                  seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
                  video_id: str | None = None, k: int = 5, max_tokens: int | None = None) -> GenerationResult:
-        from core.features import features_to_joints
+        from viewer.clean import clean_motion
 
         if model not in self.models:
             raise ValueError(f"unknown or unloaded model {model!r}; loaded: {', '.join(self.models)}")
@@ -141,7 +162,7 @@ class VimoRAGPipeline:
         t2 = time.perf_counter()
         timing["generation"] = t2 - t1
         feats = self.decode(codes)
-        joints = features_to_joints(feats)
+        joints = clean_motion(feats).joints
         timing["decoding"] = time.perf_counter() - t2
         timing["total"] = time.perf_counter() - t0
         return GenerationResult(text, model, retrieval, seed, vid, hits, np.asarray(codes), feats,
@@ -157,4 +178,5 @@ class VimoRAGPipeline:
         return float(np.linalg.norm(t - m))
 
 
-__all__ = ["GenerationResult", "MODEL_NAMES", "RETRIEVAL_MODES", "VimoRAGPipeline", "load_normalizer"]
+__all__ = ["GenerationResult", "MODEL_NAMES", "RETRIEVAL_MODES", "VimoRAGPipeline", "load_llm_tokenizer",
+           "load_normalizer"]

@@ -14,9 +14,13 @@ A clip of T frames gives T-1 feature rows (the last frame only serves the veloci
 ``features_to_joints`` recovers the positions from the root terms and [4:67] alone, so
 ``features_to_joints(joints_to_features(p)) == canonicalize(p)[:-1]`` up to float error.
 
-Two deliberate details: the root's per-frame turn is taken on the short arc, so spins
-through +-180 degrees keep their sign; and the first frame's heading rotation is the identity
-(the motion is canonicalised to face +z there), which makes the round trip exact.
+For the same joints the features equal those of HumanML3D's ``process_file`` (checked on its
+published sample clip): the heading is the original's IK heading (``ik_forward``, smoothed),
+and the first frame's root rotation is the identity, as in the script that made the published
+``new_joint_vecs``; recovery also starts from the identity, so the round trip is exact.
+One deliberate difference: the root's per-frame turn is taken on the short arc, so spins
+through +-180 degrees keep their sign (the original's ``arcsin`` of the turn quaternion flips
+it there); elsewhere the two agree.
 """
 from __future__ import annotations
 
@@ -101,12 +105,38 @@ def foot_contacts(positions: np.ndarray, threshold: float = FOOT_CONTACT_THRESHO
     return (step < threshold).astype(np.float64)
 
 
+def ik_forward(positions: np.ndarray) -> np.ndarray:
+    """The forward vector (T, 3) that HumanML3D's inverse kinematics derives, before smoothing.
+
+    HumanML3D's ``Skeleton.inverse_kinematics_np`` unpacks the face joints (right hip, left hip,
+    right shoulder, left shoulder) as ``l_hip, r_hip, sdr_r, sdr_l``, so its across vector is
+    ``(left hip - right hip) + (right shoulder - left shoulder)``: the shoulder line *minus* the
+    hip line, not their sum (``process_file``'s frame-0 canonicalisation uses the sum). The
+    across vector is normalised in 3D before the cross product with +y, so frames whose
+    shoulders tilt towards the vertical (a cartwheel) get a shorter forward vector and weigh
+    less in the smoothing. Every published ``new_joint_vecs`` file was computed this way, so we
+    reproduce it exactly (``tests/test_features.py`` works one case out by hand).
+    """
+    r_hip, l_hip, r_sh, l_sh = FACE_JOINTS
+    across = (positions[..., l_hip, :] - positions[..., r_hip, :]) + \
+             (positions[..., r_sh, :] - positions[..., l_sh, :])
+    across = across / np.maximum(np.linalg.norm(across, axis=-1, keepdims=True), 1e-12)
+    return np.cross(UP, across)
+
+
 def heading_rotations(positions: np.ndarray, smooth_sigma: float = 20.0) -> np.ndarray:
-    """Per-frame quaternion turning the (smoothed) facing direction onto +z; frame 0 = identity."""
-    fwd = facing_direction(positions)
+    """Per-frame root quaternion (T, 4) turning the smoothed IK forward vector onto +z.
+
+    As HumanML3D: the unit-less forward vectors of ``ik_forward`` are Gaussian-smoothed over
+    time (sigma 20 frames, edges repeated), then normalised. Frame 0's rotation is the
+    identity, as in the script that produced the published ``new_joint_vecs`` (their first row
+    holds the turn from the identity to frame 1's smoothed heading): the clip is already
+    canonicalised to face +z at frame 0, and recovery starts from the identity too.
+    """
+    fwd = ik_forward(positions)
     if smooth_sigma > 0 and len(fwd) > 1:
         fwd = gaussian_filter1d(fwd, smooth_sigma, axis=0, mode="nearest")
-        fwd /= np.maximum(np.linalg.norm(fwd, axis=-1, keepdims=True), 1e-9)
+    fwd = fwd / np.maximum(np.linalg.norm(fwd, axis=-1, keepdims=True), 1e-12)
     rot = qbetween(fwd, np.broadcast_to(FORWARD, fwd.shape))
     rot[0] = (1.0, 0.0, 0.0, 0.0)
     return rot

@@ -92,3 +92,16 @@ def forward_kinematics(root_pos: np.ndarray, local_quats: np.ndarray,
         pos[:, j] = pos[:, p] + qrot(glob[:, p], np.broadcast_to(offsets[j], (T, 3)))
         glob[:, j] = qmul(glob[:, p], local_quats[:, j])
     return pos
+
+# Approximate half-thickness of the body around each joint (metres): the body's surface lies
+# about this far below a joint when that part rests on the floor (a back lying down, a sole
+# under the toe joint). ``lowest_point`` uses it to find the lowest body part, not joint.
+BODY_RADIUS = np.array([
+    0.10, 0.08, 0.08, 0.10, 0.05, 0.05, 0.10, 0.05, 0.05, 0.10, 0.02, 0.02, 0.05,
+    0.06, 0.06, 0.09, 0.05, 0.05, 0.04, 0.04, 0.03, 0.03,
+])
+
+
+def lowest_point(joints: np.ndarray) -> np.ndarray:
+    """(T,) height of the lowest body part per frame: min over joints of y - BODY_RADIUS."""
+    return (np.asarray(joints)[..., 1] - BODY_RADIUS).min(axis=-1)

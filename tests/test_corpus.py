@@ -65,7 +65,8 @@ def test_corpus_layout_splits_and_counts(small_corpus):
     c = MotionCorpus(small_corpus)
     for sub in ("new_joint_vecs", "new_joints", "texts"):
         assert len(list((small_corpus / sub).iterdir())) == 80
-    ids = {s: set(c.split_ids(s)) for s in ("train", "val", "test", "ood")}
+    ids = {s: set(c.split_ids(s)) for s in ("train", "val", "test", "ood_judge", "ood")}
+    assert len(ids["ood_judge"]) == len(ids["ood"]) == 10, "the OOD motions split in two halves"
     assert sum(map(len, ids.values())) == 80
     for a in ids:
         for b in ids:
@@ -74,7 +75,7 @@ def test_corpus_layout_splits_and_counts(small_corpus):
     programs = [json.loads(line) for line in (small_corpus / "programs.jsonl").read_text().splitlines()]
     for p in programs:
         kinds = {s["action"] for s in p["segments"]}
-        if p["split"] == "ood":
+        if p["split"] in ("ood", "ood_judge"):
             assert kinds & set(OOD_KINDS)
         else:
             assert not kinds & set(OOD_KINDS), "OOD kinds never appear in train/val/test"
@@ -109,3 +110,24 @@ def test_build_is_deterministic(small_corpus, tmp_path):
 
     assert digest(again) == digest(small_corpus)
 
+
+
+def test_generator_never_trains_on_an_ood_text_motion_pair(small_corpus, tmp_path):
+    # Both generator stages (SFT and McDPO) draw their pairs through build_examples' default
+    # split; with a tiny tokenizer, list every pair it would train on.
+    import torch
+
+    from backend.models.vqvae import MotionVQVAE, VQVAEConfig
+    from backend.train.motion_llm import build_examples
+
+    torch.manual_seed(0)
+    tiny = MotionVQVAE(VQVAEConfig(nb_code=8, code_dim=8, width=8, depth=1)).eval()
+    c = MotionCorpus(small_corpus)
+    examples = build_examples(c, tiny, None, "none", tmp_path)
+    assert examples
+    ood_ids = set(c.split_ids("ood")) | set(c.split_ids("ood_judge"))
+    assert not {e.mid for e in examples} & ood_ids
+    import re
+
+    ood_words = re.compile(r"\b(cartwheel|backflip|flip|crawl|roll|somersault)", re.I)
+    assert not [e.text for e in examples if ood_words.search(e.text)]

@@ -1,4 +1,6 @@
 """The HumanML3D motion representation on real mocap clips and on hand-made cases."""
+import os
+
 import numpy as np
 import pytest
 
@@ -125,3 +127,66 @@ def test_parents_agree_with_the_kinematic_chains():
             assert PARENTS[child] == parent, (JOINT_NAMES[child], JOINT_NAMES[parent])
     assert JOINT_NAMES[PARENTS[JOINT_NAMES.index("left_elbow")]] == "left_shoulder"
     assert JOINT_NAMES[PARENTS[JOINT_NAMES.index("right_wrist")]] == "right_elbow"
+
+
+# ------------------------------------------------------------- HumanML3D's heading, by hand
+def _twisted_pose(shoulder_turn_deg: float) -> np.ndarray:
+    """Rest pose, hips along x, shoulders turned by ``shoulder_turn_deg`` about +y."""
+    from core.quat import qyaw as _qyaw
+
+    rest = forward_kinematics(np.array([[0.0, 0.93, 0.0]]), np.tile([1.0, 0, 0, 0], (1, NUM_JOINTS, 1)))[0]
+    pose = rest.copy()
+    chest = pose[9].copy()
+    q = _qyaw(np.radians(shoulder_turn_deg))
+    for j in (13, 14, 16, 17, 18, 19, 20, 21):
+        pose[j] = chest + qrot(q, pose[j] - chest)
+    return pose
+
+
+def test_ik_forward_is_humanml3d_shoulders_minus_hips_by_hand():
+    from core.features import facing_direction, ik_forward
+
+    p = np.zeros((1, NUM_JOINTS, 3))
+    p[0, 1], p[0, 2] = (0.1, 0.9, 0.0), (-0.1, 0.9, 0.0)      # left hip, right hip
+    p[0, 16], p[0, 17] = (0.0, 1.4, -0.2), (0.0, 1.4, 0.2)    # shoulders turned 90 degrees
+    # HumanML3D's IK: across = (l_hip - r_hip) + (r_sh - l_sh) = (0.2, 0, 0.4), normalised
+    # (0.4472, 0, 0.8944); forward = (0, 1, 0) x across = (across_z, 0, -across_x).
+    np.testing.assert_allclose(ik_forward(p)[0], [0.8944272, 0.0, -0.4472136], atol=1e-6)
+    # process_file's frame-0 facing uses the sum of both lines: (-0.2, 0, 0.4) -> (0.4, 0, 0.2).
+    np.testing.assert_allclose(facing_direction(p)[0], [0.8944272, 0.0, 0.4472136], atol=1e-6)
+
+
+def test_features_use_the_ik_heading_after_frame_zero():
+    # Frame 0 is the canonical (identity) heading; from frame 1 on, positions are expressed in
+    # the smoothed IK heading. With a constant twisted pose the smoothing changes nothing, so
+    # frame 1's root-relative positions are the pose turned by exactly that heading.
+    from core.features import RIC_SLICE, heading_rotations, ik_forward
+
+    pose = _twisted_pose(40.0)
+    joints = np.repeat(pose[None], 6, axis=0) + np.linspace(0, 0.1, 6)[:, None, None] * np.array([0, 0, 1.0])
+    p = canonicalize(joints)
+    rot = heading_rotations(p)
+    np.testing.assert_allclose(rot[0], [1, 0, 0, 0])
+    fwd = ik_forward(p[1:2])[0]
+    fwd /= np.linalg.norm(fwd)
+    np.testing.assert_allclose(qrot(rot[1], fwd), [0, 0, 1], atol=1e-9)
+    feats = joints_to_features(joints)
+    local = p[1] - p[1, 0] * np.array([1, 0, 1])
+    want = qrot(np.broadcast_to(rot[1], (NUM_JOINTS, 4)), local)[1:]
+    np.testing.assert_allclose(feats[1, RIC_SLICE].reshape(21, 3), want, atol=1e-6)
+
+
+@pytest.mark.skipif(not os.environ.get("VIMORAG_HUMANML3D"),
+                    reason="set VIMORAG_HUMANML3D to a HumanML3D folder (new_joints/, new_joint_vecs/)")
+def test_matches_published_humanml3d_features():
+    # new_joints/X.npy is HumanML3D's recovery of new_joint_vecs/X.npy; our features of it must
+    # equal the published ones (all but the last rows, whose smoothing saw one more frame).
+    from pathlib import Path
+
+    root = Path(os.environ["VIMORAG_HUMANML3D"])
+    for path in sorted((root / "new_joints").glob("*.npy"))[:20]:
+        joints = np.load(path)
+        ours = joints_to_features(joints)
+        theirs = np.load(root / "new_joint_vecs" / path.name)[:len(ours)]
+        n = max(1, len(ours) - 60)
+        assert np.abs(ours[:n] - theirs[:n]).max() < 1e-3, path.name

@@ -1,14 +1,43 @@
-"""The shipped VQ-VAE on the embedded corpus: the figures the README reports, as floors that a
-regression would break (README: root-aligned MPJPE 91 mm on test, 89 % of codes in use)."""
+"""The shipped judges and tokenizer on the embedded corpus: the figures the README reports, as
+floors that a regression would break (README: root-aligned MPJPE 39.9 mm on test and 96 mm on
+OOD, 95 % of codes in use; instruction checker right on 88 % of what held-out real prompts ask)."""
+import pytest
+
 from backend.eval.vqvae import evaluate_split
 from backend.models.vqvae import MotionVQVAE
 from backend.paths import checkpoints_dir
 
 
-def test_shipped_vqvae_reconstructs_the_test_split(embedded_corpus):
-    model = MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae")
-    r = evaluate_split(model, embedded_corpus, "test")
+@pytest.fixture(scope="module")
+def vqvae():
+    return MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae")
+
+
+def test_shipped_vqvae_reconstructs_the_test_split(embedded_corpus, vqvae):
+    r = evaluate_split(vqvae, embedded_corpus, "test")
     assert r["motions"] == 495
+    assert r["mpjpe_root_aligned_mm"] < 45
+    assert r["codes_used_fraction"] >= 0.8, "the issue's target: 80 % of the codebook in use"
+    assert r["perplexity"] > 150
+
+
+def test_shipped_vqvae_expresses_ood_kinds(embedded_corpus, vqvae):
+    # The tokenizer trained on the video-only motions (OOD kinds included, no text): the OOD
+    # half it is evaluated on was 265 mm with the first tokenizer (train split only).
+    r = evaluate_split(vqvae, embedded_corpus, "ood")
+    assert r["motions"] == 250
     assert r["mpjpe_root_aligned_mm"] < 110
-    assert r["codes_used_fraction"] >= 0.5, "at least half of the codebook in use"
-    assert r["perplexity"] > 100
+
+
+def test_shipped_checker_on_held_out_real_motions(embedded_corpus):
+    from backend.eval.follow import load_programs, score
+    from backend.models.checker import InstructionChecker
+
+    checker = InstructionChecker.from_pretrained(checkpoints_dir() / "checker")
+    programs = load_programs(embedded_corpus)
+    feats = embedded_corpus.load_features("test", min_frames=8)
+    ids = sorted(feats)
+    res = score(checker, [programs[m] for m in ids], [feats[m] for m in ids])
+    assert res["attributes"] > 1500
+    assert res["followed"] >= 0.85          # README: 87.8 % (the issue's target, 95 %, is not met)
+    assert res["side"] >= 0.95 and res["kind"] >= 0.85

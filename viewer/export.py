@@ -1,9 +1,12 @@
 """Export a motion to BVH, FBX, GLB, MP4 and NPY: the one path the CLI, the generator and the app use.
 
 A motion is either HumanML3D features ``(T, 263)`` or joint positions ``(T, 22, 3)`` /
-``(T, 66)``; ``load_motion`` tells them apart by shape. ``export_motion`` solves the IK once
-(on the body model's rest pose, so the mesh and the skeleton files agree) and writes every
-requested format as ``<stem>.<ext>`` in the output folder. If any format fails, the files
+``(T, 66)``; ``load_motion`` tells them apart by shape. ``export_motion`` first cleans the motion
+(``viewer.clean.clean_motion``: rigid skeleton, on the floor, planted feet; the contact
+channels of features are used), solves the IK once on the body model's rest pose (so the mesh
+and the skeleton files agree) and writes every requested format as ``<stem>.<ext>`` in the
+output folder. The NPY joints are the forward kinematics of the very rotations written to
+BVH/FBX/GLB, so every file describes the same motion. If any format fails, the files
 this call already wrote are removed: nothing is left half-done.
 """
 from __future__ import annotations
@@ -32,8 +35,9 @@ def as_joints(motion: np.ndarray) -> np.ndarray:
                             f"joint positions; got an array of shape {arr.shape}")
 
 
-def load_motion(path: str | Path) -> np.ndarray:
-    """Joint positions from a ``.npy`` file (no pickles are ever loaded)."""
+def load_motion(path: str | Path, keep_features: bool = False) -> np.ndarray:
+    """Joint positions from a ``.npy`` file (no pickles are ever loaded); with
+    ``keep_features``, a features file comes back as its (validated) features."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"motion file {path} does not exist")
@@ -42,7 +46,9 @@ def load_motion(path: str | Path) -> np.ndarray:
     except ValueError as exc:
         raise MotionFormatError(f"{path}: not a plain numeric .npy array ({exc})") from exc
     try:
-        return as_joints(arr)
+        joints = as_joints(arr)
+        return np.asarray(arr, dtype=np.float32) if keep_features and arr.ndim == 2 and \
+            arr.shape[1] == FEATURE_DIM else joints
     except MotionFormatError as exc:
         raise MotionFormatError(f"{path}: {exc}") from exc
 
@@ -67,15 +73,16 @@ def _save_npy(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def export_motion(joints: np.ndarray, out_dir: str | Path, formats=FORMATS, stem: str = "motion",
+def export_motion(motion: np.ndarray, out_dir: str | Path, formats=FORMATS, stem: str = "motion",
                   body=None, render_cfg=None, skeleton_only: bool = False,
-                  foot_skate_cleanup: bool = False, fps: float = FPS) -> dict[str, Path]:
+                  foot_skate_cleanup: bool = False, fps: float = FPS, clean: bool = True) -> dict[str, Path]:
     """Write ``stem.<format>`` files to ``out_dir``; returns {format: path} (npy gives two files:
-    ``stem_joints.npy`` and ``stem_features.npy``)."""
-    from viewer.ik import solve_ik
+    ``stem_joints.npy`` and ``stem_features.npy``). ``motion``: features (T, 263) or joints.
+    ``clean=False`` exports the joints as given (still fitted to one rigid skeleton)."""
+    from viewer.ik import forward, solve_ik
 
     formats = parse_formats(list(formats))
-    joints = as_joints(joints)
+    joints = as_joints(motion)
     if len(joints) < 2:
         raise MotionFormatError("a motion needs at least 2 frames to export")
     out_dir = Path(out_dir)
@@ -87,12 +94,14 @@ def export_motion(joints: np.ndarray, out_dir: str | Path, formats=FORMATS, stem
         from viewer.body import default_body
 
         body = default_body()
-    rest = body.rest_offsets() if body is not None else None
-    pose = solve_ik(joints, rest_offsets=rest, foot_skate_cleanup=foot_skate_cleanup, fps=fps)
-    if foot_skate_cleanup:
-        from viewer.ik import forward
+    if clean and len(joints) >= 2:
+        from viewer.clean import clean_motion
 
-        joints = forward(pose).astype(np.float32)
+        arr = np.asarray(motion)
+        joints = clean_motion(arr if arr.ndim == 2 and arr.shape[1] == FEATURE_DIM else joints, fps).joints
+    rest = body.rest_offsets() if body is not None else None
+    pose = solve_ik(joints, rest_offsets=rest, foot_skate_cleanup=foot_skate_cleanup and not clean, fps=fps)
+    joints = forward(pose).astype(np.float32)   # exactly what BVH / FBX / GLB describe
 
     written: dict[str, Path] = {}
     try:

@@ -313,17 +313,20 @@ def _two_bone(hip, knee, ankle, target, toe_dir):
     return hip + axis * along + _unit(bend) * height, target
 
 
-def pin_feet(P: np.ndarray, fps: float = 20.0) -> np.ndarray:
+def pin_feet(P: np.ndarray, fps: float = 20.0, contact: np.ndarray | None = None) -> np.ndarray:
     """Joint positions with feet held still (horizontally) while in contact.
 
     Each run of contact frames (``contact_mask``) pins the toe at its mean horizontal position
     over the run; the whole foot (ankle + toe) is shifted by the same amount, fading in/out
     linearly over ``RAMP_FRAMES`` frames around the run, and the knee is re-placed by two-bone
     IK from the unchanged hip (thigh and shin lengths kept; an out-of-reach target is only
-    partially reached). The pelvis and the upper body are untouched.
+    partially reached). The pelvis and the upper body are untouched. ``contact`` (T, 2) bool,
+    left / right foot, replaces ``contact_mask`` (e.g. a model's predicted contacts).
     """
     P = P.copy()
-    contact = contact_mask(P, fps)
+    contact = contact_mask(P, fps) if contact is None else np.asarray(contact, dtype=bool)
+    if contact.shape != (len(P), 2):
+        raise MotionFormatError(f"contact mask must have shape ({len(P)}, 2), got {contact.shape}")
     T = len(P)
     for side, (hip, knee, ankle, toe) in enumerate(((1, 4, 7, 10), (2, 5, 8, 11))):
         shift, weight = np.zeros((T, 3)), np.zeros(T)

@@ -8,8 +8,10 @@ segments, then described by ``captions.caption_set``. Everything is seeded: the 
 gives the same corpus, byte for byte.
 
 Splits: motions made only of in-distribution kinds go to train / val / test; every motion
-containing an OOD kind (cartwheel, backflip, crawl, roll) goes to the ``ood`` split, so those
-kinds never appear in any train/val/test pair. Val/test/OOD captions draw mostly on held-out
+containing an OOD kind (cartwheel, backflip, crawl, roll) goes to one of two disjoint OOD
+halves, so those kinds never appear in any train/val/test pair: ``ood_judge`` trains only the
+judges (the evaluator and the instruction checker, never the generator) and ``ood`` is what
+every OOD table evaluates on. Val/test/OOD captions draw mostly on held-out
 phrasings (see ``captions``).
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from backend.data.mocap import BaseClip, Clip, blend, load_base_clips, mirror_la
 from core.features import features_to_joints, joints_to_features, mean_std
 from core.skeleton import FPS
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2   # 2: HumanML3D-exact heading (core.features), OOD split in two halves
 IN_DIST_KINDS = ("walk", "turn", "run", "jump", "kick", "punch", "spin", "spinkick",
                  "dance_a", "dance_b", "getup_facedown", "getup_faceup")
 OOD_KINDS = ("cartwheel", "backflip", "crawl", "roll")
@@ -134,10 +136,12 @@ def assign_splits(n_in: int, n_ood: int, cfg: CorpusConfig) -> dict[str, list[in
     order = np.random.default_rng([cfg.seed, 7]).permutation(n_in)
     n_val = int(round(cfg.val_fraction * n_in))
     n_test = int(round(cfg.test_fraction * n_in))
+    ood = n_in + np.random.default_rng([cfg.seed, 8]).permutation(n_ood)
     return {"val": sorted(order[:n_val].tolist()),
             "test": sorted(order[n_val:n_val + n_test].tolist()),
             "train": sorted(order[n_val + n_test:].tolist()),
-            "ood": list(range(n_in, n_in + n_ood))}
+            "ood_judge": sorted(ood[:n_ood // 2].tolist()),
+            "ood": sorted(ood[n_ood // 2:].tolist())}
 
 
 def motion_id(index: int) -> str:

@@ -79,6 +79,11 @@ class MotionCorpus:
     def splits(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.txt"))
 
+    def judge_splits(self) -> tuple[str, ...]:
+        """What the judges (evaluator, instruction checker) train on: the train split, plus the
+        ``ood_judge`` half of the OOD motions where the corpus has one (never the generator)."""
+        return ("train",) + (("ood_judge",) if "ood_judge" in self.splits() else ())
+
     def split_ids(self, split: str) -> list[str]:
         path = self.root / f"{split}.txt"
         if not path.is_file():

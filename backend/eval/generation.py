@@ -124,6 +124,46 @@ def evaluate(evaluator, corpus: MotionCorpus, split: str, generators: Sequence[G
     return {name: summarize(rows) for name, rows in runs.items()}
 
 
+def plausibility_rows(corpus: MotionCorpus, split: str, generators: Sequence[Generator], seed: int = 0,
+                      max_motions: int | None = None, progress: bool = False) -> dict[str, dict]:
+    """Physical plausibility (``core.plausibility``) of every row on one protocol draw of the
+    split: ``"<row>"`` for what users get (generated motions after ``viewer.clean.clean_motion``;
+    real motions as they are) and ``"<row> (decoded)"`` for generated motions before cleaning."""
+    from core.features import features_to_joints
+    from core.plausibility import mean_plausibility
+    from viewer.clean import clean_motion
+
+    data = load_split(corpus, split)
+    if max_motions and max_motions < len(data):
+        keep = np.random.default_rng([seed, 99]).choice(sorted(data), size=max_motions, replace=False)
+        data = {mid: data[mid] for mid in sorted(keep)}
+    rng = np.random.default_rng([seed, 0])
+    items = draw_repeat(data, rng)
+    rows = {}
+    for g in generators:
+        feats = g.generate(items, rng)
+        raw = [features_to_joints(f) for f in feats]
+        if isinstance(g, RealMotion):
+            rows[g.name] = mean_plausibility(raw)
+            continue
+        rows[f"{g.name} (decoded)"] = mean_plausibility(raw)
+        clean = [clean_motion(f).joints for f in tqdm(feats, desc=f"cleaning {g.name}", disable=not progress)]
+        rows[g.name] = mean_plausibility(clean)
+    return rows
+
+
+def format_plausibility(split: str, rows: dict[str, dict]) -> str:
+    from core.plausibility import METRICS as PLAUS
+
+    labels = {"floating_pct": "floating %", "penetration_pct": "penetr. %", "skate_mps": "skate m/s",
+              "bone_var_pct": "bone var %", "jerk": "jerk m/s3", "max_jump_m": "max jump m"}
+    head = f"{split + ' plausibility':<34}" + "".join(f"{labels[m]:>12}" for m in PLAUS)
+    lines = [head, "-" * len(head)]
+    for name, r in rows.items():
+        lines.append(f"{name:<34}" + "".join(f"{r[m]:>12.3f}" for m in PLAUS))
+    return "\n".join(lines)
+
+
 def format_table(split: str, results: dict[str, dict]) -> str:
     head = f"{split:<24}" + "".join(f"{LABELS[m]:>16}" for m in METRICS)
     lines = [head, "-" * len(head)]

@@ -30,13 +30,11 @@ GROUPS = {"vimorag": list(ROWS)}
 
 @lru_cache(maxsize=1)
 def _shared():
-    from backend.models.vqvae import MotionVQVAE
-    from backend.paths import checkpoints_dir
-    from backend.pipeline import load_normalizer
+    from backend.pipeline import load_llm_tokenizer
     from backend.retrieval.service import VideoRetriever
 
-    return VideoRetriever.open("embedded"), MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae").eval(), \
-        load_normalizer()
+    vqvae, normalizer = load_llm_tokenizer()
+    return VideoRetriever.open("embedded"), vqvae.eval(), normalizer
 
 
 @lru_cache(maxsize=None)

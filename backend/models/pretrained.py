@@ -31,6 +31,24 @@ def save_folder(directory, state_dict: dict, config, dtype: torch.dtype | None =
     return d
 
 
+def save_pretrained_atomic(model, dest) -> Path:
+    """``model.save_pretrained`` into ``dest`` as one switch: written beside it, then renamed,
+    so ``dest`` is always either the old complete folder or the new one."""
+    import os
+    import shutil
+
+    dest = Path(dest)
+    tmp, old = dest.with_name(dest.name + ".tmp"), dest.with_name(dest.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if dest.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
 def load_folder(directory, config_cls, kind: str):
     """(config, float32 state dict) from a folder written by ``save_folder``; a clear
     FileNotFoundError names a missing file."""

@@ -1,4 +1,6 @@
-"""Train the text-motion evaluator contrastively on a corpus's train split.
+"""Train the text-motion evaluator contrastively on a corpus's train split (plus, for the
+embedded corpus, the ``ood_judge`` half of the OOD motions, so it can judge OOD kinds; OOD
+tables use the other half, and the generator never trains on either).
 
 Each step takes a batch of distinct motions, one random caption of each and a random crop
 (at most 196 frames, a multiple of 4, sometimes one unit shorter, as the protocol's test loader
@@ -44,6 +46,7 @@ class EvaluatorTrainConfig:
     log_every: int = 50
     ckpt_every: int = 500
     threads: int = 2
+    splits: tuple[str, ...] = ("train",)
 
 
 def contrastive_loss(text: torch.Tensor, motion: torch.Tensor, cfg: EvaluatorTrainConfig):
@@ -85,7 +88,10 @@ def train_evaluator(corpus: MotionCorpus, model_cfg: EvaluatorConfig, cfg: Evalu
 
     norm = corpus.normalizer
     motions, texts, owner = [], [], []
-    for mid, feats in corpus.load_features("train", min_frames=cfg.min_frames).items():
+    items = {}
+    for split in cfg.splits:
+        items.update(corpus.load_features(split, min_frames=cfg.min_frames))
+    for mid, feats in items.items():
         idx = []
         for cap in corpus.captions(mid):
             idx.append(len(texts))

@@ -101,6 +101,17 @@ def video_motion(index: int, ood: bool, seed: int = VIDEO_SEED):
 _OOD = ("cartwheel", "backflip", "crawl", "roll")
 
 
+def video_motion_features(n_in_dist: int = N_IN_DIST, n_ood: int = N_OOD, seed: int = VIDEO_SEED,
+                          progress: bool = False) -> list[np.ndarray]:
+    """263-d features of every video-only motion (the tokenizer's extra, caption-free data)."""
+    from tqdm import tqdm
+
+    from core.features import joints_to_features
+
+    return [joints_to_features(video_motion(i, i >= n_in_dist, seed)[0])
+            for i in tqdm(range(n_in_dist + n_ood), desc="video-only motions", disable=not progress)]
+
+
 def make_spec(index: int, seed: int = VIDEO_SEED, n_in_dist: int = N_IN_DIST) -> VideoSpec:
     """The spec of database video ``index`` (deterministic)."""
     from backend.data.captions import caption_set

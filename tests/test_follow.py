@@ -1,0 +1,77 @@
+"""Instruction following: what a prompt asks (from its program) and how a checker prediction is
+scored, on hand-made cases; the checker model's shapes and save/load."""
+import numpy as np
+import pytest
+
+from backend.eval.follow import asked_attributes, check, targets
+from backend.models.checker import KINDS, MAX_REPS, InstructionChecker
+
+
+def seg(action, reps=1, side=None, turn=None, speed="normal"):
+    return {"action": action, "reps": reps, "side": side, "turn": turn, "speed": speed}
+
+
+def test_asked_attributes_of_each_kind_of_prompt():
+    # "a person kicks twice with the left leg, slowly"
+    assert asked_attributes([seg("kick", 2, side="left", speed="slow")]) == [
+        ("kind", "kick", True), ("count", "kick", 2), ("side", "kick", "left"), ("speed", "kick", "slow")]
+    # "someone walks forward" must not turn; distance is not a count
+    assert asked_attributes([seg("walk", 3)]) == [("kind", "walk", True), ("direction", "walk", "none")]
+    # "spins to the right three times, then jumps quickly"
+    assert asked_attributes([seg("spin", 3, turn="right"), seg("jump", 1, speed="fast")]) == [
+        ("kind", "spin", True), ("count", "spin", 3), ("direction", "spin", "right"),
+        ("kind", "jump", True), ("count", "jump", 1), ("speed", "jump", "fast")]
+    # a dance's repetitions are a duration, not a count
+    assert asked_attributes([seg("dance_a", 2)]) == [("kind", "dance_a", True)]
+
+
+def test_a_kind_named_twice_is_checked_for_presence_only():
+    asked = asked_attributes([seg("kick", 1, side="left"), seg("walk"), seg("kick", 2, side="right")])
+    assert asked == [("kind", "kick", True), ("kind", "walk", True), ("direction", "walk", "none")]
+
+
+def prediction(**per_kind):
+    """A checker output with every kind absent, then the given kinds' answers."""
+    k = len(KINDS)
+    p = {"presence": np.zeros(k), "reps": np.zeros(k, int), "speed": np.ones(k, int),
+         "side": np.zeros(k, int), "turn": np.zeros(k, int)}
+    for kind, ans in per_kind.items():
+        i = KINDS.index(kind)
+        p["presence"][i] = 0.9
+        for key, value in ans.items():
+            p[key][i] = value
+    return p
+
+
+def test_check_scores_each_attribute():
+    asked = asked_attributes([seg("kick", 2, side="left", speed="slow")])
+    right = prediction(kick={"reps": 1, "side": 0, "speed": 0})          # 2 reps, left, slow
+    assert check(right, asked) == [("kind", True), ("count", True), ("side", True), ("speed", True)]
+    wrong = prediction(kick={"reps": 0, "side": 1, "speed": 2})          # once, right, fast
+    assert check(wrong, asked) == [("kind", True), ("count", False), ("side", False), ("speed", False)]
+    assert check(prediction(walk={}), asked)[0] == ("kind", False)      # a walk is not a kick
+    spin = asked_attributes([seg("spin", 1, turn="left")])
+    assert dict(check(prediction(spin={"turn": 1}), spin))["direction"] is True
+    assert dict(check(prediction(spin={"turn": 2}), spin))["direction"] is False
+
+
+def test_training_targets_mask_what_does_not_apply():
+    t = targets([seg("kick", 7, side="right", speed="fast"), seg("walk", turn="left")])
+    k, w = KINDS.index("kick"), KINDS.index("walk")
+    assert t["presence"][k] == t["presence"][w] == 1 and t["presence"].sum() == 2
+    assert t["reps"][k] == MAX_REPS - 1                                  # clipped to 5
+    assert t["side"][k] == 1 and t["side"][w] == -1
+    assert t["turn"][w] == 1 and t["speed"][k] == 2
+    assert (t["reps"][[i for i in range(len(KINDS)) if i not in (k, w)]] == -1).all()
+
+
+def test_checker_shapes_and_round_trip(tmp_path):
+    model = InstructionChecker().set_normalization(np.zeros(263), np.ones(263))
+    feats = [np.random.default_rng(i).normal(size=(n, 263)).astype(np.float32) for i, n in enumerate((40, 77))]
+    before = model.predict(feats)
+    assert len(before) == 2 and before[0]["presence"].shape == (len(KINDS),)
+    model.save_pretrained(tmp_path / "c")
+    again = InstructionChecker.from_pretrained(tmp_path / "c").predict(feats)
+    np.testing.assert_allclose(before[1]["presence"], again[1]["presence"], atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        InstructionChecker.from_pretrained(tmp_path / "missing")
