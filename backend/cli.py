@@ -332,11 +332,9 @@ def cmd_eval_generation(args) -> int:
 
 
 def cmd_eval_follow(args) -> int:
-    import numpy as np
-
     from backend.data.dataset import open_corpus
     from backend.eval.follow import format_table, load_programs, score
-    from backend.eval.generation import VQVAEReconstruction, draw_repeat, load_split
+    from backend.eval.generation import EvalItem, VQVAEReconstruction, load_split
     from backend.models.checker import InstructionChecker
     from backend.models.vqvae import MotionVQVAE
     from backend.paths import checkpoints_dir
@@ -357,9 +355,8 @@ def cmd_eval_follow(args) -> int:
         data = load_split(corpus, split, min_frames=8)
         ids = sorted(data)
         real = [data[m][0] for m in ids]
-        items = draw_repeat({m: data[m] for m in ids}, np.random.default_rng(0))
-        for it in items:                       # whole motions: a crop could cut a repetition
-            it.features = it.full[: len(it.full) // 4 * 4]
+        # whole motions (a protocol crop could cut a repetition), to a multiple of 4 frames
+        items = [EvalItem(m, data[m][1][0], f[: len(f) // 4 * 4], f) for m, f in zip(ids, real)]
         recon = [joints_to_features(clean_motion(f).joints) for f in vq.generate(items, None)]
         progs = [programs[m] for m in ids]
         tables[split] = {"Real motion": score(checker, progs, real),

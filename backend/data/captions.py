@@ -98,6 +98,8 @@ _STYLE = {
     "jump": "count", "kick": "count", "punch": "count", "spin": "count",
     "spinkick": "count", "cartwheel": "count", "backflip": "count", "roll": "count",
 }
+# Actions whose repetitions a caption states as a count ("twice", "three times").
+COUNTED_ACTIONS = frozenset(a for a, style in _STYLE.items() if style == "count")
 
 # ----------------------------------------------------------------------------
 # lexicon: surface word -> (lemma, universal POS).  Words marked with '*' in

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from backend.data.captions import _STYLE, SIDE_ACTIONS, TURN_ACTIONS
+from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS
 from backend.models.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.models.pretrained import save_pretrained_atomic
 
@@ -45,7 +45,7 @@ def asked_attributes(segments: list[dict]) -> list[tuple[str, str, object]]:
         if counts[kind] > 1:
             continue
         seg = next(s for s in segments if s["action"] == kind)
-        if _STYLE.get(kind) == "count" and 1 <= int(seg.get("reps") or 1) <= MAX_REPS:
+        if kind in COUNTED_ACTIONS and 1 <= int(seg.get("reps") or 1) <= MAX_REPS:
             out.append(("count", kind, int(seg.get("reps") or 1)))
         if kind in SIDE_ACTIONS and seg.get("side") in SIDES:
             out.append(("side", kind, seg["side"]))
