@@ -20,11 +20,12 @@ def _ship(model, name: str) -> None:
 def _model_config(args, codebook: int):
     from backend.models.motion_llm import MotionLLMConfig
 
+    over = {"num_prefix": args.prefix_frames + 1} if getattr(args, "prefix_frames", None) else {}
     if args.config == "phi3":
         if not args.base:
             raise ValueError("--config phi3 needs --base DIR (a local Phi-3-mini folder)")
-        return MotionLLMConfig.phi3(args.base, codebook_size=codebook)
-    return MotionLLMConfig.embedded(codebook_size=codebook)
+        return MotionLLMConfig.phi3(args.base, codebook_size=codebook, **over)
+    return MotionLLMConfig.embedded(codebook_size=codebook, **over)
 
 
 def _common(args, need_retriever: bool = True):
@@ -44,21 +45,50 @@ def _common(args, need_retriever: bool = True):
 
 # ------------------------------------------------------------------------------------- SFT
 def cmd_train_sft(args) -> int:
+    import random
+
     from backend.models.motion_llm import MotionLLM
     from backend.paths import data_home
-    from backend.train.motion_llm import LLMTrainConfig, build_examples, train_sft
+    from backend.retrieval.service import VideoRetriever
+    from backend.train.curves import plot_llm_curves
+    from backend.train.motion_llm import (LLMTrainConfig, VideoBank, build_examples,
+                                          self_video_ids, train_sft)
 
     corpus, vqvae, retriever = _common(args, need_retriever=args.video != "none")
     name = "novideo" if args.video == "none" else "sft"
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"llm-{name}"
     examples = build_examples(corpus, vqvae, retriever, args.video, work.parent)
-    print(f"{len(examples)} training examples (caption, {args.video} video, motion tokens)")
+    val = build_examples(corpus, vqvae, retriever, args.video, work.parent, split="val")
+    seen, val_first = set(), []
+    for e in val:                                  # one caption per validation motion
+        if e.mid not in seen:
+            seen.add(e.mid)
+            val_first.append(e)
+    random.Random(0).shuffle(val_first)
+    val_first = val_first[:args.val_size]
+    videos, selfs = retriever, {}
+    if args.video != "none" and args.self_video > 0:
+        try:
+            own = VideoRetriever.open(args.self_db)
+        except Exception as exc:                   # noqa: BLE001 - say what to run, then go on
+            raise SystemExit(f"--self-video {args.self_video} needs the self-video database "
+                             f"{args.self_db!r} ({exc}); build it with `python -m backend videos "
+                             "self`, or pass --self-video 0")
+        selfs = self_video_ids(own, {e.mid for e in examples})
+        videos = VideoBank(retriever, own)
+    print(f"{len(examples)} training examples (caption, {args.video} video, motion tokens); "
+          f"{len(selfs)} motions with a video of their own (shown to {args.self_video:.0%} of "
+          f"their captions); {len(val_first)} validation examples")
     model = MotionLLM(_model_config(args, vqvae.config.nb_code))
     cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
-                         ckpt_every=args.ckpt_every)
-    model = train_sft(model, examples, retriever, cfg, work, resume=not args.no_resume)
+                         ckpt_every=args.ckpt_every, seed=args.seed, val_every=args.val_every,
+                         patience=args.patience, self_video=args.self_video if selfs else 0.0)
+    model = train_sft(model, examples, videos, cfg, work, resume=not args.no_resume,
+                      val_examples=val_first, self_videos=selfs)
     model.save_pretrained(work / "model")
     print(f"Model saved in {work / 'model'}")
+    if args.curves:
+        print(f"Learning curves: {plot_llm_curves(work / 'log.jsonl', args.curves, 'SFT')}")
     if args.ship:
         _ship(model, f"llm-{name}")
     return 0
@@ -187,6 +217,7 @@ def register(sub, groups: dict) -> None:
         p.add_argument("--workdir", help="run folder with log.jsonl and resumable state")
         p.add_argument("--no-resume", action="store_true")
         p.add_argument("--ship", action="store_true", help="save to checkpoints/ + MANIFEST")
+        p.add_argument("--curves", help="write the learning curves to this PNG (e.g. docs/sft_curves.png)")
 
     s = groups["train"].add_parser(
         "sft", help="motion LLM stage 1: supervised fine-tuning",
@@ -195,6 +226,16 @@ def register(sub, groups: dict) -> None:
                     "Resumable; runs through accelerate (`accelerate launch` scales it).")
     common(s, 1000, 3e-4, 8)
     s.add_argument("--video", choices=["gemini", "none"], default="gemini")
+    s.add_argument("--prefix-frames", type=int, default=16,
+                   help="video prefix: one embedding per sampled frame of the retriever's per-frame "
+                        "features (16 = unpooled), plus the object slot")
+    s.add_argument("--self-video", type=float, default=0.3,
+                   help="share of captions shown the video of their own motion (needs `videos self`)")
+    s.add_argument("--self-db", default="self-train", help="database of the self videos")
+    s.add_argument("--val-every", type=int, default=100, help="steps between validation passes")
+    s.add_argument("--val-size", type=int, default=160, help="validation examples (val split)")
+    s.add_argument("--patience", type=int, default=3,
+                   help="stop after this many validations without a better loss (0 = never)")
     s.set_defaults(func=cmd_train_sft)
     m = groups["train"].add_parser(
         "mcdpo", help="motion LLM stage 2: McDPO on the SFT model",

@@ -1,6 +1,7 @@
 """Command-line commands of the retrieval half (video database, Gemini-MVR, FAISS):
 
     python -m backend videos build      render + analyse the embedded video database
+    python -m backend videos self       videos of the training motions themselves (generator training)
     python -m backend index DIR         add a folder of your videos to a database
     python -m backend retrieve "TEXT"   ranked videos with fused score, channel scores, weights
     python -m backend train retriever   stage 1: action + object channels
@@ -14,6 +15,8 @@ import json
 import shlex
 import sys
 from pathlib import Path
+
+import numpy as np
 
 
 def _record(folder: Path) -> None:
@@ -42,6 +45,27 @@ def cmd_videos_build(args) -> int:
         for f in ("keypoints.npy", "object.npy", "videos.jsonl"):
             (target / f).write_bytes((work / f).read_bytes())
         _record(target)
+    return 0
+
+
+def cmd_videos_self(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.video.database import database_dir
+    from backend.video.ingest import IngestConfig, build_embedded
+    from backend.video.synth import motion_video_spec
+
+    corpus = open_corpus(args.data)
+    ids = corpus.split_ids(args.split)
+    if args.limit:
+        ids = ids[:args.limit]
+    specs = []
+    for i, mid in enumerate(ids):
+        f = corpus.root / "new_joints" / f"{mid}.npy"
+        n = len(np.load(f, mmap_mode="r"))
+        specs.append(motion_video_spec(mid, f.resolve(), n, index=i))
+    root = database_dir(args.db or f"self-{args.split}")
+    report = build_embedded(root, specs, IngestConfig(), workers=args.workers)
+    print(report.summary().splitlines()[0] + f"  ({root})")
     return 0
 
 
@@ -185,6 +209,20 @@ def register(sub, groups: dict) -> None:
     b.add_argument("--workdir", help="build folder (default: data/videodb-build/embedded)")
     b.add_argument("--ship", action="store_true", help="copy to checkpoints/videodb + MANIFEST")
     b.set_defaults(func=cmd_videos_build)
+    sv = vsub.add_parser(
+        "self", help="videos of the corpus's own motions, for the generator's self-video pairs",
+        description="Render each motion of a corpus split (its first 196 frames, random camera, "
+                    "background and body) and run the same perception as the database (MediaPipe "
+                    "Pose + I3D on 16 sampled frames) into the database NAME (default self-SPLIT). "
+                    "`train sft --self-video P` pairs a share P of the captions with the video of "
+                    "their own motion, so the generator learns what a pose sequence means in "
+                    "motion tokens. About 1.5 s per motion per worker; resumable.")
+    sv.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    sv.add_argument("--split", default="train")
+    sv.add_argument("--db", help="database name (default: self-SPLIT)")
+    sv.add_argument("--workers", type=int, default=2, help="worker processes")
+    sv.add_argument("--limit", type=int, default=0, help="only the first N motions of the split")
+    sv.set_defaults(func=cmd_videos_self)
 
     i = sub.add_parser(
         "index", help="add a folder of videos to a video database",

@@ -197,6 +197,9 @@ class VideoRetriever:
         return out
 
     # ---------------------------------------------------------------------- video access
+    def has_video(self, video_id: str) -> bool:
+        return video_id in self._row
+
     def video_features(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(per-frame action features (16, D), object embedding (D,)) of a stored video."""
         r = self._row[video_id]

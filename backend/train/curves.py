@@ -55,3 +55,48 @@ def plot_vqvae_curves(log: str | Path, out: str | Path) -> Path:
     plt.close(fig)
     tmp.replace(out)
     return out
+
+
+def plot_llm_curves(log: str | Path, out: str | Path, title: str = "SFT") -> Path:
+    """Motion-LLM curves from its ``log.jsonl``: training loss (and its running mean), validation
+    loss; for McDPO rows, the reward margin and preference accuracy on a second panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    train, val = read_log(log)
+    if not train:
+        raise ValueError(f"{log} has no training rows")
+    dpo = "margin" in train[0]
+    fig, axes = plt.subplots(1, 2 if dpo else 1, figsize=(11 if dpo else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    steps = np.array([r["step"] for r in train])
+    loss = np.array([r["loss"] for r in train])
+    ax.plot(steps, loss, alpha=0.35, label="training loss (one batch)")
+    k = min(10, len(loss))
+    ax.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), label=f"running mean of {k}")
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_title(f"{title}: loss")
+    ax.legend()
+    if dpo:
+        ax2 = axes[0, 1]
+        ax2.plot(steps, [r["margin"] for r in train], label="reward margin (chosen - rejected)")
+        ax2.set_xlabel("step")
+        ax2.legend(loc="upper left")
+        if "accuracy" in train[0]:
+            ax3 = ax2.twinx()
+            ax3.plot(steps, [r["accuracy"] for r in train], color="tab:red", alpha=0.6,
+                     label="preference accuracy")
+            ax3.set_ylim(0, 1)
+            ax3.legend(loc="lower right")
+        ax2.set_title(f"{title}: rewards")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

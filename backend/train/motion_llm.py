@@ -56,6 +56,9 @@ class LLMTrainConfig:
     seed: int = 0
     threads: int = 2
     grad_clip: float = 1.0
+    val_every: int = 0                  # steps between validation passes (0: none)
+    patience: int = 0                   # stop after this many validations without a new best (0: never)
+    self_video: float = 0.0             # SFT: share of captions shown the video of their own motion
 
 
 # ---------------------------------------------------------------------------------- data
@@ -72,6 +75,16 @@ def motion_codes(corpus, vqvae, split: str = "train") -> dict[str, np.ndarray]:
         x = torch.from_numpy(norm.normalize(f).astype(np.float32))[None]
         out[mid] = vqvae.encode(x)[0].numpy().astype(np.int64)
     return out
+
+
+def tokenizer_fingerprint(vqvae) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for k, v in sorted(vqvae.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:10]
 
 
 def retrieval_cache(retriever, texts: list[str], mode: str, path: Path, seed: int = 0) -> dict[str, str]:
@@ -92,8 +105,9 @@ def retrieval_cache(retriever, texts: list[str], mode: str, path: Path, seed: in
 
 
 def build_examples(corpus, vqvae, retriever, mode: str, workdir: Path, split: str = "train") -> list[Example]:
-    """One example per (motion, caption) of ``split``; ``mode`` in gemini / random / none."""
-    cache = workdir / f"codes-{split}.npz"
+    """One example per (motion, caption) of ``split``; ``mode`` in gemini / random / none.
+    Codes are cached in ``workdir`` per split and tokenizer (a hash of its weights)."""
+    cache = workdir / f"codes-{split}-{tokenizer_fingerprint(vqvae)}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             codes = {k: z[k] for k in z.files}
@@ -127,6 +141,12 @@ def _lr_lambda(cfg: LLMTrainConfig):
     return f
 
 
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
 def _save_state(workdir: Path, model: MotionLLM, opt, sched, step: int, extra: dict | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     tmp = workdir / "state.pt.tmp"
@@ -136,16 +156,17 @@ def _save_state(workdir: Path, model: MotionLLM, opt, sched, step: int, extra: d
     tmp.replace(workdir / "state.pt")
 
 
-def _load_state(workdir: Path, model: MotionLLM, opt, sched) -> int:
+def _load_state(workdir: Path, model: MotionLLM, opt, sched) -> tuple[int, dict]:
+    """(step, best-validation record) of a resumed run."""
     f = workdir / "state.pt"
     if not f.is_file():
-        return 0
+        return 0, {}
     st = torch.load(f, map_location="cpu", weights_only=True)
     model.load_trainable_state_dict(st["model"])
     opt.load_state_dict(st["opt"])
     sched.load_state_dict(st["sched"])
     torch.set_rng_state(st["rng"])
-    return int(st["step"])
+    return int(st["step"]), json.loads(st.get("best", "{}"))
 
 
 def _log(workdir: Path, row: dict) -> None:
@@ -153,8 +174,12 @@ def _log(workdir: Path, row: dict) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
-def _loop(model: MotionLLM, cfg: LLMTrainConfig, workdir: Path, resume: bool, desc: str, step_fn) -> MotionLLM:
-    """Shared optimiser / schedule / checkpoint / progress loop; ``step_fn(step) -> (loss, logs)``."""
+def _loop(model: MotionLLM, cfg: LLMTrainConfig, workdir: Path, resume: bool, desc: str, step_fn,
+          validate=None) -> MotionLLM:
+    """Shared optimiser / schedule / checkpoint / progress loop; ``step_fn(core, step) -> (loss,
+    logs)``. With ``validate(core) -> {"val_loss": ...}`` and ``cfg.val_every``, validation rows
+    (kind "val") go to the log, the best weights to ``best.pt``; training stops early after
+    ``cfg.patience`` validations without a new best, and the best weights are the result."""
     from accelerate import Accelerator
 
     torch.set_num_threads(cfg.threads)
@@ -164,7 +189,7 @@ def _loop(model: MotionLLM, cfg: LLMTrainConfig, workdir: Path, resume: bool, de
     params = model.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    start = _load_state(workdir, model, opt, sched) if resume else 0
+    start, best = (_load_state(workdir, model, opt, sched) if resume else (0, {}))
     model, opt = acc.prepare(model, opt)
     core = acc.unwrap_model(model)
     model.train()
@@ -177,12 +202,34 @@ def _loop(model: MotionLLM, cfg: LLMTrainConfig, workdir: Path, resume: bool, de
         acc.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", best_val=best.get("val_loss"))
         if step % 10 == 0 or step == cfg.steps - 1:
             _log(workdir, {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
                            "elapsed_s": round(time.time() - t0, 1), **logs})
-        if (step + 1) % cfg.ckpt_every == 0 or step == cfg.steps - 1:
-            _save_state(workdir, core, opt, sched, step + 1)
+        stop = False
+        if validate is not None and cfg.val_every and ((step + 1) % cfg.val_every == 0
+                                                       or step == cfg.steps - 1):
+            core.eval()
+            with torch.no_grad():
+                val = validate(core)
+            core.train()
+            _log(workdir, {"kind": "val", "step": step + 1, **val})
+            if not best or val["val_loss"] < best["val_loss"]:
+                best = {"val_loss": val["val_loss"], "step": step + 1, "bad": 0}
+                _atomic_torch_save(core.trainable_state_dict(), workdir / "best.pt")
+            else:
+                best["bad"] += 1
+                stop = bool(cfg.patience) and best["bad"] >= cfg.patience
+        if stop or (step + 1) % cfg.ckpt_every == 0 or step == cfg.steps - 1:
+            _save_state(workdir, core, opt, sched, step + 1, {"best": json.dumps(best)})
+        if stop:
+            print(f"early stop at step {step + 1}: no better validation loss for {cfg.patience} "
+                  f"checks (best {best['val_loss']:.4f} at step {best['step']})")
+            break
+    if best and (workdir / "best.pt").is_file():
+        core.load_trainable_state_dict(torch.load(workdir / "best.pt", map_location="cpu",
+                                                  weights_only=True))
+        print(f"best validation loss {best['val_loss']:.4f} at step {best['step']}")
     core.eval()
     return core
 
@@ -206,17 +253,64 @@ def _epoch_sampler(n: int, cfg: LLMTrainConfig):
 
 
 # ------------------------------------------------------------------------------------ SFT
+class VideoBank:
+    """Video features by id from several retrievers (the database, the self-video database)."""
+
+    def __init__(self, *retrievers):
+        self.retrievers = [r for r in retrievers if r is not None]
+
+    def video_features(self, video_id: str):
+        for r in self.retrievers:
+            if r.has_video(video_id):
+                return r.video_features(video_id)
+        raise KeyError(f"video {video_id!r} is in none of the databases")
+
+
+def self_video_ids(retriever, mids) -> dict[str, str]:
+    """motion id -> id of the video showing that motion (``videos self``), where there is one."""
+    return {m: f"self-{m}" for m in mids if retriever is not None and retriever.has_video(f"self-{m}")}
+
+
+@torch.no_grad()
+def validation_loss(model: MotionLLM, examples: list[Example], videos, batch_size: int = 16) -> float:
+    """Mean per-token cross-entropy of the motion targets over ``examples``."""
+    total, count = 0.0, 0
+    for s in range(0, len(examples), batch_size):
+        ex = examples[s:s + batch_size]
+        batch = model.build_batch([e.text for e in ex], [video_of(videos, e.video_id) for e in ex],
+                                  [e.codes for e in ex], padding="right").to(model.device)
+        n = int((batch.targets != -100).sum())
+        total += float(model.loss(batch)) * n
+        count += n
+    return total / max(count, 1)
+
+
 def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrainConfig,
-              workdir: Path, resume: bool = True) -> MotionLLM:
+              workdir: Path, resume: bool = True, val_examples: list[Example] | None = None,
+              self_videos: dict[str, str] | None = None) -> MotionLLM:
+    """Cross-entropy on the motion tokens of shuffled passes over ``examples``. With
+    ``self_videos`` (motion id -> video id) and ``cfg.self_video`` = p, each drawn caption is
+    shown the video of its own motion with probability p (instead of its rank-1 video), so the
+    model learns to read motion from a pose sequence. ``retriever`` is anything with
+    ``video_features(id)`` (a ``VideoBank`` for several databases)."""
     draw = _epoch_sampler(len(examples), cfg)
+    self_videos = self_videos or {}
 
     def step_fn(core, step):
+        rng = random.Random(cfg.seed * 1_000_003 + step)
         ex = [examples[i] for i in draw()]
-        batch = core.build_batch([e.text for e in ex], [video_of(retriever, e.video_id) for e in ex],
+        vids = [self_videos[e.mid] if e.video_id is not None and e.mid in self_videos
+                and rng.random() < cfg.self_video else e.video_id for e in ex]
+        batch = core.build_batch([e.text for e in ex], [video_of(retriever, v) for v in vids],
                                  [e.codes for e in ex], padding="right").to(core.device)
-        return core.loss(batch), {}
+        return core.loss(batch), {"self_videos": sum(v != e.video_id for v, e in zip(vids, ex))}
 
-    return _loop(model, cfg, workdir, resume, "SFT", step_fn)
+    validate = None
+    if val_examples:
+        def validate(core):
+            return {"val_loss": validation_loss(core, val_examples, retriever)}
+
+    return _loop(model, cfg, workdir, resume, "SFT", step_fn, validate)
 
 
 # --------------------------------------------------------------------------------- McDPO
@@ -291,6 +385,6 @@ def train_mcdpo(policy: MotionLLM, reference: MotionLLM, prefs: list[Preference]
     return _loop(policy, cfg, workdir, resume, "McDPO", step_fn)
 
 
-__all__ = ["Example", "LLMTrainConfig", "Preference", "build_examples", "decode_codes",
-           "make_preferences", "motion_codes", "retrieval_cache", "train_mcdpo", "train_sft",
-           "video_of"]
+__all__ = ["Example", "LLMTrainConfig", "Preference", "VideoBank", "build_examples", "decode_codes",
+           "make_preferences", "motion_codes", "retrieval_cache", "self_video_ids", "train_mcdpo",
+           "train_sft", "validation_loss", "video_of"]

@@ -51,13 +51,17 @@ class VideoSpec:
     body_shape: list = field(default_factory=list)
     captions: list = field(default_factory=list)
     kinds: list = field(default_factory=list)
+    motion_file: str = ""            # a (T, 22, 3) joints .npy to show instead of motion ``index``
 
     @property
     def frames(self) -> int:
         return self.end - self.start
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["motion_file"]:      # database specs keep their original form (and content key)
+            del d["motion_file"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "VideoSpec":
@@ -122,10 +126,19 @@ def make_spec(index: int, seed: int = VIDEO_SEED, n_in_dist: int = N_IN_DIST) ->
     start, end = 0, len(joints)        # the whole motion: its caption describes all of it
     split = "test" if index % TEST_EVERY == TEST_EVERY - 1 else "train"
     caps = caption_set(segments, random.Random(seed * 7919 + index), n=3, held_out=split == "test")
-    dark = rng.random() < 0.3
     return VideoSpec(
         id=f"emb{index:05d}", index=index, ood=ood, split=split, seed=seed,
-        start=start, end=end, size=int(rng.choice(SIZES)),
+        start=start, end=end, **_render_settings(rng),
+        captions=[text for text, _ in caps],
+        kinds=[s["action"] for s in segments],
+    )
+
+
+def _render_settings(rng: np.random.Generator) -> dict:
+    """A random camera, background, floor, body colour and body shape."""
+    dark = rng.random() < 0.3
+    return dict(
+        size=int(rng.choice(SIZES)),
         azimuth=round(float(rng.uniform(-180, 180)), 1),
         elevation=round(float(rng.uniform(0, 35)), 1),
         yfov=round(float(rng.uniform(30, 55)), 1),
@@ -135,9 +148,26 @@ def make_spec(index: int, seed: int = VIDEO_SEED, n_in_dist: int = N_IN_DIST) ->
         floor=bool(rng.random() < 0.8),
         floor_colors=(_colour(rng, (0.5, 0.9), (0.0, 0.4)), _colour(rng, (0.3, 0.7), (0.0, 0.4))),
         body_shape=[round(float(x), 3) for x in rng.normal(0, 1.0, size=4)],
-        captions=[text for text, _ in caps],
-        kinds=[s["action"] for s in segments],
     )
+
+
+def motion_video_spec(motion_id: str, joints_file: str | Path, n_frames: int, index: int = 0,
+                      seed: int = VIDEO_SEED, max_frames: int = 196) -> VideoSpec:
+    """A video of a corpus motion itself (its first ``max_frames`` frames) under random render
+    settings: the generator's "self-video" training pairs, where the video shows the target."""
+    rng = np.random.default_rng([seed, 7, index])
+    return VideoSpec(id=f"self-{motion_id}", index=index, ood=False, split="train", seed=seed,
+                     start=0, end=int(min(n_frames, max_frames)), motion_file=str(joints_file),
+                     **_render_settings(rng))
+
+
+def spec_joints(spec: VideoSpec) -> np.ndarray:
+    """(T, 22, 3) joints the video shows (its window of the motion)."""
+    if spec.motion_file:
+        joints = np.load(spec.motion_file, allow_pickle=False).astype(np.float64)
+    else:
+        joints, _ = video_motion(spec.index, spec.ood, spec.seed)
+    return joints[spec.start:spec.end]
 
 
 def render_config(spec: VideoSpec, fps: float = 20.0):
@@ -164,8 +194,7 @@ def render_frames(spec: VideoSpec, frame_indices: np.ndarray | None = None, rend
     from viewer.ik import solve_ik
     from viewer.render import facing_yaw_of, shared_renderer
 
-    joints, _ = video_motion(spec.index, spec.ood, spec.seed)
-    window = joints[spec.start:spec.end]
+    window = spec_joints(spec)
     body = _body(tuple(spec.body_shape))
     pose = solve_ik(window, rest_offsets=body.rest_offsets(), fps=20.0)
     verts = body.vertices(pose)
@@ -189,4 +218,4 @@ def embedded_specs(n_in_dist: int = N_IN_DIST, n_ood: int = N_OOD, seed: int = V
     return [make_spec(i, seed, n_in_dist) for i in range(n_in_dist + n_ood)]
 
 
-__all__ = ["VideoSpec", "embedded_specs", "make_spec", "render_frames", "render_video", "video_motion"]
+__all__ = ["VideoSpec", "embedded_specs", "make_spec", "motion_video_spec", "spec_joints", "render_frames", "render_video", "video_motion"]

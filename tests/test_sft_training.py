@@ -1,0 +1,96 @@
+"""SFT training loop: self-video pairs, validation, early stopping; self-video specs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backend.train.motion_llm import (Example, LLMTrainConfig, VideoBank, self_video_ids, train_sft,
+                                      validation_loss)
+from backend.video.synth import VideoSpec, make_spec, motion_video_spec, spec_joints
+from test_motion_llm import TEXTS, make_config, tiny_base  # noqa: F401  (fixture)
+
+
+class FakeRetriever:
+    """Per-frame (16, 24) action features + a (20,) object feature for a fixed set of ids."""
+
+    def __init__(self, ids, seed):
+        rng = np.random.default_rng(seed)
+        self.feats = {i: (rng.standard_normal((16, 24)).astype(np.float32),
+                          rng.standard_normal(20).astype(np.float32)) for i in ids}
+
+    def has_video(self, vid):
+        return vid in self.feats
+
+    def video_features(self, vid):
+        return self.feats[vid]
+
+
+def _examples():
+    rng = np.random.default_rng(0)
+    return [Example(t, rng.integers(0, 16, size=5), video_id=f"db{i}", mid=f"m{i}")
+            for i, t in enumerate(TEXTS * 2)]
+
+
+def test_video_bank_and_self_ids():
+    db, own = FakeRetriever(["db0", "db1"], 0), FakeRetriever(["self-m0"], 1)
+    bank = VideoBank(db, own, None)
+    assert bank.video_features("db1")[0] is db.feats["db1"][0]
+    assert bank.video_features("self-m0")[1] is own.feats["self-m0"][1]
+    with pytest.raises(KeyError):
+        bank.video_features("nowhere")
+    assert self_video_ids(own, ["m0", "m1"]) == {"m0": "self-m0"}
+    assert self_video_ids(None, ["m0"]) == {}
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_sft_self_video_share(tiny_base, tmp_path, share):  # noqa: F811
+    from backend.models.motion_llm import MotionLLM
+
+    ex = _examples()
+    db = FakeRetriever([e.video_id for e in ex], 0)
+    own = FakeRetriever([f"self-{e.mid}" for e in ex[:3]], 1)   # half the motions have one
+    torch.manual_seed(0)
+    model = MotionLLM(make_config(tiny_base, num_prefix=17))
+    cfg = LLMTrainConfig(steps=4, batch_size=6, warmup=1, ckpt_every=10, threads=1, self_video=share)
+    train_sft(model, ex, VideoBank(db, own), cfg, tmp_path, self_videos=self_video_ids(own, [e.mid for e in ex]))
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    # every batch is a whole pass over the 6 examples; 3 of them have their own video
+    assert [r["self_videos"] for r in rows] == [3 * int(share)] * len(rows)
+
+
+def test_sft_validation_early_stop_keeps_best(tiny_base, tmp_path):  # noqa: F811
+    from backend.models.motion_llm import MotionLLM
+
+    ex = _examples()
+    db = FakeRetriever([e.video_id for e in ex], 0)
+    torch.manual_seed(0)
+    model = MotionLLM(make_config(tiny_base, num_prefix=17))
+    # a learning rate this large makes training diverge after the first steps: validation stops
+    # improving, the loop stops early and hands back the best weights it saw
+    cfg = LLMTrainConfig(steps=40, batch_size=6, lr=3.0, warmup=1, ckpt_every=100, threads=1,
+                         val_every=1, patience=2, grad_clip=1e9)
+    out = train_sft(model, ex, db, cfg, tmp_path, val_examples=ex[:3])
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r.get("kind") == "val"]
+    assert len(val) < 40                                   # stopped early
+    best = min(val, key=lambda r: r["val_loss"])
+    assert [r["step"] for r in val][-1] == best["step"] + 2   # patience 2 after the best
+    assert validation_loss(out, ex[:3], db) == pytest.approx(best["val_loss"], rel=1e-4)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert json.loads(state["best"])["step"] == best["step"]
+
+
+def test_motion_video_spec_shows_the_motion(tmp_path):
+    joints = np.random.default_rng(0).standard_normal((250, 22, 3))
+    np.save(tmp_path / "m.npy", joints)
+    spec = motion_video_spec("m", tmp_path / "m.npy", len(joints), index=3)
+    assert (spec.start, spec.end) == (0, 196)                 # the frames the tokens cover
+    np.testing.assert_array_equal(spec_joints(spec), joints[:196])
+    back = VideoSpec.from_json(json.loads(json.dumps(spec.to_json())))
+    np.testing.assert_array_equal(spec_joints(back), joints[:196])
+    assert motion_video_spec("m", tmp_path / "m.npy", 80, index=4).to_json() != spec.to_json()
+    # database specs keep their original JSON (no motion_file key), so their content keys hold
+    assert "motion_file" not in make_spec(0).to_json()
