@@ -37,7 +37,7 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
         fn = llm.generate_naive if naive else llm.generate
         codes = fn([text], [video], greedy=False, seed=seed, max_tokens=tokens, min_tokens=tokens)[0]
         t2 = time.perf_counter()
-        pipe.decode(codes)
+        pipe.decode(codes, model)
         t3 = time.perf_counter()
         return {"retrieval": t1 - t, "generation": t2 - t1, "decoding": t3 - t2, "total": t3 - t,
                 "tokens": len(codes)}

@@ -45,12 +45,12 @@ class GenerationResult:
                 "timing_s": {k: round(v, 4) for k, v in self.timing.items()}}
 
 
-def load_normalizer():
+def load_normalizer(checkpoints: Path | None = None):
     """Mean/Std of the motion features: shipped with the VQ-VAE, else from the corpus."""
     from backend.paths import checkpoints_dir
     from core.features import Normalizer
 
-    d = checkpoints_dir() / "normalizer"
+    d = Path(checkpoints or checkpoints_dir()) / "normalizer"
     if (d / "Mean.npy").is_file():
         return Normalizer.load(d)
     from backend.data.dataset import open_corpus
@@ -58,33 +58,30 @@ def load_normalizer():
     return open_corpus().normalizer
 
 
-LEGACY_TOKENIZER = "vqvae-v1"
-
-
-def load_llm_tokenizer(checkpoints: Path | None = None):
-    """(VQ-VAE, Normalizer) that the shipped motion LLMs write tokens for.
-
-    The LLMs shipped so far were trained on the first tokenizer, kept with its own Mean/Std in
-    ``checkpoints/vqvae-v1/``; while that folder exists, generation decodes with it. Once the
-    LLMs are retrained on ``checkpoints/vqvae`` (Motion quality II), the folder goes and
-    generation uses ``vqvae`` + ``normalizer`` like everything else.
-    """
+def load_llm_tokenizer(checkpoints: Path | None = None, name: str = "vqvae"):
+    """(VQ-VAE, Normalizer) of the tokenizer folder ``name`` that a motion LLM writes codes for
+    (``MotionLLMConfig.tokenizer``). A folder with its own Mean/Std (the first tokenizer,
+    ``vqvae-v1``, kept for the models trained on it) uses those; others use ``normalizer/``."""
     from backend.models.vqvae import MotionVQVAE
     from backend.paths import checkpoints_dir
     from core.features import Normalizer
 
     ck = Path(checkpoints or checkpoints_dir())
-    legacy = ck / LEGACY_TOKENIZER
-    if (legacy / "model.safetensors").is_file():
-        return MotionVQVAE.from_pretrained(legacy), Normalizer.load(legacy)
-    return MotionVQVAE.from_pretrained(ck / "vqvae"), load_normalizer()
+    d = ck / name
+    if not (d / "model.safetensors").is_file():
+        raise FileNotFoundError(f"the motion tokenizer {d} is missing (a motion LLM needs it)")
+    norm = Normalizer.load(d) if (d / "Mean.npy").is_file() else load_normalizer(ck)
+    return MotionVQVAE.from_pretrained(d).eval(), norm
 
 
 class VimoRAGPipeline:
-    def __init__(self, retriever, vqvae, normalizer, models: dict, evaluator=None):
+    def __init__(self, retriever, vqvae, normalizer, models: dict, evaluator=None, tokenizers=None):
+        """``vqvae``/``normalizer``: the default tokenizer; ``tokenizers``: model name ->
+        (vqvae, normalizer) for models that write another tokenizer's codes."""
         self.retriever, self.vqvae, self.normalizer = retriever, vqvae.eval(), normalizer
         self.models = models
         self.evaluator = evaluator
+        self.tokenizers = dict(tokenizers or {})
 
     @classmethod
     def load(cls, models=("mcdpo", "sft"), db: str = "embedded", evaluator: bool = True,
@@ -99,14 +96,20 @@ class VimoRAGPipeline:
             raise FileNotFoundError(f"missing trained model(s) {', '.join(missing)} in {ck} "
                                     f"(expected {ck}/llm-NAME/); see README, 'Training'")
         retriever = VideoRetriever.open(db)
-        vqvae, normalizer = load_llm_tokenizer(ck)
         llms = {m: MotionLLM.from_pretrained(ck / f"llm-{m}") for m in models}
+        loaded: dict[str, tuple] = {}
+        for llm in llms.values():
+            name = llm.config.tokenizer
+            if name not in loaded:
+                loaded[name] = load_llm_tokenizer(ck, name)
+        vqvae, normalizer = loaded.get("vqvae") or load_llm_tokenizer(ck, "vqvae")
+        tokenizers = {m: loaded[llm.config.tokenizer] for m, llm in llms.items()}
         ev = None
         if evaluator:
             from backend.models.evaluator import TextMotionEvaluator
 
             ev = TextMotionEvaluator.from_pretrained(ck / "evaluator")
-        return cls(retriever, vqvae, normalizer, llms, ev)
+        return cls(retriever, vqvae, normalizer, llms, ev, tokenizers)
 
     # -------------------------------------------------------------------------------- core
     def _video(self, video_id):
@@ -124,12 +127,14 @@ class VimoRAGPipeline:
         return self.retriever.search(text, k=k, mode=smode, rng=np.random.default_rng(seed))
 
     @torch.no_grad()
-    def decode(self, codes: np.ndarray) -> np.ndarray:
+    def decode(self, codes: np.ndarray, model: str | None = None) -> np.ndarray:
+        """Motion codes -> (T, 263) features, with the tokenizer that ``model`` writes for."""
+        vqvae, normalizer = self.tokenizers.get(model, (self.vqvae, self.normalizer))
         codes = np.asarray(codes, np.int64)
         if len(codes) == 0:
             codes = np.zeros(1, np.int64)
-        x = self.vqvae.decode(torch.from_numpy(codes)[None])[0].numpy()
-        return self.normalizer.denormalize(x)
+        x = vqvae.decode(torch.from_numpy(codes)[None])[0].numpy()
+        return normalizer.denormalize(x)
 
     def generate(self, text: str, model: str = "mcdpo", retrieval: str = "gemini",
                  seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
@@ -161,7 +166,7 @@ class VimoRAGPipeline:
                              temperature=temperature, seed=seed, max_tokens=max_tokens, min_tokens=4)[0]
         t2 = time.perf_counter()
         timing["generation"] = t2 - t1
-        feats = self.decode(codes)
+        feats = self.decode(codes, model)
         joints = clean_motion(feats).joints
         timing["decoding"] = time.perf_counter() - t2
         timing["total"] = time.perf_counter() - t0

@@ -94,3 +94,26 @@ def test_motion_video_spec_shows_the_motion(tmp_path):
     assert motion_video_spec("m", tmp_path / "m.npy", 80, index=4).to_json() != spec.to_json()
     # database specs keep their original JSON (no motion_file key), so their content keys hold
     assert "motion_file" not in make_spec(0).to_json()
+
+
+def test_llm_tokenizer_by_name(tmp_path):
+    """A model's ``config.tokenizer`` names its VQ-VAE folder; a folder with its own Mean/Std
+    (an older tokenizer kept for the models trained on it) uses those, others ``normalizer/``."""
+    import shutil
+
+    from backend.pipeline import load_llm_tokenizer
+    from backend.paths import checkpoints_dir
+
+    ck = tmp_path / "ck"
+    shutil.copytree(checkpoints_dir() / "vqvae", ck / "vqvae")
+    shutil.copytree(checkpoints_dir() / "vqvae", ck / "old")
+    (ck / "normalizer").mkdir()
+    np.save(ck / "normalizer" / "Mean.npy", np.zeros(263, np.float32))
+    np.save(ck / "normalizer" / "Std.npy", np.ones(263, np.float32))
+    np.save(ck / "old" / "Mean.npy", np.full(263, 2.0, np.float32))
+    np.save(ck / "old" / "Std.npy", np.full(263, 3.0, np.float32))
+    _, norm = load_llm_tokenizer(ck, "vqvae")
+    _, old = load_llm_tokenizer(ck, "old")
+    assert float(norm.mean[0]) == 0.0 and float(old.mean[0]) == 2.0 and float(old.std[0]) == 3.0
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_llm_tokenizer(ck, "nope")

@@ -30,11 +30,16 @@ GROUPS = {"vimorag": list(ROWS)}
 
 @lru_cache(maxsize=1)
 def _shared():
-    from backend.pipeline import load_llm_tokenizer
     from backend.retrieval.service import VideoRetriever
 
-    vqvae, normalizer = load_llm_tokenizer()
-    return VideoRetriever.open("embedded"), vqvae.eval(), normalizer
+    return VideoRetriever.open("embedded")
+
+
+@lru_cache(maxsize=None)
+def _tokenizer(name: str):
+    from backend.pipeline import load_llm_tokenizer
+
+    return load_llm_tokenizer(name=name)
 
 
 @lru_cache(maxsize=None)
@@ -53,8 +58,9 @@ class LLMRow:
 
     def __init__(self, model: str, mode: str, name: str, batch: int = 32):
         self.model_name, self.mode, self.name, self.batch = model, mode, name, batch
-        self.retriever, self.vqvae, self.normalizer = _shared()
+        self.retriever = _shared()
         self.llm = _llm(model)
+        self.vqvae, self.normalizer = _tokenizer(self.llm.config.tokenizer)
         self._cache: dict[str, str] = {}
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:

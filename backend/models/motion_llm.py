@@ -132,6 +132,7 @@ class MotionLLMConfig:
     max_text_tokens: int = 64  # caption tokens kept
     max_motion_tokens: int = 50  # motion codes per sequence (default generation length bound)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    tokenizer: str = "vqvae"  # checkpoint folder of the VQ-VAE whose codes the model writes
 
     def __post_init__(self):
         self.lora_targets = list(self.lora_targets)
