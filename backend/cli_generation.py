@@ -111,12 +111,23 @@ def cmd_train_mcdpo(args) -> int:
     work.mkdir(parents=True, exist_ok=True)
     sft_dir = Path(args.sft) if args.sft else checkpoints_dir() / "llm-sft"
     prefs_file = work / "preferences.json"
+
+    def row(p):
+        return {"text": p.text, "video_id": p.video_id, "chosen": np.asarray(p.chosen).tolist(),
+                "rejected": np.asarray(p.rejected).tolist(), "reward_gap": p.reward_gap,
+                "random_video": p.random_video}
+
+    def save(state):                               # {"processed": n prompts, "done": bool, "prefs": [...]}
+        tmp = prefs_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(prefs_file)
+
+    state = {"processed": 0, "done": False, "prefs": []}
     if prefs_file.is_file() and not args.no_resume:
-        rows = json.loads(prefs_file.read_text())
-        prefs = [Preference(r["text"], r["video_id"], np.array(r["chosen"]), np.array(r["rejected"]),
-                            r["reward_gap"], r["random_video"]) for r in rows]
-        print(f"{len(prefs)} preference pairs loaded from {prefs_file}")
-    else:
+        state = json.loads(prefs_file.read_text())
+        if isinstance(state, list):                # an older, finished file
+            state = {"processed": len(state), "done": True, "prefs": state}
+    if not state["done"]:
         examples = build_examples(corpus, vqvae, retriever, "gemini", work.parent)
         rng = random.Random(args.seed)
         rng.shuffle(examples)
@@ -125,18 +136,30 @@ def cmd_train_mcdpo(args) -> int:
         ids = retriever.db.ids
         for e in examples[:n_rand]:            # bad priors: the model must learn to ignore them
             e.video_id, e.random_video = ids[rng.randrange(len(ids))], True
+        random.Random(args.seed + 1).shuffle(examples)   # random videos spread over the chunks
         sft = MotionLLM.from_pretrained(sft_dir)
+        if sft.config.tokenizer != "vqvae":
+            raise SystemExit(f"{sft_dir} writes codes of {sft.config.tokenizer!r}; McDPO needs an "
+                             "SFT model trained on checkpoints/vqvae")
         evaluator = TextMotionEvaluator.from_pretrained(checkpoints_dir() / "evaluator")
         gt = {e.mid: corpus.features(e.mid) for e in examples}
-        prefs = make_preferences(sft, examples, retriever, evaluator, vqvae, corpus.normalizer, gt,
-                                 kappa=args.kappa, w_l=args.w_l, w_d=args.w_d,
-                                 temperature=args.temperature, seed=args.seed)
-        tmp = prefs_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps([{"text": p.text, "video_id": p.video_id, "chosen": p.chosen.tolist(),
-                                    "rejected": p.rejected.tolist(), "reward_gap": p.reward_gap,
-                                    "random_video": p.random_video} for p in prefs]))
-        tmp.replace(prefs_file)
-        print(f"{len(prefs)} preference pairs ({sum(p.random_video for p in prefs)} with random videos)")
+        chunk = 128
+        if state["processed"]:
+            print(f"resuming candidate sampling after {state['processed']} prompts")
+        for s in range(state["processed"], len(examples), chunk):
+            part = examples[s:s + chunk]
+            new = make_preferences(sft, part, retriever, evaluator, vqvae, corpus.normalizer, gt,
+                                   kappa=args.kappa, w_l=args.w_l, w_d=args.w_d,
+                                   temperature=args.temperature, seed=args.seed * 7919 + s)
+            state["prefs"] += [row(p) for p in new]
+            state["processed"] = s + len(part)
+            save(state)
+            print(f"  {state['processed']}/{len(examples)} prompts sampled, {len(state['prefs'])} pairs")
+        state["done"] = True
+        save(state)
+    prefs = [Preference(r["text"], r["video_id"], np.array(r["chosen"]), np.array(r["rejected"]),
+                        r["reward_gap"], r["random_video"]) for r in state["prefs"]]
+    print(f"{len(prefs)} preference pairs ({sum(p.random_video for p in prefs)} with random videos)")
     policy = MotionLLM.from_pretrained(sft_dir)
     reference = MotionLLM.from_pretrained(sft_dir)
     cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
@@ -145,6 +168,10 @@ def cmd_train_mcdpo(args) -> int:
                         resume=not args.no_resume)
     model.save_pretrained(work / "model")
     print(f"Model saved in {work / 'model'}")
+    if args.curves:
+        from backend.train.curves import plot_llm_curves
+
+        print(f"Learning curves: {plot_llm_curves(work / 'log.jsonl', args.curves, 'McDPO')}")
     if args.ship:
         _ship(model, "llm-mcdpo")
     return 0
