@@ -332,6 +332,8 @@ def cmd_eval_generation(args) -> int:
 
 
 def cmd_eval_follow(args) -> int:
+    import numpy as np
+
     from backend.data.dataset import open_corpus
     from backend.eval.follow import format_table, load_programs, score
     from backend.eval.generation import EvalItem, VQVAEReconstruction, load_split
@@ -347,6 +349,12 @@ def cmd_eval_follow(args) -> int:
     folder = Path(args.checker) if args.checker else checkpoints_dir() / "checker"
     checker = InstructionChecker.from_pretrained(folder)
     vq = VQVAEReconstruction(MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae"), corpus)
+    gens = []
+    if args.generator:
+        from backend.eval import llm_rows
+        from backend.eval.generation import GENERATORS
+
+        gens = [GENERATORS[n](corpus) for n in llm_rows.expand(args.generator)]
     tables = {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -361,6 +369,10 @@ def cmd_eval_follow(args) -> int:
         progs = [programs[m] for m in ids]
         tables[split] = {"Real motion": score(checker, progs, real),
                          "VQ-VAE reconstruction": score(checker, progs, recon)}
+        for g in gens:                              # what users get: generated, then cleaned
+            feats = g.generate(items, np.random.default_rng([args.seed, 1]))
+            motions = [joints_to_features(clean_motion(f).joints) for f in feats]
+            tables[split][g.name] = score(checker, progs, motions)
         print(f"{split}:")
         print(format_table(tables[split]))
         print()
@@ -411,11 +423,15 @@ def add_eval(sub) -> None:
         "follow", help="instruction following: share of what prompts ask that motions do",
         description="For every motion of the chosen splits, list what its prompt asks (kind, "
                     "count, side, direction, speed; from programs.jsonl) and check it with the "
-                    "instruction checker, on the real motions (the checker's own accuracy) and "
-                    "on the VQ-VAE's cleaned reconstructions.")
+                    "instruction checker, on the real motions (the checker's own accuracy), "
+                    "on the VQ-VAE's cleaned reconstructions and on any --generator row.")
     f.add_argument("--data", help="corpus folder with programs.jsonl (default: the embedded corpus)")
     f.add_argument("--checker", help="checker folder (default: checkpoints/checker)")
     f.add_argument("--splits", default="test,ood", help="comma-separated splits (default: test,ood)")
+    f.add_argument("--generator", action="append", default=[], metavar="NAME",
+                   help="also score a generator row on the first caption of every motion "
+                        "(repeatable; names as in `eval generation`, vimorag for all six)")
+    f.add_argument("--seed", type=int, default=0, help="sampling seed of the generator rows")
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     f.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
     f.set_defaults(func=cmd_eval_follow)
