@@ -24,23 +24,14 @@ from pathlib import Path
 import gradio as gr
 
 from app import views
+from backend.eval.follow import EXAMPLE_PROMPTS
 from backend.video.ingest import VIDEO_SUFFIXES
 from app.service import (MODEL_LABELS, RETRIEVAL_LABELS, AppService, ModelHolder, ModelRun,
                          NotReady, Outcome, UserError, default_pipeline_factory, prompt_notes, slug)
 
 log = logging.getLogger("vimorag.app")
 
-EXAMPLES = [
-    "a person does a cartwheel",
-    "someone does a backflip",
-    "a person crawls forward",
-    "a person rolls on the ground",
-    "a person walks forward and then turns around",
-    "someone jumps up twice",
-    "a man kicks with his right leg",
-    "a person dances happily",
-    "a person punches forward, then spins",
-]
+EXAMPLES = [prompt for prompt, _ in EXAMPLE_PROMPTS]   # each checked by `eval follow --examples`
 MODEL_CHOICES = [("McDPO (preference-tuned)", "mcdpo"), ("SFT only", "sft")]
 RETRIEVAL_CHOICES = [("Gemini-MVR", "gemini"), ("Random video", "random"), ("No video", "none"),
                      ("Chosen video", "given")]

@@ -75,3 +75,29 @@ def test_checker_shapes_and_round_trip(tmp_path):
     np.testing.assert_allclose(before[1]["presence"], again[1]["presence"], atol=1e-6)
     with pytest.raises(FileNotFoundError, match="config.json"):
         InstructionChecker.from_pretrained(tmp_path / "missing")
+
+
+def test_attributes_of_an_absent_kind_are_not_followed():
+    # the heads read "2 kicks, left, slow" but no kick is there: nothing asked about kicks holds
+    asked = asked_attributes([seg("kick", 2, side="left", speed="slow")])
+    absent = prediction(walk={})
+    k = KINDS.index("kick")
+    absent["reps"][k], absent["side"][k], absent["speed"][k] = 1, 0, 0
+    assert [ok for _, ok in check(absent, asked)] == [False] * 4
+
+
+def test_example_prompts_scoring():
+    from backend.eval.follow import EXAMPLE_PROMPTS, score_examples
+
+    class Fixed:                 # a checker that always sees one right-leg kick
+        def predict(self, feats):
+            return [prediction(kick={"side": 1}) for _ in feats]
+
+    prompts = dict(EXAMPLE_PROMPTS)
+    assert prompts["a man kicks with his right leg"] == [("kind", "kick", True), ("side", "kick", "right")]
+    out = score_examples(Fixed(), {"a man kicks with his right leg": [None, None],
+                                   "someone jumps up twice": [None], "a person dances happily": [None]})
+    assert out["a man kicks with his right leg"]["followed"] == 1.0
+    assert out["someone jumps up twice"]["followed"] == 0.0
+    assert out["a person dances happily"]["followed"] is None
+    assert out["a man kicks with his right leg"]["samples"] == 2

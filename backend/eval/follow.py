@@ -71,6 +71,8 @@ def check(prediction: dict, asked: list[tuple[str, str, object]]) -> list[tuple[
             ok = TURNS[int(prediction["turn"][k])] == want
         else:
             ok = SPEEDS[int(prediction["speed"][k])] == want
+        if attr != "kind":                    # a count, side, turn or speed of a kind not done is not followed
+            ok = ok and prediction["presence"][k] > 0.5
         res.append((attr, bool(ok)))
     return res
 
@@ -87,6 +89,55 @@ def score(checker: InstructionChecker, programs: list[list[dict]], features: lis
             "followed": float(np.mean(every)) if every else float("nan"),
             **{f"{a}": (float(np.mean(hits[a])) if hits[a] else None) for a in ATTRIBUTES},
             "counts": {a: len(hits[a]) for a in ATTRIBUTES}}
+
+
+# The app's example prompts and what each asks that the checker can see: (attribute, kind,
+# expected). Kinds the words leave open ("rolls", "turns around", "dances") are checked for
+# presence only; "dances" names no single kind of the checker and asks nothing.
+EXAMPLE_PROMPTS: list[tuple[str, list[tuple[str, str, object]]]] = [
+    ("a person does a cartwheel", [("kind", "cartwheel", True), ("count", "cartwheel", 1)]),
+    ("someone does a backflip", [("kind", "backflip", True), ("count", "backflip", 1)]),
+    ("a person crawls forward", [("kind", "crawl", True)]),
+    ("a person rolls on the ground", [("kind", "roll", True)]),
+    ("a person walks forward and then turns around",
+     [("kind", "walk", True), ("direction", "walk", "none"), ("kind", "turn", True)]),
+    ("someone jumps up twice", [("kind", "jump", True), ("count", "jump", 2)]),
+    ("a man kicks with his right leg", [("kind", "kick", True), ("side", "kick", "right")]),
+    ("a person dances happily", []),
+    ("a person punches forward, then spins", [("kind", "punch", True), ("kind", "spin", True)]),
+]
+
+
+def example_motions(pipeline, model: str, seeds: int = 3, retrieval: str = "gemini") -> dict:
+    """prompt -> the features of what ``pipeline`` generates for it (cleaned, as users get them),
+    one per seed 0..seeds-1."""
+    from core.features import joints_to_features
+
+    return {prompt: [joints_to_features(pipeline.generate(prompt, model=model, retrieval=retrieval,
+                                                          seed=s).joints) for s in range(seeds)]
+            for prompt, _ in EXAMPLE_PROMPTS}
+
+
+def score_examples(checker: InstructionChecker, motions: dict[str, list[np.ndarray]]) -> dict:
+    """Per example prompt (``motions``: prompt -> generated (T, 263) features, one per seed):
+    the share of its asked attributes satisfied over the seeds, and per attribute."""
+    asked = dict(EXAMPLE_PROMPTS)
+    out = {}
+    for prompt, feats in motions.items():
+        preds = checker.predict(feats)
+        per = {f"{attr} {kind}={want}": float(np.mean([check(p, [(attr, kind, want)])[0][1] for p in preds]))
+               for attr, kind, want in asked[prompt]}
+        out[prompt] = {"followed": float(np.mean(list(per.values()))) if per else None, "checks": per,
+                       "samples": len(feats)}
+    return out
+
+
+def format_examples(model: str, rows: dict) -> str:
+    lines = [f"{model}: app example prompts (share of samples doing what the words ask)"]
+    for prompt, r in rows.items():
+        checks = ", ".join(f"{k} {v:.0%}" for k, v in r["checks"].items()) or "(nothing checkable)"
+        lines.append(f"  {prompt:<48} {checks}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------- training
