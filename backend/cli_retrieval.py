@@ -30,6 +30,7 @@ def _record(folder: Path) -> None:
 def cmd_videos_build(args) -> int:
     from backend.paths import data_home
     from backend.retrieval.service import shipped_database_dir
+    from backend.video.database import live_folder
     from backend.video.ingest import IngestConfig, build_embedded
     from backend.video.synth import N_IN_DIST, N_OOD, embedded_specs
 
@@ -42,8 +43,9 @@ def cmd_videos_build(args) -> int:
     if args.ship:
         target = shipped_database_dir()
         target.mkdir(parents=True, exist_ok=True)
-        for f in ("keypoints.npy", "object.npy", "videos.jsonl"):
-            (target / f).write_bytes((work / f).read_bytes())
+        src = live_folder(work)
+        for f in ("keypoints.npy", "object.npy", "videos.jsonl"):   # the shipped copy: plain files
+            (target / f).write_bytes((src / f).read_bytes())
         _record(target)
     return 0
 

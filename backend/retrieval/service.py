@@ -21,7 +21,7 @@ import torch
 from backend.models.retriever import GeminiMVR, encode_captions
 from backend.retrieval.index import FusedIndex, fuse_queries, fuse_videos
 from backend.video.database import (DatabaseError, VideoDatabase, atomic_write_bytes,
-                                    database_dir)
+                                    database_dir, live_folder, writer_lock)
 
 MODES = ("gemini", "action", "object", "fixed", "random")
 
@@ -49,14 +49,14 @@ def shipped_database_dir() -> Path:
 def open_database(name: str = "embedded") -> VideoDatabase:
     """The working copy of database ``name``; ``embedded`` is seeded from the shipped one."""
     root = database_dir(name)
-    if name == "embedded" and not (root / "videos.jsonl").is_file():
+    if name == "embedded" and live_folder(root) is None:
         src = shipped_database_dir()
-        if not (src / "videos.jsonl").is_file():
-            raise DatabaseError(f"the embedded video database is missing ({src}); build it with "
-                                "`python -m backend videos build`")
-        root.mkdir(parents=True, exist_ok=True)
-        for f in ("keypoints.npy", "object.npy", "videos.jsonl"):   # records last
-            atomic_write_bytes(root / f, (src / f).read_bytes())
+        if live_folder(src) is None:
+            raise DatabaseError("the embedded video database is missing (checkpoints/videodb); "
+                                "build it with `python -m backend videos build`")
+        with writer_lock(root):                    # one commit; a concurrent first start waits
+            if live_folder(root) is None:
+                VideoDatabase.load(src).save(root)
     return VideoDatabase.load(root)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backend.video.database import (VideoDatabase, atomic_write_bytes, atomic_write_jsonl,
-                                    read_jsonl)
+                                    live_folder, read_jsonl, remove_stale, writer_lock)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif", ".wmv"}
 
@@ -184,8 +184,14 @@ def read_shards(root: Path) -> list[IngestResult]:
 
 
 def merge(root: Path) -> tuple[int, list[IngestResult]]:
-    """Fold the shards into the database; returns (rows added, skipped results)."""
+    """Fold the shards into the database; returns (rows added, skipped results). One commit
+    (``VideoDatabase.save``) under the writer lock; shards go only after it."""
     root = Path(root)
+    with writer_lock(root):
+        return _merge(root)
+
+
+def _merge(root: Path) -> tuple[int, list[IngestResult]]:
     results = sorted(read_shards(root), key=lambda r: (r.order, r.key))
     db = VideoDatabase.open(root)
     good = [r for r in results if r.ok]
@@ -201,7 +207,7 @@ def merge(root: Path) -> tuple[int, list[IngestResult]]:
         added = db.extend([r.record for r in good], np.stack([r.keypoints for r in good]),
                           np.stack([r.object for r in good]))
     skipped = [r for r in results if not r.ok]
-    if good or skipped or not (root / "videos.jsonl").exists():
+    if added or live_folder(root) is None:           # nothing new: no rewrite
         db.save(root)
     if skipped:
         old = {s["key"]: s for s in read_jsonl(root / "skipped.jsonl")}
@@ -209,6 +215,7 @@ def merge(root: Path) -> tuple[int, list[IngestResult]]:
         atomic_write_jsonl(root / "skipped.jsonl", list(old.values()))
     for r in results:
         _shard_path(root, r.key).unlink(missing_ok=True)
+    remove_stale(root)
     return added, skipped
 
 
@@ -244,7 +251,12 @@ def run_ingestion(root, items: list, map_fn: Callable, keys: list[str] | None = 
     ``keys`` are known in advance), writing a shard per result, then merge."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    merge(root)                                      # fold in what an interrupted run left
+    with writer_lock(root):                          # one writer at a time; others wait
+        return _run_ingestion(root, items, map_fn, keys, workers, progress, desc)
+
+
+def _run_ingestion(root: Path, items, map_fn, keys, workers, progress, desc) -> IngestReport:
+    _merge(root)                                     # fold in what an interrupted run left
     db = VideoDatabase.open(root)
     done = {r["key"] for r in db.records} | {s["key"] for s in read_jsonl(root / "skipped.jsonl")}
     todo = [(i, it) for i, it in enumerate(items) if keys is None or keys[i] not in done]
@@ -272,7 +284,7 @@ def run_ingestion(root, items: list, map_fn: Callable, keys: list[str] | None = 
                     handle(fut.result())
     finally:
         bar.close()
-    added, skipped = merge(root)
+    added, skipped = _merge(root)
     already += len(todo) - len(fresh)
     total = len(VideoDatabase.load(root))
     return IngestReport(added, already, [{"source": r.source, "reason": r.skipped} for r in skipped], total)
