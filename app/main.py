@@ -51,18 +51,18 @@ def _error_message(exc: BaseException) -> str:
     from core.prompt import PromptError
 
     if isinstance(exc, (PromptError, UserError, NotReady)):
-        return str(exc)[:1].upper() + str(exc)[1:]
+        return views.no_paths(str(exc)[:1].upper() + str(exc)[1:])
     if isinstance(exc, KeyError):
-        return f"Not found: {exc.args[0] if exc.args else exc}"
+        return f"Not found: {views.no_paths(str(exc.args[0] if exc.args else exc))}"
     if isinstance(exc, FileNotFoundError):
-        return f"A file is missing: {exc}"
+        return f"A file is missing: {views.no_paths(str(exc))}"
     if isinstance(exc, DatabaseError):
-        return f"Video database problem: {exc}"
+        return f"Video database problem: {views.no_paths(str(exc))}"
     if isinstance(exc, ValueError):
-        return f"Invalid input: {exc}"
+        return f"Invalid input: {views.no_paths(str(exc))}"
     log.error("request failed", exc_info=exc)
-    return (f"Something went wrong ({type(exc).__name__}: {str(exc)[:300]}). The app is still "
-            "running: try again, or another prompt.")
+    return (f"Something went wrong ({type(exc).__name__}: {views.no_paths(str(exc))[:300]}). The app "
+            "is still running: try again, or another prompt.")
 
 
 def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int = 1,
@@ -210,8 +210,8 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                     s.pop("files", None)
                     details_v["results"].append(s)
                 took = sum(r.result.timing.get("total", 0.0) for r in oc.runs)
-                done = (f"Done: {mode_txt} on “{text[:80]}{'…' if len(text) > 80 else ''}” "
-                        f"(reference video: {oc.video_id or 'none'}; generation {took:.1f} s).")
+                done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
+                        f"(reference video: {views.md_text(oc.video_id or 'none')}; generation {took:.1f} s).")
                 msg = "  \n".join([done] + notes)
                 if notes:
                     gr.Info(" ".join(notes)[:300])
@@ -292,10 +292,15 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
     return demo
 
 
-def allowed_paths(service: AppService) -> list[str]:
-    from backend.paths import data_home
+def allowed_paths(service: AppService, db: str = "embedded") -> list[str]:
+    """What the file route may serve: the sessions' output folders (unguessable names) and the
+    rendered previews of the database videos. Never the data folder itself: the database files
+    list every video's server path, and model weights live there too."""
+    from backend.video.database import database_dir
 
-    return [str(service.workdir), str(data_home())]
+    media = database_dir(db) / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    return [str(service.workdir), str(media)]
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -330,7 +335,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, db: st
     t0 = time.time()
     try:
         demo.launch(server_name=host, server_port=port, share=share, show_error=False,
-                    allowed_paths=allowed_paths(service), max_file_size="500mb", ssr_mode=False,
+                    allowed_paths=allowed_paths(service, db), max_file_size="500mb", ssr_mode=False,
                     theme=gr.themes.Soft(), css=views.CSS, quiet=False, footer_links=["api"])
     except OSError as exc:
         print(f"error: cannot serve on {host}:{port}: {exc}", flush=True)

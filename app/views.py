@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 CSS = """
 #router .vr-title {font-weight: 600; margin-bottom: 6px;}
@@ -64,9 +65,26 @@ def distances_md(runs: list) -> str:
     return "\n".join(lines)
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+_ABS_PATH = re.compile(r"(?:/[^\s/'\"`]+)+/([^\s/'\"`]+)")
+
+
+def md_text(text: str) -> str:
+    """User text (a prompt, a file name, a video id) shown literally inside a status message:
+    Markdown syntax escaped, so ``**x**`` or ``[a](b)`` stay text (``status_md`` escapes HTML)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def no_paths(message: str) -> str:
+    """A message without absolute server paths: each is cut to its last component."""
+    return _ABS_PATH.sub(r"\1", message)
+
+
 def status_md(kind: str, message: str) -> str:
-    """A status line; errors are bold (no emoji: they need fonts many systems lack)."""
+    """A status line; errors are bold (no emoji: they need fonts many systems lack). HTML in
+    ``message`` is escaped: user text must never become page elements."""
+    message = html.escape(message, quote=False)
     return f"**{message}**" if kind == "error" else message
 
 
-__all__ = ["CSS", "distances_md", "router_html", "status_md"]
+__all__ = ["CSS", "distances_md", "md_text", "no_paths", "router_html", "status_md"]

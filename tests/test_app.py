@@ -250,3 +250,41 @@ def test_real_stack_status_names_models(app_server):
     from fake_stack import _SHARED
 
     assert "McDPO" in _SHARED["status"] or "SFT" in _SHARED["status"]
+
+
+# ------------------------------------------------------------------- security and escaping
+def _get(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_file_route_serves_previews_but_not_the_database(client, app_server):
+    if real_stack_requested():
+        pytest.skip("the data folder of the real stack is the user's own")
+    from backend.video.database import live_folder
+
+    r = generate(client, "a person walks forward", seed=2)
+    assert r["status"].startswith("Done"), r["status"]
+    vid = r["details"]["video_id"]
+    db = app_server.log_path.parent / "data" / "videodb" / "embedded"
+    preview = db / "media" / f"{vid}.mp4"
+    assert preview.is_file()
+    assert _get(f"{app_server.url}gradio_api/file={preview}") == 200       # the route works
+    for secret in (live_folder(db) / "videos.jsonl", db / "CURRENT", live_folder(db) / "object.npy"):
+        assert secret.is_file()
+        assert _get(f"{app_server.url}gradio_api/file={secret}") in (403, 404), secret
+
+
+def test_user_text_is_shown_as_text(client):
+    r = generate(client, "<img src=x onerror=alert(1)> a person **walks** forward", seed=1)
+    assert r["status"].startswith("Done"), r["status"]
+    assert "<img" not in r["status"] and "&lt;img" in r["status"]
+    assert "\\*\\*walks\\*\\*" in r["status"]
+    bad = generate(client, "a person walks", retrieval="given", video_id="<b>nope</b>")
+    assert "<b>" not in bad["status"] and "&lt;b&gt;" in bad["status"]
