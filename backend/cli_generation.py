@@ -178,6 +178,33 @@ def cmd_train_mcdpo(args) -> int:
 
 
 # -------------------------------------------------------------------------------- generate
+def check_generate_args(args) -> None:
+    """Everything about the request that can be wrong, checked before any model loads (which
+    takes a minute): the prompt, seed, temperature, top-k, formats and the output folder."""
+    import tempfile
+
+    from core.prompt import clean_prompt
+    from viewer.export import parse_formats
+
+    clean_prompt(args.text)                         # PromptError (a ValueError) explains
+    if not 0 <= args.seed < 2 ** 31:
+        raise ValueError(f"--seed must be between 0 and {2 ** 31 - 1}, got {args.seed}")
+    if not 0.05 <= args.temperature <= 5.0:
+        raise ValueError(f"--temperature must be between 0.05 and 5, got {args.temperature}")
+    if args.top_k < 0:
+        raise ValueError(f"--top-k must be 0 (all tokens) or more, got {args.top_k}")
+    parse_formats(args.formats)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+
+
 def cmd_generate(args) -> int:
     import time
 
@@ -186,6 +213,7 @@ def cmd_generate(args) -> int:
     from backend.pipeline import VimoRAGPipeline
     from viewer.export import export_motion
 
+    check_generate_args(args)
     t0 = time.perf_counter()
     pipe = VimoRAGPipeline.load(models=(args.model,), evaluator=False)
     load_s = time.perf_counter() - t0

@@ -22,6 +22,8 @@ def clean_prompt(text, max_chars: int | None = MAX_PROMPT_CHARS) -> str:
     # emoji sequences (🤸‍♀️) together
     text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc" or ch in "\t\n")
     text = re.sub(r"\s+", " ", text).strip()
+    if not any(unicodedata.category(ch)[0] not in "CZ" for ch in text):   # only invisible ones
+        text = ""
     if not text:
         raise PromptError("the prompt is empty: describe a motion, e.g. \"a person does a cartwheel\"")
     if max_chars is not None and len(text) > max_chars:

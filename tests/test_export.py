@@ -77,3 +77,45 @@ def test_unknown_format_and_unwritable_output(tmp_path, cartwheel, capsys):
     assert "is a file" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "o2")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_too_long_motion_is_refused(tmp_path, capsys):
+    from viewer.export import MAX_FRAMES
+
+    src = tmp_path / "long.npy"
+    np.save(src, np.zeros((MAX_FRAMES + 1, 22, 3), np.float32))
+    out = tmp_path / "out"
+    assert main(["export", str(src), "--out", str(out), "--formats", "bvh"]) == 2
+    assert "limited to 12,000" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_killed_export_leaves_no_files(tmp_path, cartwheel):
+    """SIGKILL in the middle of an export: no file under a final name (the BVH is done, the MP4
+    is being rendered, both still in the hidden temporary folder)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fake_stack import REPO
+
+    src = tmp_path / "m.npy"
+    np.save(src, np.concatenate([cartwheel] * 5))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "export", str(src), "--out", str(out),
+                             "--formats", "bvh,mp4", "--size", "256"], cwd=REPO,
+                            env={**os.environ, "PYOPENGL_PLATFORM": "egl"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t_end = time.time() + 120
+        while not list(out.glob(".export-*/m.bvh")):
+            assert proc.poll() is None, "the export ended before it could be killed"
+            assert time.time() < t_end
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []

@@ -103,9 +103,10 @@ def test_vocab_round_trip_and_specials():
 
 def test_clean_prompt():
     assert clean_prompt("  a  person\n\twalks   ") == "a person walks"
-    for bad in ("", "   ", "\n\t "):
+    for bad in ("", "   ", "\n\t ", "\u200b\u200b", "\u200b \u2060\ufeff"):   # zero-width only
         with pytest.raises(PromptError, match="empty"):
             clean_prompt(bad)
+    assert clean_prompt("🤸\u200d♀️ a\u200bb") == "🤸\u200d♀️ a\u200bb"     # joiners inside text stay
     with pytest.raises(PromptError):
         clean_prompt(None)
     with pytest.raises(ValueError):  # PromptError is a ValueError

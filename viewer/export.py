@@ -6,11 +6,17 @@ A motion is either HumanML3D features ``(T, 263)`` or joint positions ``(T, 22, 
 channels of features are used), solves the IK once on the body model's rest pose (so the mesh
 and the skeleton files agree) and writes every requested format as ``<stem>.<ext>`` in the
 output folder. The NPY joints are the forward kinematics of the very rotations written to
-BVH/FBX/GLB, so every file describes the same motion. If any format fails, the files
-this call already wrote are removed: nothing is left half-done.
+BVH/FBX/GLB, so every file describes the same motion. Files are written into a hidden
+temporary folder inside the output folder and moved into place only once all of them exist: a
+failure (or a killed process) never leaves a half-written file under its final name. Motions of
+more than ``MAX_FRAMES`` frames (10 minutes at 20 fps) are refused.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +26,7 @@ from core.features import (FEATURE_DIM, MotionFormatError, features_to_joints, j
 from core.skeleton import FPS, NUM_JOINTS
 
 FORMATS = ("bvh", "fbx", "glb", "mp4", "npy")
+MAX_FRAMES = 12_000          # 10 minutes at 20 fps: longer motions are refused (memory, render time)
 
 
 def as_joints(motion: np.ndarray) -> np.ndarray:
@@ -82,6 +89,9 @@ def export_motion(motion: np.ndarray, out_dir: str | Path, formats=FORMATS, stem
     from viewer.ik import forward, solve_ik
 
     formats = parse_formats(list(formats))
+    if np.asarray(motion).shape[:1] and len(motion) > MAX_FRAMES:
+        raise MotionFormatError(f"the motion has {len(motion):,} frames; exports are limited to "
+                                f"{MAX_FRAMES:,} ({MAX_FRAMES / fps / 60:.0f} minutes at {fps:g} fps)")
     joints = as_joints(motion)
     if len(joints) < 2:
         raise MotionFormatError("a motion needs at least 2 frames to export")
@@ -89,6 +99,7 @@ def export_motion(motion: np.ndarray, out_dir: str | Path, formats=FORMATS, stem
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"output folder {out_dir} is a file")
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(out_dir)
     needs_body = bool({"mp4", "glb"} & set(formats)) and not skeleton_only
     if body is None and needs_body:
         from viewer.body import default_body
@@ -103,34 +114,52 @@ def export_motion(motion: np.ndarray, out_dir: str | Path, formats=FORMATS, stem
     pose = solve_ik(joints, rest_offsets=rest, foot_skate_cleanup=foot_skate_cleanup and not clean, fps=fps)
     joints = forward(pose).astype(np.float32)   # exactly what BVH / FBX / GLB describe
 
-    written: dict[str, Path] = {}
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        for fmt in formats:
-            path = out_dir / f"{stem}.{fmt}"
-            if fmt == "bvh":
-                from viewer.bvh import write_bvh
+        staged = _write_all(work, formats, stem, pose, joints, body, render_cfg, skeleton_only, fps)
+        written = {}
+        for fmt, p in staged.items():             # every file complete: move them into place
+            os.replace(p, out_dir / p.name)
+            written[fmt] = out_dir / p.name
+        return written
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-                written[fmt] = write_bvh(path, pose)
-            elif fmt == "fbx":
-                from viewer.fbx import write_fbx
 
-                written[fmt] = write_fbx(path, pose)
-            elif fmt == "glb":
-                from viewer.gltf import write_glb
+def _remove_abandoned(out_dir: Path, older_than_s: float = 3600.0) -> None:
+    """Temporary folders an export killed more than an hour ago left behind."""
+    for p in out_dir.glob(".export-*"):
+        try:
+            if p.is_dir() and time.time() - p.stat().st_mtime > older_than_s:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
 
-                mesh = body.skinned_mesh() if body is not None and hasattr(body, "skinned_mesh") else None
-                written[fmt] = write_glb(path, pose, mesh=mesh)
-            elif fmt == "mp4":
-                from viewer.render import RenderConfig, render_motion_mp4
 
-                cfg = render_cfg or RenderConfig(fps=fps)
-                written[fmt] = render_motion_mp4(joints, path, cfg, body=body, skeleton_only=skeleton_only)
-            elif fmt == "npy":
-                written["npy"] = _save_npy(out_dir / f"{stem}_joints.npy", joints.astype(np.float32))
-                written["npy_features"] = _save_npy(out_dir / f"{stem}_features.npy",
-                                                    joints_to_features(joints))
-    except BaseException:
-        for p in written.values():
-            Path(p).unlink(missing_ok=True)
-        raise
-    return written
+def _write_all(out_dir: Path, formats, stem, pose, joints, body, render_cfg, skeleton_only, fps) -> dict:
+    written: dict[str, Path] = {}
+    for fmt in formats:
+        path = out_dir / f"{stem}.{fmt}"
+        if fmt == "bvh":
+            from viewer.bvh import write_bvh
+
+            written[fmt] = write_bvh(path, pose)
+        elif fmt == "fbx":
+            from viewer.fbx import write_fbx
+
+            written[fmt] = write_fbx(path, pose)
+        elif fmt == "glb":
+            from viewer.gltf import write_glb
+
+            mesh = body.skinned_mesh() if body is not None and hasattr(body, "skinned_mesh") else None
+            written[fmt] = write_glb(path, pose, mesh=mesh)
+        elif fmt == "mp4":
+            from viewer.render import RenderConfig, render_motion_mp4
+
+            cfg = render_cfg or RenderConfig(fps=fps)
+            written[fmt] = render_motion_mp4(joints, path, cfg, body=body, skeleton_only=skeleton_only)
+        elif fmt == "npy":
+            written["npy"] = _save_npy(out_dir / f"{stem}_joints.npy", joints.astype(np.float32))
+            written["npy_features"] = _save_npy(out_dir / f"{stem}_features.npy",
+                                                joints_to_features(joints))
+    return {k: Path(v) for k, v in written.items()}

@@ -1,0 +1,45 @@
+"""`generate` checks the request before loading any model (loading takes a minute)."""
+import pytest
+
+from backend.cli import main
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    from backend.pipeline import VimoRAGPipeline
+
+    def refuse(*a, **k):
+        raise AssertionError("models were loaded before the request was checked")
+
+    monkeypatch.setattr(VimoRAGPipeline, "load", classmethod(lambda cls, *a, **k: refuse()))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["\u200b\u200b"], "empty"),                               # zero-width characters only
+    (["   "], "empty"),
+    (["a person walks", "--seed", "-1"], "--seed"),
+    (["a person walks", "--seed", str(2 ** 31)], "--seed"),
+    (["a person walks", "--temperature", "0"], "--temperature"),
+    (["a person walks", "--top-k", "-3"], "--top-k"),
+    (["a person walks", "--formats", "bvh,obj"], "unknown export format obj"),
+])
+def test_bad_requests_fail_before_loading(tmp_path, capsys, no_loading, extra, message):
+    assert main(["generate", *extra, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unwritable_out_fails_before_loading(tmp_path, capsys, no_loading):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["generate", "a person walks", "--out", str(blocker)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        import os
+        if os.geteuid() != 0:                     # root may write anywhere
+            assert main(["generate", "a person walks", "--out", str(locked / "sub")]) == 2
+            assert "cannot write" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
