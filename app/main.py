@@ -144,6 +144,8 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 head=None):
             """Generator of {component: value} updates; errors end as a message."""
             st = dict(st or {})
+            t_start = time.perf_counter()
+            parts: dict[str, float] = {}
             try:
                 compare = mode_v == "compare"
                 pipe, text, seed_i, temp_f, vid, models = service.check_inputs(
@@ -160,6 +162,7 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                              desc=f"{MODEL_LABELS[m]}: retrieving + writing motion tokens")
                     results.append(service.generate_motion(pipe, text, m, retrieval_v, seed_i,
                                                            temp_f, vid))
+                parts["waiting + generation"] = time.perf_counter() - t_start
                 r0 = results[0]
                 oc.video_id = r0.video_id
                 if r0.hits:
@@ -174,12 +177,14 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 yield {**upd, status: views.status_md("busy", "Motion tokens written; rendering the "
                                                       "body mesh and exporting…"), state: st}
 
+                t_exp = time.perf_counter()
                 run_dir = service.new_run_dir(st)
                 for i, (m, res) in enumerate(zip(models, results)):
                     progress(0.35 + 0.4 * i / len(models), desc=f"{MODEL_LABELS[m]}: rendering + exporting")
                     files = service.export(res, run_dir, f"vimorag_{m}_{slug(text)}")
                     progress(0.35 + 0.4 * (i + 0.9) / len(models), desc="text-motion distance")
                     oc.runs.append(ModelRun(m, res, files, service.distance(pipe, res)))
+                parts["rendering + export"] = time.perf_counter() - t_exp
                 a = oc.runs[0]
                 upd[video_a] = str(a.files["mp4"])
                 upd[video_b] = str(oc.runs[1].files["mp4"]) if compare else None
@@ -194,6 +199,7 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                        status: views.status_md("busy", "Motion ready; loading the reference video…"),
                        state: st}
 
+                t_ref = time.perf_counter()
                 if oc.video_id is not None:
                     progress(0.8, desc="Rendering the reference video (first time only)")
                     upd[retrieved] = str(service.video_for_display(oc.video_id))
@@ -201,7 +207,12 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                         progress(0.9, desc="Top-5 thumbnails")
                         upd[gallery] = [(str(service.thumbnail(h["id"])),
                                          f"{'▶ ' if h['id'] == oc.video_id else ''}#{h['rank']} "
-                                         f"{h['id']} · {h['score']:+.2f}") for h in oc.hits]
+                                         f"{service.caption(h['id'])} · {h['score']:+.2f}")
+                                        for h in oc.hits]
+                    parts["reference video"] = time.perf_counter() - t_ref
+                shown = views.PANEL_LABELS["random" if compare else retrieval_v]   # say what is shown
+                for comp, label in zip((retrieved, gallery), shown):
+                    upd[comp] = gr.update(label=label, **({"value": upd[comp]} if comp in upd else {}))
                 details_v = {"prompt_used": text, "notes": notes, "mode": mode_v,
                              "retrieval": retrieval_v, "video_id": oc.video_id, "router": oc.router,
                              "hits": oc.hits, "results": []}
@@ -209,12 +220,12 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                     s = r.summary()
                     s.pop("files", None)
                     details_v["results"].append(s)
-                took = sum(r.result.timing.get("total", 0.0) for r in oc.runs)
+                ref = ("a random video, " if compare or retrieval_v == "random" else "") + (oc.video_id or "none")
                 done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
-                        f"(reference video: {views.md_text(oc.video_id or 'none')}; generation {took:.1f} s).")
+                        f"(reference video: {views.md_text(ref)}; {views.timing_text(parts)}).")
                 msg = "  \n".join([done] + notes)
                 if notes:
-                    gr.Info(" ".join(notes)[:300])
+                    gr.Info(" ".join(notes).replace("**", "")[:300])
                 if retrieval_v == "given":
                     upd.update({video_id: vid, retrieval: "given"})
                 yield {**upd, details: details_v, state: st,

@@ -320,6 +320,15 @@ class AppService:
                 self.call(transcode_mp4, src, out)
             return out
 
+    def caption(self, video_id: str) -> str:
+        """A short label saying what the video shows (its caption, else its file name)."""
+        from app.views import caption_label
+
+        try:
+            return caption_label(self.holder.get().retriever.db.record(video_id))
+        except KeyError:
+            return video_id
+
     def thumbnail(self, video_id: str) -> Path:
         """One middle frame of a database video as a JPEG (cheap: no full render)."""
         pipe = self.holder.get()

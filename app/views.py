@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 CSS = """
 #router .vr-title {font-weight: 600; margin-bottom: 6px;}
@@ -25,6 +26,33 @@ RETRIEVAL_NOTE = {
     "given": "the video you chose; scores computed for this prompt",
     "object": "ranked by the object channel only",
 }
+
+
+# what the two video panels hold, by retrieval mode (compare mode always uses random videos)
+PANEL_LABELS = {
+    "gemini": ("Reference video (rank 1 of Gemini-MVR, or your choice)",
+               "Top-5 retrieved videos: click one to regenerate with it as the reference"),
+    "object": ("Reference video (rank 1 of the object channel)",
+               "Top-5 by the object channel: click one to regenerate with it as the reference"),
+    "random": ("Reference video: a RANDOM database video (not retrieved)",
+               "Random database videos (not a retrieval ranking; scores are for your prompt)"),
+    "given": ("Reference video: the one you chose", "Videos of the last search"),
+    "none": ("No reference video (text only)", "No videos (text only)"),
+}
+
+
+def caption_label(record: dict, n: int = 48) -> str:
+    """What a database video shows: its first caption (synthetic videos) or its file name."""
+    caps = (record.get("spec") or {}).get("captions") or []
+    text = caps[0] if caps else Path(str(record.get("source", ""))).name or record.get("id", "")
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+
+
+def timing_text(parts: dict[str, float]) -> str:
+    """"23.4 s in all: generation 8.1 s, rendering + export 7.0 s, ..." (parts over 0.05 s)."""
+    total = sum(parts.values())
+    shown = ", ".join(f"{k} {v:.1f} s" for k, v in parts.items() if v >= 0.05)
+    return f"{total:.1f} s in all" + (f": {shown}" if shown else "")
 
 
 def _bar(name: str, cls: str, weight: float, score: float) -> str:
@@ -87,4 +115,5 @@ def status_md(kind: str, message: str) -> str:
     return f"**{message}**" if kind == "error" else message
 
 
-__all__ = ["CSS", "distances_md", "md_text", "no_paths", "router_html", "status_md"]
+__all__ = ["CSS", "PANEL_LABELS", "caption_label", "distances_md", "md_text", "no_paths", "router_html",
+           "status_md", "timing_text"]

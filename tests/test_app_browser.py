@@ -108,6 +108,9 @@ def test_prompt_generate_router_compare_screenshot(browser, app_server):
         assert video_src(page, "#result-a") != video_src(page, "#result-b")
         dist = page.inner_text("#distances")
         assert "McDPO" in dist and "SFT" in dist
+        # the panels say the videos are random, not retrieved
+        assert "RANDOM" in page.inner_text("#retrieved") and "not a retrieval ranking" in page.inner_text("#top5")
+        assert "a random video" in status and " in all:" in status, status
         if os.environ.get("VIMORAG_SCREENSHOT") == "1":
             page.wait_for_timeout(4000)        # let the videos and the 3D view show a frame
             page.screenshot(path=str(REPO / "docs" / "app.png"), full_page=True)
