@@ -148,8 +148,9 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
             parts: dict[str, float] = {}
             try:
                 compare = mode_v == "compare"
+                uploads = st.get("uploads") or {}
                 pipe, text, seed_i, temp_f, vid, models = service.check_inputs(
-                    prompt_v, model_v, retrieval_v, seed_v, temp_v, vid_v, compare)
+                    prompt_v, model_v, retrieval_v, seed_v, temp_v, vid_v, compare, uploads)
                 notes = list(head or []) + prompt_notes(prompt_v, text)
                 mode_txt = "McDPO vs SFT" if compare else MODEL_LABELS[models[0]]
                 progress(0.05, desc="Retrieving a video and writing motion tokens")
@@ -161,14 +162,14 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                     progress(0.05 + 0.25 * i / len(models),
                              desc=f"{MODEL_LABELS[m]}: retrieving + writing motion tokens")
                     results.append(service.generate_motion(pipe, text, m, retrieval_v, seed_i,
-                                                           temp_f, vid))
+                                                           temp_f, vid, uploads))
                 parts["waiting + generation"] = time.perf_counter() - t_start
                 r0 = results[0]
                 oc.video_id = r0.video_id
                 if r0.hits:
                     oc.hits = [h.to_json() for h in r0.hits]
                     st["hits"] = oc.hits
-                oc.router = service.router_for(pipe, text, r0.video_id, r0.hits)
+                oc.router = service.router_for(pipe, text, r0.video_id, r0.hits, uploads)
                 upd = {router: views.router_html(oc.router, retrieval_v, oc.hits or None)}
                 if retrieval_v == "none":
                     upd[retrieved] = None
@@ -202,7 +203,7 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 t_ref = time.perf_counter()
                 if oc.video_id is not None:
                     progress(0.8, desc="Rendering the reference video (first time only)")
-                    upd[retrieved] = str(service.video_for_display(oc.video_id))
+                    upd[retrieved] = str(service.video_for_display(oc.video_id, uploads))
                     if oc.hits:
                         progress(0.9, desc="Top-5 thumbnails")
                         upd[gallery] = [(str(service.thumbnail(h["id"])),
@@ -258,16 +259,16 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                                     "video models, which takes a while)")
                 yield {status: views.status_md("busy", "Analysing your video (people, pose, I3D "
                                                "features)…")}
-                vid, msg = service.add_upload(file_v)
+                vid, msg = service.add_upload(file_v, st)
             except Exception as exc:
                 msg = _error_message(exc)
                 gr.Warning(msg[:300])
                 yield {status: views.status_md("error", msg), state: st}
                 return
-            yield {video_id: vid, retrieval: "given"}
+            yield {video_id: vid, retrieval: "given", state: st}
             if not (prompt_v or "").strip():
                 yield {status: views.status_md("ok", msg + " Now describe a motion and press Generate."),
-                       retrieved: str(service.video_for_display(vid)), state: st}
+                       retrieved: str(service.video_for_display(vid, st.get("uploads"))), state: st}
                 return
             yield from run(prompt_v, model_v, "given", seed_v, temp_v, mode_v, vid, st, progress,
                            head=[msg])

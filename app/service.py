@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ RETRIEVAL_LABELS = {"gemini": "Gemini-MVR", "random": "random video", "none": "n
                     "given": "chosen video", "object": "object channel only"}
 EXPORT_FORMATS = ("bvh", "fbx", "glb", "mp4", "npy")
 KEEP_RUNS = 4                    # per session: older run folders are deleted
+UPLOAD_PREFIX = "upload-"        # ids of a session's private uploads (never database ids)
 
 
 class NotReady(RuntimeError):
@@ -225,7 +227,8 @@ class AppService:
             return self._media_locks.setdefault(key, threading.Lock())
 
     # ------------------------------------------------------------------ generation
-    def check_inputs(self, prompt, model: str, retrieval: str, seed, temperature, video_id, compare: bool):
+    def check_inputs(self, prompt, model: str, retrieval: str, seed, temperature, video_id, compare: bool,
+                     uploads: dict | None = None):
         from core.prompt import clean_prompt
 
         pipe = self.holder.get()
@@ -249,10 +252,15 @@ class AppService:
             if not video_id:
                 raise UserError("no video chosen: click one of the top-5 retrieved videos or upload "
                                 "your own, or pick another retrieval")
-            try:
-                pipe.retriever.db.record(video_id)
-            except KeyError:
-                raise UserError(f"there is no video {video_id!r} in the database") from None
+            if video_id.startswith(UPLOAD_PREFIX):
+                if video_id not in (uploads or {}):
+                    raise UserError(f"the uploaded video {video_id!r} is not one of this browser "
+                                    "session's uploads (they end with the session): upload it again")
+            else:
+                try:
+                    pipe.retriever.db.record(video_id)
+                except KeyError:
+                    raise UserError(f"there is no video {video_id!r} in the database") from None
         if compare:
             missing = [m for m in ("mcdpo", "sft") if m not in pipe.models]
             if missing:
@@ -266,10 +274,13 @@ class AppService:
         return pipe, text, seed, temperature, video_id, models
 
     def generate_motion(self, pipe, text: str, model: str, retrieval: str, seed: int,
-                        temperature: float, video_id: str | None):
+                        temperature: float, video_id: str | None, uploads: dict | None = None):
+        video = None
+        if retrieval == "given" and video_id and video_id.startswith(UPLOAD_PREFIX):
+            video = self.upload_features(pipe, uploads[video_id])
         with self.db_lock:
             return self.call(pipe.generate, text, model=model, retrieval=retrieval, seed=seed,
-                             temperature=temperature, video_id=video_id, k=5)
+                             temperature=temperature, video_id=video_id, k=5, video=video)
 
     def export(self, result, out_dir: Path, stem: str) -> dict:
         from viewer.export import export_motion
@@ -287,9 +298,10 @@ class AppService:
             log.warning("text-motion distance failed", exc_info=True)
             return None
 
-    def router_for(self, pipe, text: str, video_id: str | None, hits: list) -> dict | None:
+    def router_for(self, pipe, text: str, video_id: str | None, hits: list,
+                   uploads: dict | None = None) -> dict | None:
         """Channel scores and router weights of the video used (from the hit when retrieved,
-        computed for a chosen video)."""
+        computed for a chosen or uploaded video)."""
         if video_id is None:
             return None
         for h in hits:
@@ -297,17 +309,27 @@ class AppService:
                 return {"id": h.id, "rank": h.rank, "score": h.score, "action_score": h.action_score,
                         "object_score": h.object_score, "w_action": h.w_action, "w_object": h.w_object}
         r = pipe.retriever
-        with self.db_lock:
-            row = r.db.row(video_id)
-            q = self.call(r.encode_query, [text])
-            a, o, w = r.emb["a"][row], r.emb["o"][row], r.emb["w"][row]
-        sa, so = float(a @ q["p"][0]), float(o @ q["g"][0])
-        return {"id": video_id, "rank": None, "score": float(w[0] * sa + w[1] * so),
-                "action_score": sa, "object_score": so, "w_action": float(w[0]), "w_object": float(w[1])}
+        if video_id.startswith(UPLOAD_PREFIX):
+            up = (uploads or {})[video_id]
+            with np.load(up["features"], allow_pickle=False) as z:
+                emb = self.call(r.encode_arrays, z["keypoints"], z["object"])
+        else:
+            with self.db_lock:
+                row = r.db.row(video_id)
+                emb = {k: r.emb[k][row] for k in ("a", "o", "w")}
+        return {"id": video_id, "rank": None, **self.call(r.scores_for, text, emb)}
 
     # ------------------------------------------------------------------ media
-    def video_for_display(self, video_id: str) -> Path:
-        """A browser-playable MP4 of a database video (rendered / transcoded once, cached)."""
+    def video_for_display(self, video_id: str, uploads: dict | None = None) -> Path:
+        """A browser-playable MP4 of a database video (rendered / transcoded once, cached) or
+        of one of the session's uploads (kept in the session's folder)."""
+        if video_id.startswith(UPLOAD_PREFIX):
+            up = (uploads or {})[video_id]
+            out = Path(up["video"]).with_name(f"{video_id}.mp4")
+            with self._media_lock("upload:" + str(out)):
+                if not out.is_file():
+                    self.call(transcode_mp4, Path(up["video"]), out)
+            return out
         pipe = self.holder.get()
         r = pipe.retriever
         rec = r.db.record(video_id)
@@ -340,12 +362,14 @@ class AppService:
         return out
 
     # ------------------------------------------------------------------ uploads
-    def add_upload(self, upload_path) -> tuple[str | None, str]:
-        """(video id or None, message) for a user's video file."""
-        from backend.video.database import read_jsonl
-        from backend.video.ingest import VIDEO_SUFFIXES, file_key
+    def add_upload(self, upload_path, state: dict) -> tuple[str, str]:
+        """(video id, message) for a user's video file. The video stays the uploader's: it is
+        analysed (pose + I3D) into the browser session's folder, listed in ``state["uploads"]``
+        and removed with the session; the shared database never sees it (adding videos to a
+        database is `python -m backend index`)."""
+        from backend.video.ingest import VIDEO_SUFFIXES, IngestConfig, ingest_file
 
-        pipe = self.holder.get()
+        self.holder.get()                     # the models are loaded (else NotReady explains)
         if not upload_path:
             raise UserError("choose a video file to upload first")
         src = Path(upload_path)
@@ -354,30 +378,34 @@ class AppService:
                             f"{', '.join(sorted(VIDEO_SUFFIXES))})")
         if not src.is_file() or src.stat().st_size == 0:
             raise UserError(f"the uploaded file {src.name!r} is empty or could not be received")
-        r = pipe.retriever
-        up_root = r.db.root / "uploads"     # kept with the database that refers to the files
-        up_root.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=up_root))
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", src.stem)[:60] or "video"
-        dst = folder / f"{name}{src.suffix.lower()}"
-        shutil.copyfile(src, dst)
-        key = file_key(dst)
-        with self.db_lock:
-            report = self.call(r.add_videos, folder)
-            rec = next((x for x in r.db.records if x.get("key") == key), None)
-        if rec is not None:
-            if Path(rec.get("source", "")).resolve() != dst.resolve():
-                shutil.rmtree(folder, ignore_errors=True)      # the same video was added before
-            if report.added == 0:
-                return rec["id"], (f"Your video is already in the database as **{rec['id']}**; "
-                                   "it is the reference video now.")
-            return rec["id"], f"Added your video as **{rec['id']}** and used it as the reference video."
-        shutil.rmtree(folder, ignore_errors=True)
-        reason = next((s["reason"] for s in report.skipped if Path(s["source"]).name == dst.name), None)
-        if reason is None:
-            old = {s["key"]: s for s in read_jsonl(r.db.root / "skipped.jsonl")}
-            reason = old.get(key, {}).get("reason", "it could not be analysed")
-        raise UserError(f"your video {src.name!r} cannot be used: {reason}")
+        folder = self.session_dir(state) / "uploads"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", src.stem)[:40] or "video"
+        work = Path(tempfile.mkdtemp(prefix=".upload-", dir=folder))
+        try:
+            dst = work / f"{name}{src.suffix.lower()}"
+            shutil.copyfile(src, dst)
+            res = self.call(ingest_file, str(dst), IngestConfig())
+            if not res.ok:
+                raise UserError(f"your video {src.name!r} cannot be used: {res.skipped}")
+            vid = f"{UPLOAD_PREFIX}{name}-{res.key[:8]}"
+            final = folder / f"{vid}{src.suffix.lower()}"
+            os.replace(dst, final)
+            feats = folder / f"{vid}.npz"
+            np.savez(feats, keypoints=res.keypoints, object=res.object)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        state.setdefault("uploads", {})[vid] = {"name": src.name, "video": str(final), "features": str(feats)}
+        return vid, (f"Your video {src.name} is the reference video now (as {vid}; private to this "
+                     "browser session, removed when it ends).")
+
+    def upload_features(self, pipe, upload: dict):
+        """VideoFeatures of an upload (the retriever's per-frame features, as for database videos)."""
+        from backend.models.motion_llm import VideoFeatures
+
+        with np.load(upload["features"], allow_pickle=False) as z:
+            emb = self.call(pipe.retriever.encode_arrays, z["keypoints"], z["object"])
+        return VideoFeatures(emb["frames"], emb["o"])
 
 
 def transcode_mp4(src: Path, out: Path, max_side: int = 480) -> Path:

@@ -138,7 +138,10 @@ class VimoRAGPipeline:
 
     def generate(self, text: str, model: str = "mcdpo", retrieval: str = "gemini",
                  seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
-                 video_id: str | None = None, k: int = 5, max_tokens: int | None = None) -> GenerationResult:
+                 video_id: str | None = None, k: int = 5, max_tokens: int | None = None,
+                 video=None) -> GenerationResult:
+        """``video``: VideoFeatures of a video outside the database (a private upload) used as
+        the prior with retrieval "given"; ``video_id`` then only names it."""
         from viewer.clean import clean_motion
 
         if model not in self.models:
@@ -154,7 +157,7 @@ class VimoRAGPipeline:
         timing = {}
         t0 = time.perf_counter()
         hits = self.retrieve(text, retrieval, k, seed)
-        if retrieval == "given":
+        if retrieval == "given" and video is None:
             self.retriever.db.record(video_id)       # KeyError with a clear message if unknown
         vid = video_id if retrieval == "given" else (hits[0].id if hits else None)
         if model == "novideo":
@@ -162,7 +165,8 @@ class VimoRAGPipeline:
         t1 = time.perf_counter()
         timing["retrieval"] = t1 - t0
         llm = self.models[model]
-        codes = llm.generate([text], [self._video(vid)], greedy=greedy, top_k=top_k,
+        prior = video if (video is not None and retrieval == "given" and model != "novideo") else self._video(vid)
+        codes = llm.generate([text], [prior], greedy=greedy, top_k=top_k,
                              temperature=temperature, seed=seed, max_tokens=max_tokens, min_tokens=4)[0]
         t2 = time.perf_counter()
         timing["generation"] = t2 - t1

@@ -192,8 +192,37 @@ def test_uploads_with_and_without_a_person(client, tmp_path):
                                            1.0, "single", api_name="/add_video")))
     assert out["status"].startswith("Done") and "my_dance" in out["status"], out["status"]
     vid = out["details"]["video_id"]
-    assert vid.startswith("my_dance") and out["video_id"] == vid and out["retrieval"] == "given"
+    assert vid.startswith("upload-my_dance") and out["video_id"] == vid and out["retrieval"] == "given"
     assert out["details"]["router"]["id"] == vid and path_of(out["retrieved"]).is_file()
+    # the same session can generate with it again ...
+    again = dict(zip(OUTPUTS, client.predict("a person jumps", "mcdpo", "given", 4, 1.0, "single", vid,
+                                             api_name="/generate")))
+    assert again["status"].startswith("Done") and again["details"]["video_id"] == vid, again["status"]
+
+
+def test_uploads_are_private_to_their_session(app_server, tmp_path):
+    """An upload is its uploader's reference only: not in the shared database (no other
+    session's search can return it), not usable from another session, gone with the session."""
+    from gradio_client import Client
+
+    from backend.video.database import live_folder
+    from backend.video.synth import VideoSpec, make_spec, render_video
+
+    spec = make_spec(5).to_json()
+    spec.update(size=224, end=spec["start"] + 40)
+    mine = render_video(VideoSpec.from_json(spec), tmp_path / "private_clip.mp4")
+    owner, other = Client(app_server.url, verbose=False), Client(app_server.url, verbose=False)
+    out = dict(zip(OUTPUTS, owner.predict(handle_file(str(mine)), "a person dances", "mcdpo", 1,
+                                          1.0, "single", api_name="/add_video")))
+    assert out["status"].startswith("Done"), out["status"]
+    vid = out["details"]["video_id"]
+    if not real_stack_requested():
+        db = app_server.log_path.parent / "data" / "videodb" / "embedded"
+        assert "private_clip" not in (live_folder(db) / "videos.jsonl").read_text()
+    stolen = generate(other, "a person dances", retrieval="given", video_id=vid)
+    assert "not one of this browser session's uploads" in stolen["status"], stolen["status"]
+    hits = generate(other, "a person dances")["details"]["hits"]
+    assert all("private_clip" not in h["id"] for h in hits)
 
 
 def test_two_sessions_get_their_own_results(app_server):

@@ -197,6 +197,22 @@ class VideoRetriever:
         return out
 
     # ---------------------------------------------------------------------- video access
+    @torch.no_grad()
+    def encode_arrays(self, keypoints: np.ndarray, object_feats: np.ndarray) -> dict[str, np.ndarray]:
+        """{"frames" (16, D), "a", "o", "w"} of one video that is not in the database (a
+        user's private upload), from its keypoints (16, 17, 3) and I3D features (1024,)."""
+        kp = torch.as_tensor(np.asarray(keypoints, np.float32))[None]
+        ob = torch.as_tensor(np.asarray(object_feats, np.float32))[None]
+        return {k: v[0].numpy() for k, v in self.model.encode_video(kp, ob).items()}
+
+    def scores_for(self, text: str, emb: dict[str, np.ndarray]) -> dict:
+        """Channel scores and router weights of one video's embeddings for ``text``."""
+        q = self.encode_query([text])
+        sa, so = float(emb["a"] @ q["p"][0]), float(emb["o"] @ q["g"][0])
+        w = emb["w"]
+        return {"score": float(w[0] * sa + w[1] * so), "action_score": sa, "object_score": so,
+                "w_action": float(w[0]), "w_object": float(w[1])}
+
     def has_video(self, video_id: str) -> bool:
         return video_id in self._row
 
