@@ -229,6 +229,7 @@ class AppService:
     # ------------------------------------------------------------------ generation
     def check_inputs(self, prompt, model: str, retrieval: str, seed, temperature, video_id, compare: bool,
                      uploads: dict | None = None):
+        from backend.pipeline import check_sampling
         from core.prompt import clean_prompt
 
         pipe = self.holder.get()
@@ -237,14 +238,14 @@ class AppService:
             seed = int(seed if seed not in (None, "") else 0)
         except (TypeError, ValueError):
             raise UserError(f"the seed must be a whole number, got {seed!r}") from None
-        if not 0 <= seed < 2 ** 31:
-            raise UserError(f"the seed must be between 0 and {2 ** 31 - 1}, got {seed}")
         try:
             temperature = float(temperature if temperature not in (None, "") else 1.0)
         except (TypeError, ValueError):
             raise UserError(f"the temperature must be a number, got {temperature!r}") from None
-        if not 0.05 <= temperature <= 5.0:
-            raise UserError(f"the temperature must be between 0.05 and 5, got {temperature}")
+        try:
+            check_sampling(seed, temperature)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         if retrieval not in RETRIEVAL_LABELS:
             raise UserError(f"unknown retrieval {retrieval!r}; choose Gemini-MVR, random or none")
         video_id = (video_id or "").strip() or None

@@ -183,16 +183,12 @@ def check_generate_args(args) -> None:
     takes a minute): the prompt, seed, temperature, top-k, formats and the output folder."""
     import tempfile
 
+    from backend.pipeline import check_sampling
     from core.prompt import clean_prompt
     from viewer.export import parse_formats
 
     clean_prompt(args.text)                         # PromptError (a ValueError) explains
-    if not 0 <= args.seed < 2 ** 31:
-        raise ValueError(f"--seed must be between 0 and {2 ** 31 - 1}, got {args.seed}")
-    if not 0.05 <= args.temperature <= 5.0:
-        raise ValueError(f"--temperature must be between 0.05 and 5, got {args.temperature}")
-    if args.top_k < 0:
-        raise ValueError(f"--top-k must be 0 (all tokens) or more, got {args.top_k}")
+    check_sampling(args.seed, args.temperature, args.top_k)
     parse_formats(args.formats)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -284,7 +280,7 @@ def register(sub, groups: dict) -> None:
     s.add_argument("--prefix-frames", type=int, default=16,
                    help="video prefix: one embedding per sampled frame of the retriever's per-frame "
                         "features (16 = unpooled), plus the object slot")
-    s.add_argument("--self-video", type=float, default=0.3,
+    s.add_argument("--self-video", type=float, default=0.5,
                    help="share of captions shown the video of their own motion (needs `videos self`)")
     s.add_argument("--self-db", default="self-train", help="database of the self videos")
     s.add_argument("--val-every", type=int, default=100, help="steps between validation passes")

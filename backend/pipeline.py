@@ -74,6 +74,22 @@ def load_llm_tokenizer(checkpoints: Path | None = None, name: str = "vqvae"):
     return MotionVQVAE.from_pretrained(d).eval(), norm
 
 
+MAX_SEED = 2 ** 31 - 1
+TEMPERATURE_RANGE = (0.05, 5.0)
+
+
+def check_sampling(seed: int | None, temperature: float, top_k: int = 0) -> None:
+    """ValueError naming what is wrong with sampling settings (shared by the pipeline, the
+    command line and the app, which check them before any model work)."""
+    if seed is not None and not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"the seed must be between 0 and {MAX_SEED}, got {seed}")
+    lo, hi = TEMPERATURE_RANGE
+    if not lo <= float(temperature) <= hi:
+        raise ValueError(f"the temperature must be between {lo} and {hi:g}, got {temperature}")
+    if int(top_k) < 0:
+        raise ValueError(f"top-k must be 0 (all tokens) or more, got {top_k}")
+
+
 class VimoRAGPipeline:
     def __init__(self, retriever, vqvae, normalizer, models: dict, evaluator=None, tokenizers=None):
         """``vqvae``/``normalizer``: the default tokenizer; ``tokenizers``: model name ->
@@ -150,8 +166,7 @@ class VimoRAGPipeline:
             raise ValueError(f"unknown retrieval {retrieval!r}; choose from {', '.join(RETRIEVAL_MODES)}")
         if retrieval == "given" and not video_id:
             raise ValueError("retrieval 'given' needs a video id")
-        if not (0.05 <= float(temperature) <= 5.0):
-            raise ValueError(f"temperature must be in [0.05, 5], got {temperature}")
+        check_sampling(seed, temperature, top_k)
         raw = text
         text = clean_prompt(text)
         timing = {}
@@ -187,5 +202,6 @@ class VimoRAGPipeline:
         return float(np.linalg.norm(t - m))
 
 
-__all__ = ["GenerationResult", "MODEL_NAMES", "RETRIEVAL_MODES", "VimoRAGPipeline", "load_llm_tokenizer",
+__all__ = ["GenerationResult", "MODEL_NAMES", "RETRIEVAL_MODES", "VimoRAGPipeline", "check_sampling",
+           "load_llm_tokenizer",
            "load_normalizer"]

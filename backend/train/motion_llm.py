@@ -149,11 +149,9 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def _save_state(workdir: Path, model: MotionLLM, opt, sched, step: int, extra: dict | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
-    tmp = workdir / "state.pt.tmp"
-    torch.save({"model": model.trainable_state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict(), "step": step, "rng": torch.get_rng_state(),
-                **(extra or {})}, tmp)
-    tmp.replace(workdir / "state.pt")
+    _atomic_torch_save({"model": model.trainable_state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "step": step, "rng": torch.get_rng_state(),
+                        **(extra or {})}, workdir / "state.pt")
 
 
 def _load_state(workdir: Path, model: MotionLLM, opt, sched) -> tuple[int, dict]:
