@@ -163,7 +163,7 @@ def cmd_train_mcdpo(args) -> int:
     policy = MotionLLM.from_pretrained(sft_dir)
     reference = MotionLLM.from_pretrained(sft_dir)
     cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
-                         warmup=min(20, args.steps // 5), ckpt_every=args.ckpt_every)
+                         warmup=min(20, args.steps // 5), ckpt_every=args.ckpt_every, log_every=1)
     model = train_mcdpo(policy, reference, prefs, retriever, cfg, work, beta=args.beta,
                         resume=not args.no_resume)
     model.save_pretrained(work / "model")

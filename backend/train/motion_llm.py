@@ -59,6 +59,7 @@ class LLMTrainConfig:
     val_every: int = 0                  # steps between validation passes (0: none)
     patience: int = 0                   # stop after this many validations without a new best (0: never)
     self_video: float = 0.0             # SFT: share of captions shown the video of their own motion
+    log_every: int = 10                 # training-loss rows in log.jsonl (McDPO: 1, its batches are noisy)
 
 
 # ---------------------------------------------------------------------------------- data
@@ -201,7 +202,7 @@ def _loop(model: MotionLLM, cfg: LLMTrainConfig, workdir: Path, resume: bool, de
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", best_val=best.get("val_loss"))
-        if step % 10 == 0 or step == cfg.steps - 1:
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
             _log(workdir, {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
                            "elapsed_s": round(time.time() - t0, 1), **logs})
         stop = False
