@@ -1,11 +1,16 @@
 """The shipped judges and tokenizer on the embedded corpus: the figures the README reports, as
 floors that a regression would break (README: root-aligned MPJPE 37.0 mm on test and 89 mm on
-OOD, 96 % of codes in use; instruction checker right on 88 % of what held-out real prompts ask)."""
+OOD, 96 % of codes in use; instruction checker right on 83 % of what held-out real prompts ask)."""
 import pytest
 
 from backend.eval.vqvae import evaluate_split
 from backend.models.vqvae import MotionVQVAE
 from backend.paths import checkpoints_dir
+
+# README: 38 % of the 15 checks of the app's example prompts (3 seeds; the models before
+# "Motion quality II": 20 %, walking only); the OOD-kind prompts (cartwheel, backflip, crawl,
+# roll) still fail.
+EXAMPLES_FLOOR = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,9 @@ def test_shipped_checker_on_held_out_real_motions(embedded_corpus):
     ids = sorted(feats)
     res = score(checker, [programs[m] for m in ids], [feats[m] for m in ids])
     assert res["attributes"] > 1500
-    assert res["followed"] >= 0.85          # README: 87.8 % (the issue's target, 95 %, is not met)
+    # README: 83.1 % (87.8 % before a count/side/turn/speed of a kind the motion lacks stopped
+    # counting as right; the issue's target, 95 %, is not met)
+    assert res["followed"] >= 0.80
     assert res["side"] >= 0.95 and res["kind"] >= 0.85
 
 
