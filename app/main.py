@@ -102,7 +102,7 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
                 gr.Markdown("### Retrieved video")
-                retrieved = gr.Video(label="Reference video (rank 1, or your choice)", autoplay=True,
+                retrieved = gr.Video(label=views.PANEL_LABELS["gemini"][0], autoplay=True,
                                      loop=True, interactive=False, height=340, elem_id="retrieved")
                 router = gr.HTML(views.router_html(None, "none").replace(
                     "No video", "Nothing retrieved yet. No video"), elem_id="router")
@@ -116,8 +116,7 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 distances = gr.Markdown("", elem_id="distances")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
-                gallery = gr.Gallery(label="Top-5 retrieved videos: click one to regenerate with it "
-                                     "as the reference", columns=5, rows=1, height=210,
+                gallery = gr.Gallery(label=views.PANEL_LABELS["gemini"][1], columns=5, rows=1, height=210,
                                      allow_preview=False, object_fit="contain", interactive=False,
                                      elem_id="top5")
             with gr.Column(scale=2, min_width=240):
@@ -213,9 +212,6 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                                          f"{service.caption(h['id'])} · {h['score']:+.2f}")
                                         for h in oc.hits]
                     parts["reference video"] = time.perf_counter() - t_ref
-                shown = views.PANEL_LABELS["random" if compare else retrieval_v]   # say what is shown
-                for comp, label in zip((retrieved, gallery), shown):
-                    upd[comp] = gr.update(label=label, **({"value": upd[comp]} if comp in upd else {}))
                 details_v = {"prompt_used": text, "notes": notes, "mode": mode_v,
                              "retrieval": retrieval_v, "video_id": oc.video_id, "router": oc.router,
                              "hits": oc.hits, "results": []}
@@ -287,6 +283,11 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 return "gemini"
             return gr.update()
 
+        def on_labels(mode_v, retrieval_v):
+            """The video panels say what they show (compare mode: random videos)."""
+            shown = views.PANEL_LABELS["random" if mode_v == "compare" else retrieval_v]
+            return gr.update(label=shown[0]), gr.update(label=shown[1])
+
         def on_status():
             done = holder.state != "loading"
             return holder.describe(), gr.Timer(active=not done)
@@ -313,6 +314,9 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                      queue=False, show_progress="hidden")
         video_id.input(on_video_id_edit, [video_id, retrieval], [retrieval], api_visibility="private",
                        queue=False, show_progress="hidden")
+        for trigger in (mode.change, retrieval.change):
+            trigger(on_labels, [mode, retrieval], [retrieved, gallery], api_visibility="private",
+                    queue=False, show_progress="hidden")
         mode.change(on_mode, [mode, retrieval], [model, retrieval, video_a, video_b], api_visibility="private",
                     queue=False, show_progress="hidden")
         demo.load(on_status, None, [model_status, timer], api_name="status", queue=False,
