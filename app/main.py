@@ -123,10 +123,8 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 upload = gr.File(label="…or use your own video as the reference (upload)",
                                  file_count="single", file_types=UPLOAD_TYPES, height=120,
                                  elem_id="upload")
-                video_id = gr.Textbox(label="Chosen video id (used with retrieval = Chosen video; "
-                                      "clear it to go back to retrieval)", elem_id="video-id")
-                pin = gr.Checkbox(False, label="Keep the chosen video for new prompts (otherwise a "
-                                  "new prompt goes back to Gemini-MVR retrieval)", elem_id="pin-video")
+                video_id = gr.Textbox(label="Chosen video id (used with retrieval = Chosen video)",
+                                      elem_id="video-id")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
                 model3d = gr.Model3D(label="Interactive 3D (animated GLB: drag to orbit)", height=380,
@@ -271,18 +269,6 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
             yield from run(prompt_v, model_v, "given", seed_v, temp_v, mode_v, vid, st, progress,
                            head=[msg])
 
-        def on_prompt_edit(retrieval_v, pin_v):
-            """A new prompt returns to retrieval unless the chosen video is pinned."""
-            if retrieval_v == "given" and not pin_v:
-                return "gemini", ""
-            return gr.update(), gr.update()
-
-        def on_video_id_edit(vid_v, retrieval_v):
-            """Clearing the chosen video removes the choice."""
-            if not (vid_v or "").strip() and retrieval_v == "given":
-                return "gemini"
-            return gr.update()
-
         def on_labels(mode_v, retrieval_v):
             """The video panels say what they show (compare mode: random videos)."""
             shown = views.PANEL_LABELS["random" if mode_v == "compare" else retrieval_v]
@@ -310,10 +296,6 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                        api_visibility="private", **work)
         upload.upload(on_upload, [upload, prompt, model, seed, temperature, mode, state], outputs,
                       api_name="add_video", **work)
-        prompt.input(on_prompt_edit, [retrieval, pin], [retrieval, video_id], api_visibility="private",
-                     queue=False, show_progress="hidden")
-        video_id.input(on_video_id_edit, [video_id, retrieval], [retrieval], api_visibility="private",
-                       queue=False, show_progress="hidden")
         for trigger in (mode.change, retrieval.change):
             trigger(on_labels, [mode, retrieval], [retrieved, gallery], api_visibility="private",
                     queue=False, show_progress="hidden")

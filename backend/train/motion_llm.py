@@ -226,8 +226,8 @@ def _loop(model: MotionLLM, cfg: LLMTrainConfig, workdir: Path, resume: bool, de
                   f"checks (best {best['val_loss']:.4f} at step {best['step']})")
             break
     if best and (workdir / "best.pt").is_file():
-        core.load_trainable_state_dict(torch.load(workdir / "best.pt", map_location="cpu",
-                                                  weights_only=True))
+        best_state = torch.load(workdir / "best.pt", map_location="cpu", weights_only=True)
+        core.load_trainable_state_dict(best_state)
         print(f"best validation loss {best['val_loss']:.4f} at step {best['step']}")
     core.eval()
     return core
