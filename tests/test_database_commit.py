@@ -2,9 +2,11 @@
 opens, retrieves and resumes; two writers at once lose nothing (the second waits)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ import pytest
 import backend.video.database as database
 from backend.video.database import DatabaseError, VideoDatabase, live_folder, writer_lock
 from backend.video.ingest import IngestResult, merge, read_shards, write_shard
+
+REPO = Path(__file__).resolve().parents[1]
 
 LABELS = ["start", "keypoints written", "object written", "records written",
           "version folder in place", "committed"]
@@ -116,7 +120,7 @@ def test_second_writer_is_told_who_holds_the_lock(tmp_path):
             print("held", flush=True)
             time.sleep(2)
         print("released", flush=True)
-        """)], stdout=subprocess.PIPE, text=True)
+        """)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(DatabaseError, match=f"process {holder.pid}"):
@@ -149,6 +153,9 @@ def test_two_writers_lose_nothing(tmp_path):
         run_ingestion(sys.argv[1], items, fake, keys=[f"key{i:03d}" for i in items], progress=False)
         """))
     root = tmp_path / "db"
-    procs = [subprocess.Popen([sys.executable, str(script), str(root), str(s)]) for s in (0, 6)]
+    # A script's own folder (not the cwd) goes on sys.path: point it at the repository.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    procs = [subprocess.Popen([sys.executable, str(script), str(root), str(s)], cwd=REPO, env=env)
+             for s in (0, 6)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert sorted(VideoDatabase.load(root).ids) == [f"vid{i:03d}" for i in range(12)]
