@@ -5,8 +5,12 @@
 
 API endpoints (``gradio_client``; state is kept per client session):
     /status                                   -> (model status text, _)
-    /generate(prompt, model, retrieval, seed, temperature, mode, video_id) -> outputs below
-    /add_video(file, prompt, model, seed, temperature, mode)              -> outputs below
+    /generate(prompt, model, retrieval, seed, temperature, mode, video_id, *clip, keep_video)
+    /add_video(file, prompt, model, seed, temperature, mode, *clip)
+both -> the outputs below. ``clip`` = length (s, 0 = the model decides), in place, foot locking,
+BVH units ("cm"/"m"); these and ``keep_video`` have defaults, so clients may leave them out. A
+chosen video (retrieval "given") serves the prompt it was chosen with; a new prompt in the same
+session goes back to Gemini-MVR unless ``keep_video`` is true.
 Outputs, in order: status, retrieved video, router HTML, top-5 gallery, result video (McDPO or
 the chosen model), second result video (SFT, compare mode), animated GLB, distances,
 downloads, details (JSON), video id, retrieval.
@@ -26,8 +30,9 @@ import gradio as gr
 from app import views
 from backend.eval.follow import EXAMPLE_PROMPTS
 from backend.video.ingest import VIDEO_SUFFIXES
-from app.service import (MODEL_LABELS, RETRIEVAL_LABELS, AppService, ModelHolder, ModelRun,
-                         NotReady, Outcome, UserError, default_pipeline_factory, prompt_notes, slug)
+from app.service import (MODEL_LABELS, RETRIEVAL_LABELS, AppService, ClipOptions, ModelHolder, ModelRun,
+                         NotReady, Outcome, UserError, default_pipeline_factory, prompt_notes,
+                         remember_choice, resolve_choice, slug)
 
 log = logging.getLogger("vimorag.app")
 
@@ -96,6 +101,15 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
                     temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature",
                                             elem_id="temperature")
+                with gr.Accordion("Clip options", open=False):
+                    length = gr.Slider(0.0, 9.8, value=0.0, step=0.2, elem_id="length",
+                                       label="Clip length (s; 0 = the model decides)")
+                    with gr.Row():
+                        in_place = gr.Checkbox(False, label="In place (no root travel)",
+                                               elem_id="in-place")
+                        foot_lock = gr.Checkbox(True, label="Foot locking", elem_id="foot-lock")
+                    bvh_units = gr.Radio([("centimetres", "cm"), ("metres", "m")], value="cm",
+                                         label="BVH units", elem_id="bvh-units")
                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
         status = gr.Markdown("", elem_id="status")
 
@@ -125,6 +139,10 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                                  elem_id="upload")
                 video_id = gr.Textbox(label="Chosen video id (used with retrieval = Chosen video)",
                                       elem_id="video-id")
+                with gr.Row():
+                    keep_video = gr.Checkbox(False, label="Keep this video for new prompts",
+                                             elem_id="keep-video")
+                    clear_video = gr.Button("Remove chosen video", size="sm", elem_id="clear-video")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
                 model3d = gr.Model3D(label="Interactive 3D (animated GLB: drag to orbit)", height=380,
@@ -139,18 +157,24 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                    downloads, details, state, video_id, retrieval]
 
         # ------------------------------------------------------------------ handlers
-        def run(prompt_v, model_v, retrieval_v, seed_v, temp_v, mode_v, vid_v, st, progress,
-                head=None):
-            """Generator of {component: value} updates; errors end as a message."""
+        def run(prompt_v, model_v, retrieval_v, seed_v, temp_v, mode_v, vid_v, clip_v, st, progress,
+                head=None, keep=True):
+            """Generator of {component: value} updates; errors end as a message. ``clip_v``:
+            the raw (length, in place, foot lock, BVH units) values; ``keep``: a chosen video
+            also serves a prompt other than the one it was chosen with."""
             st = dict(st or {})
             t_start = time.perf_counter()
             parts: dict[str, float] = {}
             try:
                 compare = mode_v == "compare"
+                clip = ClipOptions.parse(*clip_v)
                 uploads = st.get("uploads") or {}
                 pipe, text, seed_i, temp_f, vid, models = service.check_inputs(
                     prompt_v, model_v, retrieval_v, seed_v, temp_v, vid_v, compare, uploads)
                 notes = list(head or []) + prompt_notes(prompt_v, text)
+                chosen_before = retrieval_v == "given"
+                retrieval_v, vid, note = resolve_choice(st, text, retrieval_v, vid, keep)
+                notes += [note] if note else []
                 mode_txt = "McDPO vs SFT" if compare else MODEL_LABELS[models[0]]
                 progress(0.05, desc="Retrieving a video and writing motion tokens")
                 yield {status: views.status_md("busy", f"Working: {mode_txt}, "
@@ -161,7 +185,7 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                     progress(0.05 + 0.25 * i / len(models),
                              desc=f"{MODEL_LABELS[m]}: retrieving + writing motion tokens")
                     results.append(service.generate_motion(pipe, text, m, retrieval_v, seed_i,
-                                                           temp_f, vid, uploads))
+                                                           temp_f, vid, uploads, clip))
                 parts["waiting + generation"] = time.perf_counter() - t_start
                 r0 = results[0]
                 oc.video_id = r0.video_id
@@ -181,21 +205,25 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 run_dir = service.new_run_dir(st)
                 for i, (m, res) in enumerate(zip(models, results)):
                     progress(0.35 + 0.4 * i / len(models), desc=f"{MODEL_LABELS[m]}: rendering + exporting")
-                    files = service.export(res, run_dir, f"vimorag_{m}_{slug(text)}")
+                    files = service.export(res, run_dir, f"vimorag_{m}_{slug(text)}{clip.stem_suffix()}",
+                                           clip.bvh_units)
                     progress(0.35 + 0.4 * (i + 0.9) / len(models), desc="text-motion distance")
                     oc.runs.append(ModelRun(m, res, files, service.distance(pipe, res)))
                 parts["rendering + export"] = time.perf_counter() - t_exp
+                warn = service.servability(pipe, oc.runs[0].result, oc.runs[0].distance)
+                if warn and retrieval_v == "gemini":     # other modes: the video was not a match
+                    notes.append(warn)
                 a = oc.runs[0]
                 upd[video_a] = str(a.files["mp4"])
                 upd[video_b] = str(oc.runs[1].files["mp4"]) if compare else None
                 upd[distances] = views.distances_md(oc.runs) + (
                     "\n\nText-motion distance: the evaluator's distance between the prompt and the "
                     "motion (lower = closer)." if oc.runs[0].distance is not None else "")
-                upd[downloads] = [str(p) for r in oc.runs for k, p in r.files.items()]
+                upd[downloads] = [str(p) for r in oc.runs for k, p in r.files.items() if k != "glb_preview"]
                 # The 3D view gets its file in this update only: the same Model3D value arriving
                 # twice within milliseconds (a last yield is delivered twice) leaves Gradio's
                 # viewer without its canvas. API clients find the GLB in the downloads too.
-                yield {**upd, model3d: str(a.files["glb"]),
+                yield {**upd, model3d: str(a.files.get("glb_preview", a.files["glb"])),
                        status: views.status_md("busy", "Motion ready; loading the reference video…"),
                        state: st}
 
@@ -212,7 +240,7 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                     parts["reference video"] = time.perf_counter() - t_ref
                 details_v = {"prompt_used": text, "notes": notes, "mode": mode_v,
                              "retrieval": retrieval_v, "video_id": oc.video_id, "router": oc.router,
-                             "hits": oc.hits, "results": []}
+                             "hits": oc.hits, "clip": clip.summary(), "results": []}
                 for r in oc.runs:
                     s = r.summary()
                     s.pop("files", None)
@@ -223,8 +251,11 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 msg = "  \n".join([done] + notes)
                 if notes:
                     gr.Info(" ".join(notes).replace("**", "")[:300])
+                remember_choice(st, text, retrieval_v, vid)
                 if retrieval_v == "given":
                     upd.update({video_id: vid, retrieval: "given"})
+                elif chosen_before:                  # back to retrieval: the choice is gone
+                    upd.update({video_id: "", retrieval: retrieval_v})
                 yield {**upd, details: details_v, state: st,
                        status: views.status_md("note" if notes else "ok", msg)}
             except Exception as exc:      # never a traceback on the page; the server keeps serving
@@ -232,12 +263,13 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 gr.Warning(msg[:300])
                 yield {status: views.status_md("error", msg), state: st}
 
-        def on_generate(prompt_v, model_v, retrieval_v, seed_v, temp_v, mode_v, vid_v, st,
-                        progress=gr.Progress()):
-            yield from run(prompt_v, model_v, retrieval_v, seed_v, temp_v, mode_v, vid_v, st, progress)
+        def on_generate(prompt_v, model_v, retrieval_v, seed_v, temp_v, mode_v, vid_v, len_v, place_v,
+                        lock_v, units_v, keep_v, st, progress=gr.Progress()):
+            yield from run(prompt_v, model_v, retrieval_v, seed_v, temp_v, mode_v, vid_v,
+                           (len_v, place_v, lock_v, units_v), st, progress, keep=bool(keep_v))
 
-        def on_pick(prompt_v, model_v, seed_v, temp_v, mode_v, st, evt: gr.SelectData,
-                    progress=gr.Progress()):
+        def on_pick(prompt_v, model_v, seed_v, temp_v, mode_v, len_v, place_v, lock_v, units_v, st,
+                    evt: gr.SelectData, progress=gr.Progress()):
             hits = (st or {}).get("hits") or []
             i = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
             if not 0 <= i < len(hits):
@@ -245,10 +277,12 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 return
             vid = hits[i]["id"]
             yield {video_id: vid, retrieval: "given"}
-            yield from run(prompt_v, model_v, "given", seed_v, temp_v, mode_v, vid, st, progress,
+            yield from run(prompt_v, model_v, "given", seed_v, temp_v, mode_v, vid,
+                           (len_v, place_v, lock_v, units_v), st, progress,
                            head=[f"Using the rank-{hits[i]['rank']} video {vid} as the reference."])
 
-        def on_upload(file_v, prompt_v, model_v, seed_v, temp_v, mode_v, st, progress=gr.Progress()):
+        def on_upload(file_v, prompt_v, model_v, seed_v, temp_v, mode_v, len_v, place_v, lock_v, units_v,
+                      st, progress=gr.Progress()):
             st = dict(st or {})
             try:
                 progress(0.05, desc="Analysing your video (pose + I3D; the first upload loads the "
@@ -266,8 +300,8 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                 yield {status: views.status_md("ok", msg + " Now describe a motion and press Generate."),
                        retrieved: str(service.video_for_display(vid, st.get("uploads"))), state: st}
                 return
-            yield from run(prompt_v, model_v, "given", seed_v, temp_v, mode_v, vid, st, progress,
-                           head=[msg])
+            yield from run(prompt_v, model_v, "given", seed_v, temp_v, mode_v, vid,
+                           (len_v, place_v, lock_v, units_v), st, progress, head=[msg])
 
         def on_labels(mode_v, retrieval_v):
             """The video panels say what they show (compare mode: random videos)."""
@@ -289,13 +323,19 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
 
         # ------------------------------------------------------------------ wiring
         work = dict(concurrency_id="work", show_progress="full", show_progress_on=[video_a, retrieved])
-        gen_inputs = [prompt, model, retrieval, seed, temperature, mode, video_id, state]
+        clip_inputs = [length, in_place, foot_lock, bvh_units]
+        gen_inputs = [prompt, model, retrieval, seed, temperature, mode, video_id, *clip_inputs,
+                      keep_video, state]
         generate.click(on_generate, gen_inputs, outputs, api_name="generate", **work)
         prompt.submit(on_generate, gen_inputs, outputs, api_visibility="private", **work)
-        gallery.select(on_pick, [prompt, model, seed, temperature, mode, state], outputs,
+        gallery.select(on_pick, [prompt, model, seed, temperature, mode, *clip_inputs, state], outputs,
                        api_visibility="private", **work)
-        upload.upload(on_upload, [upload, prompt, model, seed, temperature, mode, state], outputs,
+        upload.upload(on_upload, [upload, prompt, model, seed, temperature, mode, *clip_inputs, state], outputs,
                       api_name="add_video", **work)
+        clear_video.click(lambda st: ("", "gemini", False, {k: v for k, v in (st or {}).items()
+                                                              if k != "chosen"}),
+                          [state], [video_id, retrieval, keep_video, state], api_visibility="private",
+                          queue=False, show_progress="hidden")
         for trigger in (mode.change, retrieval.change):
             trigger(on_labels, [mode, retrieval], [retrieved, gallery], api_visibility="private",
                     queue=False, show_progress="hidden")

@@ -163,6 +163,60 @@ class Outcome:
     hits: list[dict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ClipOptions:
+    """What a clip maker sets besides the prompt: length (s; None = the model decides), no
+    root travel, foot locking, and the BVH file's length unit."""
+    length_s: float | None = None
+    in_place: bool = False
+    foot_lock: bool = True
+    bvh_units: str = "cm"
+
+    @classmethod
+    def parse(cls, length=None, in_place=False, foot_lock=True, bvh_units="cm") -> "ClipOptions":
+        from backend.pipeline import check_length
+        from viewer.export import BVH_UNITS
+
+        try:
+            length_s = check_length(float(length) if length not in (None, "") else None)
+        except (TypeError, ValueError) as exc:
+            raise UserError(str(exc) if "clip length" in str(exc) else
+                            f"the clip length must be a number of seconds, got {length!r}") from None
+        units = bvh_units or "cm"
+        if units not in BVH_UNITS:
+            raise UserError(f"unknown BVH units {units!r}; choose {' or '.join(BVH_UNITS)}")
+        return cls(length_s, bool(in_place), True if foot_lock is None else bool(foot_lock), units)
+
+    def summary(self) -> dict:
+        return {"length_s": self.length_s, "in_place": self.in_place, "foot_lock": self.foot_lock,
+                "bvh_units": self.bvh_units}
+
+    def stem_suffix(self) -> str:
+        """Download names say what was asked: ``_4.0s``, ``_inplace``."""
+        return (f"_{self.length_s:.1f}s" if self.length_s else "") + ("_inplace" if self.in_place else "")
+
+
+def resolve_choice(state: dict, text: str, retrieval: str, video_id: str | None,
+                   keep: bool) -> tuple[str, str | None, str | None]:
+    """A chosen (or uploaded) video is for the prompt it was chosen with: a new prompt returns to
+    Gemini-MVR retrieval unless the person ticked "keep". Returns (retrieval, video id, note).
+    ``state["chosen"]`` ({id, prompt}) is recorded by ``remember_choice`` after each run."""
+    chosen = (state or {}).get("chosen") or {}
+    if (retrieval == "given" and not keep and video_id and chosen.get("id") == video_id
+            and chosen.get("prompt") != text):
+        return "gemini", None, (f"New prompt, so back to Gemini-MVR retrieval: the chosen video "
+                                f"{video_id} was for an earlier prompt (tick “Keep this video for new "
+                                f"prompts” to reuse it).")
+    return retrieval, video_id, None
+
+
+def remember_choice(state: dict, text: str, retrieval: str, video_id: str | None) -> None:
+    if retrieval == "given" and video_id:
+        state["chosen"] = {"id": video_id, "prompt": text}
+    else:
+        state.pop("chosen", None)
+
+
 def slug(text: str, n: int = 40) -> str:
     s = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()[:n].strip("_")
     return s or "motion"
@@ -275,20 +329,23 @@ class AppService:
         return pipe, text, seed, temperature, video_id, models
 
     def generate_motion(self, pipe, text: str, model: str, retrieval: str, seed: int,
-                        temperature: float, video_id: str | None, uploads: dict | None = None):
+                        temperature: float, video_id: str | None, uploads: dict | None = None,
+                        clip: ClipOptions = ClipOptions()):
         video = None
         if retrieval == "given" and video_id and video_id.startswith(UPLOAD_PREFIX):
             video = self.upload_features(pipe, uploads[video_id])
         with self.db_lock:
             return self.call(pipe.generate, text, model=model, retrieval=retrieval, seed=seed,
-                             temperature=temperature, video_id=video_id, k=5, video=video)
+                             temperature=temperature, video_id=video_id, k=5, video=video,
+                             length_s=clip.length_s, in_place=clip.in_place, plant_feet=clip.foot_lock)
 
-    def export(self, result, out_dir: Path, stem: str) -> dict:
+    def export(self, result, out_dir: Path, stem: str, bvh_units: str = "cm") -> dict:
         from viewer.export import export_motion
         from viewer.render import RenderConfig
 
         return self.call(export_motion, result.joints, out_dir, formats=EXPORT_FORMATS, stem=stem,
-                         render_cfg=RenderConfig(size=self.render_size), clean=False)  # already clean
+                         render_cfg=RenderConfig(size=self.render_size), clean=False,  # already clean
+                         bvh_units=bvh_units, glb_preview=True)
 
     def distance(self, pipe, result) -> float | None:
         if getattr(pipe, "evaluator", None) is None:
@@ -297,6 +354,13 @@ class AppService:
             return float(self.call(pipe.text_motion_distance, result.text, result.features))
         except Exception:
             log.warning("text-motion distance failed", exc_info=True)
+            return None
+
+    def servability(self, pipe, result, distance: float | None) -> str | None:
+        try:
+            return self.call(pipe.servability_warning, result, distance)
+        except Exception:
+            log.warning("servability check failed", exc_info=True)
             return None
 
     def router_for(self, pipe, text: str, video_id: str | None, hits: list,
@@ -451,6 +515,6 @@ def _make_thumbnail(retriever, video_id: str, out: Path, side: int = 192) -> Pat
     return out
 
 
-__all__ = ["AppService", "EXPORT_FORMATS", "MODEL_LABELS", "ModelHolder", "ModelRun", "NotReady",
+__all__ = ["ClipOptions", "remember_choice", "resolve_choice", "AppService", "EXPORT_FORMATS", "MODEL_LABELS", "ModelHolder", "ModelRun", "NotReady",
            "Outcome", "RETRIEVAL_LABELS", "UserError", "default_pipeline_factory", "prompt_notes",
            "slug", "transcode_mp4", "warm_up"]

@@ -395,6 +395,34 @@ def cmd_eval_follow(args) -> int:
     return 0
 
 
+def cmd_eval_servable(args) -> int:
+    from backend.eval.servable import run_calibration
+    from backend.paths import checkpoints_dir
+    from backend.pipeline import VimoRAGPipeline
+
+    _threads(args.threads)
+    pipe = VimoRAGPipeline.load(models=(args.model,), evaluator=True)
+    check, report = run_calibration(pipe, args.captions, args.model, args.seed, args.miss)
+    print(f"thresholds: best retrieval score >= {check.min_retrieval:+.3f}, text-motion distance <= "
+          f"{check.max_distance:.3f} (each passes {1 - args.miss:.1%} of calibration captions)")
+    print(f"held-out: {check.false_alarm:.1%} of servable captions flagged (false alarms), "
+          f"{check.hit_rate:.1%} of unservable prompts flagged (by retrieval "
+          f"{report['unservable_flagged_by']['retrieval']:.0%}, by distance "
+          f"{report['unservable_flagged_by']['distance']:.0%})")
+    if args.ship:
+        from backend.manifest import record
+        from backend.models.pretrained import save_pretrained_atomic
+
+        dest = save_pretrained_atomic(check, checkpoints_dir() / "servable")
+        record(dest, "python -m backend eval servable " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in (("captions", args.captions), ("model", args.model),
+                                                        ("seed", args.seed), ("miss", args.miss))) + " --ship")
+        print(f"shipped {dest}")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a component (prints a table; --json adds figures)")
     esub = p.add_subparsers(dest="eval_cmd", required=True, metavar="COMPONENT")
@@ -454,6 +482,21 @@ def add_eval(sub) -> None:
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     f.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
     f.set_defaults(func=cmd_eval_follow)
+    sv = esub.add_parser(
+        "servable", help="calibrate the warning for prompts the models cannot serve",
+        description="Best Gemini-MVR score and text-motion distance of the generated motion, for "
+                    "held-out test captions and for prompts of motions the corpus does not contain "
+                    "(backend.eval.servable.UNSERVABLE_PROMPTS). Thresholds from one half, rates "
+                    "on the other; --ship writes checkpoints/servable/ (read by the app and generate).")
+    sv.add_argument("--captions", type=int, default=200, help="test motions (first caption of each)")
+    sv.add_argument("--model", choices=["mcdpo", "sft"], default="mcdpo")
+    sv.add_argument("--seed", type=int, default=0)
+    sv.add_argument("--miss", type=float, default=0.025,
+                    help="share of calibration captions each threshold may flag")
+    sv.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sv.add_argument("--ship", action="store_true", help="save to checkpoints/servable + MANIFEST")
+    sv.add_argument("--json", action="store_true")
+    sv.set_defaults(func=cmd_eval_servable)
     return esub
 
 
@@ -468,7 +511,7 @@ def cmd_export(args) -> int:
     written = export_motion(motion, args.out, formats, stem=args.stem or Path(args.motion).stem,
                             render_cfg=cfg, skeleton_only=args.skeleton_only,
                             foot_skate_cleanup=args.foot_skate_cleanup, fps=args.fps,
-                            clean=not args.no_clean)
+                            clean=not args.no_clean, bvh_units=args.bvh_units)
     for fmt, path in written.items():
         print(f"{fmt:>12}: {path}")
     return 0
@@ -482,7 +525,7 @@ def add_export(sub) -> None:
                     "the SMPL skeleton. By default the motion is first cleaned (rigid skeleton, on the "
                     "floor, planted feet; features' contact channels are used), and the NPY "
                     "joints are the forward kinematics of the exported rotations. BVH/FBX are in "
-                    "centimetres, Y up, 20 fps by default.")
+                    "centimetres (BVH: --bvh-units m for metres), Y up, 20 fps by default.")
     p.add_argument("motion", help="path to a .npy motion")
     p.add_argument("--formats", default="bvh,fbx,glb,mp4,npy",
                    help="comma-separated subset of bvh,fbx,glb,mp4,npy")
@@ -497,6 +540,8 @@ def add_export(sub) -> None:
     p.add_argument("--no-clean", action="store_true",
                    help="skip the clean-skeleton step (grounding, planted feet); the joints are "
                         "still fitted to one rigid skeleton so every file agrees")
+    p.add_argument("--bvh-units", choices=["cm", "m"], default="cm",
+                   help="length unit of the BVH file (Blender and Mixamo expect cm)")
     p.set_defaults(func=cmd_export)
 
 

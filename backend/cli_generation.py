@@ -183,12 +183,13 @@ def check_generate_args(args) -> None:
     takes a minute): the prompt, seed, temperature, top-k, formats and the output folder."""
     import tempfile
 
-    from backend.pipeline import check_sampling
+    from backend.pipeline import check_length, check_sampling
     from core.prompt import clean_prompt
     from viewer.export import parse_formats
 
     clean_prompt(args.text)                         # PromptError (a ValueError) explains
     check_sampling(args.seed, args.temperature, args.top_k)
+    check_length(args.length)
     parse_formats(args.formats)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -215,7 +216,8 @@ def cmd_generate(args) -> int:
     load_s = time.perf_counter() - t0
     retrieval = "given" if args.video else args.retrieval
     res = pipe.generate(args.text, model=args.model, retrieval=retrieval, seed=args.seed,
-                        temperature=args.temperature, top_k=args.top_k, video_id=args.video)
+                        temperature=args.temperature, top_k=args.top_k, video_id=args.video,
+                        length_s=args.length, in_place=args.in_place, plant_feet=not args.no_foot_lock)
     if res.truncated:
         print(f"note: the prompt was shortened to {len(res.text)} characters")
     for h in res.hits[:args.k]:
@@ -223,9 +225,12 @@ def cmd_generate(args) -> int:
               f"{h.w_action:.2f}, object {h.object_score:.3f} x {h.w_object:.2f})")
     if res.video_id:
         print(f"video prior: {res.video_id}")
+    warn = pipe.servability_warning(res) if retrieval == "gemini" else None
+    if warn:
+        print(f"warning: {warn}")
     t1 = time.perf_counter()
     files = export_motion(res.joints, args.out, args.formats.split(","), stem=args.stem,
-                          clean=False)   # res.joints went through clean_motion already
+                          clean=False, bvh_units=args.bvh_units)   # res.joints are clean already
     export_s = time.perf_counter() - t1
     np.save(Path(args.out) / f"{args.stem}_codes.npy", res.codes)
     print(f"{len(res.codes)} motion tokens -> {res.seconds:.1f} s of motion; retrieval "
@@ -317,6 +322,14 @@ def register(sub, groups: dict) -> None:
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens (0 = all)")
     g.add_argument("--k", type=int, default=5, help="retrieved videos to list")
+    g.add_argument("--length", type=float, default=0.0,
+                   help="clip length in seconds, 1 to 9.8 (0 = the model decides)")
+    g.add_argument("--in-place", action="store_true",
+                   help="remove the horizontal travel (the pelvis stays over its start)")
+    g.add_argument("--no-foot-lock", action="store_true",
+                   help="do not pin feet while in contact (foot locking is on by default)")
+    g.add_argument("--bvh-units", choices=["cm", "m"], default="cm",
+                   help="length unit of the BVH file (Blender and Mixamo expect cm)")
     g.add_argument("--formats", default="bvh,fbx,glb,mp4,npy")
     g.add_argument("--stem", default="motion", help="file name stem")
     g.add_argument("--out", required=True, help="output folder")

@@ -76,6 +76,7 @@ def load_llm_tokenizer(checkpoints: Path | None = None, name: str = "vqvae"):
 
 MAX_SEED = 2 ** 31 - 1
 TEMPERATURE_RANGE = (0.05, 5.0)
+LENGTH_RANGE = (1.0, 9.8)   # s: a requested clip length (HumanML3D clips are at most 196 frames)
 
 
 def check_sampling(seed: int | None, temperature: float, top_k: int = 0) -> None:
@@ -90,6 +91,17 @@ def check_sampling(seed: int | None, temperature: float, top_k: int = 0) -> None
         raise ValueError(f"top-k must be 0 (all tokens) or more, got {top_k}")
 
 
+def check_length(length_s: float | None) -> float | None:
+    """A requested clip length in seconds (None or 0 = the model decides), or a ValueError."""
+    if length_s is None or float(length_s) == 0:
+        return None
+    lo, hi = LENGTH_RANGE
+    if not lo <= float(length_s) <= hi:
+        raise ValueError(f"the clip length must be between {lo:g} and {hi:g} seconds (0 = let the "
+                         f"model decide), got {length_s}")
+    return float(length_s)
+
+
 class VimoRAGPipeline:
     def __init__(self, retriever, vqvae, normalizer, models: dict, evaluator=None, tokenizers=None):
         """``vqvae``/``normalizer``: the default tokenizer; ``tokenizers``: model name ->
@@ -98,6 +110,7 @@ class VimoRAGPipeline:
         self.models = models
         self.evaluator = evaluator
         self.tokenizers = dict(tokenizers or {})
+        self.servable = None      # backend.eval.servable.ServableCheck, when calibrated
 
     @classmethod
     def load(cls, models=("mcdpo", "sft"), db: str = "embedded", evaluator: bool = True,
@@ -125,7 +138,11 @@ class VimoRAGPipeline:
             from backend.models.evaluator import TextMotionEvaluator
 
             ev = TextMotionEvaluator.from_pretrained(ck / "evaluator")
-        return cls(retriever, vqvae, normalizer, llms, ev, tokenizers)
+        from backend.eval.servable import ServableCheck
+
+        pipe = cls(retriever, vqvae, normalizer, llms, ev, tokenizers)
+        pipe.servable = ServableCheck.from_pretrained(ck / "servable")
+        return pipe
 
     # -------------------------------------------------------------------------------- core
     def _video(self, video_id):
@@ -155,10 +172,15 @@ class VimoRAGPipeline:
     def generate(self, text: str, model: str = "mcdpo", retrieval: str = "gemini",
                  seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
                  video_id: str | None = None, k: int = 5, max_tokens: int | None = None,
-                 video=None) -> GenerationResult:
+                 video=None, length_s: float | None = None, in_place: bool = False,
+                 plant_feet: bool = True) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
-        the prior with retrieval "given"; ``video_id`` then only names it."""
-        from viewer.clean import clean_motion
+        the prior with retrieval "given"; ``video_id`` then only names it.
+
+        Clip controls: ``length_s`` asks for a clip of that many seconds (the model writes exactly
+        that many tokens, to the tokenizer's 0.2 s resolution; None = it decides), ``in_place``
+        removes the horizontal root travel, ``plant_feet=False`` turns foot locking off."""
+        from viewer.clean import clean_motion, in_place as without_travel
 
         if model not in self.models:
             raise ValueError(f"unknown or unloaded model {model!r}; loaded: {', '.join(self.models)}")
@@ -167,6 +189,10 @@ class VimoRAGPipeline:
         if retrieval == "given" and not video_id:
             raise ValueError("retrieval 'given' needs a video id")
         check_sampling(seed, temperature, top_k)
+        length_s = check_length(length_s)
+        min_tokens = 4
+        if length_s is not None:
+            max_tokens = min_tokens = self.length_tokens(length_s, model)
         raw = text
         text = clean_prompt(text)
         timing = {}
@@ -182,15 +208,37 @@ class VimoRAGPipeline:
         llm = self.models[model]
         prior = video if (video is not None and retrieval == "given" and model != "novideo") else self._video(vid)
         codes = llm.generate([text], [prior], greedy=greedy, top_k=top_k,
-                             temperature=temperature, seed=seed, max_tokens=max_tokens, min_tokens=4)[0]
+                             temperature=temperature, seed=seed, max_tokens=max_tokens,
+                             min_tokens=min_tokens)[0]
         t2 = time.perf_counter()
         timing["generation"] = t2 - t1
         feats = self.decode(codes, model)
-        joints = clean_motion(feats).joints
+        joints = clean_motion(feats, plant_feet=plant_feet).joints
+        if in_place:
+            joints = without_travel(joints)
         timing["decoding"] = time.perf_counter() - t2
         timing["total"] = time.perf_counter() - t0
         return GenerationResult(text, model, retrieval, seed, vid, hits, np.asarray(codes), feats,
                                 joints, timing, is_truncated(raw, text))
+
+    def length_tokens(self, length_s: float, model: str) -> int:
+        """Motion tokens for a clip of ``length_s`` seconds with ``model``'s tokenizer (at most
+        the model's token limit)."""
+        from core.skeleton import FPS
+
+        vqvae = self.tokenizers.get(model, (self.vqvae, None))[0]
+        down = int(getattr(getattr(vqvae, "config", None), "downsample", 4))
+        limit = int(self.models[model].config.max_motion_tokens)
+        return int(min(limit, max(1, round(float(length_s) * FPS / down))))
+
+    def servability_warning(self, result: "GenerationResult", distance: float | None = None) -> str | None:
+        """A warning when the prompt looks like a motion the models do not know (calibrated
+        thresholds on the best Gemini-MVR score and the text-motion distance; see
+        ``backend.eval.servable``), else None. Without a calibration: None."""
+        if self.servable is None:
+            return None
+        hits = result.hits if result.retrieval == "gemini" else self.retrieve(result.text, "gemini", 1)
+        return self.servable.warning(hits[0].score if hits else None, distance)
 
     def text_motion_distance(self, text: str, features: np.ndarray) -> float:
         """Euclidean distance between text and motion in the evaluator's joint space (lower =

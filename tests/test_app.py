@@ -98,11 +98,15 @@ def test_prompt_to_motion_video_glb_bvh_and_router_weights(client, app_server):
     glb = next(p for p in glbs if p is not None)
     assert glb.suffix == ".glb" and glb.read_bytes()[:4] == b"glTF"
     pygltflib = pytest.importorskip("pygltflib")
-    assert pygltflib.GLTF2().load(str(glb)).animations, "the GLB is not animated"
+    preview = pygltflib.GLTF2().load(str(glb))
+    assert preview.animations, "the GLB is not animated"
+    assert "floor" in [n.name for n in preview.nodes], "the 3D view shows the motion on a floor"
     # downloads: every format; the BVH parses with an independent reader
     files = {Path(p).name: Path(p) for p in r["downloads"]}
     suffixes = sorted(p.suffix for p in files.values())
     assert suffixes == sorted([".bvh", ".fbx", ".glb", ".mp4", ".npy", ".npy"]), files
+    download_glb = next(p for p in files.values() if p.suffix == ".glb")
+    assert "floor" not in [n.name for n in pygltflib.GLTF2().load(str(download_glb)).nodes]
     bvh_path = next(p for p in files.values() if p.suffix == ".bvh")
     mocap = bvh.Bvh(bvh_path.read_text())
     frames = d["results"][0]["frames"]
@@ -111,6 +115,31 @@ def test_prompt_to_motion_video_glb_bvh_and_router_weights(client, app_server):
     assert joints.shape == (frames, 22, 3) and np.isfinite(joints).all()
     dist = d["results"][0]["text_motion_distance"]
     assert dist is not None and math.isfinite(dist) and "text-motion distance" in r["distances"]
+
+
+def test_clip_options_length_in_place_units_and_names(client, app_server):
+    """The clip controls reach the motion and the files: 2 s = 40 frames, no root travel, BVH in
+    metres, download names saying what was asked; a bad length is explained."""
+    import bvh
+
+    out = client.predict("a person walks forward", "sft", "gemini", 1, 1.0, "single", "",
+                         2.0, True, False, "m", api_name="/generate")
+    r = dict(zip(OUTPUTS, out))
+    assert r["status"].startswith("Done"), r["status"] + app_server.log_tail()
+    d = r["details"]
+    assert d["clip"] == {"length_s": 2.0, "in_place": True, "foot_lock": False, "bvh_units": "m"}
+    assert d["results"][0]["frames"] == 40
+    files = {Path(p).name: Path(p) for p in r["downloads"]}
+    assert all(n.startswith("vimorag_sft_a_person_walks_forward_2.0s_inplace") for n in files), files
+    joints = np.load(next(p for n, p in files.items() if n.endswith("_joints.npy")))
+    assert joints.shape[0] == 40
+    assert np.abs(joints[:, 0, [0, 2]] - joints[0, 0, [0, 2]]).max() < 1e-4
+    mocap = bvh.Bvh(next(p for p in files.values() if p.suffix == ".bvh").read_text())
+    legs = [np.linalg.norm(mocap.joint_offset(j)) for j in mocap.get_joints_names()[1:]]
+    assert 0.05 < max(legs) < 1.0, "offsets in metres"
+    bad = dict(zip(OUTPUTS, client.predict("a person walks", "sft", "gemini", 1, 1.0, "single", "",
+                                           0.4, False, True, "cm", api_name="/generate")))
+    assert "clip length must be between 1 and 9.8" in bad["status"]
 
 
 @pytest.mark.parametrize("prompt, expect", [
@@ -194,10 +223,17 @@ def test_uploads_with_and_without_a_person(client, tmp_path):
     vid = out["details"]["video_id"]
     assert vid.startswith("upload-my_dance") and out["video_id"] == vid and out["retrieval"] == "given"
     assert out["details"]["router"]["id"] == vid and path_of(out["retrieved"]).is_file()
-    # the same session can generate with it again ...
+    # a new prompt goes back to retrieval (the upload was chosen for "a person dances") ...
+    new = dict(zip(OUTPUTS, client.predict("a person jumps", "mcdpo", "given", 4, 1.0, "single", vid,
+                                           api_name="/generate")))
+    assert new["status"].startswith("Done") and "back to Gemini-MVR" in new["status"], new["status"]
+    assert new["details"]["retrieval"] == "gemini" and new["details"]["video_id"] != vid
+    assert new["retrieval"] == "gemini" and new["video_id"] == ""
+    # ... unless the person keeps the video: then the same session can generate with it again
     again = dict(zip(OUTPUTS, client.predict("a person jumps", "mcdpo", "given", 4, 1.0, "single", vid,
-                                             api_name="/generate")))
+                                             0.0, False, True, "cm", True, api_name="/generate")))
     assert again["status"].startswith("Done") and again["details"]["video_id"] == vid, again["status"]
+    assert "back to" not in again["status"] and again["retrieval"] == "given"
 
 
 def test_uploads_are_private_to_their_session(app_server, tmp_path):

@@ -67,6 +67,25 @@ def generate(page, prompt: str, expect: str = "Done", timeout: int = WAIT_MS) ->
     return page.inner_text(STATUS)
 
 
+def canvas_variance(page, selector: str, wait_ms: int = 20_000) -> float:
+    """Pixel variance of an element's screenshot: a blank (one-colour) canvas gives ~0; a body
+    on a checkered floor far more. Polls until the scene has drawn (or the time is up)."""
+    import io
+
+    from PIL import Image
+    import numpy as np
+
+    best, waited = 0.0, 0
+    while waited <= wait_ms:
+        png = page.locator(selector).first.screenshot()
+        best = max(best, float(np.asarray(Image.open(io.BytesIO(png)).convert("L"), np.float32).var()))
+        if best > 20.0:
+            break
+        page.wait_for_timeout(1000)
+        waited += 1000
+    return best
+
+
 def video_src(page, elem: str) -> str:
     return page.get_attribute(f"{elem} video", "src") or ""
 
@@ -90,6 +109,7 @@ def test_prompt_generate_router_compare_screenshot(browser, app_server):
         except sync_api.TimeoutError:
             raise AssertionError("the 3D view made no canvas; browser console:\n"
                                  + "\n".join(page.console_log[-30:])) from None
+        assert canvas_variance(page, "#model3d canvas") > 20.0, "the 3D view is blank"
 
         # choose the 2nd retrieved video: regenerates with it as the reference
         page.locator("#top5 img").nth(1).click()

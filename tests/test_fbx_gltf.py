@@ -487,3 +487,22 @@ def test_error_while_writing_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         atomic_write(tmp_path / "x.fbx", half)
     assert os.listdir(tmp_path) == []
+
+
+def test_glb_floor_covers_the_path_at_ground_level(tmp_path):
+    pygltflib = pytest.importorskip("pygltflib")
+    pose = _motion(T=25)
+    pose.root[:, 0] += np.linspace(0, 6.0, len(pose.root))      # 6 m of travel along x
+    doc = pygltflib.GLTF2.load(str(write_glb(tmp_path / "f.glb", pose, floor=True)))
+    floor = next(n for n in doc.nodes if n.name == "floor")
+    assert doc.nodes.index(floor) in doc.scenes[doc.scene].nodes
+    prim = doc.meshes[floor.mesh].primitives[0]
+    pos = _accessor(doc, prim.attributes.POSITION)
+    assert np.all(pos[:, 1] == 0.0), "the floor is at y = 0"
+    for ax in (0, 2):                                            # the path plus a margin
+        assert pos[:, ax].min() < pose.root[:, ax].min() - 0.9
+        assert pos[:, ax].max() > pose.root[:, ax].max() + 0.9
+    colours = _accessor(doc, prim.attributes.COLOR_0)
+    assert len(np.unique(colours[:, 0])) == 2, "checkered"
+    plain = pygltflib.GLTF2.load(str(write_glb(tmp_path / "p.glb", pose)))
+    assert "floor" not in [n.name for n in plain.nodes]

@@ -50,7 +50,14 @@ def test_shipped_checker_on_held_out_real_motions(embedded_corpus):
     assert res["side"] >= 0.95 and res["kind"] >= 0.85
 
 
-def test_shipped_generator_does_what_the_app_examples_say():
+@pytest.fixture(scope="module")
+def mcdpo_pipe():
+    from backend.pipeline import VimoRAGPipeline
+
+    return VimoRAGPipeline.load(models=("mcdpo",), evaluator=False)
+
+
+def test_shipped_generator_does_what_the_app_examples_say(mcdpo_pipe):
     """The app's example prompts through the shipped McDPO model (Gemini-MVR retrieval, seeds
     0-1), cleaned as users get them, checked by the instruction checker (what each asks:
     ``backend.eval.follow.EXAMPLE_PROMPTS``). A floor under the README's figure."""
@@ -58,11 +65,23 @@ def test_shipped_generator_does_what_the_app_examples_say():
 
     from backend.eval.follow import example_motions, score_examples
     from backend.models.checker import InstructionChecker
-    from backend.pipeline import VimoRAGPipeline
 
-    pipe = VimoRAGPipeline.load(models=("mcdpo",), evaluator=False)
+    pipe = mcdpo_pipe
     checker = InstructionChecker.from_pretrained(checkpoints_dir() / "checker")
     rows = score_examples(checker, example_motions(pipe, "mcdpo", seeds=2))
     shares = [v for r in rows.values() for v in r["checks"].values()]
     assert len(shares) == 15
     assert np.mean(shares) >= EXAMPLES_FLOOR, rows
+
+
+def test_clip_length_and_in_place_on_the_shipped_model(mcdpo_pipe):
+    """A requested length is the clip's length (to the tokenizer's 0.2 s); in place keeps the
+    pelvis over its start while the same seed without it travels."""
+    import numpy as np
+
+    moving = mcdpo_pipe.generate("a person walks forward quickly", seed=0, length_s=3.0)
+    still = mcdpo_pipe.generate("a person walks forward quickly", seed=0, length_s=3.0, in_place=True)
+    assert len(moving.joints) == len(still.joints) == 60 and len(moving.codes) == 15
+    assert np.linalg.norm(moving.joints[-1, 0, [0, 2]] - moving.joints[0, 0, [0, 2]]) > 0.5
+    assert np.abs(still.joints[:, 0, [0, 2]] - still.joints[0, 0, [0, 2]]).max() < 1e-5
+    assert len(mcdpo_pipe.generate("a person jumps", seed=1, length_s=9.8).joints) == 196

@@ -82,9 +82,10 @@ def ground(joints: np.ndarray, support: np.ndarray) -> np.ndarray:
     return P
 
 
-def clean_motion(motion: np.ndarray, fps: float = FPS) -> CleanMotion:
+def clean_motion(motion: np.ndarray, fps: float = FPS, plant_feet: bool = True) -> CleanMotion:
     """Clean a decoded motion: features (T, 263) (their contact channels are used) or joints
-    (T, 22, 3). Returns the rigid, grounded joints and the rotations that reproduce them."""
+    (T, 22, 3). Returns the rigid, grounded joints and the rotations that reproduce them.
+    ``plant_feet=False`` skips step 3 (foot locking): feet keep their decoded horizontal path."""
     from viewer.ik import forward, pin_feet, solve_ik
 
     arr = np.asarray(motion)
@@ -94,7 +95,20 @@ def clean_motion(motion: np.ndarray, fps: float = FPS) -> CleanMotion:
     rigid = forward(solve_ik(joints, fps=fps))
     grounded = ground(rigid, contacts.any(axis=1))
     toes_low = grounded[:, [10, 11], 1] < PLANT_HEIGHT
-    planted = contacts & toes_low
-    pinned = pin_feet(grounded, fps, contact=planted) if len(grounded) > 1 else grounded
+    planted = contacts & toes_low if plant_feet else np.zeros_like(contacts)
+    pinned = pin_feet(grounded, fps, contact=planted) if len(grounded) > 1 and planted.any() else grounded
     pose = solve_ik(pinned, fps=fps)
     return CleanMotion(forward(pose).astype(np.float32), pose, planted)
+
+
+def in_place(joints: np.ndarray) -> np.ndarray:
+    """The motion without horizontal travel (a treadmill clip for game engines): every frame is
+    shifted so the pelvis stays over its first-frame floor position. Heights, facing and the pose
+    are unchanged."""
+    j = np.array(joints, dtype=np.float32, copy=True)
+    if j.ndim != 3 or len(j) == 0:
+        raise ValueError(f"in_place needs joints (T, 22, 3), got shape {j.shape}")
+    drift = j[:, 0, [0, 2]] - j[0, 0, [0, 2]]          # (T, 2) pelvis travel on the floor
+    j[:, :, 0] -= drift[:, None, 0]
+    j[:, :, 2] -= drift[:, None, 1]
+    return j

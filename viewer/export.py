@@ -26,6 +26,7 @@ from core.features import (FEATURE_DIM, MotionFormatError, features_to_joints, j
 from core.skeleton import FPS, NUM_JOINTS
 
 FORMATS = ("bvh", "fbx", "glb", "mp4", "npy")
+BVH_UNITS = {"cm": 100.0, "m": 1.0}   # BVH length unit -> metres-to-unit scale (Blender/Mixamo: cm)
 MAX_FRAMES = 12_000          # 10 minutes at 20 fps: longer motions are refused (memory, render time)
 
 
@@ -82,13 +83,19 @@ def _save_npy(path: Path, array: np.ndarray) -> Path:
 
 def export_motion(motion: np.ndarray, out_dir: str | Path, formats=FORMATS, stem: str = "motion",
                   body=None, render_cfg=None, skeleton_only: bool = False,
-                  foot_skate_cleanup: bool = False, fps: float = FPS, clean: bool = True) -> dict[str, Path]:
+                  foot_skate_cleanup: bool = False, fps: float = FPS, clean: bool = True,
+                  bvh_units: str = "cm", glb_preview: bool = False) -> dict[str, Path]:
     """Write ``stem.<format>`` files to ``out_dir``; returns {format: path} (npy gives two files:
     ``stem_joints.npy`` and ``stem_features.npy``). ``motion``: features (T, 263) or joints.
-    ``clean=False`` exports the joints as given (still fitted to one rigid skeleton)."""
+    ``clean=False`` exports the joints as given (still fitted to one rigid skeleton).
+    ``bvh_units``: "cm" (Blender's and Mixamo's default) or "m" for the BVH file's lengths.
+    ``glb_preview``: with "glb", also ``stem_preview.glb`` (key "glb_preview"): the same motion
+    on a checkered floor, for a 3D viewer (the download stays floor-free)."""
     from viewer.ik import forward, solve_ik
 
     formats = parse_formats(list(formats))
+    if bvh_units not in BVH_UNITS:
+        raise ValueError(f"unknown BVH units {bvh_units!r}; choose from {', '.join(BVH_UNITS)}")
     if np.asarray(motion).shape[:1] and len(motion) > MAX_FRAMES:
         raise MotionFormatError(f"the motion has {len(motion):,} frames; exports are limited to "
                                 f"{MAX_FRAMES:,} ({MAX_FRAMES / fps / 60:.0f} minutes at {fps:g} fps)")
@@ -116,7 +123,8 @@ def export_motion(motion: np.ndarray, out_dir: str | Path, formats=FORMATS, stem
 
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        staged = _write_all(work, formats, stem, pose, joints, body, render_cfg, skeleton_only, fps)
+        staged = _write_all(work, formats, stem, pose, joints, body, render_cfg, skeleton_only, fps,
+                            BVH_UNITS[bvh_units], glb_preview)
         written = {}
         for fmt, p in staged.items():             # every file complete: move them into place
             os.replace(p, out_dir / p.name)
@@ -136,14 +144,15 @@ def _remove_abandoned(out_dir: Path, older_than_s: float = 3600.0) -> None:
             pass
 
 
-def _write_all(out_dir: Path, formats, stem, pose, joints, body, render_cfg, skeleton_only, fps) -> dict:
+def _write_all(out_dir: Path, formats, stem, pose, joints, body, render_cfg, skeleton_only, fps,
+               bvh_scale: float = 100.0, glb_preview: bool = False) -> dict:
     written: dict[str, Path] = {}
     for fmt in formats:
         path = out_dir / f"{stem}.{fmt}"
         if fmt == "bvh":
             from viewer.bvh import write_bvh
 
-            written[fmt] = write_bvh(path, pose)
+            written[fmt] = write_bvh(path, pose, scale=bvh_scale)
         elif fmt == "fbx":
             from viewer.fbx import write_fbx
 
@@ -153,6 +162,9 @@ def _write_all(out_dir: Path, formats, stem, pose, joints, body, render_cfg, ske
 
             mesh = body.skinned_mesh() if body is not None and hasattr(body, "skinned_mesh") else None
             written[fmt] = write_glb(path, pose, mesh=mesh)
+            if glb_preview:
+                written["glb_preview"] = write_glb(out_dir / f"{stem}_preview.glb", pose, mesh=mesh,
+                                                   floor=True)
         elif fmt == "mp4":
             from viewer.render import RenderConfig, render_motion_mp4
 

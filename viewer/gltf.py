@@ -20,6 +20,10 @@
     Each vertex keeps its 4 largest weights (renormalised); ``inverseBindMatrices`` undo the rest
     joint positions. Smooth vertex normals are included.
 
+With ``floor=True`` a checkered floor (node "floor", y = 0, 0.5 m tiles, vertex colours) covers the
+pelvis path plus a 1 m margin: viewers that frame a scene's bounding box then show the whole
+motion on a visible ground (the app's 3D view); downloads leave it out.
+
 Accessors carry ``min``/``max`` where the glTF spec requires them (``POSITION``, animation sampler
 inputs). The file is written atomically; bad input raises ``ValueError`` before anything is
 written.
@@ -167,8 +171,45 @@ def _top4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return joints.astype(np.uint8), weights
 
 
+def floor_tiles(root: np.ndarray, margin: float = 1.0, tile: float = 0.5, max_tiles: int = 40):
+    """A checkered floor under the pelvis path: (positions (V,3), colours (V,4), indices (F,3)).
+    Tiles grow beyond ``tile`` metres when the path is long (at most ``max_tiles`` a side)."""
+    lo = root[:, [0, 2]].min(0) - margin
+    hi = root[:, [0, 2]].max(0) + margin
+    size = float(max(tile, (hi - lo).max() / max_tiles))
+    n = np.maximum(1, np.ceil((hi - lo) / size).astype(int))
+    lo = (lo + hi) / 2 - n * size / 2                  # centred on the path
+    pos, col, idx = [], [], []
+    light, dark = [0.86, 0.87, 0.89, 1.0], [0.68, 0.70, 0.73, 1.0]
+    for i in range(n[0]):
+        for k in range(n[1]):
+            x0, z0 = lo[0] + i * size, lo[1] + k * size
+            base = len(pos)
+            pos += [[x0, 0.0, z0], [x0 + size, 0.0, z0], [x0 + size, 0.0, z0 + size], [x0, 0.0, z0 + size]]
+            col += [light if (i + k) % 2 == 0 else dark] * 4
+            idx += [[base, base + 2, base + 1], [base, base + 3, base + 2]]   # facing +y
+    return np.array(pos, np.float32), np.array(col, np.float32), np.array(idx, np.uint32)
+
+
+def _add_floor(doc: gl.GLTF2, blob: "_Binary", root: np.ndarray, scene_nodes: list) -> None:
+    pos, col, idx = floor_tiles(root)
+    nrm = np.tile(np.array([[0.0, 1.0, 0.0]], np.float32), (len(pos), 1))
+    doc.materials.append(gl.Material(name="floor", doubleSided=True, pbrMetallicRoughness=gl.PbrMetallicRoughness(
+        baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0, roughnessFactor=1.0)))
+    prim = gl.Primitive(
+        attributes=gl.Attributes(
+            POSITION=blob.add(pos, "VEC3", _FLOAT, target=_ARRAY_BUFFER, minmax=True),
+            NORMAL=blob.add(nrm, "VEC3", _FLOAT, target=_ARRAY_BUFFER),
+            COLOR_0=blob.add(col, "VEC4", _FLOAT, target=_ARRAY_BUFFER)),
+        indices=blob.add(idx.ravel(), "SCALAR", _UINT, target=_ELEMENT_ARRAY_BUFFER),
+        material=len(doc.materials) - 1, mode=gl.TRIANGLES)
+    doc.meshes.append(gl.Mesh(name="floor", primitives=[prim]))
+    doc.nodes.append(gl.Node(name="floor", mesh=len(doc.meshes) - 1))
+    scene_nodes.append(len(doc.nodes) - 1)
+
+
 def build_gltf(root: np.ndarray, quats: np.ndarray, offsets: np.ndarray, fps: float,
-               names: Sequence[str], mesh=None) -> gl.GLTF2:
+               names: Sequence[str], mesh=None, floor: bool = False) -> gl.GLTF2:
     """The glTF document (with its binary blob) of a validated pose."""
     T = root.shape[0]
     doc = gl.GLTF2(asset=gl.Asset(generator="VimoRAG viewer.gltf", version="2.0"))
@@ -234,6 +275,8 @@ def build_gltf(root: np.ndarray, quats: np.ndarray, offsets: np.ndarray, fps: fl
         doc.nodes.append(gl.Node(name="body", mesh=0, skin=0))
         scene_nodes.append(len(doc.nodes) - 1)
 
+    if floor:
+        _add_floor(doc, blob, root, scene_nodes)
     times = np.arange(T, dtype=np.float64) / fps
     t_acc = blob.add(times, "SCALAR", _FLOAT, minmax=True, name="time")
     anim = gl.Animation(name="motion")
@@ -252,13 +295,13 @@ def build_gltf(root: np.ndarray, quats: np.ndarray, offsets: np.ndarray, fps: fl
     return doc
 
 
-def write_glb(path, pose, names: Sequence[str] = JOINT_NAMES, mesh=None) -> Path:
+def write_glb(path, pose, names: Sequence[str] = JOINT_NAMES, mesh=None, floor: bool = False) -> Path:
     """Write ``pose`` (a SkeletonPose-like object) as an animated GLB; returns the path.
 
     Raises ``ValueError`` for a bad pose or mesh and ``OSError`` when the folder can't be
     written; nothing is left at ``path`` on error.
     """
     root, quats, offsets, fps, names = validate_pose(pose, names)
-    doc = build_gltf(root, quats, offsets, fps, names, mesh)
+    doc = build_gltf(root, quats, offsets, fps, names, mesh, floor)
     data = b"".join(bytes(part) for part in doc.save_to_bytes())
     return atomic_write(path, lambda fh: fh.write(data), what="GLB")

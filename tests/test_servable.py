@@ -1,0 +1,44 @@
+"""The warning for prompts the models cannot serve: calibration, rates, text, save/load."""
+import numpy as np
+
+from backend.eval.servable import UNSERVABLE_PROMPTS, ServableCheck, calibrate
+
+
+def test_calibration_on_separable_signals():
+    rng = np.random.default_rng(0)
+    served = np.stack([rng.normal(0.6, 0.05, 400), rng.normal(3.0, 0.3, 400)], 1)
+    absent = np.stack([rng.normal(0.2, 0.05, 24), rng.normal(3.0, 0.3, 24)], 1)   # retrieval separates
+    check = calibrate(served, absent, miss=0.025)
+    assert 0.45 < check.min_retrieval < 0.55 and 3.4 < check.max_distance < 3.8
+    assert check.false_alarm <= 0.1 and check.hit_rate == 1.0
+    # a distance-only miss is caught too
+    far = np.stack([rng.normal(0.6, 0.05, 24), rng.normal(6.0, 0.3, 24)], 1)
+    assert calibrate(served, far).hit_rate == 1.0
+
+
+def test_calibration_that_cannot_separate_says_so():
+    rng = np.random.default_rng(1)
+    same = np.stack([rng.normal(0.5, 0.1, 400), rng.normal(3.0, 0.3, 400)], 1)
+    check = calibrate(same, same[:24].copy())
+    assert check.hit_rate < 0.3, "indistinguishable prompts cannot be flagged often"
+
+
+def test_warning_names_the_reason_and_the_known_kinds(tmp_path):
+    check = ServableCheck(min_retrieval=0.4, max_distance=4.0)
+    assert check.warning(0.6, 3.0) is None and check.warning(None, None) is None
+    w = check.warning(0.1, 3.0)
+    assert "no database video matches it well" in w and "walking" in w and "cartwheels" in w
+    assert "far from the words" in check.warning(0.6, 5.5)
+    check.save_pretrained(tmp_path / "s")
+    assert ServableCheck.from_pretrained(tmp_path / "s") == check
+    assert ServableCheck.from_pretrained(tmp_path / "missing") is None
+
+
+def test_unservable_prompts_name_no_corpus_kind():
+    from backend.data.corpus import IN_DIST_KINDS, OOD_KINDS
+
+    words = {"walk", "turn", "run", "jump", "kick", "punch", "spin", "dance", "get up", "cartwheel",
+             "backflip", "crawl", "roll"}
+    assert len(IN_DIST_KINDS) + len(OOD_KINDS) == 16
+    for p in UNSERVABLE_PROMPTS:
+        assert not any(w in p.split() or w + "s" in p.split() for w in words), p
