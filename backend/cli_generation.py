@@ -20,7 +20,11 @@ def _ship(model, name: str) -> None:
 def _model_config(args, codebook: int):
     from backend.models.motion_llm import MotionLLMConfig
 
+    from backend.models.motion_llm import MLP_TARGETS, _default_targets
+
     over = {"num_prefix": args.prefix_frames + 1} if getattr(args, "prefix_frames", None) else {}
+    if getattr(args, "lora_mlp", False):
+        over["lora_targets"] = _default_targets() + MLP_TARGETS
     if args.config == "phi3":
         if not args.base:
             raise ValueError("--config phi3 needs --base DIR (a local Phi-3-mini folder)")
@@ -80,6 +84,8 @@ def cmd_train_sft(args) -> int:
           f"{len(selfs)} motions with a video of their own (shown to {args.self_video:.0%} of "
           f"their captions); {len(val_first)} validation examples")
     model = MotionLLM(_model_config(args, vqvae.config.nb_code))
+    if args.init_from and not (work / "state.pt").is_file():
+        _warm_start(model, Path(args.init_from))
     cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
                          ckpt_every=args.ckpt_every, seed=args.seed, val_every=args.val_every,
                          patience=args.patience, self_video=args.self_video if selfs else 0.0)
@@ -92,6 +98,21 @@ def cmd_train_sft(args) -> int:
     if args.ship:
         _ship(model, f"llm-{name}")
     return 0
+
+
+def _warm_start(model, folder: Path) -> None:
+    """Start from a trained model's tensors (same base, vocabulary and prefix); LoRA modules
+    the new model adds start at zero, so training continues from the same function."""
+    from backend.models.pretrained import load_folder
+    from backend.models.motion_llm import MotionLLMConfig
+
+    config, state = load_folder(folder, MotionLLMConfig, "MotionLLM")
+    for name in ("base", "codebook_size", "num_prefix", "lora_r", "lora_alpha", "tokenizer"):
+        if getattr(config, name) != getattr(model.config, name):
+            raise ValueError(f"--init-from {folder}: its {name} is {getattr(config, name)!r}, "
+                             f"this model's {getattr(model.config, name)!r}")
+    fresh = model.load_trainable_state_dict(state, partial=True)
+    print(f"warm start from {folder}: {len(state)} tensors loaded, {len(fresh)} new (zero-start LoRA)")
 
 
 # ----------------------------------------------------------------------------------- McDPO
@@ -288,6 +309,11 @@ def register(sub, groups: dict) -> None:
     s.add_argument("--self-video", type=float, default=0.5,
                    help="share of captions shown the video of their own motion (needs `videos self`)")
     s.add_argument("--self-db", default="self-train", help="database of the self videos")
+    s.add_argument("--lora-mlp", action="store_true",
+                   help="LoRA on the MLP projections too (more capacity than attention only)")
+    s.add_argument("--init-from", metavar="DIR",
+                   help="warm start from a trained model folder (e.g. checkpoints/llm-sft); with "
+                        "--lora-mlp its attention LoRA is kept and the MLP LoRA starts at zero")
     s.add_argument("--val-every", type=int, default=100, help="steps between validation passes")
     s.add_argument("--val-size", type=int, default=160, help="validation examples (val split)")
     s.add_argument("--patience", type=int, default=3,

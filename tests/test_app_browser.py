@@ -146,6 +146,11 @@ def test_bad_input_through_the_page(browser, app_server):
         assert "describe a motion" in status
         status = generate(page, "a person walks in a circle " * 200, expect="cut to 500")
         assert status.startswith("Done"), status
+        toasts = page.locator("[data-testid=toast-text]", has_text="cut to 500")
+        page.wait_for_timeout(1500)
+        texts = toasts.all_inner_texts()
+        assert len(texts) == 1, f"one toast per note, got {texts}"
+        assert "**" not in texts[0] and "`" not in texts[0], texts[0]
         status = generate(page, "🤸‍♀️ 💃🕺", expect="Done")
         body = page.inner_text("body")
         assert "Traceback" not in body and "Error" not in page.inner_text(STATUS)

@@ -378,6 +378,34 @@ def test_save_load_round_trip(llm, tiny_base, tmp_path):
         MotionLLM.from_pretrained(tmp_path / "nothing")
 
 
+def test_warm_start_of_a_larger_adapter_keeps_the_function(llm, tiny_base, tmp_path):
+    """``train sft --lora-mlp --init-from``: the MLP LoRA starts at zero, so the grown model
+    computes what the saved one did; a different codebook is refused."""
+    from backend.cli_generation import _warm_start
+    from backend.models.motion_llm import MLP_TARGETS, _default_targets
+
+    batch = llm.build_batch(TEXTS, [video(0), None, None], [[1, 2], [3], [4, 5, 6]])
+    opt = torch.optim.Adam(llm.trainable_parameters(), lr=1e-2)
+    llm.train()
+    for _ in range(2):
+        opt.zero_grad()
+        llm.loss(batch).backward()
+        opt.step()
+    llm.eval()
+    llm.save_pretrained(tmp_path / "m")
+    torch.manual_seed(5)
+    grown = MotionLLM(make_config(tiny_base, lora_targets=_default_targets() + MLP_TARGETS)).eval()
+    assert len(grown.trainable_state_dict()) > len(llm.trainable_state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(grown(batch), llm(batch))
+    _warm_start(grown, tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(grown(batch), llm(batch), atol=1e-5, rtol=1e-5)
+    assert any("gate_up_proj.lora_" in k for k in grown.trainable_state_dict())
+    with pytest.raises(ValueError, match="codebook_size"):
+        _warm_start(MotionLLM(make_config(tiny_base, codebook_size=K + 1)), tmp_path / "m")
+
+
 # -----------------------------------------------------------------------------
 # McDPO
 

@@ -117,6 +117,9 @@ def _default_targets() -> list[str]:
     return ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"]
 
 
+MLP_TARGETS = ["gate_proj", "up_proj", "down_proj", "gate_up_proj"]   # + Phi-3's fused gate_up_proj
+
+
 @dataclass
 class MotionLLMConfig:
     base: str = EMBEDDED  # "embedded" (packaged Gemma 3 270M) or a local HF causal-LM folder
@@ -657,11 +660,17 @@ class MotionLLM(nn.Module):
         new = ("motion_embed.", "motion_head.", "projector.")
         return {k: v for k, v in self.state_dict().items() if k.startswith(new) or ".lora_" in k}
 
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], partial: bool = False) -> list[str]:
         """Load tensors written by ``save_pretrained``; ValueError naming every missing,
-        unexpected or mis-shaped key."""
+        unexpected or mis-shaped key. ``partial=True`` (a warm start of a larger adapter, e.g.
+        LoRA on more modules) lets tensors the file lacks keep their initial values (a fresh LoRA
+        pair adds zero, so the model starts as the file's) and returns their names."""
         own = self.trainable_state_dict()
         missing = sorted(set(own) - set(state))
+        kept = missing if partial else []
+        if partial:
+            own = {k: v for k, v in own.items() if k in state}
+            missing = []
         unexpected = sorted(set(state) - set(own))
         shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
                   for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
@@ -675,6 +684,7 @@ class MotionLLM(nn.Module):
         with torch.no_grad():
             for k, v in own.items():
                 v.copy_(state[k].to(v.dtype))
+        return kept
 
     def save_pretrained(self, directory, dtype: torch.dtype | None = None) -> Path:
         """config.json + model.safetensors of the trained tensors only (never the base)."""
@@ -692,6 +702,6 @@ class MotionLLM(nn.Module):
         return model.to(device).eval()
 
 
-__all__ = ["EMBEDDED", "MotionBatch", "MotionLLM", "MotionLLMConfig", "MotionVocab", "PromptError",
+__all__ = ["EMBEDDED", "MLP_TARGETS", "MotionBatch", "MotionLLM", "MotionLLMConfig", "MotionVocab", "PromptError",
            "VideoFeatures", "VideoProjector", "clean_prompt", "embedded_base_dir", "load_base",
            "pool_frames"]
