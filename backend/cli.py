@@ -423,6 +423,46 @@ def cmd_eval_servable(args) -> int:
     return 0
 
 
+def cmd_eval_video_use(args) -> int:
+    import random
+
+    import torch
+
+    from backend.data.dataset import open_corpus
+    from backend.eval.video_use import format_video_use, video_use
+    from backend.models.motion_llm import MotionLLM
+    from backend.models.vqvae import MotionVQVAE
+    from backend.paths import checkpoints_dir, data_home
+    from backend.retrieval.service import VideoRetriever
+    from backend.train.motion_llm import build_examples
+
+    _threads(args.threads)
+    corpus = open_corpus(args.data)
+    folder = Path(args.model) if Path(args.model).is_dir() else checkpoints_dir() / f"llm-{args.model}"
+    model = MotionLLM.from_pretrained(folder)
+    vqvae = MotionVQVAE.from_pretrained(checkpoints_dir() / model.config.tokenizer).eval()
+    retriever = VideoRetriever.open("embedded")
+    try:
+        own = VideoRetriever.open(args.self_db) if args.split == "train" else None
+    except Exception:                                   # noqa: BLE001 - the self rows are optional
+        own = None
+    examples = build_examples(corpus, vqvae, retriever, "gemini", data_home() / "runs", split=args.split)
+    first, seen = [], set()
+    for e in examples:                                  # one caption per motion
+        if e.mid not in seen:
+            seen.add(e.mid)
+            first.append(e)
+    random.Random(args.seed).shuffle(first)
+    if own is not None:                                 # motions with a video of their own first
+        first.sort(key=lambda e: not own.has_video(f"self-{e.mid}"))
+    with torch.no_grad():
+        res = video_use(model.eval(), first[:args.size], retriever, own, args.seed)
+    print(format_video_use(res, f"{folder.name} on {args.split} ({len(first[:args.size])} captions)"))
+    if args.json:
+        print(json.dumps({"model": str(folder), "split": args.split, "rows": res}))
+    return 0
+
+
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a component (prints a table; --json adds figures)")
     esub = p.add_subparsers(dest="eval_cmd", required=True, metavar="COMPONENT")
@@ -482,6 +522,20 @@ def add_eval(sub) -> None:
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     f.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
     f.set_defaults(func=cmd_eval_follow)
+    vu = esub.add_parser(
+        "video-use", help="does a motion LLM read its video? token loss under different videos",
+        description="Per-token loss of the ground-truth motion codes of held-out captions with "
+                    "their rank-1 video, a random video, no video and (train split, `videos self`) "
+                    "the video of the motion itself.")
+    vu.add_argument("--model", default="sft", help="sft, mcdpo, novideo or a model folder")
+    vu.add_argument("--split", default="val", help="corpus split (train: the self-video rows too)")
+    vu.add_argument("--size", type=int, default=160, help="captions (one per motion)")
+    vu.add_argument("--self-db", default="self-train", help="database of the self videos")
+    vu.add_argument("--data", help="corpus folder (default: the embedded corpus)")
+    vu.add_argument("--seed", type=int, default=0)
+    vu.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    vu.add_argument("--json", action="store_true")
+    vu.set_defaults(func=cmd_eval_video_use)
     sv = esub.add_parser(
         "servable", help="calibrate the warning for prompts the models cannot serve",
         description="Best Gemini-MVR score and text-motion distance of the generated motion, for "

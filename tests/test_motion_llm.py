@@ -485,3 +485,30 @@ def test_embedded_gemma_generates():
     trained = model.trainable_state_dict()
     assert not any("embed_tokens" in k or "lm_head" in k for k in trained)
     assert sum(t.numel() for t in trained.values()) < 5_000_000
+
+
+def test_video_use_rows(llm):
+    """`eval video-use`: one loss per kind of video; self rows only where a self video exists."""
+    from types import SimpleNamespace
+
+    from backend.eval.video_use import format_video_use, video_use
+    from backend.train.motion_llm import Example
+
+    class Videos:
+        def __init__(self, ids):
+            self.db = SimpleNamespace(ids=ids)
+
+        def has_video(self, vid):
+            return vid in self.db.ids
+
+        def video_features(self, vid):
+            v = video(sum(map(ord, vid)))
+            return v.frames, v.object
+
+    exs = [Example(t, np.array([1 + i, 2, 3]), f"db{i}", f"m{i}") for i, t in enumerate(TEXTS)]
+    res = video_use(llm.eval(), exs, Videos(["db0", "db1", "db2"]), Videos(["self-m0", "self-m2"]))
+    assert set(res) == {"retrieved", "random", "none", "self", "retrieved (same captions as self)"}
+    assert res["self"]["captions"] == 2 and res["retrieved"]["captions"] == 3
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in res.values())
+    assert res["random"]["loss"] != res["retrieved"]["loss"]
+    assert "self" in format_video_use(res, "t")
