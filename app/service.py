@@ -469,8 +469,9 @@ class AppService:
         from backend.models.motion_llm import VideoFeatures
 
         with np.load(upload["features"], allow_pickle=False) as z:
-            emb = self.call(pipe.retriever.encode_arrays, z["keypoints"], z["object"])
-        return VideoFeatures(emb["frames"], emb["o"])
+            z_kp = np.asarray(z["keypoints"], np.float32)
+            emb = self.call(pipe.retriever.encode_arrays, z_kp, z["object"])
+        return VideoFeatures(emb["frames"], emb["o"], z_kp)
 
 
 def transcode_mp4(src: Path, out: Path, max_side: int = 480) -> Path:

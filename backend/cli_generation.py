@@ -20,11 +20,13 @@ def _ship(model, name: str) -> None:
 def _model_config(args, codebook: int):
     from backend.models.motion_llm import MotionLLMConfig
 
-    from backend.models.motion_llm import MLP_TARGETS, _default_targets
+    from backend.models.motion_llm import MLP_TARGETS, POSE_DIM, _default_targets
 
     over = {"num_prefix": args.prefix_frames + 1} if getattr(args, "prefix_frames", None) else {}
     if getattr(args, "lora_mlp", False):
         over["lora_targets"] = _default_targets() + MLP_TARGETS
+    if getattr(args, "pose_prefix", False):
+        over["pose_dim"] = POSE_DIM
     if args.config == "phi3":
         if not args.base:
             raise ValueError("--config phi3 needs --base DIR (a local Phi-3-mini folder)")
@@ -311,6 +313,9 @@ def register(sub, groups: dict) -> None:
     s.add_argument("--self-db", default="self-train", help="database of the self videos")
     s.add_argument("--lora-mlp", action="store_true",
                    help="LoRA on the MLP projections too (more capacity than attention only)")
+    s.add_argument("--pose-prefix", action="store_true",
+                   help="a trainable pose encoder reads the video's keypoints (each sampled frame's "
+                        "joints and their motion) into the prefix, beside the retriever's features")
     s.add_argument("--init-from", metavar="DIR",
                    help="warm start from a trained model folder (e.g. checkpoints/llm-sft); with "
                         "--lora-mlp its attention LoRA is kept and the MLP LoRA starts at zero")

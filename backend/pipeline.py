@@ -146,12 +146,7 @@ class VimoRAGPipeline:
 
     # -------------------------------------------------------------------------------- core
     def _video(self, video_id):
-        from backend.models.motion_llm import VideoFeatures
-
-        if video_id is None:
-            return None
-        frames, obj = self.retriever.video_features(video_id)
-        return VideoFeatures(frames, obj)
+        return None if video_id is None else self.retriever.video_prior(video_id)
 
     def retrieve(self, text: str, mode: str, k: int = 5, seed: int | None = None) -> list:
         if mode in ("none", "given"):

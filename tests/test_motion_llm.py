@@ -512,3 +512,43 @@ def test_video_use_rows(llm):
     assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in res.values())
     assert res["random"]["loss"] != res["retrieved"]["loss"]
     assert "self" in format_video_use(res, "t")
+
+
+def test_pose_prefix_reads_keypoints_and_warm_starts_unchanged(llm, tiny_base, tmp_path):
+    """`train sft --pose-prefix`: each slot also sees its frame's keypoints and their motion; the
+    encoder starts at zero (a warm start computes what the saved model did), then learns."""
+    from backend.cli_generation import _warm_start
+    from backend.models.motion_llm import POSE_DIM, pose_features
+
+    kp = np.random.default_rng(0).uniform(-1, 1, (16, 17, 3)).astype(np.float32)
+    feats = pose_features(kp)
+    assert feats.shape == (16, POSE_DIM)
+    np.testing.assert_allclose(feats[0, 51:].reshape(17, 2), kp[1, :, :2] - kp[0, :, :2], atol=1e-6)
+    with pytest.raises(ValueError, match="keypoints"):
+        VideoFeatures(np.zeros((16, 24)), np.zeros(20), np.zeros((16, 5, 3)))
+
+    llm.save_pretrained(tmp_path / "m")
+    posed = MotionLLM(make_config(tiny_base, pose_dim=POSE_DIM)).eval()
+    _warm_start(posed, tmp_path / "m")
+    v = video(0)
+    va, vb = (VideoFeatures(v.frames, v.object, k) for k in (kp, -kp))
+    batch_a = posed.build_batch(TEXTS[:1], [va], [[1, 2]])
+    batch_b = posed.build_batch(TEXTS[:1], [vb], [[1, 2]])
+    assert batch_a.video_pose.shape == (1, posed.config.num_prefix - 1, POSE_DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(posed(batch_a), llm.eval()(llm.build_batch(TEXTS[:1], [v], [[1, 2]])),
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(posed(batch_a), posed(batch_b))          # not looking yet
+    posed.train()
+    opt = torch.optim.Adam(posed.trainable_parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        posed.loss(batch_a).backward()
+        opt.step()
+    posed.eval()
+    with torch.no_grad():
+        assert not torch.allclose(posed(batch_a), posed(batch_b)), "the pose encoder reads keypoints"
+    posed.save_pretrained(tmp_path / "p")
+    again = MotionLLM.from_pretrained(tmp_path / "p")
+    with torch.no_grad():
+        torch.testing.assert_close(again(batch_a), posed(batch_a))

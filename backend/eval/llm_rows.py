@@ -64,8 +64,6 @@ class LLMRow:
         self._cache: dict[str, str] = {}
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
-        from backend.models.motion_llm import VideoFeatures
-
         if self.mode == "none":
             return [None] * len(texts)
         if self.mode == "random":
@@ -77,7 +75,7 @@ class LLMRow:
                 for t, hits in zip(chunk, self.retriever.search_many(chunk, k=1, mode=self.mode)):
                     self._cache[t] = hits[0].id
             ids = [self._cache[t] for t in texts]
-        return [VideoFeatures(*self.retriever.video_features(v)) for v in ids]
+        return [self.retriever.video_prior(v) for v in ids]
 
     def generate(self, items, rng: np.random.Generator) -> list[np.ndarray]:
         import torch

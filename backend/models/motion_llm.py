@@ -79,6 +79,7 @@ class VideoFeatures:
 
     frames: np.ndarray  # (F, action_dim) float32, F >= 1
     object: np.ndarray  # (object_dim,) float32
+    keypoints: np.ndarray | None = None  # (F, 17, 3) person-centred COCO keypoints (pose prefix)
 
     def __post_init__(self):
         fr = self.frames.detach().cpu().numpy() if hasattr(self.frames, "detach") else self.frames
@@ -92,6 +93,11 @@ class VideoFeatures:
         if not (np.all(np.isfinite(fr)) and np.all(np.isfinite(ob))):
             raise ValueError("VideoFeatures contain NaN or infinite values")
         self.frames, self.object = fr, ob
+        if self.keypoints is not None:
+            kp = np.nan_to_num(np.asarray(self.keypoints, dtype=np.float32))
+            if kp.ndim != 3 or kp.shape[0] < 1 or kp.shape[1:] != (17, 3):
+                raise ValueError(f"VideoFeatures.keypoints must have shape (F, 17, 3), got {kp.shape}")
+            self.keypoints = kp
 
     def check(self, action_dim: int, object_dim: int) -> "VideoFeatures":
         if self.frames.shape[1] != action_dim or self.object.shape[0] != object_dim:
@@ -99,6 +105,21 @@ class VideoFeatures:
                              f"{self.object.shape[0]}) do not match the model's (action {action_dim}, "
                              f"object {object_dim})")
         return self
+
+
+POSE_DIM = 17 * 3 + 17 * 2   # per frame: x, y, confidence of each joint + its motion to the next frame
+
+
+def pose_features(keypoints: np.ndarray) -> np.ndarray:
+    """(F, 17, 3) person-centred keypoints (``backend.video.pose.normalize_keypoints``: one origin
+    and scale for the whole clip, so travel shows) -> (F, POSE_DIM): the keypoints and each
+    joint's displacement to the next sampled frame (the last frame repeats the one before)."""
+    kp = np.asarray(keypoints, np.float32)
+    vel = np.zeros(kp.shape[:2] + (2,), np.float32)
+    if len(kp) > 1:
+        vel[:-1] = kp[1:, :, :2] - kp[:-1, :, :2]
+        vel[-1] = vel[-2]
+    return np.concatenate([kp.reshape(len(kp), -1), vel.reshape(len(kp), -1)], axis=1)
 
 
 def pool_frames(frames: np.ndarray, slots: int) -> np.ndarray:
@@ -136,6 +157,7 @@ class MotionLLMConfig:
     max_motion_tokens: int = 50  # motion codes per sequence (default generation length bound)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     tokenizer: str = "vqvae"  # checkpoint folder of the VQ-VAE whose codes the model writes
+    pose_dim: int = 0  # > 0: a trainable pose encoder reads the video's keypoints (POSE_DIM)
 
     def __post_init__(self):
         self.lora_targets = list(self.lora_targets)
@@ -274,9 +296,14 @@ class VideoProjector(nn.Module):
     Frames are average-pooled (parameter-free, at batch building) into ``num_prefix - 1``
     temporal slots; each slot and the object feature go through their own 2-layer MLP
     (LayerNorm -> Linear -> GELU -> Linear); a final LayerNorm whose gain starts at the RMS of
-    the base's token embeddings puts the prefix on the same scale as text."""
+    the base's token embeddings puts the prefix on the same scale as text.
 
-    def __init__(self, action_dim: int, object_dim: int, hidden: int, embed_scale: float):
+    With ``pose_dim`` > 0 a third MLP reads each slot's keypoints (``pose_features``) and adds
+    its output to the slot's action embedding; its last layer starts at zero, so a model
+    warm-started from one without it computes the same function until it learns to look."""
+
+    def __init__(self, action_dim: int, object_dim: int, hidden: int, embed_scale: float,
+                 pose_dim: int = 0):
         super().__init__()
         self.action = nn.Sequential(nn.LayerNorm(action_dim), nn.Linear(action_dim, hidden), nn.GELU(),
                                     nn.Linear(hidden, hidden))
@@ -285,10 +312,19 @@ class VideoProjector(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         with torch.no_grad():
             self.norm.weight.fill_(embed_scale)
+        self.pose = None
+        if pose_dim:
+            self.pose = nn.Sequential(nn.Linear(pose_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden),
+                                      nn.GELU(), nn.Linear(hidden, hidden))
+            nn.init.zeros_(self.pose[-1].weight)
+            nn.init.zeros_(self.pose[-1].bias)
 
-    def forward(self, slots: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
-        """slots (B, S, action_dim), obj (B, object_dim) -> (B, S + 1, hidden)."""
-        return self.norm(torch.cat([self.action(slots), self.object(obj)[:, None]], dim=1))
+    def forward(self, slots: torch.Tensor, obj: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
+        """slots (B, S, action_dim), obj (B, object_dim)[, pose (B, S, pose_dim)] -> (B, S + 1, hidden)."""
+        act = self.action(slots)
+        if self.pose is not None and pose is not None:
+            act = act + self.pose(pose)
+        return self.norm(torch.cat([act, self.object(obj)[:, None]], dim=1))
 
 
 # -----------------------------------------------------------------------------
@@ -311,6 +347,7 @@ class MotionBatch:
     target_positions: torch.Tensor  # (B, M) long
     targets: torch.Tensor  # (B, M) long
     truncated: list[bool] = field(default_factory=list)  # caption cut to max_text_tokens
+    video_pose: torch.Tensor | None = None  # (B, num_prefix - 1, pose_dim) when the model has one
 
     def to(self, device) -> "MotionBatch":
         return replace(self, **{k: v.to(device) for k, v in self.__dict__.items() if torch.is_tensor(v)})
@@ -363,7 +400,7 @@ class MotionLLM(nn.Module):
         self.motion_head = nn.Linear(hidden, self.vocab.size)
         nn.init.normal_(self.motion_head.weight, std=0.02)
         nn.init.zeros_(self.motion_head.bias)
-        self.projector = VideoProjector(cfg.action_dim, cfg.object_dim, hidden, embed_scale)
+        self.projector = VideoProjector(cfg.action_dim, cfg.object_dim, hidden, embed_scale, cfg.pose_dim)
         self._templates: dict[bool, tuple[list[int], list[int], list[int]]] = {}
         self.eval()
 
@@ -450,6 +487,7 @@ class MotionLLM(nn.Module):
         S = cfg.num_prefix - 1
         slots = np.zeros((B, S, cfg.action_dim), np.float32)
         objs = np.zeros((B, cfg.object_dim), np.float32)
+        poses = np.zeros((B, S, cfg.pose_dim), np.float32) if cfg.pose_dim else None
         rows, truncated, n_targets = [], [], []
         for i, (text, video) in enumerate(zip(texts, videos)):
             cap, cut = self.tokenize_caption(text)
@@ -460,6 +498,8 @@ class MotionLLM(nn.Module):
                 video.check(cfg.action_dim, cfg.object_dim)
                 slots[i] = pool_frames(video.frames, S)
                 objs[i] = video.object
+                if poses is not None and video.keypoints is not None:
+                    poses[i] = pool_frames(pose_features(video.keypoints), S)
             a, b, c = self._template(video is not None)
             prefix = list(range(cfg.num_prefix)) if video is not None else []
             motion = [vocab.bos]
@@ -493,7 +533,8 @@ class MotionLLM(nn.Module):
                 targets[i, :n] = torch.tensor(toks[first - start + 1:] + [vocab.eos])
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
         return MotionBatch(tokens, kinds, mask, position_ids, torch.from_numpy(slots), torch.from_numpy(objs),
-                           torch.tensor([v is not None for v in videos]), tpos, targets, truncated)
+                           torch.tensor([v is not None for v in videos]), tpos, targets, truncated,
+                           None if poses is None else torch.from_numpy(poses))
 
     def embed(self, batch: MotionBatch) -> torch.Tensor:
         """(B, L, hidden) input embeddings: text from the base's table, video prefix from the
@@ -503,7 +544,8 @@ class MotionLLM(nn.Module):
         out = torch.where((batch.kinds == TEXT)[..., None], text.to(motion.dtype), motion)
         is_prefix = batch.kinds == PREFIX
         if bool(is_prefix.any()):
-            prefix = self.projector(batch.video_slots.to(out.dtype), batch.video_object.to(out.dtype))
+            pose = batch.video_pose.to(out.dtype) if batch.video_pose is not None else None
+            prefix = self.projector(batch.video_slots.to(out.dtype), batch.video_object.to(out.dtype), pose)
             idx = torch.where(is_prefix, batch.tokens, 0)[..., None].expand(-1, -1, out.shape[-1])
             out = torch.where(is_prefix[..., None], prefix.gather(1, idx), out)
         return torch.where((batch.kinds == PAD)[..., None], torch.zeros_like(out), out)
@@ -702,6 +744,6 @@ class MotionLLM(nn.Module):
         return model.to(device).eval()
 
 
-__all__ = ["EMBEDDED", "MLP_TARGETS", "MotionBatch", "MotionLLM", "MotionLLMConfig", "MotionVocab", "PromptError",
+__all__ = ["EMBEDDED", "MLP_TARGETS", "POSE_DIM", "MotionBatch", "pose_features", "MotionLLM", "MotionLLMConfig", "MotionVocab", "PromptError",
            "VideoFeatures", "VideoProjector", "clean_prompt", "embedded_base_dir", "load_base",
            "pool_frames"]

@@ -216,6 +216,14 @@ class VideoRetriever:
     def has_video(self, video_id: str) -> bool:
         return video_id in self._row
 
+    def video_prior(self, video_id: str):
+        """``VideoFeatures`` of a stored video for the motion LLM: its per-frame action features,
+        object embedding and keypoints (for models with a pose prefix)."""
+        from backend.models.motion_llm import VideoFeatures
+
+        frames, obj = self.video_features(video_id)
+        return VideoFeatures(frames, obj, self.db.keypoints[self._row[video_id]])
+
     def video_features(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(per-frame action features (16, D), object embedding (D,)) of a stored video."""
         r = self._row[video_id]

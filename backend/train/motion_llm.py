@@ -128,6 +128,8 @@ def build_examples(corpus, vqvae, retriever, mode: str, workdir: Path, split: st
 def video_of(retriever, video_id: str | None) -> VideoFeatures | None:
     if video_id is None:
         return None
+    if hasattr(retriever, "video_prior"):
+        return retriever.video_prior(video_id)
     frames, obj = retriever.video_features(video_id)
     return VideoFeatures(frames, obj)
 
@@ -262,6 +264,13 @@ class VideoBank:
         for r in self.retrievers:
             if r.has_video(video_id):
                 return r.video_features(video_id)
+        raise KeyError(f"video {video_id!r} is in none of the databases")
+
+    def video_prior(self, video_id: str):
+        for r in self.retrievers:
+            if r.has_video(video_id):
+                return r.video_prior(video_id) if hasattr(r, "video_prior") else \
+                    VideoFeatures(*r.video_features(video_id))
         raise KeyError(f"video {video_id!r} is in none of the databases")
 
 
