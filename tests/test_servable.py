@@ -42,3 +42,23 @@ def test_unservable_prompts_name_no_corpus_kind():
     assert len(IN_DIST_KINDS) + len(OOD_KINDS) == 16
     for p in UNSERVABLE_PROMPTS:
         assert not any(w in p.split() or w + "s" in p.split() for w in words), p
+
+
+def test_pipeline_warns_from_the_shipped_thresholds():
+    """``VimoRAGPipeline.servability_warning``: the best Gemini-MVR score even when another
+    retrieval mode was used; no calibration, no warning."""
+    from types import SimpleNamespace
+
+    from backend.pipeline import VimoRAGPipeline
+
+    pipe = VimoRAGPipeline.__new__(VimoRAGPipeline)
+    pipe.servable = None
+    res = SimpleNamespace(text="a person swims", retrieval="random", hits=[])
+    assert pipe.servability_warning(res, 9.0) is None
+    pipe.servable = ServableCheck(min_retrieval=0.4, max_distance=4.0)
+    asked = []
+    pipe.retrieve = lambda text, mode, k=5, seed=None: asked.append(mode) or [SimpleNamespace(score=0.1)]
+    assert "no database video matches" in pipe.servability_warning(res)
+    assert asked == ["gemini"]
+    good = SimpleNamespace(text="a person walks", retrieval="gemini", hits=[SimpleNamespace(score=0.7)])
+    assert pipe.servability_warning(good, 3.0) is None and asked == ["gemini"]
