@@ -90,7 +90,8 @@ def cmd_train_sft(args) -> int:
         _warm_start(model, Path(args.init_from))
     cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
                          ckpt_every=args.ckpt_every, seed=args.seed, val_every=args.val_every,
-                         patience=args.patience, self_video=args.self_video if selfs else 0.0)
+                         patience=args.patience, self_video=args.self_video if selfs else 0.0,
+                         caption_drop=args.caption_drop)
     model = train_sft(model, examples, videos, cfg, work, resume=not args.no_resume,
                       val_examples=val_first, self_videos=selfs)
     model.save_pretrained(work / "model")
@@ -310,6 +311,9 @@ def register(sub, groups: dict) -> None:
                         "features (16 = unpooled), plus the object slot")
     s.add_argument("--self-video", type=float, default=0.5,
                    help="share of captions shown the video of their own motion (needs `videos self`)")
+    s.add_argument("--caption-drop", type=float, default=0.0,
+                   help="share of the self-video pairs whose caption is replaced by a neutral one, "
+                        "so only the video's poses tell the motion")
     s.add_argument("--self-db", default="self-train", help="database of the self videos")
     s.add_argument("--lora-mlp", action="store_true",
                    help="LoRA on the MLP projections too (more capacity than attention only)")

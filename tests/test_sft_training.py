@@ -45,8 +45,8 @@ def test_video_bank_and_self_ids():
     assert self_video_ids(None, ["m0"]) == {}
 
 
-@pytest.mark.parametrize("share", [0.0, 1.0])
-def test_sft_self_video_share(tiny_base, tmp_path, share):  # noqa: F811
+@pytest.mark.parametrize("share,drop", [(0.0, 1.0), (1.0, 0.0), (1.0, 1.0)])
+def test_sft_self_video_share(tiny_base, tmp_path, share, drop):  # noqa: F811
     from backend.models.motion_llm import MotionLLM
 
     ex = _examples()
@@ -54,11 +54,14 @@ def test_sft_self_video_share(tiny_base, tmp_path, share):  # noqa: F811
     own = FakeRetriever([f"self-{e.mid}" for e in ex[:3]], 1)   # half the motions have one
     torch.manual_seed(0)
     model = MotionLLM(make_config(tiny_base, num_prefix=17))
-    cfg = LLMTrainConfig(steps=4, batch_size=6, warmup=1, ckpt_every=10, threads=1, self_video=share)
+    cfg = LLMTrainConfig(steps=4, batch_size=6, warmup=1, ckpt_every=10, threads=1, self_video=share,
+                         caption_drop=drop)
     train_sft(model, ex, VideoBank(db, own), cfg, tmp_path, self_videos=self_video_ids(own, [e.mid for e in ex]))
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    # every batch is a whole pass over the 6 examples; 3 of them have their own video
+    # every batch is a whole pass over the 6 examples; 3 of them have their own video, and only
+    # those (never a caption shown its retrieved video) may lose their caption
     assert [r["self_videos"] for r in rows] == [3 * int(share)] * len(rows)
+    assert [r["captions_hidden"] for r in rows] == [3 * int(share * drop)] * len(rows)
 
 
 def test_sft_validation_early_stop_keeps_best(tiny_base, tmp_path):  # noqa: F811

@@ -59,10 +59,16 @@ class LLMTrainConfig:
     val_every: int = 0                  # steps between validation passes (0: none)
     patience: int = 0                   # stop after this many validations without a new best (0: never)
     self_video: float = 0.0             # SFT: share of captions shown the video of their own motion
+    caption_drop: float = 0.0           # SFT: share of those self-video pairs whose caption is hidden
     log_every: int = 10                 # training-loss rows in log.jsonl (McDPO: 1, its batches are noisy)
 
 
 # ---------------------------------------------------------------------------------- data
+VIDEO_ONLY_TEXT = "a person moves like the person in the video."
+"""The caption shown instead of the real one when SFT hides it (``caption_drop``): with no words to
+go by, only reading the video's poses lowers the loss."""
+
+
 @torch.no_grad()
 def motion_codes(corpus, vqvae, split: str = "train") -> dict[str, np.ndarray]:
     """Ground-truth VQ codes of every motion of ``split`` (first 196 frames)."""
@@ -299,7 +305,8 @@ def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrai
     """Cross-entropy on the motion tokens of shuffled passes over ``examples``. With
     ``self_videos`` (motion id -> video id) and ``cfg.self_video`` = p, each drawn caption is
     shown the video of its own motion with probability p (instead of its rank-1 video), so the
-    model learns to read motion from a pose sequence. ``retriever`` is anything with
+    model learns to read motion from a pose sequence; ``cfg.caption_drop`` = q hides the caption of
+    such a pair with probability q (``VIDEO_ONLY_TEXT``), so the video is all it has to go by. ``retriever`` is anything with
     ``video_features(id)`` (a ``VideoBank`` for several databases)."""
     draw = _epoch_sampler(len(examples), cfg)
     self_videos = self_videos or {}
@@ -309,9 +316,12 @@ def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrai
         ex = [examples[i] for i in draw()]
         vids = [self_videos[e.mid] if e.video_id is not None and e.mid in self_videos
                 and rng.random() < cfg.self_video else e.video_id for e in ex]
-        batch = core.build_batch([e.text for e in ex], [video_of(retriever, v) for v in vids],
+        texts = [VIDEO_ONLY_TEXT if v != e.video_id and rng.random() < cfg.caption_drop else e.text
+                 for v, e in zip(vids, ex)]
+        batch = core.build_batch(texts, [video_of(retriever, v) for v in vids],
                                  [e.codes for e in ex], padding="right").to(core.device)
-        return core.loss(batch), {"self_videos": sum(v != e.video_id for v, e in zip(vids, ex))}
+        return core.loss(batch), {"self_videos": sum(v != e.video_id for v, e in zip(vids, ex)),
+                                  "captions_hidden": sum(t == VIDEO_ONLY_TEXT for t in texts)}
 
     validate = None
     if val_examples:
@@ -394,5 +404,5 @@ def train_mcdpo(policy: MotionLLM, reference: MotionLLM, prefs: list[Preference]
 
 
 __all__ = ["Example", "LLMTrainConfig", "Preference", "VideoBank", "build_examples", "decode_codes",
-           "make_preferences", "motion_codes", "retrieval_cache", "self_video_ids", "train_mcdpo",
+           "VIDEO_ONLY_TEXT", "make_preferences", "motion_codes", "retrieval_cache", "self_video_ids", "train_mcdpo",
            "train_sft", "validation_loss", "video_of"]
