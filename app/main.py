@@ -1,4 +1,5 @@
-"""The VimoRAG browser app (Gradio): prompt -> retrieved video -> motion -> export.
+"""The VimoRAG browser app (Gradio): the page's layout and wiring; what a request does is in
+``app.handlers`` (plain functions), the work behind it in ``app.service``.
 
     build_app(pipeline_factory=None, ...) -> gr.Blocks     (tests inject a pipeline factory)
     serve(host="127.0.0.1", port=7860, ...) -> int           (``python launch.py``)
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,12 +29,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import views
-from backend.eval.follow import EXAMPLE_PROMPTS
-from backend.video.ingest import VIDEO_SUFFIXES
-from app.service import (MODEL_LABELS, RETRIEVAL_LABELS, AppService, ClipOptions, ModelHolder, ModelRun,
-                         NotReady, Outcome, UserError, default_pipeline_factory, prompt_notes,
-                         remember_choice, resolve_choice, slug)
+from app import handlers, views
+from app.service import AppService, ModelHolder, default_pipeline_factory
+from backend.evaluation.follow import EXAMPLE_PROMPTS
+from backend.retrieval.videos.database import database_dir
+from backend.retrieval.videos.ingest import VIDEO_SUFFIXES
 
 log = logging.getLogger("vimorag.app")
 
@@ -49,25 +50,6 @@ Describe a motion. The app retrieves the most relevant human video from its data
 (**Gemini-MVR**: an action channel, an object channel and a router that weighs them), a motion
 language model writes motion tokens from your text **plus that video**, and a VQ-VAE decodes them
 into a body animation you can download as BVH, FBX, GLB, MP4 or NumPy."""
-
-
-def _error_message(exc: BaseException) -> str:
-    from backend.video.database import DatabaseError
-    from core.prompt import PromptError
-
-    if isinstance(exc, (PromptError, UserError, NotReady)):
-        return views.no_paths(str(exc)[:1].upper() + str(exc)[1:])
-    if isinstance(exc, KeyError):
-        return f"Not found: {views.no_paths(str(exc.args[0] if exc.args else exc))}"
-    if isinstance(exc, FileNotFoundError):
-        return f"A file is missing: {views.no_paths(str(exc))}"
-    if isinstance(exc, DatabaseError):
-        return f"Video database problem: {views.no_paths(str(exc))}"
-    if isinstance(exc, ValueError):
-        return f"Invalid input: {views.no_paths(str(exc))}"
-    log.error("request failed", exc_info=exc)
-    return (f"Something went wrong ({type(exc).__name__}: {views.no_paths(str(exc))[:300]}). The app "
-            "is still running: try again, or another prompt.")
 
 
 def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int = 1,
@@ -153,155 +135,39 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
         with gr.Accordion("Details (JSON)", open=False):
             details = gr.JSON(label="details", elem_id="details")
 
-        outputs = [status, retrieved, router, gallery, video_a, video_b, model3d, distances,
-                   downloads, details, state, video_id, retrieval]
-
         # ------------------------------------------------------------------ handlers
-        def run(prompt_v, model_v, retrieval_v, seed_v, temp_v, mode_v, vid_v, clip_v, st, progress,
-                head=None, keep=True):
-            """Generator of {component: value} updates; errors end as a message. ``clip_v``:
-            the raw (length, in place, foot lock, BVH units) values; ``keep``: a chosen video
-            also serves a prompt other than the one it was chosen with."""
-            st = dict(st or {})
-            t_start = time.perf_counter()
-            parts: dict[str, float] = {}
-            try:
-                compare = mode_v == "compare"
-                clip = ClipOptions.parse(*clip_v)
-                uploads = st.get("uploads") or {}
-                pipe, text, seed_i, temp_f, vid, models = service.check_inputs(
-                    prompt_v, model_v, retrieval_v, seed_v, temp_v, vid_v, compare, uploads)
-                notes = list(head or []) + prompt_notes(prompt_v, text)
-                chosen_before = retrieval_v == "given"
-                retrieval_v, vid, note = resolve_choice(st, text, retrieval_v, vid, keep)
-                notes += [note] if note else []
-                mode_txt = "McDPO vs SFT" if compare else MODEL_LABELS[models[0]]
-                progress(0.05, desc="Retrieving a video and writing motion tokens")
-                yield {status: views.status_md("busy", f"Working: {mode_txt}, "
-                                               f"{RETRIEVAL_LABELS[retrieval_v]}…"), state: st}
-                oc = Outcome(notes=notes, retrieval=retrieval_v)
-                results = []
-                for i, m in enumerate(models):
-                    progress(0.05 + 0.25 * i / len(models),
-                             desc=f"{MODEL_LABELS[m]}: retrieving + writing motion tokens")
-                    results.append(service.generate_motion(pipe, text, m, retrieval_v, seed_i,
-                                                           temp_f, vid, uploads, clip))
-                parts["waiting + generation"] = time.perf_counter() - t_start
-                r0 = results[0]
-                oc.video_id = r0.video_id
-                if r0.hits:
-                    oc.hits = [h.to_json() for h in r0.hits]
-                    st["hits"] = oc.hits
-                oc.router = service.router_for(pipe, text, r0.video_id, r0.hits, uploads)
-                upd = {router: views.router_html(oc.router, retrieval_v, oc.hits or None)}
-                if retrieval_v == "none":
-                    upd[retrieved] = None
-                    upd[gallery] = []
-                    st["hits"] = []
-                yield {**upd, status: views.status_md("busy", "Motion tokens written; rendering the "
-                                                      "body mesh and exporting…"), state: st}
+        # (the work is in app.handlers; here only Gradio's side: components and toasts)
+        components = {"status": status, "retrieved": retrieved, "router": router, "gallery": gallery,
+                      "video_a": video_a, "video_b": video_b, "model3d": model3d,
+                      "distances": distances, "downloads": downloads, "details": details,
+                      "state": state, "video_id": video_id, "retrieval": retrieval}
+        outputs = [components[name] for name in handlers.OUTPUTS]
 
-                t_exp = time.perf_counter()
-                run_dir = service.new_run_dir(st)
-                for i, (m, res) in enumerate(zip(models, results)):
-                    progress(0.35 + 0.4 * i / len(models), desc=f"{MODEL_LABELS[m]}: rendering + exporting")
-                    files = service.export(res, run_dir, f"vimorag_{m}_{slug(text)}{clip.stem_suffix()}",
-                                           clip.bvh_units)
-                    progress(0.35 + 0.4 * (i + 0.9) / len(models), desc="text-motion distance")
-                    oc.runs.append(ModelRun(m, res, files, service.distance(pipe, res)))
-                parts["rendering + export"] = time.perf_counter() - t_exp
-                warn = service.servability(pipe, oc.runs[0].result, oc.runs[0].distance)
-                if warn and retrieval_v == "gemini":     # other modes: the video was not a match
-                    notes.append(warn)
-                a = oc.runs[0]
-                upd[video_a] = str(a.files["mp4"])
-                upd[video_b] = str(oc.runs[1].files["mp4"]) if compare else None
-                upd[distances] = views.distances_md(oc.runs) + (
-                    "\n\nText-motion distance: the evaluator's distance between the prompt and the "
-                    "motion (lower = closer)." if oc.runs[0].distance is not None else "")
-                upd[downloads] = [str(p) for r in oc.runs for k, p in r.files.items() if k != "glb_preview"]
-                # The 3D view gets its file in this update only: the same Model3D value arriving
-                # twice within milliseconds (a last yield is delivered twice) leaves Gradio's
-                # viewer without its canvas. API clients find the GLB in the downloads too.
-                yield {**upd, model3d: str(a.files.get("glb_preview", a.files["glb"])),
-                       status: views.status_md("busy", "Motion ready; loading the reference video…"),
-                       state: st}
-
-                t_ref = time.perf_counter()
-                if oc.video_id is not None:
-                    progress(0.8, desc="Rendering the reference video (first time only)")
-                    upd[retrieved] = str(service.video_for_display(oc.video_id, uploads))
-                    if oc.hits:
-                        progress(0.9, desc="Top-5 thumbnails")
-                        upd[gallery] = [(str(service.thumbnail(h["id"])),
-                                         f"{'▶ ' if h['id'] == oc.video_id else ''}#{h['rank']} "
-                                         f"{service.caption(h['id'])} · {h['score']:+.2f}")
-                                        for h in oc.hits]
-                    parts["reference video"] = time.perf_counter() - t_ref
-                details_v = {"prompt_used": text, "notes": notes, "mode": mode_v,
-                             "retrieval": retrieval_v, "video_id": oc.video_id, "router": oc.router,
-                             "hits": oc.hits, "clip": clip.summary(), "results": []}
-                for r in oc.runs:
-                    s = r.summary()
-                    s.pop("files", None)
-                    details_v["results"].append(s)
-                ref = ("a random video, " if compare or retrieval_v == "random" else "") + (oc.video_id or "none")
-                done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
-                        f"(reference video: {views.md_text(ref)}; {views.timing_text(parts)}).")
-                msg = "  \n".join([done] + notes)
-                if notes:
-                    gr.Info(" ".join(notes).replace("**", "")[:300])
-                remember_choice(st, text, retrieval_v, vid)
-                if retrieval_v == "given":
-                    upd.update({video_id: vid, retrieval: "given"})
-                elif chosen_before:                  # back to retrieval: the choice is gone
-                    upd.update({video_id: "", retrieval: retrieval_v})
-                yield {**upd, details: details_v, state: st,
-                       status: views.status_md("note" if notes else "ok", msg)}
-            except Exception as exc:      # never a traceback on the page; the server keeps serving
-                msg = _error_message(exc)
-                gr.Warning(msg[:300])
-                yield {status: views.status_md("error", msg), state: st}
+        def page(updates):
+            for upd in updates:
+                if "info" in upd:
+                    gr.Info(upd.pop("info"))
+                if "warning" in upd:
+                    gr.Warning(upd.pop("warning"))
+                yield {components[k]: v for k, v in upd.items()}
 
         def on_generate(prompt_v, model_v, retrieval_v, seed_v, temp_v, mode_v, vid_v, len_v, place_v,
                         lock_v, units_v, keep_v, st, progress=gr.Progress()):
-            yield from run(prompt_v, model_v, retrieval_v, seed_v, temp_v, mode_v, vid_v,
-                           (len_v, place_v, lock_v, units_v), st, progress, keep=bool(keep_v))
+            req = handlers.Request(prompt_v, model_v, retrieval_v, seed_v, temp_v, mode_v, vid_v,
+                                   (len_v, place_v, lock_v, units_v), keep_video=bool(keep_v))
+            yield from page(handlers.generate(service, req, st, progress))
 
         def on_pick(prompt_v, model_v, seed_v, temp_v, mode_v, len_v, place_v, lock_v, units_v, st,
                     evt: gr.SelectData, progress=gr.Progress()):
-            hits = (st or {}).get("hits") or []
-            i = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
-            if not 0 <= i < len(hits):
-                yield {status: views.status_md("error", "That video is no longer listed; generate again.")}
-                return
-            vid = hits[i]["id"]
-            yield {video_id: vid, retrieval: "given"}
-            yield from run(prompt_v, model_v, "given", seed_v, temp_v, mode_v, vid,
-                           (len_v, place_v, lock_v, units_v), st, progress,
-                           head=[f"Using the rank-{hits[i]['rank']} video {vid} as the reference."])
+            req = handlers.Request(prompt_v, model_v, "given", seed_v, temp_v, mode_v,
+                                   clip=(len_v, place_v, lock_v, units_v))
+            yield from page(handlers.pick(service, req, evt.index, st, progress))
 
         def on_upload(file_v, prompt_v, model_v, seed_v, temp_v, mode_v, len_v, place_v, lock_v, units_v,
                       st, progress=gr.Progress()):
-            st = dict(st or {})
-            try:
-                progress(0.05, desc="Analysing your video (pose + I3D; the first upload loads the "
-                                    "video models, which takes a while)")
-                yield {status: views.status_md("busy", "Analysing your video (people, pose, I3D "
-                                               "features)…")}
-                vid, msg = service.add_upload(file_v, st)
-            except Exception as exc:
-                msg = _error_message(exc)
-                gr.Warning(msg[:300])
-                yield {status: views.status_md("error", msg), state: st}
-                return
-            yield {video_id: vid, retrieval: "given", state: st}
-            if not (prompt_v or "").strip():
-                yield {status: views.status_md("ok", msg + " Now describe a motion and press Generate."),
-                       retrieved: str(service.video_for_display(vid, st.get("uploads"))), state: st}
-                return
-            yield from run(prompt_v, model_v, "given", seed_v, temp_v, mode_v, vid,
-                           (len_v, place_v, lock_v, units_v), st, progress, head=[msg])
+            req = handlers.Request(prompt_v, model_v, "given", seed_v, temp_v, mode_v,
+                                   clip=(len_v, place_v, lock_v, units_v))
+            yield from page(handlers.upload(service, file_v, req, st, progress))
 
         def on_labels(mode_v, retrieval_v):
             """The video panels say what they show (compare mode: random videos)."""
@@ -332,9 +198,8 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                        api_visibility="private", **work)
         upload.upload(on_upload, [upload, prompt, model, seed, temperature, mode, *clip_inputs, state], outputs,
                       api_name="add_video", **work)
-        clear_video.click(lambda st: ("", "gemini", False, {k: v for k, v in (st or {}).items()
-                                                              if k != "chosen"}),
-                          [state], [video_id, retrieval, keep_video, state], api_visibility="private",
+        clear_video.click(handlers.clear_choice, [state], [video_id, retrieval, keep_video, state],
+                          api_visibility="private",
                           queue=False, show_progress="hidden")
         for trigger in (mode.change, retrieval.change):
             trigger(on_labels, [mode, retrieval], [retrieved, gallery], api_visibility="private",
@@ -352,8 +217,6 @@ def allowed_paths(service: AppService, db: str = "embedded") -> list[str]:
     """What the file route may serve: the sessions' output folders (unguessable names) and the
     rendered previews of the database videos. Never the data folder itself: the database files
     list every video's server path, and model weights live there too."""
-    from backend.video.database import database_dir
-
     media = database_dir(db) / "media"
     media.mkdir(parents=True, exist_ok=True)
     return [str(service.workdir), str(media)]
@@ -361,8 +224,6 @@ def allowed_paths(service: AppService, db: str = "embedded") -> list[str]:
 
 def port_problem(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot be bound (None when it can), checked before loading models."""
-    import socket
-
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -9,10 +9,12 @@ rather than once per short-lived request thread.
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -22,6 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from app.views import caption_label
+from motioncore.io import atomic_output, atomic_write_bytes
+from motioncore.prompt import MAX_PROMPT_CHARS, PromptError
 
 log = logging.getLogger("vimorag.app")
 
@@ -46,7 +53,7 @@ def default_pipeline_factory(db: str = "embedded", models=("mcdpo", "sft")):
     """Load whichever of the requested motion LLMs exist (at least one), the retriever, the
     VQ-VAE and the evaluator."""
     def factory():
-        from backend.paths import checkpoints_dir
+        from backend.checkpoints import checkpoints_dir
         from backend.pipeline import VimoRAGPipeline
 
         ck = checkpoints_dir()
@@ -224,8 +231,6 @@ def slug(text: str, n: int = 40) -> str:
 
 def prompt_notes(raw: str, cleaned: str) -> list[str]:
     """What the person should know about how their prompt was read."""
-    from core.prompt import MAX_PROMPT_CHARS
-
     n = len(re.sub(r"\s+", " ", raw or "").strip())
     if n > MAX_PROMPT_CHARS:
         return [f"Your prompt has {n:,} characters; prompts are cut to {MAX_PROMPT_CHARS} characters "
@@ -283,11 +288,10 @@ class AppService:
     # ------------------------------------------------------------------ generation
     def check_inputs(self, prompt, model: str, retrieval: str, seed, temperature, video_id, compare: bool,
                      uploads: dict | None = None):
-        from backend.pipeline import check_sampling
-        from core.prompt import clean_prompt
-
+        """What the page sends, as the pipeline takes it: numbers from the form, the session's
+        uploads and compare mode are the app's to check; everything else is
+        ``VimoRAGPipeline.check_request``'s (the one place requests are checked)."""
         pipe = self.holder.get()
-        text = clean_prompt(prompt if prompt is not None else "")
         try:
             seed = int(seed if seed not in (None, "") else 0)
         except (TypeError, ValueError):
@@ -296,36 +300,24 @@ class AppService:
             temperature = float(temperature if temperature not in (None, "") else 1.0)
         except (TypeError, ValueError):
             raise UserError(f"the temperature must be a number, got {temperature!r}") from None
-        try:
-            check_sampling(seed, temperature)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        if retrieval not in RETRIEVAL_LABELS:
-            raise UserError(f"unknown retrieval {retrieval!r}; choose Gemini-MVR, random or none")
         video_id = (video_id or "").strip() or None
-        if retrieval == "given":
-            if not video_id:
-                raise UserError("no video chosen: click one of the top-5 retrieved videos or upload "
-                                "your own, or pick another retrieval")
-            if video_id.startswith(UPLOAD_PREFIX):
-                if video_id not in (uploads or {}):
-                    raise UserError(f"the uploaded video {video_id!r} is not one of this browser "
-                                    "session's uploads (they end with the session): upload it again")
-            else:
-                try:
-                    pipe.retriever.db.record(video_id)
-                except KeyError:
-                    raise UserError(f"there is no video {video_id!r} in the database") from None
+        upload = bool(video_id and video_id.startswith(UPLOAD_PREFIX))
+        if retrieval == "given" and upload and video_id not in (uploads or {}):
+            raise UserError(f"the uploaded video {video_id!r} is not one of this browser "
+                            "session's uploads (they end with the session): upload it again")
         if compare:
             missing = [m for m in ("mcdpo", "sft") if m not in pipe.models]
             if missing:
                 raise UserError("comparison needs both McDPO and SFT; not loaded: " + ", ".join(missing))
-            models = ["mcdpo", "sft"]
-        else:
-            if model not in pipe.models:
-                raise UserError(f"model {MODEL_LABELS.get(model, model)!r} is not loaded; available: "
-                                + ", ".join(MODEL_LABELS.get(m, m) for m in pipe.models))
-            models = [model]
+        models = ["mcdpo", "sft"] if compare else [model]
+        try:
+            for m in models:
+                text, _ = pipe.check_request(prompt if prompt is not None else "", m, retrieval, seed,
+                                             temperature, video_id=video_id, outside_video=upload)
+        except PromptError:
+            raise
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         return pipe, text, seed, temperature, video_id, models
 
     def generate_motion(self, pipe, text: str, model: str, retrieval: str, seed: int,
@@ -409,8 +401,6 @@ class AppService:
 
     def caption(self, video_id: str) -> str:
         """A short label saying what the video shows (its caption, else its file name)."""
-        from app.views import caption_label
-
         try:
             return caption_label(self.holder.get().retriever.db.record(video_id))
         except KeyError:
@@ -432,7 +422,7 @@ class AppService:
         analysed (pose + I3D) into the browser session's folder, listed in ``state["uploads"]``
         and removed with the session; the shared database never sees it (adding videos to a
         database is `python -m backend index`)."""
-        from backend.video.ingest import VIDEO_SUFFIXES, IngestConfig, ingest_file
+        from backend.retrieval.videos.ingest import VIDEO_SUFFIXES, IngestConfig, ingest_file
 
         self.holder.get()                     # the models are loaded (else NotReady explains)
         if not upload_path:
@@ -466,7 +456,7 @@ class AppService:
 
     def upload_features(self, pipe, upload: dict):
         """VideoFeatures of an upload (the retriever's per-frame features, as for database videos)."""
-        from backend.models.motion_llm import VideoFeatures
+        from backend.retrieval.videos.database import VideoFeatures
 
         with np.load(upload["features"], allow_pickle=False) as z:
             z_kp = np.asarray(z["keypoints"], np.float32)
@@ -476,44 +466,41 @@ class AppService:
 
 def transcode_mp4(src: Path, out: Path, max_side: int = 480) -> Path:
     """H.264 MP4 copy of any video ffmpeg reads (for videos users uploaded in other formats)."""
-    import subprocess
-
     import imageio_ffmpeg
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.mp4")
     scale = f"scale='min({max_side},iw)':-2"
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-an",
-           "-vf", scale, "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-           "-movflags", "+faststart", str(tmp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"could not convert {src.name} for playback: {proc.stderr.strip()[-300:]}")
-    tmp.replace(out)
+    with atomic_output(out) as tmp:
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-an",
+               "-vf", scale, "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+               "-movflags", "+faststart", str(tmp)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0 or not tmp.is_file():
+            raise RuntimeError(f"could not convert {src.name} for playback: "
+                               f"{proc.stderr.strip()[-300:]}")
     return out
 
 
 def _make_thumbnail(retriever, video_id: str, out: Path, side: int = 192) -> Path:
-    from PIL import Image
-
     rec = retriever.db.record(video_id)
     if rec.get("kind") == "synthetic":
-        from backend.video.synth import VideoSpec, render_frames
+        from backend.retrieval.videos.synth import VideoSpec, render_frames
 
         spec = VideoSpec.from_json(rec["spec"])
         frame = render_frames(spec, np.array([spec.frames // 2]))[0]
     else:
-        from backend.video.decode import read_frames
+        from backend.retrieval.videos.decode import read_frames
 
         frame = read_frames(retriever.video_path(video_id), num=1, max_side=side)[0][0]
     img = Image.fromarray(np.asarray(frame, np.uint8))
     img.thumbnail((side, side))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.jpg")
-    img.save(tmp, "JPEG", quality=85)
-    tmp.replace(out)
+    atomic_write_bytes(out, _jpeg(img), "thumbnail")
     return out
+
+
+def _jpeg(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
 
 
 __all__ = ["ClipOptions", "remember_choice", "resolve_choice", "AppService", "EXPORT_FORMATS", "MODEL_LABELS", "ModelHolder", "ModelRun", "NotReady",

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.prompt import clean_prompt, is_truncated
+from backend.checkpoints import checkpoints_dir
+from backend.evaluation.servable import ServableCheck
+from backend.generation.motion_llm import MotionLLM
+from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
+from backend.retrieval.service import VideoRetriever
+from motioncore.clean import clean_motion, in_place as without_travel
+from motioncore.prompt import clean_prompt, is_truncated
+from motioncore.skeleton import FPS
 
 RETRIEVAL_MODES = ("gemini", "object", "random", "none", "given")
 MODEL_NAMES = ("mcdpo", "sft", "novideo")
@@ -29,13 +36,13 @@ class GenerationResult:
     hits: list                      # retrieval.service.Hit, top-k (empty for none/given)
     codes: np.ndarray
     features: np.ndarray            # (T, 263) un-normalised, as decoded
-    joints: np.ndarray              # (T, 22, 3) after viewer.clean.clean_motion (rigid, grounded)
+    joints: np.ndarray              # (T, 22, 3) after motioncore.clean.clean_motion (rigid, grounded)
     timing: dict = field(default_factory=dict)
     truncated: bool = False
 
     @property
     def seconds(self) -> float:
-        return len(self.joints) / 20.0
+        return len(self.joints) / FPS
 
     def summary(self) -> dict:
         return {"text": self.text, "model": self.model, "retrieval": self.retrieval, "seed": self.seed,
@@ -43,35 +50,6 @@ class GenerationResult:
                 "seconds": self.seconds, "truncated": self.truncated,
                 "hits": [h.to_json() for h in self.hits],
                 "timing_s": {k: round(v, 4) for k, v in self.timing.items()}}
-
-
-def load_normalizer(checkpoints: Path | None = None):
-    """Mean/Std of the motion features: shipped with the VQ-VAE, else from the corpus."""
-    from backend.paths import checkpoints_dir
-    from core.features import Normalizer
-
-    d = Path(checkpoints or checkpoints_dir()) / "normalizer"
-    if (d / "Mean.npy").is_file():
-        return Normalizer.load(d)
-    from backend.data.dataset import open_corpus
-
-    return open_corpus().normalizer
-
-
-def load_llm_tokenizer(checkpoints: Path | None = None, name: str = "vqvae"):
-    """(VQ-VAE, Normalizer) of the tokenizer folder ``name`` that a motion LLM writes codes for
-    (``MotionLLMConfig.tokenizer``). A folder with its own Mean/Std (the first tokenizer,
-    ``vqvae-v1``, kept for the models trained on it) uses those; others use ``normalizer/``."""
-    from backend.models.vqvae import MotionVQVAE
-    from backend.paths import checkpoints_dir
-    from core.features import Normalizer
-
-    ck = Path(checkpoints or checkpoints_dir())
-    d = ck / name
-    if not (d / "model.safetensors").is_file():
-        raise FileNotFoundError(f"the motion tokenizer {d} is missing (a motion LLM needs it)")
-    norm = Normalizer.load(d) if (d / "Mean.npy").is_file() else load_normalizer(ck)
-    return MotionVQVAE.from_pretrained(d).eval(), norm
 
 
 MAX_SEED = 2 ** 31 - 1
@@ -110,15 +88,11 @@ class VimoRAGPipeline:
         self.models = models
         self.evaluator = evaluator
         self.tokenizers = dict(tokenizers or {})
-        self.servable = None      # backend.eval.servable.ServableCheck, when calibrated
+        self.servable = None      # backend.evaluation.servable.ServableCheck, when calibrated
 
     @classmethod
     def load(cls, models=("mcdpo", "sft"), db: str = "embedded", evaluator: bool = True,
              checkpoints: Path | None = None) -> "VimoRAGPipeline":
-        from backend.models.motion_llm import MotionLLM
-        from backend.paths import checkpoints_dir
-        from backend.retrieval.service import VideoRetriever
-
         ck = Path(checkpoints or checkpoints_dir())
         missing = [m for m in models if not (ck / f"llm-{m}" / "model.safetensors").is_file()]
         if missing:
@@ -135,10 +109,9 @@ class VimoRAGPipeline:
         tokenizers = {m: loaded[llm.config.tokenizer] for m, llm in llms.items()}
         ev = None
         if evaluator:
-            from backend.models.evaluator import TextMotionEvaluator
+            from backend.evaluation.evaluator import TextMotionEvaluator
 
             ev = TextMotionEvaluator.from_pretrained(ck / "evaluator")
-        from backend.eval.servable import ServableCheck
 
         pipe = cls(retriever, vqvae, normalizer, llms, ev, tokenizers)
         pipe.servable = ServableCheck.from_pretrained(ck / "servable")
@@ -164,6 +137,31 @@ class VimoRAGPipeline:
         x = vqvae.decode(torch.from_numpy(codes)[None])[0].numpy()
         return normalizer.denormalize(x)
 
+    def check_request(self, text: str, model: str, retrieval: str, seed: int | None = 0,
+                      temperature: float = 1.0, top_k: int = 0, video_id: str | None = None,
+                      length_s: float | None = None, outside_video: bool = False
+                      ) -> tuple[str, float | None]:
+        """The one place a generation request is checked, before any model work: (the cleaned
+        prompt, the clip length or None), or a ValueError (PromptError for the prompt) that says
+        what to change. ``outside_video``: the chosen video is not in the database (an upload)."""
+        text = clean_prompt(text)
+        if model not in self.models:
+            raise ValueError(f"model {model!r} is not loaded; available: {', '.join(self.models)}")
+        if retrieval not in RETRIEVAL_MODES:
+            raise ValueError(f"unknown retrieval {retrieval!r}; choose from {', '.join(RETRIEVAL_MODES)}")
+        check_sampling(seed, temperature, top_k)
+        length_s = check_length(length_s)
+        if retrieval == "given":
+            if not video_id:
+                raise ValueError("no video chosen: click one of the top-5 retrieved videos or upload "
+                                 "your own, or pick another retrieval")
+            if not outside_video:
+                try:
+                    self.retriever.db.record(video_id)
+                except KeyError:
+                    raise ValueError(f"there is no video {video_id!r} in the database") from None
+        return text, length_s
+
     def generate(self, text: str, model: str = "mcdpo", retrieval: str = "gemini",
                  seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
                  video_id: str | None = None, k: int = 5, max_tokens: int | None = None,
@@ -175,26 +173,15 @@ class VimoRAGPipeline:
         Clip controls: ``length_s`` asks for a clip of that many seconds (the model writes exactly
         that many tokens, to the tokenizer's 0.2 s resolution; None = it decides), ``in_place``
         removes the horizontal root travel, ``plant_feet=False`` turns foot locking off."""
-        from viewer.clean import clean_motion, in_place as without_travel
-
-        if model not in self.models:
-            raise ValueError(f"unknown or unloaded model {model!r}; loaded: {', '.join(self.models)}")
-        if retrieval not in RETRIEVAL_MODES:
-            raise ValueError(f"unknown retrieval {retrieval!r}; choose from {', '.join(RETRIEVAL_MODES)}")
-        if retrieval == "given" and not video_id:
-            raise ValueError("retrieval 'given' needs a video id")
-        check_sampling(seed, temperature, top_k)
-        length_s = check_length(length_s)
+        raw = text
+        text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
+                                            video_id, length_s, outside_video=video is not None)
         min_tokens = 4
         if length_s is not None:
             max_tokens = min_tokens = self.length_tokens(length_s, model)
-        raw = text
-        text = clean_prompt(text)
         timing = {}
         t0 = time.perf_counter()
         hits = self.retrieve(text, retrieval, k, seed)
-        if retrieval == "given" and video is None:
-            self.retriever.db.record(video_id)       # KeyError with a clear message if unknown
         vid = video_id if retrieval == "given" else (hits[0].id if hits else None)
         if model == "novideo":
             vid = None
@@ -219,8 +206,6 @@ class VimoRAGPipeline:
     def length_tokens(self, length_s: float, model: str) -> int:
         """Motion tokens for a clip of ``length_s`` seconds with ``model``'s tokenizer (at most
         the model's token limit)."""
-        from core.skeleton import FPS
-
         vqvae = self.tokenizers.get(model, (self.vqvae, None))[0]
         down = int(getattr(getattr(vqvae, "config", None), "downsample", 4))
         limit = int(self.models[model].config.max_motion_tokens)
@@ -229,7 +214,7 @@ class VimoRAGPipeline:
     def servability_warning(self, result: "GenerationResult", distance: float | None = None) -> str | None:
         """A warning when the prompt looks like a motion the models do not know (calibrated
         thresholds on the best Gemini-MVR score and the text-motion distance; see
-        ``backend.eval.servable``), else None. Without a calibration: None."""
+        ``backend.evaluation.servable``), else None. Without a calibration: None."""
         if self.servable is None:
             return None
         hits = result.hits if result.retrieval == "gemini" else self.retrieve(result.text, "gemini", 1)

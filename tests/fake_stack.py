@@ -65,7 +65,7 @@ def _tiny_phi3(folder: Path) -> Path:
 def _normalizer(out: Path) -> None:
     """Mean/Std of the embedded corpus when it is built, else of the raw mocap clips."""
     out.mkdir(parents=True, exist_ok=True)
-    from backend.paths import REPO_ROOT
+    from backend.checkpoints import REPO_ROOT
 
     built = REPO_ROOT / "data" / "embedded"
     if (built / "Mean.npy").is_file() and (built / "Std.npy").is_file():
@@ -73,7 +73,7 @@ def _normalizer(out: Path) -> None:
             shutil.copy2(built / f, out / f)
         return
     from backend.data.mocap import load_base_clips
-    from core.features import joints_to_features, mean_std
+    from motioncore.features import joints_to_features, mean_std
 
     mean, std = mean_std([joints_to_features(c.clip.joints()) for c in load_base_clips()])
     np.save(out / "Mean.npy", mean)
@@ -81,8 +81,8 @@ def _normalizer(out: Path) -> None:
 
 
 def _videodb(out: Path, n: int, seed: int = 0) -> None:
-    from backend.video.ingest import spec_key
-    from backend.video.synth import N_IN_DIST, make_spec
+    from backend.retrieval.videos.ingest import spec_key
+    from backend.retrieval.videos.synth import N_IN_DIST, make_spec
 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -108,8 +108,8 @@ def make_fake_checkpoints(root: Path) -> Path:
     """Fabricate a complete small checkpoints folder at ``root`` (see the module docstring)."""
     import torch
 
-    from backend.models.motion_llm import MotionLLM, MotionLLMConfig
-    from backend.models.retriever import GeminiMVR, RetrieverConfig
+    from backend.generation.motion_llm import MotionLLM, MotionLLMConfig
+    from backend.retrieval.model import GeminiMVR, RetrieverConfig
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -234,7 +234,7 @@ def shared_app_server() -> AppServer:
         env["VIMORAG_CHECKPOINTS"] = str(make_fake_checkpoints(work / "checkpoints"))
         env["VIMORAG_DATA"] = str(work / "data")
     else:   # the shipped models, but a scratch copy of the database (tests upload videos into it)
-        from backend.video.database import database_dir
+        from backend.retrieval.videos.database import database_dir
 
         name = f"apptest-{os.getpid()}"
         db = database_dir(name)

@@ -204,7 +204,7 @@ def test_uploads_with_and_without_a_person(client, tmp_path):
     and becomes the reference video of the generation."""
     import imageio.v2 as iio
 
-    from backend.video.synth import VideoSpec, make_spec, render_video
+    from backend.retrieval.videos.synth import VideoSpec, make_spec, render_video
 
     blank = tmp_path / "empty_room.mp4"
     with iio.get_writer(blank, fps=10, codec="libx264", macro_block_size=16) as w:
@@ -241,8 +241,8 @@ def test_uploads_are_private_to_their_session(app_server, tmp_path):
     session's search can return it), not usable from another session, gone with the session."""
     from gradio_client import Client
 
-    from backend.video.database import live_folder
-    from backend.video.synth import VideoSpec, make_spec, render_video
+    from backend.retrieval.videos.database import live_folder
+    from backend.retrieval.videos.synth import VideoSpec, make_spec, render_video
 
     spec = make_spec(5).to_json()
     spec.update(size=224, end=spec["start"] + 40)
@@ -332,7 +332,7 @@ def _get(url: str) -> int:
 def test_file_route_serves_previews_but_not_the_database(client, app_server):
     if real_stack_requested():
         pytest.skip("the data folder of the real stack is the user's own")
-    from backend.video.database import live_folder
+    from backend.retrieval.videos.database import live_folder
 
     r = generate(client, "a person walks forward", seed=2)
     assert r["status"].startswith("Done"), r["status"]

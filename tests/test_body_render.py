@@ -10,12 +10,12 @@ import types
 import numpy as np
 import pytest
 
-from core.quat import qaxis_angle, qmul, qnormalize
-from core.skeleton import ADULT_OFFSETS, JOINT_NAMES, NUM_JOINTS, PARENTS, forward_kinematics
+from motioncore.quat import qaxis_angle, qmul, qnormalize
+from motioncore.skeleton import ADULT_OFFSETS, JOINT_NAMES, NUM_JOINTS, PARENTS, forward_kinematics
 from viewer.body import (SMPL_PARENTS, BodyModelError, MannequinBody, SMPLBody, convert_smpl_pkl,
                          default_body, load_smpl_npz, quat_to_axis_angle, smpl_model_file,
                          to_smpl_tree)
-from viewer.ik import SkeletonPose
+from motioncore.ik import SkeletonPose
 from viewer.render import (RenderConfig, RenderError, Renderer, camera_path, render_motion_mp4,
                            write_mp4)
 
@@ -511,7 +511,7 @@ def test_render_motion_mp4_end_to_end(tmp_path, body, renderer):
 
 
 def test_render_motion_mp4_bad_input(tmp_path, body):
-    from core.features import MotionFormatError
+    from motioncore.features import MotionFormatError
 
     with pytest.raises(MotionFormatError):
         render_motion_mp4(np.zeros((4, 21, 3)), tmp_path / "a.mp4", body=body)

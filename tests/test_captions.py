@@ -4,15 +4,15 @@ import re
 import pytest
 
 from backend.data.captions import (
-    ACTIONS,
-    POS_TAGS,
-    caption_motion,
-    caption_set,
-    mirror_segments,
-    normalize_text,
-    split_vocabulary,
-    swap_sides_text,
-)
+                                   ACTIONS,
+                                   POS_TAGS,
+                                   caption_motion,
+                                   caption_set,
+                                   mirror_segments,
+                                   normalize_text,
+                                   split_vocabulary,
+                                   swap_sides_text,
+                                   )
 
 SIDES = ("left", "right", None)
 SPEEDS = ("slow", "normal", "fast")

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from backend.data.mocap import load_base_clips
-from core.features import CONTACT_SLICE, features_to_joints, joints_to_features
-from core.plausibility import bone_lengths, penetration_pct
-from core.skeleton import lowest_point
-from viewer.clean import clean_motion
+from motioncore.features import CONTACT_SLICE, features_to_joints, joints_to_features
+from motioncore.plausibility import bone_lengths, penetration_pct
+from motioncore.skeleton import lowest_point
+from motioncore.clean import clean_motion
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_npy_equals_bvh_within_a_millimetre(walk_features, tmp_path):
     from bvh import Bvh
     from test_ik_bvh import _bvh_fk
 
-    from core.skeleton import JOINT_NAMES
+    from motioncore.skeleton import JOINT_NAMES
     from viewer.export import export_motion
 
     written = export_motion(decoded_like(walk_features), tmp_path, formats=["bvh", "npy"], stem="m")

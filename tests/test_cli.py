@@ -8,8 +8,8 @@ import pytest
 
 from backend.cli import build_parser, main
 from backend.data.corpus import CorpusConfig, build_corpus
-from backend.manifest import read_manifest, verify
-from backend.paths import REPO_ROOT, checkpoints_dir
+from backend.checkpoints import read_manifest, verify
+from backend.checkpoints import REPO_ROOT, checkpoints_dir
 
 
 def run_cli(*args, timeout=600):

@@ -6,8 +6,8 @@ from app.service import ClipOptions, UserError
 from backend.cli import main
 from backend.data.mocap import load_base_clips
 from backend.pipeline import check_length
-from core.features import joints_to_features
-from viewer.clean import clean_motion, in_place
+from motioncore.features import joints_to_features
+from motioncore.clean import clean_motion, in_place
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_in_place_removes_travel_and_keeps_the_pose(walk_joints):
 
 def _toe_slide(res, side: int, toe: int) -> float:
     """Largest horizontal toe drift (m) within one of the foot's predicted contacts."""
-    from viewer.clean import _foot_contacts
+    from motioncore.clean import _foot_contacts
 
     c = _foot_contacts(res.joints, None)[:, side]
     worst = 0.0

@@ -8,8 +8,8 @@ import pytest
 from backend.data.corpus import OOD_KINDS, CorpusConfig, build_corpus, corpus_is_built
 from backend.data.dataset import MotionCorpus
 from backend.data.mocap import blend, load_base_clips
-from core.features import features_to_joints
-from core.skeleton import ADULT_OFFSETS, PARENTS
+from motioncore.features import features_to_joints
+from motioncore.skeleton import ADULT_OFFSETS, PARENTS
 
 SMALL = CorpusConfig(n_in_dist=60, n_ood=20, seed=7)
 
@@ -111,14 +111,13 @@ def test_build_is_deterministic(small_corpus, tmp_path):
     assert digest(again) == digest(small_corpus)
 
 
-
 def test_generator_never_trains_on_an_ood_text_motion_pair(small_corpus, tmp_path):
     # Both generator stages (SFT and McDPO) draw their pairs through build_examples' default
     # split; with a tiny tokenizer, list every pair it would train on.
     import torch
 
-    from backend.models.vqvae import MotionVQVAE, VQVAEConfig
-    from backend.train.motion_llm import build_examples
+    from backend.generation.vqvae import MotionVQVAE, VQVAEConfig
+    from backend.generation.train_llm import build_examples
 
     torch.manual_seed(0)
     tiny = MotionVQVAE(VQVAEConfig(nb_code=8, code_dim=8, width=8, depth=1)).eval()

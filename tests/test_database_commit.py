@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backend.video.database as database
-from backend.video.database import DatabaseError, VideoDatabase, live_folder, writer_lock
-from backend.video.ingest import IngestResult, merge, read_shards, write_shard
+import backend.retrieval.videos.database as database
+from backend.retrieval.videos.database import DatabaseError, VideoDatabase, live_folder, writer_lock
+from backend.retrieval.videos.ingest import IngestResult, merge, read_shards, write_shard
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_killed_merge_then_retrieval(tmp_path, monkeypatch):
     """After a crash mid-commit the retriever opens the database and answers queries."""
     import torch
 
-    from backend.models.retriever import GeminiMVR, RetrieverConfig
+    from backend.retrieval.model import GeminiMVR, RetrieverConfig
     from backend.retrieval.service import VideoRetriever
 
     root = tmp_path / "db"
@@ -115,7 +115,7 @@ def test_second_writer_is_told_who_holds_the_lock(tmp_path):
     root = tmp_path / "db"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from backend.video.database import writer_lock
+        from backend.retrieval.videos.database import writer_lock
         with writer_lock({str(root)!r}):
             print("held", flush=True)
             time.sleep(2)
@@ -139,7 +139,7 @@ def test_two_writers_lose_nothing(tmp_path):
     script.write_text(textwrap.dedent("""
         import sys, time
         import numpy as np
-        from backend.video.ingest import IngestResult, run_ingestion
+        from backend.retrieval.videos.ingest import IngestResult, run_ingestion
 
         def fake(i, order=0):
             time.sleep(0.05)

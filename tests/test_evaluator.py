@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from backend.data.dataset import Caption
-from backend.models.evaluator import (POS_ENUMERATOR, Evaluator, EvaluatorConfig, GuoEvaluator,
-                                      MotionEncoderBiGRUCo, MovementConvEncoder, TextEncoderBiGRUCo,
-                                      TextMotionEvaluator, WordVectorizer, load_guo_evaluator,
-                                      load_plain_pickle)
+from backend.evaluation.evaluator import (POS_ENUMERATOR, Evaluator, EvaluatorConfig, GuoEvaluator,
+                                          MotionEncoderBiGRUCo, MovementConvEncoder, TextEncoderBiGRUCo,
+                                          TextMotionEvaluator, WordVectorizer, load_guo_evaluator,
+                                          load_plain_pickle)
 
 D = 263
 
@@ -100,7 +100,7 @@ def guo(guo_dir):
 
 @pytest.fixture(scope="module")
 def minilm():
-    from backend.models.text import get_minilm
+    from backend.data.text import get_minilm
 
     return get_minilm()
 

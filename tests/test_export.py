@@ -5,7 +5,7 @@ import pytest
 
 from backend.cli import main
 from backend.data.mocap import load_base_clips
-from core.features import joints_to_features
+from motioncore.features import joints_to_features
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from core.quat import qaxis_angle, qmul, qrot, qto_matrix
-from core.skeleton import ADULT_OFFSETS, JOINT_NAMES, NUM_JOINTS, PARENTS, forward_kinematics
+from motioncore.quat import qaxis_angle, qmul, qrot, qto_matrix
+from motioncore.skeleton import ADULT_OFFSETS, JOINT_NAMES, NUM_JOINTS, PARENTS, forward_kinematics
 from viewer.fbx import FBX_VERSION, KTIME_PER_SECOND, euler_xyz_continuous, write_fbx
 from viewer.gltf import write_glb
 
@@ -478,7 +478,7 @@ def test_unwritable_destination(tmp_path, monkeypatch, write, ext):
 
 
 def test_error_while_writing_leaves_nothing(tmp_path):
-    from viewer.fbx import atomic_write
+    from motioncore.io import atomic_write
 
     def half(fh):
         fh.write(b"partial")

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from backend.data.mocap import load_base_clips
-from core.features import (CONTACT_SLICE, FEATURE_DIM, MotionFormatError, Normalizer, canonicalize,
-                           features_to_joints, foot_contacts, joints_to_features, mean_std, resample)
-from core.quat import qrot, qyaw
-from core.skeleton import ADULT_OFFSETS, NUM_JOINTS, forward_kinematics
+from motioncore.features import (CONTACT_SLICE, FEATURE_DIM, MotionFormatError, Normalizer, canonicalize,
+                                 features_to_joints, foot_contacts, joints_to_features, mean_std, resample)
+from motioncore.quat import qrot, qyaw
+from motioncore.skeleton import ADULT_OFFSETS, NUM_JOINTS, forward_kinematics
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_adult_skeleton_proportions():
 
 
 def test_parents_agree_with_the_kinematic_chains():
-    from core.skeleton import JOINT_NAMES, KINEMATIC_CHAINS, PARENTS
+    from motioncore.skeleton import JOINT_NAMES, KINEMATIC_CHAINS, PARENTS
 
     for chain in KINEMATIC_CHAINS:
         for parent, child in zip(chain[:-1], chain[1:]):
@@ -132,7 +132,7 @@ def test_parents_agree_with_the_kinematic_chains():
 # ------------------------------------------------------------- HumanML3D's heading, by hand
 def _twisted_pose(shoulder_turn_deg: float) -> np.ndarray:
     """Rest pose, hips along x, shoulders turned by ``shoulder_turn_deg`` about +y."""
-    from core.quat import qyaw as _qyaw
+    from motioncore.quat import qyaw as _qyaw
 
     rest = forward_kinematics(np.array([[0.0, 0.93, 0.0]]), np.tile([1.0, 0, 0, 0], (1, NUM_JOINTS, 1)))[0]
     pose = rest.copy()
@@ -144,7 +144,7 @@ def _twisted_pose(shoulder_turn_deg: float) -> np.ndarray:
 
 
 def test_ik_forward_is_humanml3d_shoulders_minus_hips_by_hand():
-    from core.features import facing_direction, ik_forward
+    from motioncore.features import facing_direction, ik_forward
 
     p = np.zeros((1, NUM_JOINTS, 3))
     p[0, 1], p[0, 2] = (0.1, 0.9, 0.0), (-0.1, 0.9, 0.0)      # left hip, right hip
@@ -160,7 +160,7 @@ def test_features_use_the_ik_heading_after_frame_zero():
     # Frame 0 is the canonical (identity) heading; from frame 1 on, positions are expressed in
     # the smoothed IK heading. With a constant twisted pose the smoothing changes nothing, so
     # frame 1's root-relative positions are the pose turned by exactly that heading.
-    from core.features import RIC_SLICE, heading_rotations, ik_forward
+    from motioncore.features import RIC_SLICE, heading_rotations, ik_forward
 
     pose = _twisted_pose(40.0)
     joints = np.repeat(pose[None], 6, axis=0) + np.linspace(0, 0.1, 6)[:, None, None] * np.array([0, 0, 1.0])

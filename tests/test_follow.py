@@ -3,8 +3,8 @@ scored, on hand-made cases; the checker model's shapes and save/load."""
 import numpy as np
 import pytest
 
-from backend.eval.follow import asked_attributes, check, targets
-from backend.models.checker import KINDS, MAX_REPS, InstructionChecker
+from backend.evaluation.follow import asked_attributes, check, targets
+from backend.evaluation.checker import KINDS, MAX_REPS, InstructionChecker
 
 
 def seg(action, reps=1, side=None, turn=None, speed="normal"):
@@ -87,7 +87,7 @@ def test_attributes_of_an_absent_kind_are_not_followed():
 
 
 def test_example_prompts_scoring():
-    from backend.eval.follow import EXAMPLE_PROMPTS, score_examples
+    from backend.evaluation.follow import EXAMPLE_PROMPTS, score_examples
 
     class Fixed:                 # a checker that always sees one right-leg kick
         def predict(self, feats):

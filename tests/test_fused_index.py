@@ -7,7 +7,7 @@ import pytest
 
 faiss = pytest.importorskip("faiss")
 
-from backend.retrieval import FusedIndex, brute_force_fused, fuse_queries, fuse_videos  # noqa: E402
+from backend.retrieval.index import FusedIndex, brute_force_fused, fuse_queries, fuse_videos  # noqa: E402
 from backend.retrieval import index as index_mod  # noqa: E402
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from backend.data.corpus import CorpusConfig, build_corpus
 from backend.data.dataset import MotionCorpus
-from backend.eval.generation import RealMotion, draw_repeat, evaluate, format_table, load_split
-from backend.paths import REPO_ROOT
+from backend.evaluation.generation import RealMotion, draw_repeat, evaluate, format_table, load_split
+from backend.checkpoints import REPO_ROOT
 
 
 class ProjectionEvaluator:
@@ -66,8 +66,8 @@ def test_rows_rank_as_expected_with_a_stand_in_evaluator(small):
 def test_shipped_evaluator_meets_the_sanity_target(embedded_corpus, split):
     """Real text vs real motion, batches of 32: R-Top1 >= 0.5 (HumanML3D's ground truth:
     0.511), on the test split and on the OOD half the evaluator never trained on."""
-    from backend.models.evaluator import TextMotionEvaluator
-    from backend.paths import checkpoints_dir
+    from backend.evaluation.evaluator import TextMotionEvaluator
+    from backend.checkpoints import checkpoints_dir
 
     ev = TextMotionEvaluator.from_pretrained(checkpoints_dir() / "evaluator")
     res = evaluate(ev, embedded_corpus, split, [RealMotion()], repeats=3, progress=False)

@@ -1,4 +1,4 @@
-"""Inverse kinematics (viewer.ik) and BVH export (viewer.bvh), checked against real clips and an
+"""Inverse kinematics (motioncore.ik) and BVH export (viewer.bvh), checked against real clips and an
 independent BVH parser (the ``bvh`` package) with a forward kinematics written here."""
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from core.features import MotionFormatError, features_to_joints, joints_to_features
-from core.quat import qaxis_angle, qmul, qrot, qto_matrix
-from core.skeleton import ADULT_OFFSETS, JOINT_NAMES, KINEMATIC_CHAINS, NUM_JOINTS, PARENTS
+from motioncore.features import MotionFormatError, features_to_joints, joints_to_features
+from motioncore.quat import qaxis_angle, qmul, qrot, qto_matrix
+from motioncore.skeleton import ADULT_OFFSETS, JOINT_NAMES, KINEMATIC_CHAINS, NUM_JOINTS, PARENTS
 from viewer.bvh import quat_to_euler_zyx, write_bvh
-from viewer.ik import SkeletonPose, contact_mask, forward, solve_ik, tpose_offsets
+from motioncore.ik import SkeletonPose, contact_mask, forward, solve_ik, tpose_offsets
 
 HARD_KINDS = ("cartwheel", "backflip", "roll")
 LEAVES = [j for j in range(NUM_JOINTS) if j not in PARENTS]
@@ -64,7 +64,7 @@ def test_core_skeleton_parents_match_kinematic_chains():
     expected = _chain_parents()
     wrong = [f"{JOINT_NAMES[j]} <- {JOINT_NAMES[PARENTS[j]]} (should be {JOINT_NAMES[expected[j]]})"
              for j in range(NUM_JOINTS) if PARENTS[j] != expected[j]]
-    assert not wrong, "core.skeleton.PARENTS disagrees with KINEMATIC_CHAINS: " + "; ".join(wrong)
+    assert not wrong, "motioncore.skeleton.PARENTS disagrees with KINEMATIC_CHAINS: " + "; ".join(wrong)
 
 
 def test_tpose_template():
@@ -91,7 +91,7 @@ def test_ik_round_trip_real_clips(clips, kind):
         np.testing.assert_allclose(np.abs(pose.quats[:, j, 0]), 1.0, atol=1e-9)
 
 
-@pytest.mark.skipif(not SMPL_TREE, reason="core.skeleton.PARENTS is not SMPL's tree "
+@pytest.mark.skipif(not SMPL_TREE, reason="motioncore.skeleton.PARENTS is not SMPL's tree "
                     "(test_core_skeleton_parents_match_kinematic_chains)")
 @pytest.mark.parametrize("kind", HARD_KINDS + ("walk", "spin", "spinkick", "dance_b", "kick"))
 def test_ik_continuity(clips, kind):

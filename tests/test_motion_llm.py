@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.models.motion_llm import (IGNORE, MOTION, PREFIX, VIDEO_PLACEHOLDER, MotionLLM,
-                                       MotionLLMConfig, PromptError, VideoFeatures, clean_prompt,
-                                       load_base)
-from backend.models.motion_vocab import MotionVocab
-from backend.train.preference import dpo_loss, mcdpo_reward, pick_pair
+from backend.generation.motion_llm import (IGNORE, MOTION, PREFIX, VIDEO_PLACEHOLDER, MotionLLM,
+                                           MotionLLMConfig, PromptError, VideoFeatures, clean_prompt,
+                                           load_base)
+from backend.generation.motion_vocab import MotionVocab
+from backend.generation.preference import dpo_loss, mcdpo_reward, pick_pair
 
 torch.set_num_threads(1)
 
@@ -119,7 +119,7 @@ def test_clean_prompt():
 def test_long_and_non_ascii_prompts(llm, caplog):
     long = "a person walks forward " * 218  # ~5,000 characters
     assert len(long) > 4900
-    with caplog.at_level(logging.WARNING, logger="backend.models.motion_llm"):
+    with caplog.at_level(logging.WARNING, logger="backend.generation.motion_llm"):
         ids, cut = llm.tokenize_caption(long)
     assert cut and len(ids) == llm.config.max_text_tokens
     assert "truncated" in caplog.text
@@ -381,8 +381,8 @@ def test_save_load_round_trip(llm, tiny_base, tmp_path):
 def test_warm_start_of_a_larger_adapter_keeps_the_function(llm, tiny_base, tmp_path):
     """``train sft --lora-mlp --init-from``: the MLP LoRA starts at zero, so the grown model
     computes what the saved one did; a different codebook is refused."""
-    from backend.cli_generation import _warm_start
-    from backend.models.motion_llm import MLP_TARGETS, _default_targets
+    from backend.cli.generation import _warm_start
+    from backend.generation.motion_llm import MLP_TARGETS, _default_targets
 
     batch = llm.build_batch(TEXTS, [video(0), None, None], [[1, 2], [3], [4, 5, 6]])
     opt = torch.optim.Adam(llm.trainable_parameters(), lr=1e-2)
@@ -491,8 +491,8 @@ def test_video_use_rows(llm):
     """`eval video-use`: one loss per kind of video; self rows only where a self video exists."""
     from types import SimpleNamespace
 
-    from backend.eval.video_use import format_video_use, video_use
-    from backend.train.motion_llm import Example
+    from backend.evaluation.video_use import format_video_use, video_use
+    from backend.generation.train_llm import Example
 
     class Videos:
         def __init__(self, ids):
@@ -517,8 +517,8 @@ def test_video_use_rows(llm):
 def test_pose_prefix_reads_keypoints_and_warm_starts_unchanged(llm, tiny_base, tmp_path):
     """`train sft --pose-prefix`: each slot also sees its frame's keypoints and their motion; the
     encoder starts at zero (a warm start computes what the saved model did), then learns."""
-    from backend.cli_generation import _warm_start
-    from backend.models.motion_llm import POSE_DIM, pose_features
+    from backend.cli.generation import _warm_start
+    from backend.generation.motion_llm import POSE_DIM, pose_features
 
     kp = np.random.default_rng(0).uniform(-1, 1, (16, 17, 3)).astype(np.float32)
     feats = pose_features(kp)

@@ -1,7 +1,7 @@
 """kind@1, side@1 and direction@1 of `eval retrieval` on hand-made rankings."""
 import numpy as np
 
-from backend.eval.retrieval import attribute_hits, direction_of, sides_of
+from backend.retrieval.evaluate import attribute_hits, direction_of, sides_of
 
 
 def test_caption_attributes():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.models.retriever import GeminiMVR, RetrieverConfig
+from backend.retrieval.model import GeminiMVR, RetrieverConfig
 from backend.retrieval.service import VideoRetriever
-from backend.video.database import DatabaseError, VideoDatabase
+from backend.retrieval.videos.database import DatabaseError, VideoDatabase
 
 TINY = RetrieverConfig(width=32, st_blocks=1, temporal_layers=1, heads=2, embed_dim=16, dropout=0.0)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.eval.retrieval import ranks_of, recall_table
-from backend.models.retriever import ActionRouter, GeminiMVR, RetrieverConfig, extract_predicate
+from backend.retrieval.evaluate import ranks_of, recall_table
+from backend.retrieval.model import ActionRouter, GeminiMVR, RetrieverConfig, extract_predicate
 
 TINY = RetrieverConfig(width=32, st_blocks=1, temporal_layers=1, heads=2, embed_dim=16, dropout=0.0)
 

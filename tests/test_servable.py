@@ -1,7 +1,7 @@
 """The warning for prompts the models cannot serve: calibration, rates, text, save/load."""
 import numpy as np
 
-from backend.eval.servable import UNSERVABLE_PROMPTS, ServableCheck, calibrate
+from backend.evaluation.servable import UNSERVABLE_PROMPTS, ServableCheck, calibrate
 
 
 def test_calibration_on_separable_signals():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.train.motion_llm import (Example, LLMTrainConfig, VideoBank, self_video_ids, train_sft,
-                                      validation_loss)
-from backend.video.synth import VideoSpec, make_spec, motion_video_spec, spec_joints
+from backend.generation.train_llm import (Example, LLMTrainConfig, VideoBank, self_video_ids, train_sft,
+                                          validation_loss)
+from backend.retrieval.videos.synth import VideoSpec, make_spec, motion_video_spec, spec_joints
 from test_motion_llm import TEXTS, make_config, tiny_base  # noqa: F401  (fixture)
 
 
@@ -47,7 +47,7 @@ def test_video_bank_and_self_ids():
 
 @pytest.mark.parametrize("share,drop", [(0.0, 1.0), (1.0, 0.0), (1.0, 1.0)])
 def test_sft_self_video_share(tiny_base, tmp_path, share, drop):  # noqa: F811
-    from backend.models.motion_llm import MotionLLM
+    from backend.generation.motion_llm import MotionLLM
 
     ex = _examples()
     db = FakeRetriever([e.video_id for e in ex], 0)
@@ -65,7 +65,7 @@ def test_sft_self_video_share(tiny_base, tmp_path, share, drop):  # noqa: F811
 
 
 def test_sft_validation_early_stop_keeps_best(tiny_base, tmp_path):  # noqa: F811
-    from backend.models.motion_llm import MotionLLM
+    from backend.generation.motion_llm import MotionLLM
 
     ex = _examples()
     db = FakeRetriever([e.video_id for e in ex], 0)
@@ -104,8 +104,8 @@ def test_llm_tokenizer_by_name(tmp_path):
     (an older tokenizer kept for the models trained on it) uses those, others ``normalizer/``."""
     import shutil
 
-    from backend.pipeline import load_llm_tokenizer
-    from backend.paths import checkpoints_dir
+    from backend.generation.vqvae import load_llm_tokenizer
+    from backend.checkpoints import checkpoints_dir
 
     ck = tmp_path / "ck"
     shutil.copytree(checkpoints_dir() / "vqvae", ck / "vqvae")

@@ -3,9 +3,9 @@ floors that a regression would break (README: root-aligned MPJPE 37.0 mm on test
 OOD, 96 % of codes in use; instruction checker right on 83 % of what held-out real prompts ask)."""
 import pytest
 
-from backend.eval.vqvae import evaluate_split
-from backend.models.vqvae import MotionVQVAE
-from backend.paths import checkpoints_dir
+from backend.evaluation.tokenizer import evaluate_split
+from backend.generation.vqvae import MotionVQVAE
+from backend.checkpoints import checkpoints_dir
 
 # README: the shipped McDPO passes 24 % of the 15 checks of the app's example prompts (3 seeds;
 # 23 % with this test's 2 seeds; SFT 36 %; the previous McDPO 38 %, the models before "Motion
@@ -36,8 +36,8 @@ def test_shipped_vqvae_expresses_ood_kinds(embedded_corpus, vqvae):
 
 
 def test_shipped_checker_on_held_out_real_motions(embedded_corpus):
-    from backend.eval.follow import load_programs, score
-    from backend.models.checker import InstructionChecker
+    from backend.evaluation.follow import load_programs, score
+    from backend.evaluation.checker import InstructionChecker
 
     checker = InstructionChecker.from_pretrained(checkpoints_dir() / "checker")
     programs = load_programs(embedded_corpus)
@@ -61,11 +61,11 @@ def mcdpo_pipe():
 def test_shipped_generator_does_what_the_app_examples_say(mcdpo_pipe):
     """The app's example prompts through the shipped McDPO model (Gemini-MVR retrieval, seeds
     0-1), cleaned as users get them, checked by the instruction checker (what each asks:
-    ``backend.eval.follow.EXAMPLE_PROMPTS``). A floor under the README's figure."""
+    ``backend.evaluation.follow.EXAMPLE_PROMPTS``). A floor under the README's figure."""
     import numpy as np
 
-    from backend.eval.follow import example_motions, score_examples
-    from backend.models.checker import InstructionChecker
+    from backend.evaluation.follow import example_motions, score_examples
+    from backend.evaluation.checker import InstructionChecker
 
     pipe = mcdpo_pipe
     checker = InstructionChecker.from_pretrained(checkpoints_dir() / "checker")

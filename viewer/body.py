@@ -1,4 +1,4 @@
-"""Body meshes posed by the 22-joint SMPL skeleton (``viewer.ik.SkeletonPose``).
+"""Body meshes posed by the 22-joint SMPL skeleton (``motioncore.ik.SkeletonPose``).
 
 Two body models share one small interface (``BodyModel``):
 
@@ -40,21 +40,19 @@ import io
 import pickle
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from core.quat import qinv, qmul, qnormalize
-from core.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS
-
-if TYPE_CHECKING:  # pragma: no cover
-    from viewer.ik import SkeletonPose
+from motioncore.ik import SkeletonPose
+from motioncore.quat import qinv, qmul, qnormalize
+from motioncore.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SMPL_DIR = REPO_ROOT / "checkpoints" / "body_models" / "smpl"
 SMPL_FILES = ("SMPL_NEUTRAL.npz", "SMPL_MALE.npz", "SMPL_FEMALE.npz")
 # SMPL's kinematic tree for joints 0..21 (elbows hang from the shoulders, wrists from the
-# elbows). Both body models use it; poses given relative to ``core.skeleton.PARENTS`` are
+# elbows). Both body models use it; poses given relative to ``motioncore.skeleton.PARENTS`` are
 # re-expressed in it when the two differ (see ``to_smpl_tree``).
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19)
 SMPL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
@@ -184,7 +182,6 @@ class MannequinBody:
         """(V, 3) rest mesh (T-pose, relaxed hands) with the pelvis at the origin."""
         q = np.zeros((1, NUM_JOINTS, 4))
         q[..., 0] = 1.0
-        from viewer.ik import SkeletonPose
         return self.vertices(SkeletonPose(root=np.zeros((1, 3)), quats=q, offsets=self.rest_offsets()))[0]
 
     def skinned_mesh(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -417,9 +414,10 @@ def _safe_reconstructor(cls, base, state):
 
 
 def _numpy_reconstruct(*args):
-    from numpy._core.multiarray import _reconstruct
     if not args or args[0] is not np.ndarray:
         raise pickle.UnpicklingError("refusing to reconstruct a non-ndarray object")
+    from numpy._core.multiarray import _reconstruct   # numpy internals: only for old pickles
+
     return _reconstruct(*args)
 
 
@@ -427,6 +425,7 @@ def _numpy_frombuffer(buf, dtype, shape, order):
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
         raise pickle.UnpicklingError("refusing an object array")
     from numpy._core.numeric import _frombuffer
+
     return _frombuffer(buf, dtype, shape, order)
 
 
@@ -434,6 +433,7 @@ def _numpy_scalar(dtype, data=None):
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
         raise pickle.UnpicklingError("refusing an object scalar")
     from numpy._core.multiarray import scalar
+
     return scalar(dtype, data) if data is not None else scalar(dtype)
 
 

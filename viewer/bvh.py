@@ -3,7 +3,7 @@
 File layout (what Blender, MotionBuilder and Mixamo-style tools read):
 
 * HIERARCHY: ``ROOT pelvis`` and one ``JOINT`` per SMPL joint, nested as in
-  ``core.skeleton.PARENTS`` (children in index order); every leaf joint (toes, head, wrists)
+  ``motioncore.skeleton.PARENTS`` (children in index order); every leaf joint (toes, head, wrists)
   closes with an ``End Site`` that continues its bone by half its length (display only).
 * OFFSET = rest offset * ``scale``: with the default ``scale=100`` units are centimetres,
   which is what Blender's BVH importer (scale 0.01 gives metres) and Mixamo expect. The root
@@ -23,16 +23,15 @@ the target; on any error no partial file is left behind.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from core.features import MotionFormatError
-from core.quat import qto_matrix
-from core.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS
-from viewer.ik import SkeletonPose
+from motioncore.features import MotionFormatError
+from motioncore.ik import SkeletonPose
+from motioncore.io import atomic_write
+from motioncore.quat import qto_matrix
+from motioncore.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS
 
 ROOT_CHANNELS = ("Xposition", "Yposition", "Zposition", "Zrotation", "Yrotation", "Xrotation")
 JOINT_CHANNELS = ("Zrotation", "Yrotation", "Xrotation")
@@ -144,27 +143,4 @@ def write_bvh(path, pose: SkeletonPose, names=JOINT_NAMES, scale: float = 100.0)
     """
     path = Path(path)
     text = bvh_text(pose, names, scale)  # everything that can fail on the data fails here
-
-    def fail(exc: OSError):
-        return OSError(exc.errno, f"cannot write BVH file {path}: {exc.strerror or exc}", str(path))
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise fail(exc) from exc
-    try:
-        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise fail(exc) from exc
-        raise
-    return path
+    return atomic_write(path, lambda fh: fh.write(text.encode("ascii")), "BVH file")

@@ -2,7 +2,7 @@
 
 A motion is either HumanML3D features ``(T, 263)`` or joint positions ``(T, 22, 3)`` /
 ``(T, 66)``; ``load_motion`` tells them apart by shape. ``export_motion`` first cleans the motion
-(``viewer.clean.clean_motion``: rigid skeleton, on the floor, planted feet; the contact
+(``motioncore.clean.clean_motion``: rigid skeleton, on the floor, planted feet; the contact
 channels of features are used), solves the IK once on the body model's rest pose (so the mesh
 and the skeleton files agree) and writes every requested format as ``<stem>.<ext>`` in the
 output folder. The NPY joints are the forward kinematics of the very rotations written to
@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.features import (FEATURE_DIM, MotionFormatError, features_to_joints, joints_to_features,
-                           validate_joints)
-from core.skeleton import FPS, NUM_JOINTS
+from motioncore.features import (FEATURE_DIM, MotionFormatError, features_to_joints,
+                                 joints_to_features, validate_joints)
+from motioncore.ik import forward, solve_ik
+from motioncore.io import atomic_write
+from motioncore.skeleton import FPS, NUM_JOINTS
 
 FORMATS = ("bvh", "fbx", "glb", "mp4", "npy")
 BVH_UNITS = {"cm": 100.0, "m": 1.0}   # BVH length unit -> metres-to-unit scale (Blender/Mixamo: cm)
@@ -72,13 +74,7 @@ def parse_formats(text: str | list[str]) -> list[str]:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    try:
-        np.save(tmp, array)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda fh: np.save(fh, array), "NPY file")
 
 
 def export_motion(motion: np.ndarray, out_dir: str | Path, formats=FORMATS, stem: str = "motion",
@@ -91,8 +87,6 @@ def export_motion(motion: np.ndarray, out_dir: str | Path, formats=FORMATS, stem
     ``bvh_units``: "cm" (Blender's and Mixamo's default) or "m" for the BVH file's lengths.
     ``glb_preview``: with "glb", also ``stem_preview.glb`` (key "glb_preview"): the same motion
     on a checkered floor, for a 3D viewer (the download stays floor-free)."""
-    from viewer.ik import forward, solve_ik
-
     formats = parse_formats(list(formats))
     if bvh_units not in BVH_UNITS:
         raise ValueError(f"unknown BVH units {bvh_units!r}; choose from {', '.join(BVH_UNITS)}")
@@ -113,7 +107,7 @@ def export_motion(motion: np.ndarray, out_dir: str | Path, formats=FORMATS, stem
 
         body = default_body()
     if clean and len(joints) >= 2:
-        from viewer.clean import clean_motion
+        from motioncore.clean import clean_motion
 
         arr = np.asarray(motion)
         joints = clean_motion(arr if arr.ndim == 2 and arr.shape[1] == FEATURE_DIM else joints, fps).joints

@@ -10,7 +10,7 @@ most tools read) holding
   ``TimeSpanStart``/``TimeSpanStop`` of the animation;
 * one ``Null`` model "Armature" at the origin (Blender turns it into the armature object) and
   below it one ``LimbNode`` model per joint, named after the joint, parented as the skeleton
-  (``core.skeleton.PARENTS``), each with a ``NodeAttribute`` LimbNode (TypeFlags Skeleton);
+  (``motioncore.skeleton.PARENTS``), each with a ``NodeAttribute`` LimbNode (TypeFlags Skeleton);
   ``Lcl Translation`` = rest offset * scale, ``Lcl Rotation`` = 0 at rest, rotation order XYZ,
   no pre/post rotation;
 * one ``AnimationStack`` + ``AnimationLayer``; an ``AnimationCurveNode`` on ``Lcl Rotation``
@@ -27,16 +27,15 @@ publicly documented FBX binary format. Arrays are stored uncompressed (encoding 
 from __future__ import annotations
 
 import math
-import os
 import struct
-import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from core.quat import qto_matrix
-from core.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS
+from motioncore.io import atomic_write
+from motioncore.quat import qto_matrix
+from motioncore.skeleton import FPS, JOINT_NAMES, NUM_JOINTS, PARENTS
 
 FBX_VERSION = 7400
 KTIME_PER_SECOND = 46186158000  # FBX time unit ("ticks") per second
@@ -78,7 +77,7 @@ def validate_pose(pose, names: Sequence[str] = JOINT_NAMES):
         root = np.asarray(pose.root, dtype=np.float64)
         quats = np.asarray(pose.quats, dtype=np.float64)
         offsets = np.asarray(pose.offsets, dtype=np.float64)
-        fps = float(getattr(pose, "fps", 20.0))
+        fps = float(getattr(pose, "fps", FPS))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"pose arrays must be numeric: {exc}") from None
     if root.ndim != 2 or root.shape[1] != 3:
@@ -110,39 +109,6 @@ def validate_pose(pose, names: Sequence[str] = JOINT_NAMES):
     if len(set(names)) != len(names):
         raise ValueError("joint names must be unique")
     return root, quats, offsets, fps, names
-
-
-def atomic_write(path, write: Callable[[object], None], what: str = "file") -> Path:
-    """Write ``path`` through ``write(binary_file)`` via a temporary file and ``os.replace``.
-
-    Nothing is left at ``path`` (nor a temporary file) when writing fails. Folder problems raise
-    ``OSError`` (or a subclass) with a message naming the folder.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {what} to {path}: it is a folder")
-    if not folder.exists():
-        raise FileNotFoundError(f"cannot write {what} to {path}: folder {folder} does not exist")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"cannot write {what} to {path}: {folder} is not a folder")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot write {what} to {path}: folder {folder} is not writable ({exc.strerror})") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------- rotations

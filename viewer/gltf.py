@@ -2,7 +2,7 @@
 
 ``write_glb(path, pose, names=JOINT_NAMES, mesh=None)`` writes
 
-* one node per joint (node ``j`` is joint ``j``), parented as ``core.skeleton.PARENTS``; a joint's
+* one node per joint (node ``j`` is joint ``j``), parented as ``motioncore.skeleton.PARENTS``; a joint's
   ``translation`` is its rest offset (metres), the root's the pelvis position of frame 0, and
   every ``rotation`` the frame-0 rotation, so a static viewer shows the first frame;
 * one animation "motion" with, per joint, a ``rotation`` channel (sampler output: unit
@@ -36,9 +36,10 @@ from typing import Sequence
 import numpy as np
 import pygltflib as gl
 
-from core.quat import qbetween, qfix
-from core.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS
-from viewer.fbx import atomic_write, validate_pose
+from motioncore.io import atomic_write
+from motioncore.quat import qbetween, qfix
+from motioncore.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS
+from viewer.fbx import validate_pose
 
 _FLOAT = gl.FLOAT                    # 5126
 _UBYTE = gl.UNSIGNED_BYTE            # 5121

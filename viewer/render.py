@@ -37,10 +37,15 @@ import uuid  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Iterable, Iterator  # noqa: E402
+import types
 
 import numpy as np  # noqa: E402
+from scipy.sparse import csr_matrix
 
-from core.skeleton import JOINT_NAMES  # noqa: E402
+from motioncore.skeleton import FPS, JOINT_NAMES  # noqa: E402
+from motioncore.features import facing_direction
+from motioncore.features import validate_joints
+from motioncore.skeleton import KINEMATIC_CHAINS
 
 
 class RenderError(RuntimeError):
@@ -50,7 +55,7 @@ class RenderError(RuntimeError):
 @dataclass
 class RenderConfig:
     size: int = 512                      # square frames, pixels
-    fps: float = 20.0
+    fps: float = FPS
     body_color: tuple = (0.55, 0.65, 0.85)
     background: tuple = (1.0, 1.0, 1.0)
     follow: bool = True                  # camera tracks the travelling body (smoothly)
@@ -186,7 +191,6 @@ def camera_path(points: np.ndarray, cfg: RenderConfig, facing_yaw: float = 0.0,
 
 def facing_yaw_of(joints: np.ndarray) -> float:
     """Heading (radians, 0 = +z, positive towards +x) of a skeleton over its first frames."""
-    from core.features import facing_direction
     f = facing_direction(np.asarray(joints[: min(len(joints), 5)], dtype=np.float64)).mean(axis=0)
     if np.linalg.norm(f) < 1e-6:
         return 0.0
@@ -199,8 +203,6 @@ class NormalSolver:
     (a sparse vertex-face incidence product)."""
 
     def __init__(self, faces: np.ndarray, num_vertices: int) -> None:
-        from scipy.sparse import csr_matrix
-
         self.faces = np.asarray(faces, dtype=np.int64)
         F = len(self.faces)
         self.inc = csr_matrix((np.ones(3 * F, np.float32), (self.faces.ravel(), np.repeat(np.arange(F), 3))),
@@ -353,8 +355,6 @@ def _set_msaa(pyrender_renderer, samples: int) -> None:
     hard-codes 4, which costs ~2x on llvmpipe) and a colour-only readback (pyrender always
     reads and linearises depth too). Instance-level: other renderers are untouched. Without
     the pyrender internals this relies on (0.1.45) it leaves the renderer as it is."""
-    import types
-
     from OpenGL import GL as gl
 
     def configure(self):
@@ -562,7 +562,6 @@ _HEAD_RADIUS = 0.10
 
 
 def _skeleton_bones():
-    from core.skeleton import KINEMATIC_CHAINS
     bones = []
     for chain in KINEMATIC_CHAINS:
         for a, b in zip(chain[:-1], chain[1:]):
@@ -599,8 +598,6 @@ def iter_skeleton_frames(joints: np.ndarray, cfg: RenderConfig | None = None,
     """Yield stick-figure frames: perspective-projected capsules (left limbs blue, right red,
     head a disc), painter-sorted by depth, anti-aliased, on the same floor and camera as the
     mesh renderer. Pure numpy (no OpenGL). Arguments are checked before the first frame."""
-    from core.features import validate_joints
-
     cfg = (cfg or RenderConfig()).validate()
     J = validate_joints(joints, min_frames=1)
     if facing_yaw is None:
@@ -657,7 +654,7 @@ def _check_output(path: Path) -> Path:
     return path
 
 
-def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | Path, fps: float = 20.0,
+def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | Path, fps: float = FPS,
               crf: int = 20, preset: str = "veryfast") -> Path:
     """Encode RGB uint8 frames ((T, H, W, 3) array or an iterable of (H, W, 3)) as H.264 MP4
     (libx264, yuv420p, +faststart for browsers). Odd sizes are padded to even by repeating
@@ -736,14 +733,12 @@ def render_motion_mp4(joints: np.ndarray, path: str | Path, cfg: RenderConfig | 
                       renderer: Renderer | None = None) -> Path:
     """Render joint positions (T, 22, 3) (y up, metres) to an MP4 at ``path``.
 
-    Mesh mode: ``viewer.ik.solve_ik`` fits rotations on ``body``'s own rest skeleton (default
+    Mesh mode: ``motioncore.ik.solve_ik`` fits rotations on ``body``'s own rest skeleton (default
     ``viewer.body.default_body()``: SMPL if installed, else the mannequin), the body is posed
     and rendered with pyrender. ``skeleton_only``: a numpy stick figure (no OpenGL needed).
     Frames stream into ffmpeg while rendering. Raises ValueError / MotionFormatError for bad
     input, OSError subclasses for a bad output path, RenderError for rendering/encoding.
     """
-    from core.features import validate_joints
-
     cfg = (cfg or RenderConfig()).validate()
     J = validate_joints(joints, min_frames=1)
     path = _check_output(Path(path))
@@ -752,7 +747,7 @@ def render_motion_mp4(joints: np.ndarray, path: str | Path, cfg: RenderConfig | 
         frames = iter_skeleton_frames(J, cfg, yaw)
     else:
         from viewer.body import default_body
-        from viewer.ik import solve_ik
+        from motioncore.ik import solve_ik
 
         body = body if body is not None else default_body()
         pose = solve_ik(J, rest_offsets=body.rest_offsets(), fps=cfg.fps)

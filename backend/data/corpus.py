@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from backend.data.captions import caption_set
 from backend.data.mocap import BaseClip, Clip, blend, load_base_clips, mirror_label
-from core.features import features_to_joints, joints_to_features, mean_std
-from core.skeleton import FPS
+from motioncore.features import features_to_joints, joints_to_features, mean_std
+from motioncore.skeleton import FPS
 
-CORPUS_VERSION = 2   # 2: HumanML3D-exact heading (core.features), OOD split in two halves
+CORPUS_VERSION = 2   # 2: HumanML3D-exact heading (motioncore.features), OOD split in two halves
 IN_DIST_KINDS = ("walk", "turn", "run", "jump", "kick", "punch", "spin", "spinkick",
                  "dance_a", "dance_b", "getup_facedown", "getup_faceup")
 OOD_KINDS = ("cartwheel", "backflip", "crawl", "roll")

@@ -16,9 +16,12 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from core.features import Normalizer, validate_features, validate_joints
-from core.skeleton import FPS
+from backend.checkpoints import embedded_corpus_dir
+from backend.data.corpus import build_corpus, corpus_is_built
+from motioncore.features import Normalizer, validate_features, validate_joints
+from motioncore.skeleton import FPS
 
 REQUIRED = ("new_joint_vecs", "texts", "Mean.npy", "Std.npy")
 
@@ -122,8 +125,6 @@ class MotionCorpus:
                       progress: bool = False) -> dict[str, np.ndarray]:
         """All motions of a split as ``{id: (T, 263)}``; too short ones are left out, too long
         ones cut to ``max_frames`` (HumanML3D's evaluation uses 40..196 frames)."""
-        from tqdm import tqdm
-
         out = {}
         for mid in tqdm(self.split_ids(split), desc=f"loading {split}", disable=not progress):
             f = self.features(mid)
@@ -164,8 +165,6 @@ def open_corpus(path: str | Path | None = None, build: bool = True, progress: bo
     first use when absent."""
     if path is not None:
         return MotionCorpus(path)
-    from backend.data.corpus import build_corpus, corpus_is_built
-    from backend.paths import embedded_corpus_dir
 
     folder = embedded_corpus_dir()
     if not corpus_is_built(folder):

@@ -5,7 +5,7 @@ right ankle, right shoulder, right elbow, left hip, left knee, left ankle, left 
 left elbow]`` with quaternions as (w, x, y, z) and knees/elbows as one angle about the
 joint's z axis. DeepMimic's frame is x forward, y up, z right; its rest pose stands with
 the arms down. We keep the clip's joint *rotations* and replay them on an adult SMPL-
-proportioned skeleton (``core.skeleton.ADULT_OFFSETS``, also arms down), which places the
+proportioned skeleton (``motioncore.skeleton.ADULT_OFFSETS``, also arms down), which places the
 joints the source lacks (three spine joints, collars, toes, head) plausibly: the chest
 rotation is shared evenly by the three spine joints, collars follow the upper spine.
 
@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.quat import qaxis_angle, qfix, qmul, qnormalize, qpow, qrot, qslerp, qyaw, qyaw_angle
-from core.skeleton import ADULT_OFFSETS, FPS, JOINT_NAMES, MIRROR_INDEX, NUM_JOINTS, forward_kinematics
+from motioncore.quat import (qaxis_angle, qfix, qmul, qnormalize, qpow, qrot, qslerp, qyaw,
+                             qyaw_angle)
+from motioncore.skeleton import (ADULT_OFFSETS, FPS, JOINT_NAMES, MIRROR_INDEX, NUM_JOINTS,
+                                 forward_kinematics)
 
 # Clips shipped by pybullet, by the motion kind they show.
 CLIP_FILES = {

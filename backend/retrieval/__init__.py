@@ -1,6 +1,6 @@
-"""Fused Gemini-MVR retrieval: one inner-product FAISS index over [w0 a ; w1 o]."""
+"""Stage 1 of the paper: retrieving the human video a prompt is most like.
 
-from .bench import bench_retrieval, format_bench
-from .index import FusedIndex, brute_force_fused, fuse_queries, fuse_videos
-
-__all__ = ["FusedIndex", "bench_retrieval", "brute_force_fused", "format_bench", "fuse_queries", "fuse_videos"]
+``model`` (Gemini-MVR: text/keypoint/object encoders and the action-object router), ``index``
+(the fused FAISS index), ``service`` (the retriever the pipeline and app use), ``train`` and
+``evaluate`` (its training and its table), ``videos/`` (the video database and everything that
+fills it: decoding, pose, I3D, ingestion, synthetic videos)."""

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 KINDS = ("auto", "flat", "hnsw", "ivf")
 AUTO_HNSW_THRESHOLD = 200_000  # kind="auto": exact flat below this many vectors, HNSW from here on
 IVF_MIN_POINTS_PER_LIST = 40   # IVF needs about this many training vectors per inverted list
-# HNSW defaults, chosen with backend.retrieval.bench on a 2-core CPU (1 FAISS thread): on 1M fused
+# HNSW defaults, chosen with backend.bench.index on a 2-core CPU (1 FAISS thread): on 1M fused
 # 512-d vectors of the benchmark's clustered distribution they gave recall@1 0.995 at 2.9 ms median /
 # 3.7 ms p90 per query (build 11 min). On that graph efSearch 768 gave 0.98 and 512 only 0.77; with
 # efConstruction 80 even efSearch 1024 stayed near 0.93.

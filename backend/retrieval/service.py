@@ -10,18 +10,22 @@ the retriever's weights change and extended when videos are added.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from backend.models.retriever import GeminiMVR, encode_captions
+from backend.checkpoints import checkpoints_dir
 from backend.retrieval.index import FusedIndex, fuse_queries, fuse_videos
-from backend.video.database import (DatabaseError, VideoDatabase, atomic_write_bytes,
-                                    database_dir, live_folder, writer_lock)
+from backend.retrieval.model import GeminiMVR, encode_captions
+from backend.retrieval.videos.database import (DatabaseError, VideoDatabase, VideoFeatures,
+                                               atomic_write_bytes, database_dir, live_folder,
+                                               writer_lock)
+from backend.retrieval.videos.ingest import index_folder
+from motioncore.io import atomic_output
 
 MODES = ("gemini", "action", "object", "fixed", "random")
 
@@ -41,8 +45,6 @@ class Hit:
 
 
 def shipped_database_dir() -> Path:
-    from backend.paths import checkpoints_dir
-
     return checkpoints_dir() / "videodb"
 
 
@@ -83,8 +85,6 @@ class VideoRetriever:
 
     @classmethod
     def open(cls, db: str = "embedded", retriever_dir=None, **kw) -> "VideoRetriever":
-        from backend.paths import checkpoints_dir
-
         d = Path(retriever_dir or checkpoints_dir() / "retriever")
         if not (d / "model.safetensors").is_file():
             raise FileNotFoundError(f"no trained retriever at {d}; train one with "
@@ -140,8 +140,6 @@ class VideoRetriever:
         self._row = {v: i for i, v in enumerate(ids)}
 
     def _save(self, emb: dict, index: FusedIndex) -> None:
-        import io
-
         self.index_dir.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         np.savez(buf, ids=np.asarray(emb["ids"], dtype=str),
@@ -219,8 +217,6 @@ class VideoRetriever:
     def video_prior(self, video_id: str):
         """``VideoFeatures`` of a stored video for the motion LLM: its per-frame action features,
         object embedding and keypoints (for models with a pose prefix)."""
-        from backend.models.motion_llm import VideoFeatures
-
         frames, obj = self.video_features(video_id)
         return VideoFeatures(frames, obj, self.db.keypoints[self._row[video_id]])
 
@@ -234,14 +230,12 @@ class VideoRetriever:
         (rendered once into the database's ``media/`` folder)."""
         rec = self.db.record(video_id)
         if rec.get("kind") == "synthetic":
-            from backend.video.synth import VideoSpec, render_video
+            from backend.retrieval.videos.synth import VideoSpec, render_video
 
             path = Path(cache_dir or self.db.root / "media") / f"{video_id}.mp4"
             if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp.mp4")
-                render_video(VideoSpec.from_json(rec["spec"]), tmp)
-                tmp.replace(path)
+                with atomic_output(path) as tmp:
+                    render_video(VideoSpec.from_json(rec["spec"]), tmp)
             return path
         src = Path(rec["source"])
         if not src.is_file():
@@ -250,8 +244,6 @@ class VideoRetriever:
 
     def add_videos(self, folder, workers: int = 1, progress: bool = False):
         """Index new videos into this database and the index (used for uploads)."""
-        from backend.video.ingest import index_folder
-
         report = index_folder(folder, self.db.root, workers=workers, progress=progress)
         self.db = VideoDatabase.load(self.db.root)
         self.refresh()

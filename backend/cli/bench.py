@@ -1,0 +1,107 @@
+"""``python -m backend bench WHAT``: speed benchmarks (they print figures; tests never time)."""
+from __future__ import annotations
+
+import json
+
+
+def cmd_bench_render(args) -> int:
+    from backend.bench import bench_render
+
+    figures = bench_render(seconds=args.seconds, size=args.size, repeats=args.repeats)
+    print(f"{'stage':<28}{'seconds':>10}")
+    for key in ("ik_s", "posing_s", "render_s", "total_s", "skeleton_only_total_s"):
+        print(f"{key:<28}{figures[key]:>10.2f}")
+    print("(render_s = rendering + MP4 encoding; they overlap, frames stream into ffmpeg)")
+    print(f"{args.seconds:.0f}-s motion at {args.size}x{args.size}: {figures['total_s']:.2f} s "
+          f"({figures['ms_per_frame']:.1f} ms/frame; target <= 3 s), body: {figures['body']}")
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+def cmd_bench_eval(args) -> int:
+    from backend.bench import bench_eval
+
+    f = bench_eval(repeats=args.repeats, split=args.split)
+    print(f"{f['repeats']}-repeat evaluation of the VQ-VAE row on {f['split']} ({f['motions']} motions): "
+          f"{f['evaluation_s']:.1f} s ({f['per_repeat_s']:.2f} s per repeat, "
+          f"{f['motions_per_s']:.0f} motions/s; loading models {f['load_s']:.1f} s)")
+    if args.json:
+        print(json.dumps(f))
+    return 0
+
+
+def cmd_bench_retrieval(args) -> int:
+    from backend.bench.retrieval import run_bench_retrieval
+
+    res, text = run_bench_retrieval(sizes=tuple(args.sizes), queries=args.queries,
+                                    ingest_videos=args.ingest_videos, workers=args.workers)
+    print(text)
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def cmd_bench_generate(args) -> int:
+    from backend.bench.generate import bench_generate, format_bench_generate
+
+    res = bench_generate(repeats=args.repeats, seconds=args.seconds, threads=args.threads)
+    print(format_bench_generate(res))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def add(sub) -> None:
+    """Add these commands to the top-level parser."""
+    p = sub.add_parser("bench", help="speed benchmarks (print figures; --json adds them as JSON)")
+    bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="WHAT")
+    r = bsub.add_parser("render", help="time a body-mesh motion -> MP4 render",
+                        description="Render a real walking motion of SECONDS at SIZE x SIZE to "
+                                    "MP4 with the default body and report each stage (median of "
+                                    "repeats).")
+    r.add_argument("--seconds", type=float, default=4.0)
+    r.add_argument("--size", type=int, default=512)
+    r.add_argument("--repeats", type=int, default=3)
+    r.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    r.set_defaults(func=cmd_bench_render)
+    e = bsub.add_parser("eval", help="time a full generation evaluation of one generator",
+                        description="Time `eval generation` for the VQ-VAE reconstruction row "
+                                    "(encoding is done once per repeat for all metrics).")
+    e.add_argument("--repeats", type=int, default=20)
+    e.add_argument("--split", default="test")
+    e.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    e.set_defaults(func=cmd_bench_eval)
+
+    b = bsub.add_parser(
+        "generate", help="median text -> motion latency vs the naive path",
+        description="Retrieval + generation + decoding (no rendering) of a SECONDS-long motion, "
+                    "against the naive path (full-vocabulary head, no KV cache).")
+
+    b.add_argument("--repeats", type=int, default=10)
+
+    b.add_argument("--seconds", type=float, default=4.0)
+
+    b.add_argument("--threads", type=int, default=2)
+
+    b.add_argument("--json", action="store_true")
+
+    b.set_defaults(func=cmd_bench_generate)
+
+    bb = bsub.add_parser("retrieval", help="query latency at scale, ingestion speed",
+                                    description="Query latency (text encoding + search) with "
+                                                "synthetic vectors at each size, exact vs HNSW "
+                                                "with recall@1; ingestion videos per minute on "
+                                                "rendered videos.")
+
+    bb.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
+
+    bb.add_argument("--queries", type=int, default=200)
+
+    bb.add_argument("--ingest-videos", type=int, default=8, help="videos to time ingestion on (0: skip)")
+
+    bb.add_argument("--workers", type=int, default=1)
+
+    bb.add_argument("--json", action="store_true")
+
+    bb.set_defaults(func=cmd_bench_retrieval)

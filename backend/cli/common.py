@@ -1,0 +1,32 @@
+"""What several command groups share: thread count, and loading the corpus + tokenizer +
+retriever that the motion-LLM commands start from."""
+from __future__ import annotations
+
+import torch
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(max(1, n))
+
+
+def load_stack(args, need_retriever: bool = True):
+    import torch
+
+    from backend.data.dataset import open_corpus
+    from backend.generation.vqvae import MotionVQVAE
+    from backend.checkpoints import checkpoints_dir
+    from backend.retrieval.service import VideoRetriever
+
+    torch.set_num_threads(args.threads)
+    corpus = open_corpus(args.data)
+    vqvae = MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae").eval()
+    retriever = VideoRetriever.open("embedded") if need_retriever else None
+    return corpus, vqvae, retriever
+
+
+def training_db(args):
+    """The captioned video database the retriever trains and is evaluated on (``--db-dir``)."""
+    from backend.retrieval.service import open_database
+    from backend.retrieval.videos.database import VideoDatabase
+
+    return VideoDatabase.load(args.db_dir) if args.db_dir else open_database("embedded")

@@ -1,0 +1,345 @@
+"""``python -m backend eval WHAT``: every evaluation table (tokenizer, generation, instruction
+following, servability, video use, retrieval). ``--json`` adds the figures as the last line."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from backend.cli.common import set_threads, training_db
+
+
+def load_evaluator(args):
+    from backend.evaluation.evaluator import TextMotionEvaluator, load_guo_evaluator
+    from backend.checkpoints import checkpoints_dir
+
+    if args.guo_evaluator:
+        return load_guo_evaluator(args.guo_evaluator), str(args.guo_evaluator)
+    folder = Path(args.evaluator) if args.evaluator else checkpoints_dir() / "evaluator"
+    return TextMotionEvaluator.from_pretrained(folder), str(folder)
+
+
+def cmd_eval_vqvae(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.evaluation.tokenizer import evaluate_split, format_table
+    from backend.generation.vqvae import MotionVQVAE, load_t2m_gpt
+    from backend.checkpoints import checkpoints_dir
+
+    set_threads(args.threads)
+    corpus = open_corpus(args.data)
+    if args.t2m_gpt:
+        model = load_t2m_gpt(args.t2m_gpt)
+        source = str(args.t2m_gpt)
+    else:
+        folder = Path(args.checkpoint) if args.checkpoint else checkpoints_dir() / "vqvae"
+        model = MotionVQVAE.from_pretrained(folder)
+        source = str(folder)
+    available = set(corpus.splits())
+    rows = []
+    for split in [s for s in args.splits.split(",") if s]:
+        if split not in available:
+            print(f"(split {split!r} not in {corpus.root}; skipped)")
+            continue
+        rows.append(evaluate_split(model, corpus, split, progress=not args.json))
+    if not rows:
+        print(f"error: none of the splits {args.splits!r} exist in {corpus.root}", file=sys.stderr)
+        return 2
+    print(f"VQ-VAE reconstruction ({source}) on {corpus.root}")
+    print(format_table(rows))
+    if args.json:
+        print(json.dumps({"model": source, "data": str(corpus.root),
+                          "results": {r["split"]: r for r in rows}}))
+    return 0
+
+
+def cmd_eval_generation(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.evaluation.generation import (evaluate, format_plausibility, format_table,
+                                               plausibility_rows, to_json)
+    from backend.evaluation.rows import GENERATORS, expand
+
+    set_threads(args.threads)
+    corpus = open_corpus(args.data)
+    evaluator, source = load_evaluator(args)
+    names = ["real", "vqvae"] + [g for g in expand(args.generator) if g not in ("real", "vqvae")]
+    unknown = [n for n in names if n not in GENERATORS]
+    if unknown:
+        print(f"error: unknown generator {', '.join(unknown)} (known: {', '.join(sorted(GENERATORS))})",
+              file=sys.stderr)
+        return 2
+    generators = [GENERATORS[n](corpus) for n in names]
+    available = set(corpus.splits())
+    tables, plaus = {}, {}
+    for split in [s for s in args.splits.split(",") if s]:
+        if split not in available:
+            print(f"(split {split!r} not in {corpus.root}; skipped)")
+            continue
+        results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
+                           seed=args.seed, mm_samples=args.mm_samples,
+                           mm_repeats=args.mm_repeats, progress=not args.json,
+                           max_motions=args.max_motions)
+        print(format_table(split, results))
+        print()
+        tables[split] = to_json(results)
+        plaus[split] = plausibility_rows(corpus, split, generators, seed=args.seed,
+                                         max_motions=args.max_motions, progress=not args.json)
+        print(format_plausibility(split, plaus[split]))
+        print()
+    subset = f"; {args.max_motions} motions per split" if args.max_motions else ""
+    print(f"evaluator: {source}; data: {corpus.root}; {args.repeats} repeats{subset}; "
+          "mean ± 1.96·std/√repeats")
+    if args.json:
+        print(json.dumps({"evaluator": source, "data": str(corpus.root), "repeats": args.repeats,
+                          "max_motions": args.max_motions, "tables": tables,
+                          "plausibility": plaus}))
+    return 0
+
+
+def cmd_eval_follow(args) -> int:
+    import numpy as np
+
+    from backend.data.dataset import open_corpus
+    from backend.evaluation.follow import format_table, load_programs, score
+    from backend.evaluation.generation import EvalItem, VQVAEReconstruction, load_split
+    from backend.evaluation.checker import InstructionChecker
+    from backend.generation.vqvae import MotionVQVAE
+    from backend.checkpoints import checkpoints_dir
+    from motioncore.features import joints_to_features
+    from motioncore.clean import clean_motion
+
+    set_threads(args.threads)
+    corpus = open_corpus(args.data)
+    programs = load_programs(corpus)
+    folder = Path(args.checker) if args.checker else checkpoints_dir() / "checker"
+    checker = InstructionChecker.from_pretrained(folder)
+    vq = VQVAEReconstruction(MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae"), corpus)
+    gens = []
+    if args.generator:
+        from backend.evaluation.rows import GENERATORS, expand
+
+        gens = [GENERATORS[n](corpus) for n in expand(args.generator)]
+    tables = {}
+    for split in [s for s in args.splits.split(",") if s]:
+        if split not in corpus.splits():
+            print(f"(split {split!r} not in {corpus.root}; skipped)")
+            continue
+        data = load_split(corpus, split, min_frames=8)
+        ids = sorted(data)
+        if args.max_motions and args.max_motions < len(ids):
+            ids = sorted(np.random.default_rng([args.seed, 99]).choice(ids, args.max_motions, replace=False))
+        real = [data[m][0] for m in ids]
+        # whole motions (a protocol crop could cut a repetition), to a multiple of 4 frames
+        items = [EvalItem(m, data[m][1][0], f[: len(f) // 4 * 4], f) for m, f in zip(ids, real)]
+        recon = [joints_to_features(clean_motion(f).joints) for f in vq.generate(items, None)]
+        progs = [programs[m] for m in ids]
+        tables[split] = {"Real motion": score(checker, progs, real),
+                         "VQ-VAE reconstruction": score(checker, progs, recon)}
+        for g in gens:                              # what users get: generated, then cleaned
+            feats = g.generate(items, np.random.default_rng([args.seed, 1]))
+            motions = [joints_to_features(clean_motion(f).joints) for f in feats]
+            tables[split][g.name] = score(checker, progs, motions)
+        print(f"{split}:")
+        print(format_table(tables[split]))
+        print()
+    examples = {}
+    if args.examples:
+        from backend.evaluation.follow import example_motions, format_examples, score_examples
+        from backend.pipeline import VimoRAGPipeline
+
+        pipe = VimoRAGPipeline.load(models=tuple(args.examples), evaluator=False)
+        for model in args.examples:
+            examples[model] = score_examples(checker, example_motions(pipe, model, args.seeds))
+            print(format_examples(model, examples[model]))
+            print()
+    print(f"checker: {folder}; data: {corpus.root}")
+    if args.json:
+        print(json.dumps({"checker": str(folder), "data": str(corpus.root), "tables": tables,
+                          "examples": examples}))
+    return 0
+
+
+def cmd_eval_servable(args) -> int:
+    from backend.evaluation.servable import run_calibration
+    from backend.checkpoints import checkpoints_dir
+    from backend.pipeline import VimoRAGPipeline
+
+    set_threads(args.threads)
+    pipe = VimoRAGPipeline.load(models=(args.model,), evaluator=True)
+    check, report = run_calibration(pipe, args.captions, args.model, args.seed, args.miss)
+    print(f"thresholds: best retrieval score >= {check.min_retrieval:+.3f}, text-motion distance <= "
+          f"{check.max_distance:.3f} (each passes {1 - args.miss:.1%} of calibration captions)")
+    print(f"held-out: {check.false_alarm:.1%} of servable captions flagged (false alarms), "
+          f"{check.hit_rate:.1%} of unservable prompts flagged (by retrieval "
+          f"{report['unservable_flagged_by']['retrieval']:.0%}, by distance "
+          f"{report['unservable_flagged_by']['distance']:.0%})")
+    if args.ship:
+        from backend.checkpoints import record
+        from backend.checkpoints import save_pretrained_atomic
+
+        dest = save_pretrained_atomic(check, checkpoints_dir() / "servable")
+        record(dest, "python -m backend eval servable " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in (("captions", args.captions), ("model", args.model),
+                                                        ("seed", args.seed), ("miss", args.miss))) + " --ship")
+        print(f"shipped {dest}")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def cmd_eval_video_use(args) -> int:
+    import random
+
+    import torch
+
+    from backend.data.dataset import open_corpus
+    from backend.evaluation.video_use import format_video_use, video_use
+    from backend.generation.motion_llm import MotionLLM
+    from backend.generation.vqvae import MotionVQVAE
+    from backend.checkpoints import checkpoints_dir, data_home
+    from backend.retrieval.service import VideoRetriever
+    from backend.generation.train_llm import build_examples
+
+    set_threads(args.threads)
+    corpus = open_corpus(args.data)
+    folder = Path(args.model) if Path(args.model).is_dir() else checkpoints_dir() / f"llm-{args.model}"
+    model = MotionLLM.from_pretrained(folder)
+    vqvae = MotionVQVAE.from_pretrained(checkpoints_dir() / model.config.tokenizer).eval()
+    retriever = VideoRetriever.open("embedded")
+    try:
+        own = VideoRetriever.open(args.self_db) if args.split == "train" else None
+    except Exception:                                   # noqa: BLE001 - the self rows are optional
+        own = None
+    examples = build_examples(corpus, vqvae, retriever, "gemini", data_home() / "runs", split=args.split)
+    first, seen = [], set()
+    for e in examples:                                  # one caption per motion
+        if e.mid not in seen:
+            seen.add(e.mid)
+            first.append(e)
+    random.Random(args.seed).shuffle(first)
+    if own is not None:                                 # motions with a video of their own first
+        first.sort(key=lambda e: not own.has_video(f"self-{e.mid}"))
+    with torch.no_grad():
+        res = video_use(model.eval(), first[:args.size], retriever, own, args.seed)
+    print(format_video_use(res, f"{folder.name} on {args.split} ({len(first[:args.size])} captions)"))
+    if args.json:
+        print(json.dumps({"model": str(folder), "split": args.split, "rows": res}))
+    return 0
+
+
+def cmd_eval_retrieval(args) -> int:
+    from backend.retrieval.evaluate import evaluate_retrieval, format_retrieval
+    from backend.retrieval.model import GeminiMVR
+    from backend.checkpoints import checkpoints_dir
+
+    d = Path(args.retriever) if args.retriever else checkpoints_dir() / "retriever"
+    res = evaluate_retrieval(GeminiMVR.from_pretrained(d), training_db(args), split=args.split)
+    print(format_retrieval(res))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def add(sub) -> None:
+    """Add these commands to the top-level parser."""
+    p = sub.add_parser("eval", help="evaluate a component (prints a table; --json adds figures)")
+    esub = p.add_subparsers(dest="eval_cmd", required=True, metavar="COMPONENT")
+    v = esub.add_parser(
+        "vqvae", help="reconstruction MPJPE and codebook usage of the motion VQ-VAE",
+        description="Encode and decode every motion of the chosen splits (cropped to 196 "
+                    "frames) and report MPJPE in millimetres and codebook usage.")
+    v.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    v.add_argument("--checkpoint", help="folder written by save_pretrained (default: checkpoints/vqvae)")
+    v.add_argument("--t2m-gpt", help="evaluate the published T2M-GPT VQ-VAE (t2m.pth) instead")
+    v.add_argument("--splits", default="test,ood",
+                   help="comma-separated splits; ones the dataset lacks (e.g. ood) are skipped")
+    v.add_argument("--threads", type=int, default=2)
+    v.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    v.set_defaults(func=cmd_eval_vqvae)
+    g = esub.add_parser(
+        "generation", help="paper-style table: FID, R-Precision, MM-Dist, Diversity, MModality",
+        description="Guo et al. protocol on the test and OOD splits: rows 'Real motion' and "
+                    "'VQ-VAE reconstruction' plus any --generator; each metric as mean ± "
+                    "1.96·std/√repeats over repeated evaluations.")
+    g.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    g.add_argument("--evaluator", help="trained evaluator folder (default: checkpoints/evaluator)")
+    g.add_argument("--guo-evaluator", help="folder with the original Guo et al. evaluator "
+                                           "(t2m/text_mot_match, glove/) for HumanML3D numbers")
+    g.add_argument("--generator", action="append", default=[], metavar="NAME",
+                   help="add a generator row (repeatable): novideo, sft-gemini, mcdpo-gemini, "
+                        "sft-random, mcdpo-random, mcdpo-object, or vimorag for all six")
+    g.add_argument("--splits", default="test,ood")
+    g.add_argument("--repeats", type=int, default=20)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-motions", type=int, default=0,
+                   help="evaluate on a fixed random subset of this many motions per split (0 = all)")
+    g.add_argument("--mm-samples", type=int, default=100, help="texts for MultiModality")
+    g.add_argument("--mm-repeats", type=int, default=30, help="generations per text for MultiModality")
+    g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    g.set_defaults(func=cmd_eval_generation)
+    f = esub.add_parser(
+        "follow", help="instruction following: share of what prompts ask that motions do",
+        description="For every motion of the chosen splits, list what its prompt asks (kind, "
+                    "count, side, direction, speed; from programs.jsonl) and check it with the "
+                    "instruction checker, on the real motions (the checker's own accuracy), "
+                    "on the VQ-VAE's cleaned reconstructions and on any --generator row.")
+    f.add_argument("--data", help="corpus folder with programs.jsonl (default: the embedded corpus)")
+    f.add_argument("--checker", help="checker folder (default: checkpoints/checker)")
+    f.add_argument("--splits", default="test,ood", help="comma-separated splits (default: test,ood)")
+    f.add_argument("--generator", action="append", default=[], metavar="NAME",
+                   help="also score a generator row on the first caption of every motion "
+                        "(repeatable; names as in `eval generation`, vimorag for all six)")
+    f.add_argument("--seed", type=int, default=0, help="sampling seed of the generator rows")
+    f.add_argument("--max-motions", type=int, default=0,
+                   help="a fixed random subset of this many motions per split (0 = all)")
+    f.add_argument("--examples", action="append", default=[], choices=["mcdpo", "sft", "novideo"],
+                   metavar="MODEL", help="also check the app's example prompts generated by MODEL "
+                                         "(shipped; Gemini-MVR retrieval; repeatable)")
+    f.add_argument("--seeds", type=int, default=3, help="samples per example prompt")
+    f.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    f.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+    f.set_defaults(func=cmd_eval_follow)
+    vu = esub.add_parser(
+        "video-use", help="does a motion LLM read its video? token loss under different videos",
+        description="Per-token loss of the ground-truth motion codes of held-out captions with "
+                    "their rank-1 video, a random video, no video and (train split, `videos self`) "
+                    "the video of the motion itself.")
+    vu.add_argument("--model", default="sft", help="sft, mcdpo, novideo or a model folder")
+    vu.add_argument("--split", default="val", help="corpus split (train: the self-video rows too)")
+    vu.add_argument("--size", type=int, default=160, help="captions (one per motion)")
+    vu.add_argument("--self-db", default="self-train", help="database of the self videos")
+    vu.add_argument("--data", help="corpus folder (default: the embedded corpus)")
+    vu.add_argument("--seed", type=int, default=0)
+    vu.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    vu.add_argument("--json", action="store_true")
+    vu.set_defaults(func=cmd_eval_video_use)
+    sv = esub.add_parser(
+        "servable", help="calibrate the warning for prompts the models cannot serve",
+        description="Best Gemini-MVR score and text-motion distance of the generated motion, for "
+                    "held-out test captions and for prompts of motions the corpus does not contain "
+                    "(backend.evaluation.servable.UNSERVABLE_PROMPTS). Thresholds from one half, rates "
+                    "on the other; --ship writes checkpoints/servable/ (read by the app and generate).")
+    sv.add_argument("--captions", type=int, default=200, help="test motions (first caption of each)")
+    sv.add_argument("--model", choices=["mcdpo", "sft"], default="mcdpo")
+    sv.add_argument("--seed", type=int, default=0)
+    sv.add_argument("--miss", type=float, default=0.025,
+                    help="share of calibration captions each threshold may flag")
+    sv.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sv.add_argument("--ship", action="store_true", help="save to checkpoints/servable + MANIFEST")
+    sv.add_argument("--json", action="store_true")
+    sv.set_defaults(func=cmd_eval_servable)
+
+    e = esub.add_parser("retrieval", help="text -> video R@1/5/10 and median rank",
+                                  description="Held-out captions against held-out videos, for "
+                                              "object-only, action-only, fixed 0.5/0.5 and the "
+                                              "trained router.")
+
+    e.add_argument("--retriever", help="retriever folder (default: checkpoints/retriever)")
+
+    e.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
+
+    e.add_argument("--split", default="test")
+
+    e.add_argument("--json", action="store_true")
+
+    e.set_defaults(func=cmd_eval_retrieval)

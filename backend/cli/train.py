@@ -1,0 +1,482 @@
+"""``python -m backend train COMPONENT``: every training command (tokenizer, evaluator,
+checker, Gemini-MVR's two stages, the motion LLM's SFT and McDPO). Each is resumable from its
+run folder; ``--ship`` puts the result in ``checkpoints/`` with its MANIFEST line."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from backend.checkpoints import ship
+from backend.cli.common import load_stack, training_db
+from backend.generation.train_llm import warm_start
+
+DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+def cmd_train_vqvae(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.generation.vqvae import VQVAEConfig
+    from backend.checkpoints import data_home
+    from backend.generation.train_vqvae import VQTrainConfig, train_vqvae
+
+    corpus = open_corpus(args.data)
+    norm = corpus.normalizer
+    motions = [norm.normalize(f) for f in corpus.load_features("train", progress=True).values()]
+    if args.video_motions if args.video_motions is not None else args.data is None:
+        from backend.retrieval.videos.synth import video_motion_features
+
+        extra = video_motion_features(progress=True)
+        print(f"+ {len(extra)} video-only motions of the video database (no captions; "
+              f"OOD kinds included)")
+        motions += [norm.normalize(f) for f in extra]
+    val = [norm.normalize(f) for f in corpus.load_features("val").values()] \
+        if "val" in corpus.splits() else None
+    model_cfg = VQVAEConfig.paper() if args.config == "paper" else VQVAEConfig.embedded()
+    train_cfg = VQTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                              warmup_steps=min(1000, args.steps // 10),
+                              lr_milestones=tuple(args.decay_at) if args.decay_at else None,
+                              schedule=args.schedule, root_weight=args.root_weight,
+                              joint_weight=args.joint_weight,
+                              pos_weight=args.pos_weight, window=args.window,
+                              ckpt_every=max(1, min(500, args.steps // 4)), threads=args.threads)
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"vqvae-{args.config}"
+    init = None
+    if args.init:
+        from backend.generation.vqvae import MotionVQVAE
+
+        init = MotionVQVAE.from_pretrained(args.init)
+        model_cfg = init.config
+        print(f"Starting from the weights and codebook of {args.init}")
+    model = train_vqvae(motions, model_cfg, train_cfg, work, resume=not args.no_resume,
+                        val_motions=val, init=init, stats=(norm.mean, norm.std))
+    print(f"Trained model saved in {work / 'model'}")
+    if args.curves:
+        from backend.curves import plot_vqvae_curves
+
+        print(f"Learning curves: {plot_vqvae_curves(work / 'train_log.jsonl', Path(args.curves))}")
+    if args.ship:
+        ship("vqvae", model, dtype=DTYPES[args.ship_dtype])
+    return 0
+
+
+def cmd_train_evaluator(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.evaluation.evaluator import EvaluatorConfig
+    from backend.checkpoints import data_home
+    from backend.evaluation.train_evaluator import EvaluatorTrainConfig, train_evaluator
+
+    corpus = open_corpus(args.data)
+    splits = corpus.judge_splits()
+    cfg = EvaluatorTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                               threads=args.threads, splits=splits)
+    print(f"Training on the {' + '.join(splits)} split(s)")
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "evaluator"
+    model = train_evaluator(corpus, EvaluatorConfig.embedded(), cfg, work, resume=not args.no_resume)
+    print(f"Trained evaluator saved in {work / 'model'}")
+    if args.ship:
+        ship("evaluator", model, dtype=DTYPES[args.ship_dtype])
+    return 0
+
+
+def cmd_train_checker(args) -> int:
+    from backend.data.dataset import open_corpus
+    from backend.evaluation.follow import CheckerTrainConfig, train_checker
+    from backend.checkpoints import data_home
+
+    corpus = open_corpus(args.data)
+    splits = corpus.judge_splits()
+    print(f"Training the instruction checker on the {' + '.join(splits)} split(s)")
+    cfg = CheckerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads)
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "checker"
+    model = train_checker(corpus, splits, cfg, work)
+    print(f"Trained checker saved in {work / 'model'}")
+    if args.ship:
+        ship("checker", model, dtype=DTYPES[args.ship_dtype])
+    return 0
+
+
+def cmd_train_retriever(args) -> int:
+    import torch
+
+    from backend.checkpoints import data_home
+    from backend.retrieval.train import train_channels
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "retriever"
+    work.mkdir(parents=True, exist_ok=True)
+    model = train_channels(training_db(args), steps=args.steps, batch=args.batch_size, lr=args.lr,
+                           seed=args.seed, log=work / "log.jsonl")
+    model.save_pretrained(work / "stage1")
+    print(f"Stage-1 retriever saved in {work / 'stage1'} (train the router next: "
+          "`python -m backend train router`)")
+    return 0
+
+
+def cmd_train_router(args) -> int:
+    import torch
+
+    from backend.retrieval.evaluate import evaluate_retrieval, format_retrieval
+    from backend.retrieval.model import GeminiMVR
+    from backend.checkpoints import data_home
+    from backend.retrieval.train import train_router
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "retriever"
+    if not (work / "stage1" / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no stage-1 retriever in {work / 'stage1'}; run "
+                                "`python -m backend train retriever` first")
+    db = training_db(args)
+    model = train_router(GeminiMVR.from_pretrained(work / "stage1"), db, steps=args.steps,
+                         lr=args.lr, seed=args.seed, log=work / "log.jsonl")
+    model.save_pretrained(work / "model")
+    print(format_retrieval(evaluate_retrieval(model, db)))
+    print(f"Retriever saved in {work / 'model'}")
+    if args.ship:
+        ship("retriever", model, dtype=torch.float16)
+    return 0
+
+
+def _model_config(args, codebook: int):
+    from backend.generation.motion_llm import MotionLLMConfig
+
+    from backend.generation.motion_llm import MLP_TARGETS, POSE_DIM, _default_targets
+
+    over = {"num_prefix": args.prefix_frames + 1} if getattr(args, "prefix_frames", None) else {}
+    if getattr(args, "lora_mlp", False):
+        over["lora_targets"] = _default_targets() + MLP_TARGETS
+    if getattr(args, "pose_prefix", False):
+        over["pose_dim"] = POSE_DIM
+    if args.config == "phi3":
+        if not args.base:
+            raise ValueError("--config phi3 needs --base DIR (a local Phi-3-mini folder)")
+        return MotionLLMConfig.phi3(args.base, codebook_size=codebook, **over)
+    return MotionLLMConfig.embedded(codebook_size=codebook, **over)
+
+
+def cmd_train_sft(args) -> int:
+    import random
+
+    from backend.generation.motion_llm import MotionLLM
+    from backend.checkpoints import data_home
+    from backend.retrieval.service import VideoRetriever
+    from backend.curves import plot_llm_curves
+    from backend.generation.train_llm import (LLMTrainConfig, VideoBank, build_examples,
+                                          self_video_ids, train_sft)
+
+    corpus, vqvae, retriever = load_stack(args, need_retriever=args.video != "none")
+    name = "novideo" if args.video == "none" else "sft"
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"llm-{name}"
+    examples = build_examples(corpus, vqvae, retriever, args.video, work.parent)
+    val = build_examples(corpus, vqvae, retriever, args.video, work.parent, split="val")
+    seen, val_first = set(), []
+    for e in val:                                  # one caption per validation motion
+        if e.mid not in seen:
+            seen.add(e.mid)
+            val_first.append(e)
+    random.Random(0).shuffle(val_first)
+    val_first = val_first[:args.val_size]
+    videos, selfs = retriever, {}
+    if args.video != "none" and args.self_video > 0:
+        try:
+            own = VideoRetriever.open(args.self_db)
+        except Exception as exc:                   # noqa: BLE001 - say what to run, then go on
+            raise SystemExit(f"--self-video {args.self_video} needs the self-video database "
+                             f"{args.self_db!r} ({exc}); build it with `python -m backend videos "
+                             "self`, or pass --self-video 0")
+        selfs = self_video_ids(own, {e.mid for e in examples})
+        videos = VideoBank(retriever, own)
+    print(f"{len(examples)} training examples (caption, {args.video} video, motion tokens); "
+          f"{len(selfs)} motions with a video of their own (shown to {args.self_video:.0%} of "
+          f"their captions); {len(val_first)} validation examples")
+    model = MotionLLM(_model_config(args, vqvae.config.nb_code))
+    if args.init_from and not (work / "state.pt").is_file():
+        warm_start(model, Path(args.init_from))
+    cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+                         ckpt_every=args.ckpt_every, seed=args.seed, val_every=args.val_every,
+                         patience=args.patience, self_video=args.self_video if selfs else 0.0,
+                         caption_drop=args.caption_drop)
+    model = train_sft(model, examples, videos, cfg, work, resume=not args.no_resume,
+                      val_examples=val_first, self_videos=selfs)
+    model.save_pretrained(work / "model")
+    print(f"Model saved in {work / 'model'}")
+    if args.curves:
+        print(f"Learning curves: {plot_llm_curves(work / 'log.jsonl', args.curves, 'SFT')}")
+    if args.ship:
+        ship(f"llm-{name}", model, dtype=torch.float32)
+    return 0
+
+
+def cmd_train_mcdpo(args) -> int:
+    import random
+
+    import numpy as np
+
+    from backend.evaluation.evaluator import TextMotionEvaluator
+    from backend.generation.motion_llm import MotionLLM
+    from backend.checkpoints import checkpoints_dir, data_home
+    from backend.generation.train_llm import (LLMTrainConfig, Preference, build_examples,
+                                              make_preferences, train_mcdpo)
+
+    corpus, vqvae, retriever = load_stack(args)
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "llm-mcdpo"
+    work.mkdir(parents=True, exist_ok=True)
+    sft_dir = Path(args.sft) if args.sft else checkpoints_dir() / "llm-sft"
+    prefs_file = work / "preferences.json"
+
+    def row(p):
+        return {"text": p.text, "video_id": p.video_id, "chosen": np.asarray(p.chosen).tolist(),
+                "rejected": np.asarray(p.rejected).tolist(), "reward_gap": p.reward_gap,
+                "random_video": p.random_video}
+
+    def save(state):                               # {"processed": n prompts, "done": bool, "prefs": [...]}
+        tmp = prefs_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(prefs_file)
+
+    state = {"processed": 0, "done": False, "prefs": []}
+    if prefs_file.is_file() and not args.no_resume:
+        state = json.loads(prefs_file.read_text())
+        if isinstance(state, list):                # an older, finished file
+            state = {"processed": len(state), "done": True, "prefs": state}
+    if not state["done"]:
+        examples = build_examples(corpus, vqvae, retriever, "gemini", work.parent)
+        rng = random.Random(args.seed)
+        rng.shuffle(examples)
+        examples = examples[:args.prompts]
+        n_rand = int(round(args.random_share * len(examples)))
+        ids = retriever.db.ids
+        for e in examples[:n_rand]:            # bad priors: the model must learn to ignore them
+            e.video_id, e.random_video = ids[rng.randrange(len(ids))], True
+        random.Random(args.seed + 1).shuffle(examples)   # random videos spread over the chunks
+        sft = MotionLLM.from_pretrained(sft_dir)
+        if sft.config.tokenizer != "vqvae":
+            raise SystemExit(f"{sft_dir} writes codes of {sft.config.tokenizer!r}; McDPO needs an "
+                             "SFT model trained on checkpoints/vqvae")
+        evaluator = TextMotionEvaluator.from_pretrained(checkpoints_dir() / "evaluator")
+        gt = {e.mid: corpus.features(e.mid) for e in examples}
+        chunk = 128
+        if state["processed"]:
+            print(f"resuming candidate sampling after {state['processed']} prompts")
+        for s in range(state["processed"], len(examples), chunk):
+            part = examples[s:s + chunk]
+            new = make_preferences(sft, part, retriever, evaluator, vqvae, corpus.normalizer, gt,
+                                   kappa=args.kappa, w_l=args.w_l, w_d=args.w_d,
+                                   temperature=args.temperature, seed=args.seed * 7919 + s)
+            state["prefs"] += [row(p) for p in new]
+            state["processed"] = s + len(part)
+            save(state)
+            print(f"  {state['processed']}/{len(examples)} prompts sampled, {len(state['prefs'])} pairs")
+        state["done"] = True
+        save(state)
+    prefs = [Preference(r["text"], r["video_id"], np.array(r["chosen"]), np.array(r["rejected"]),
+                        r["reward_gap"], r["random_video"]) for r in state["prefs"]]
+    print(f"{len(prefs)} preference pairs ({sum(p.random_video for p in prefs)} with random videos)")
+    policy = MotionLLM.from_pretrained(sft_dir)
+    reference = MotionLLM.from_pretrained(sft_dir)
+    cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+                         warmup=min(20, args.steps // 5), ckpt_every=args.ckpt_every, log_every=1)
+    model = train_mcdpo(policy, reference, prefs, retriever, cfg, work, beta=args.beta,
+                        resume=not args.no_resume)
+    model.save_pretrained(work / "model")
+    print(f"Model saved in {work / 'model'}")
+    if args.curves:
+        from backend.curves import plot_llm_curves
+
+        print(f"Learning curves: {plot_llm_curves(work / 'log.jsonl', args.curves, 'McDPO')}")
+    if args.ship:
+        ship("llm-mcdpo", model, dtype=torch.float32)
+    return 0
+
+
+def add(sub) -> None:
+    """Add these commands to the top-level parser."""
+    p = sub.add_parser("train", help="train a component")
+    tsub = p.add_subparsers(dest="train_cmd", required=True, metavar="COMPONENT")
+    v = tsub.add_parser(
+        "vqvae", help="train the motion VQ-VAE (tokenizer)",
+        description="Train the T2M-GPT-style motion VQ-VAE on the train split plus, for the "
+                    "embedded corpus, the video-only motions of the video database (OOD kinds "
+                    "included; the tokenizer never sees text). Resumable: rerunning continues "
+                    "from the last checkpoint in the work folder.")
+    v.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    v.add_argument("--config", choices=["embedded", "paper"], default="embedded",
+                   help="model size: embedded (CPU, ~5 MB) or paper (T2M-GPT 512x512)")
+    v.add_argument("--steps", type=int, default=6000)
+    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--lr", type=float, default=2e-4)
+    v.add_argument("--decay-at", type=int, nargs="*", metavar="STEP",
+                   help="steps where the learning rate is multiplied by 0.05 (default: 2/3 of --steps)")
+    v.add_argument("--schedule", choices=["step", "cosine"], default="step",
+                   help="learning-rate decay after warmup: step (T2M-GPT, see --decay-at) or "
+                        "cosine down to 0.05 x --lr")
+    v.add_argument("--root-weight", type=float, default=0.0,
+                   help="extra loss weight on the 4 root terms (turn, velocity, height)")
+    v.add_argument("--joint-weight", type=float, default=0.0,
+                   help="loss weight on the root-aligned joint error in metres (heading "
+                        "integrated over the window: what root-aligned MPJPE measures)")
+    v.add_argument("--pos-weight", type=float, default=0.5,
+                   help="extra loss weight on the root-relative joint positions")
+    v.add_argument("--window", type=int, default=64, help="frames per training crop")
+    v.add_argument("--video-motions", action=argparse.BooleanOptionalAction, default=None,
+                   help="also train on the video database's video-only motions (default: on "
+                        "for the embedded corpus, off with --data)")
+    v.add_argument("--init", metavar="DIR",
+                   help="start from a trained VQ-VAE folder (its size, weights and codebook)")
+    v.add_argument("--curves", metavar="PNG", help="write the learning curves to this PNG")
+    v.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    v.add_argument("--workdir", help="run folder with logs and resumable state "
+                                     "(default: data/runs/vqvae-CONFIG)")
+    v.add_argument("--no-resume", action="store_true", help="start over even if a run exists")
+    v.add_argument("--ship", action="store_true",
+                   help="copy the result to checkpoints/vqvae and record it in the MANIFEST")
+    v.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
+    v.set_defaults(func=cmd_train_vqvae)
+    e = tsub.add_parser(
+        "evaluator", help="train the text-motion evaluator (metrics' embedding space)",
+        description="Train the evaluator's text head (on frozen MiniLM) and motion encoder "
+                    "contrastively on the train split. Resumable.")
+    e.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    e.add_argument("--steps", type=int, default=2500)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--lr", type=float, default=1e-3)
+    e.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    e.add_argument("--workdir", help="run folder (default: data/runs/evaluator)")
+    e.add_argument("--no-resume", action="store_true", help="start over even if a run exists")
+    e.add_argument("--ship", action="store_true",
+                   help="copy the result to checkpoints/evaluator and record it in the MANIFEST")
+    e.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
+    e.set_defaults(func=cmd_train_evaluator)
+    c = tsub.add_parser(
+        "checker", help="train the instruction checker (a judge of what prompts ask)",
+        description="Train the InstructionChecker on real motions and their programs: the train "
+                    "split plus the ood_judge half of the OOD motions (never the generator's "
+                    "data). Verify it with `eval follow` before trusting it.")
+    c.add_argument("--data", help="corpus folder with programs.jsonl (default: the embedded corpus)")
+    c.add_argument("--steps", type=int, default=2500)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    c.add_argument("--workdir", help="run folder (default: data/runs/checker)")
+    c.add_argument("--ship", action="store_true",
+                   help="copy the result to checkpoints/checker and record it in the MANIFEST")
+    c.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
+    c.set_defaults(func=cmd_train_checker)
+
+    def common(p, steps, lr, batch):
+        p.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+        p.add_argument("--config", choices=["embedded", "phi3"], default="embedded",
+                       help="embedded = Gemma 3 270M from its package; phi3 = --base DIR with the "
+                            "paper's LoRA (r=128, alpha=256)")
+        p.add_argument("--base", help="local Hugging Face causal-LM folder (for --config phi3)")
+        p.add_argument("--steps", type=int, default=steps)
+        p.add_argument("--batch-size", type=int, default=batch)
+        p.add_argument("--lr", type=float, default=lr)
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--ckpt-every", type=int, default=50)
+        p.add_argument("--workdir", help="run folder with log.jsonl and resumable state")
+        p.add_argument("--no-resume", action="store_true")
+        p.add_argument("--ship", action="store_true", help="save to checkpoints/ + MANIFEST")
+        p.add_argument("--curves", help="write the learning curves to this PNG (e.g. docs/sft_curves.png)")
+
+    s = tsub.add_parser(
+        "sft", help="motion LLM stage 1: supervised fine-tuning",
+        description="Each training caption + its rank-1 Gemini-MVR video (cached) -> ground-truth "
+                    "VQ tokens. --video none trains the no-video baseline (MotionGPT-style row). "
+                    "Resumable; runs through accelerate (`accelerate launch` scales it).")
+
+    common(s, 1000, 3e-4, 8)
+
+    s.add_argument("--video", choices=["gemini", "none"], default="gemini")
+
+    s.add_argument("--prefix-frames", type=int, default=16,
+                   help="video prefix: one embedding per sampled frame of the retriever's per-frame "
+                        "features (16 = unpooled), plus the object slot")
+
+    s.add_argument("--self-video", type=float, default=0.5,
+                   help="share of captions shown the video of their own motion (needs `videos self`)")
+
+    s.add_argument("--caption-drop", type=float, default=0.0,
+                   help="share of the self-video pairs whose caption is replaced by a neutral one, "
+                        "so only the video's poses tell the motion")
+
+    s.add_argument("--self-db", default="self-train", help="database of the self videos")
+
+    s.add_argument("--lora-mlp", action="store_true",
+                   help="LoRA on the MLP projections too (more capacity than attention only)")
+
+    s.add_argument("--pose-prefix", action="store_true",
+                   help="a trainable pose encoder reads the video's keypoints (each sampled frame's "
+                        "joints and their motion) into the prefix, beside the retriever's features")
+
+    s.add_argument("--init-from", metavar="DIR",
+                   help="warm start from a trained model folder (e.g. checkpoints/llm-sft); with "
+                        "--lora-mlp its attention LoRA is kept and the MLP LoRA starts at zero")
+
+    s.add_argument("--val-every", type=int, default=100, help="steps between validation passes")
+
+    s.add_argument("--val-size", type=int, default=160, help="validation examples (val split)")
+
+    s.add_argument("--patience", type=int, default=3,
+                   help="stop after this many validations without a better loss (0 = never)")
+
+    s.set_defaults(func=cmd_train_sft)
+
+    m = tsub.add_parser(
+        "mcdpo", help="motion LLM stage 2: McDPO on the SFT model",
+        description="Sample KAPPA candidates per prompt from the SFT model, score them with the "
+                    "evaluator (reward = -(w_l l/sum l + w_d d/sum d)), keep best/worst as a "
+                    "preference pair and train with DPO against the frozen SFT model. A share of "
+                    "prompts get random videos.")
+
+    common(m, 200, 5e-5, 8)
+
+    m.add_argument("--sft", help="SFT model folder (default: checkpoints/llm-sft)")
+
+    m.add_argument("--prompts", type=int, default=800)
+
+    m.add_argument("--kappa", type=int, default=4)
+
+    m.add_argument("--random-share", type=float, default=0.3)
+
+    m.add_argument("--w-l", type=float, default=0.9)
+
+    m.add_argument("--w-d", type=float, default=0.1)
+
+    m.add_argument("--beta", type=float, default=0.1)
+
+    m.add_argument("--temperature", type=float, default=1.0)
+
+    m.set_defaults(func=cmd_train_mcdpo)
+
+    def common_train(p, steps, lr):
+        p.add_argument("--steps", type=int, default=steps)
+        p.add_argument("--lr", type=float, default=lr)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
+        p.add_argument("--workdir", help="run folder (default: data/runs/retriever)")
+
+    t = tsub.add_parser("retriever", help="Gemini-MVR stage 1: both channels",
+                                   description="Train the action channel (keypoint encoder + "
+                                               "predicate text head) and the object channel's "
+                                               "projections contrastively on captioned videos.")
+
+    common_train(t, 1500, 5e-4)
+
+    t.add_argument("--batch-size", type=int, default=64)
+
+    t.set_defaults(func=cmd_train_retriever)
+
+    t = tsub.add_parser("router", help="Gemini-MVR stage 2: the router (channels frozen)",
+                                   description="Freeze both channels and train only the router on "
+                                               "the fused score; prints the retrieval table.")
+
+    common_train(t, 600, 1e-2)
+
+    t.add_argument("--ship", action="store_true", help="copy to checkpoints/retriever + MANIFEST")
+
+    t.set_defaults(func=cmd_train_router)

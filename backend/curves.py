@@ -1,0 +1,103 @@
+"""Learning curves of a training run, drawn from its ``train_log.jsonl`` into one PNG."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from motioncore.io import atomic_output
+
+
+def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """(training rows, validation rows) of a JSON-lines log; validation rows have kind "val"."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("kind") != "val"], [r for r in rows if r.get("kind") == "val"]
+
+
+def plot_vqvae_curves(log: str | Path, out: str | Path) -> Path:
+    """Train / validation reconstruction loss, root loss and codebook usage against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, val = read_log(log)
+    if not train:
+        raise ValueError(f"{log} has no training rows")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [r["step"] for r in train]
+    ax1.plot(steps, [r["recon"] for r in train], label="train reconstruction (SmoothL1)")
+    if "root" in train[0]:
+        ax1.plot(steps, [r["root"] for r in train], label="train root terms", alpha=0.7)
+    if train[0].get("joint_m"):
+        ax1.plot(steps, [r["joint_m"] for r in train], label="train root-aligned joint error (m)")
+    if val:
+        ax1.plot([r["step"] for r in val], [r["val_recon"] for r in val], "o-",
+                 label="validation reconstruction")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("step")
+    ax1.set_title("VQ-VAE loss (normalised features)")
+    ax1.legend()
+    ax2.plot(steps, [r["perplexity"] for r in train], label="batch perplexity")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("perplexity")
+    if val:
+        ax3 = ax2.twinx()
+        ax3.plot([r["step"] for r in val], [100 * r["val_codes_used"] for r in val], "o-",
+                 color="tab:red", label="validation codes used (%)")
+        ax3.set_ylabel("codes used on validation (%)")
+        ax3.set_ylim(0, 100)
+        ax3.legend(loc="lower right")
+    ax2.set_title("codebook usage")
+    ax2.legend(loc="upper left")
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def plot_llm_curves(log: str | Path, out: str | Path, title: str = "SFT") -> Path:
+    """Motion-LLM curves from its ``log.jsonl``: training loss (and its running mean), validation
+    loss; for McDPO rows, the reward margin and preference accuracy on a second panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, val = read_log(log)
+    if not train:
+        raise ValueError(f"{log} has no training rows")
+    dpo = "margin" in train[0]
+    fig, axes = plt.subplots(1, 2 if dpo else 1, figsize=(11 if dpo else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    steps = np.array([r["step"] for r in train])
+    loss = np.array([r["loss"] for r in train])
+    ax.plot(steps, loss, alpha=0.35, label="training loss (one batch)")
+    k = min(10, len(loss))
+    ax.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), label=f"running mean of {k}")
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_title(f"{title}: loss")
+    ax.legend()
+    if dpo:
+        ax2 = axes[0, 1]
+        ax2.plot(steps, [r["margin"] for r in train], label="reward margin (chosen - rejected)")
+        ax2.set_xlabel("step")
+        ax2.legend(loc="upper left")
+        if "accuracy" in train[0]:
+            ax3 = ax2.twinx()
+            ax3.plot(steps, [r["accuracy"] for r in train], color="tab:red", alpha=0.6,
+                     label="preference accuracy")
+            ax3.set_ylim(0, 1)
+            ax3.legend(loc="lower right")
+        ax2.set_title(f"{title}: rewards")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

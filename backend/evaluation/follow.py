@@ -1,0 +1,229 @@
+"""Instruction following: does a motion do what its prompt asks?
+
+The corpus knows what every motion is made of (``programs.jsonl``: kinds, repetitions, limb
+side, turn, speed), and its captions say exactly that, so a held-out prompt comes with its
+answers. ``asked_attributes`` lists what a prompt asks and can be measured on a motion:
+
+- ``kind``: every kind the prompt names is in the motion;
+- ``count``: the repetitions of a counted action ("twice", "three times": jumps, kicks,
+  punches, spins, spin-kicks, cartwheels, backflips, rolls);
+- ``side``: the limb of a kick, punch or spin-kick (left / right);
+- ``direction``: for turning kinds and locomotion, the turn (left / right) or none
+  ("walks forward" must not curve);
+- ``speed``: only when the prompt says slow or fast.
+
+A kind named twice in one prompt is checked for presence only (its two segments could not be
+told apart). ``InstructionChecker`` (``backend/evaluation/checker.py``) reads the answers off the
+motion's features; it is trained on real motions and must first be right on held-out real
+motions (>= 95 % of attributes) before it judges generators.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from backend.checkpoints import save_pretrained_atomic
+from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS
+from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
+from motioncore.features import joints_to_features
+
+ATTRIBUTES = ("kind", "count", "side", "direction", "speed")
+
+
+def asked_attributes(segments: list[dict]) -> list[tuple[str, str, object]]:
+    """(attribute, kind, expected value) for everything a prompt of these segments asks."""
+    counts = Counter(s["action"] for s in segments)
+    out = []
+    for kind in dict.fromkeys(s["action"] for s in segments):
+        out.append(("kind", kind, True))
+        if counts[kind] > 1:
+            continue
+        seg = next(s for s in segments if s["action"] == kind)
+        if kind in COUNTED_ACTIONS and 1 <= int(seg.get("reps") or 1) <= MAX_REPS:
+            out.append(("count", kind, int(seg.get("reps") or 1)))
+        if kind in SIDE_ACTIONS and seg.get("side") in SIDES:
+            out.append(("side", kind, seg["side"]))
+        if kind in TURN_ACTIONS:
+            out.append(("direction", kind, seg.get("turn") or "none"))
+        if seg.get("speed") in ("slow", "fast"):
+            out.append(("speed", kind, seg["speed"]))
+    return out
+
+
+def check(prediction: dict, asked: list[tuple[str, str, object]]) -> list[tuple[str, bool]]:
+    """(attribute, satisfied) for each asked attribute, from ``InstructionChecker.predict``."""
+    res = []
+    for attr, kind, want in asked:
+        k = KINDS.index(kind)
+        if attr == "kind":
+            ok = prediction["presence"][k] > 0.5
+        elif attr == "count":
+            ok = int(prediction["reps"][k]) + 1 == want
+        elif attr == "side":
+            ok = SIDES[int(prediction["side"][k])] == want
+        elif attr == "direction":
+            ok = TURNS[int(prediction["turn"][k])] == want
+        else:
+            ok = SPEEDS[int(prediction["speed"][k])] == want
+        if attr != "kind":                    # a count, side, turn or speed of a kind not done is not followed
+            ok = ok and prediction["presence"][k] > 0.5
+        res.append((attr, bool(ok)))
+    return res
+
+
+def score(checker: InstructionChecker, programs: list[list[dict]], features: list[np.ndarray]) -> dict:
+    """Share of satisfied attributes, overall and per attribute, over motions and their prompts."""
+    preds = checker.predict(features)
+    hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
+    for segs, pred in zip(programs, preds):
+        for attr, ok in check(pred, asked_attributes(segs)):
+            hits[attr].append(ok)
+    every = [h for a in ATTRIBUTES for h in hits[a]]
+    return {"motions": len(programs), "attributes": len(every),
+            "followed": float(np.mean(every)) if every else float("nan"),
+            **{f"{a}": (float(np.mean(hits[a])) if hits[a] else None) for a in ATTRIBUTES},
+            "counts": {a: len(hits[a]) for a in ATTRIBUTES}}
+
+
+# The app's example prompts and what each asks that the checker can see: (attribute, kind,
+# expected). Kinds the words leave open ("rolls", "turns around", "dances") are checked for
+# presence only; "dances" names no single kind of the checker and asks nothing.
+EXAMPLE_PROMPTS: list[tuple[str, list[tuple[str, str, object]]]] = [
+    ("a person does a cartwheel", [("kind", "cartwheel", True), ("count", "cartwheel", 1)]),
+    ("someone does a backflip", [("kind", "backflip", True), ("count", "backflip", 1)]),
+    ("a person crawls forward", [("kind", "crawl", True)]),
+    ("a person rolls on the ground", [("kind", "roll", True)]),
+    ("a person walks forward and then turns around",
+     [("kind", "walk", True), ("direction", "walk", "none"), ("kind", "turn", True)]),
+    ("someone jumps up twice", [("kind", "jump", True), ("count", "jump", 2)]),
+    ("a man kicks with his right leg", [("kind", "kick", True), ("side", "kick", "right")]),
+    ("a person dances happily", []),
+    ("a person punches forward, then spins", [("kind", "punch", True), ("kind", "spin", True)]),
+]
+
+
+def example_motions(pipeline, model: str, seeds: int = 3, retrieval: str = "gemini") -> dict:
+    """prompt -> the features of what ``pipeline`` generates for it (cleaned, as users get them),
+    one per seed 0..seeds-1."""
+    return {prompt: [joints_to_features(pipeline.generate(prompt, model=model, retrieval=retrieval,
+                                                          seed=s).joints) for s in range(seeds)]
+            for prompt, _ in EXAMPLE_PROMPTS}
+
+
+def score_examples(checker: InstructionChecker, motions: dict[str, list[np.ndarray]]) -> dict:
+    """Per example prompt (``motions``: prompt -> generated (T, 263) features, one per seed):
+    the share of its asked attributes satisfied over the seeds, and per attribute."""
+    asked = dict(EXAMPLE_PROMPTS)
+    out = {}
+    for prompt, feats in motions.items():
+        preds = checker.predict(feats)
+        per = {f"{attr} {kind}={want}": float(np.mean([check(p, [(attr, kind, want)])[0][1] for p in preds]))
+               for attr, kind, want in asked[prompt]}
+        out[prompt] = {"followed": float(np.mean(list(per.values()))) if per else None, "checks": per,
+                       "samples": len(feats)}
+    return out
+
+
+def format_examples(model: str, rows: dict) -> str:
+    lines = [f"{model}: app example prompts (share of samples doing what the words ask)"]
+    for prompt, r in rows.items():
+        checks = ", ".join(f"{k} {v:.0%}" for k, v in r["checks"].items()) or "(nothing checkable)"
+        lines.append(f"  {prompt:<48} {checks}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- training
+def targets(segments: list[dict]) -> dict[str, np.ndarray]:
+    """Training labels of one program: presence (16,), and per head a class (16,) with -1 where
+    the head has no label (kind absent, named twice, or the attribute does not apply)."""
+    k = len(KINDS)
+    t = {"presence": np.zeros(k, np.float32), **{h: np.full(k, -1, np.int64)
+                                                 for h in ("reps", "speed", "side", "turn")}}
+    counts = Counter(s["action"] for s in segments)
+    for seg in segments:
+        i = KINDS.index(seg["action"])
+        t["presence"][i] = 1.0
+        if counts[seg["action"]] > 1:
+            continue
+        t["reps"][i] = min(max(int(seg.get("reps") or 1), 1), MAX_REPS) - 1
+        t["speed"][i] = SPEEDS.index(seg.get("speed") or "normal")
+        if seg.get("side") in SIDES:
+            t["side"][i] = SIDES.index(seg["side"])
+        t["turn"][i] = TURNS.index(seg.get("turn") or "none")
+    return t
+
+
+@dataclass
+class CheckerTrainConfig:
+    steps: int = 2500
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    threads: int = 2
+    log_every: int = 100
+
+
+def load_programs(corpus) -> dict[str, list[dict]]:
+    path = Path(corpus.root) / "programs.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: instruction following needs the corpus's "
+                                "programs (the embedded corpus has them; HumanML3D does not)")
+    return {p["id"]: p["segments"] for p in map(json.loads, path.read_text().splitlines())}
+
+
+def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_dir: Path,
+                  progress: bool = True) -> InstructionChecker:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    programs = load_programs(corpus)
+    feats, labels = [], []
+    for split in splits:
+        for mid, f in corpus.load_features(split).items():
+            feats.append(f)
+            labels.append(targets(programs[mid]))
+    model = InstructionChecker().set_normalization(corpus.normalizer.mean, corpus.normalizer.std)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    model.train()
+    with open(out_dir / "train_log.jsonl", "w") as log:
+        for step in tqdm(range(cfg.steps), desc="checker", disable=not progress):
+            idx = rng.choice(len(feats), size=cfg.batch_size, replace=False)
+            x, lengths = model.batch([feats[i] for i in idx])
+            out = model(x, lengths)
+            loss = F.binary_cross_entropy_with_logits(
+                out["presence"], torch.from_numpy(np.stack([labels[i]["presence"] for i in idx])))
+            for head in ("reps", "speed", "side", "turn"):
+                y = torch.from_numpy(np.stack([labels[i][head] for i in idx])).reshape(-1)
+                if (y >= 0).any():
+                    loss = loss + F.cross_entropy(out[head].reshape(len(y), -1), y, ignore_index=-1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            if (step + 1) % cfg.log_every == 0:
+                log.write(json.dumps({"step": step + 1, "loss": loss.item()}) + "\n")
+                log.flush()
+    model.eval()
+    save_pretrained_atomic(model, out_dir / "model")
+    (out_dir / "train_config.json").write_text(json.dumps({**asdict(cfg), "splits": list(splits)}, indent=2))
+    return model
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    head = f"{'row':<28}{'motions':>8}{'attrs':>7}{'all':>7}" + "".join(f"{a:>11}" for a in ATTRIBUTES)
+    lines = [head, "-" * len(head)]
+    for name, r in rows.items():
+        cells = "".join(f"{'-' if r[a] is None else format(r[a], '.1%'):>11}" for a in ATTRIBUTES)
+        lines.append(f"{name:<28}{r['motions']:>8}{r['attributes']:>7}{r['followed']:>7.1%}{cells}")
+    return "\n".join(lines)

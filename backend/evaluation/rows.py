@@ -1,0 +1,115 @@
+"""Every row the generation table can have, by name (``GENERATORS``: name -> factory(corpus)):
+
+    real           the real motions themselves (the reference row)
+    vqvae          VQ-VAE reconstruction of the real motions (the tokenizer's ceiling)
+    novideo        LLM without video (MotionGPT-style baseline, its own SFT run)
+    sft-gemini     SFT model + Gemini-MVR rank-1 video
+    mcdpo-gemini   McDPO model + Gemini-MVR
+    sft-random     SFT model + a random database video
+    mcdpo-random   McDPO model + a random video
+    mcdpo-object   McDPO model + object-channel-only retrieval
+    vimorag        shorthand for all six
+
+Each row samples (multinomial over motion tokens, temperature 1) in batches; the retrieved
+video of a caption depends only on the caption (random mode: on the repeat's generator).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from backend.checkpoints import checkpoints_dir
+from backend.evaluation.generation import RealMotion, VQVAEReconstruction
+from backend.generation.motion_llm import MotionLLM
+from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
+from backend.retrieval.service import VideoRetriever
+
+ROWS = {"novideo": ("novideo", "none", "LLM without video"),
+        "sft-gemini": ("sft", "gemini", "SFT + Gemini-MVR"),
+        "mcdpo-gemini": ("mcdpo", "gemini", "McDPO + Gemini-MVR"),
+        "sft-random": ("sft", "random", "SFT + random video"),
+        "mcdpo-random": ("mcdpo", "random", "McDPO + random video"),
+        "mcdpo-object": ("mcdpo", "object", "McDPO + object-only retrieval")}
+GROUPS = {"vimorag": list(ROWS)}
+
+
+@lru_cache(maxsize=1)
+def _shared():
+    return VideoRetriever.open("embedded")
+
+
+@lru_cache(maxsize=None)
+def _tokenizer(name: str):
+    return load_llm_tokenizer(name=name)
+
+
+@lru_cache(maxsize=None)
+def _llm(name: str):
+    d = checkpoints_dir() / f"llm-{name}"
+    if not (d / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no trained motion LLM at {d}; see README, 'Training'")
+    return MotionLLM.from_pretrained(d)
+
+
+class LLMRow:
+    stochastic = True
+
+    def __init__(self, model: str, mode: str, name: str, batch: int = 32):
+        self.model_name, self.mode, self.name, self.batch = model, mode, name, batch
+        self.retriever = _shared()
+        self.llm = _llm(model)
+        self.vqvae, self.normalizer = _tokenizer(self.llm.config.tokenizer)
+        self._cache: dict[str, str] = {}
+
+    def videos(self, texts: list[str], rng: np.random.Generator) -> list:
+        if self.mode == "none":
+            return [None] * len(texts)
+        if self.mode == "random":
+            ids = [self.retriever.db.ids[i] for i in rng.integers(len(self.retriever.db), size=len(texts))]
+        else:
+            todo = sorted({t for t in texts if t not in self._cache})
+            for s in range(0, len(todo), 256):
+                chunk = todo[s:s + 256]
+                for t, hits in zip(chunk, self.retriever.search_many(chunk, k=1, mode=self.mode)):
+                    self._cache[t] = hits[0].id
+            ids = [self._cache[t] for t in texts]
+        return [self.retriever.video_prior(v) for v in ids]
+
+    def generate(self, items, rng: np.random.Generator) -> list[np.ndarray]:
+        texts = [it.caption.text for it in items]
+        vids = self.videos(texts, rng)
+        out = []
+        for s in range(0, len(texts), self.batch):
+            codes = self.llm.generate(texts[s:s + self.batch], vids[s:s + self.batch], greedy=False,
+                                      seed=int(rng.integers(2 ** 31)), min_tokens=4)
+            with torch.no_grad():
+                for c in codes:
+                    c = np.asarray(c, np.int64) if len(c) else np.zeros(1, np.int64)
+                    x = self.vqvae.decode(torch.from_numpy(c)[None])[0].numpy()
+                    out.append(self.normalizer.denormalize(x))
+        return out
+
+
+def _llm_row(key: str):
+    model, mode, name = ROWS[key]
+    return lambda corpus: LLMRow(model, mode, name)
+
+
+def _vqvae_row(corpus):
+    return VQVAEReconstruction(MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae"), corpus)
+
+
+GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
+              **{key: _llm_row(key) for key in ROWS}}
+
+
+def expand(names: list[str]) -> list[str]:
+    out = []
+    for n in names:
+        out += GROUPS.get(n, [n])
+    return out
+
+
+__all__ = ["GENERATORS", "GROUPS", "LLMRow", "ROWS", "expand"]

@@ -1,0 +1,153 @@
+"""Text -> video retrieval quality on held-out captions: R@1, R@5, R@10 and median rank, and
+whether the rank-1 video gets right what the words ask.
+
+Every held-out caption is a query; its own video is the only correct answer among all
+held-out videos. Four scorers share the trained embeddings: the object channel alone, the
+action channel alone, a fixed 0.5/0.5 mix, and the trained router (Gemini-MVR's score).
+
+Beside exact-video recall (harsh: many held-out videos show the same kind of motion):
+
+- ``kind@1``: every motion kind of the query's own video (``spec.kinds``) is in the rank-1 video;
+- ``side@1``: over queries naming left/right (a limb or a turn; clockwise = right), the rank-1
+  video's captions name the same sides;
+- ``direction@1``: over queries with a direction (backward, turning, else forward), the rank-1
+  video's captions have the same one (``direction_of``);
+- the same three over the queries whose video contains an OOD kind (``ood kind@1`` ...).
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+import torch
+
+from backend.data.corpus import OOD_KINDS
+from backend.retrieval.model import GeminiMVR
+from backend.retrieval.train import CaptionedVideos, captions_of
+from backend.retrieval.videos.database import VideoDatabase
+
+VARIANTS = ("object only", "action only", "fixed 0.5/0.5", "Gemini-MVR (router)")
+
+
+def ranks_of(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """1-based rank of the true column of every row (ties count against the truth)."""
+    true = scores[np.arange(len(scores)), truth][:, None]
+    return (scores >= true).sum(1)
+
+
+_SIDE = re.compile(r"\b(left|right|clockwise|counterclockwise|counter-clockwise)\b")
+_TURNING = re.compile(r"\b(turn\w*|around|curv\w*|circle\w*|arc|spin\w*|twirl\w*|pirouett\w*|rotat\w*)\b")
+_BACKWARD = re.compile(r"\bbackwards?\b")
+_FORWARD = re.compile(r"\b(forwards?|ahead|straight)\b")
+
+
+def sides_of(text: str) -> frozenset:
+    """Left/right named by a caption (clockwise = right, counterclockwise = left)."""
+    words = {"clockwise": "right", "counterclockwise": "left", "counter-clockwise": "left"}
+    return frozenset(words.get(w, w) for w in _SIDE.findall(text.lower()))
+
+
+def direction_of(text: str) -> str | None:
+    """"backward", "turning", "forward" or None (no direction in the words)."""
+    t = text.lower()
+    if _BACKWARD.search(t):
+        return "backward"
+    if _TURNING.search(t):
+        return "turning"
+    if _FORWARD.search(t):
+        return "forward"
+    return None
+
+
+def attribute_hits(query_captions: list[str], query_kinds: list[frozenset], rank1: np.ndarray,
+                   video_captions: list[list[str]], video_kinds: list[frozenset]) -> dict:
+    """{"kind@1", "side@1", "direction@1"} (share, queries counted) of rank-1 videos ``rank1``
+    (video index per query). A video's sides are those its captions name (union); its direction
+    the most common one of its captions."""
+    v_sides = [frozenset().union(*(sides_of(c) for c in caps)) if caps else frozenset()
+               for caps in video_captions]
+    v_dir = []
+    for caps in video_captions:
+        dirs = Counter(d for d in map(direction_of, caps) if d)
+        v_dir.append(dirs.most_common(1)[0][0] if dirs else None)
+    kind, side, direction = [], [], []
+    for q, (cap, kinds) in enumerate(zip(query_captions, query_kinds)):
+        r = int(rank1[q])
+        if kinds:
+            kind.append(kinds <= video_kinds[r])
+        qs = sides_of(cap)
+        if qs:
+            side.append(qs == v_sides[r])
+        qd = direction_of(cap)
+        if qd:
+            direction.append(qd == v_dir[r])
+    share = lambda xs: {"share": float(np.mean(xs)) if xs else float("nan"), "queries": len(xs)}
+    return {"kind@1": share(kind), "side@1": share(side), "direction@1": share(direction)}
+
+
+def recall_table(ranks: np.ndarray) -> dict:
+    return {"R@1": float(np.mean(ranks <= 1)), "R@5": float(np.mean(ranks <= 5)),
+            "R@10": float(np.mean(ranks <= 10)), "MedR": float(np.median(ranks)),
+            "queries": int(len(ranks))}
+
+
+@torch.no_grad()
+def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test", minilm=None) -> dict:
+    data = CaptionedVideos.from_database(db, split, minilm)
+    model.eval()
+    video = model.encode_video(data.keypoints, data.object)
+    text = model.encode_text(data.pred_emb, data.cap_emb)
+    s = model.fused_scores(text, video)
+    truth = data.cap_video.numpy()
+    act, obj = s["action"].numpy(), s["object"].numpy()
+    scorers = {"object only": obj, "action only": act, "fixed 0.5/0.5": 0.5 * act + 0.5 * obj,
+               "Gemini-MVR (router)": s["fused"].numpy()}
+    out = {name: recall_table(ranks_of(sc, truth)) for name, sc in scorers.items()}
+    records = {r["id"]: r for r in db.records}
+    v_kinds = [frozenset(records[i].get("spec", {}).get("kinds") or []) for i in data.ids]
+    v_caps = [captions_of(records[i]) for i in data.ids]
+    q_kinds = [v_kinds[t] for t in truth]
+    ood_q = np.array([bool(k & set(OOD_KINDS)) for k in q_kinds])
+    for name, sc in scorers.items():
+        rank1 = sc.argmax(1)
+        out[name].update(attribute_hits(data.captions, q_kinds, rank1, v_caps, v_kinds))
+        if ood_q.any():
+            sub = attribute_hits([c for c, o in zip(data.captions, ood_q) if o],
+                                 [k for k, o in zip(q_kinds, ood_q) if o], rank1[ood_q], v_caps, v_kinds)
+            out[name].update({f"ood {k}": v for k, v in sub.items()})
+    w = video["w"].numpy()
+    out["_meta"] = {"videos": len(data.ids), "captions": len(data.captions), "split": split,
+                    "router_action_weight": {"mean": float(w[:, 0].mean()), "min": float(w[:, 0].min()),
+                                             "max": float(w[:, 0].max())}}
+    return out
+
+
+def format_retrieval(res: dict) -> str:
+    meta = res["_meta"]
+    lines = [f"text -> video retrieval, {meta['captions']} held-out captions over "
+             f"{meta['videos']} held-out videos",
+             f"{'scorer':<22}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MedR':>8}{'kind@1':>8}{'side@1':>8}"
+             f"{'dir@1':>8}", "-" * 78]
+    pct = lambda r, k: f"{100 * r[k]['share']:>7.1f}%" if k in r else f"{'-':>8}"
+    for name in VARIANTS:
+        r = res[name]
+        lines.append(f"{name:<22}{100 * r['R@1']:>7.1f}%{100 * r['R@5']:>7.1f}%"
+                     f"{100 * r['R@10']:>7.1f}%{r['MedR']:>8.0f}"
+                     + "".join(pct(r, k) for k in ("kind@1", "side@1", "direction@1")))
+    first = res[VARIANTS[-1]]
+    counts = ", ".join(f"{k} over {first[k]['queries']}" for k in ("kind@1", "side@1", "direction@1")
+                       if k in first)
+    lines.append(f"queries: {counts}")
+    if "ood kind@1" in first:
+        lines.append("OOD-kind queries: " + ", ".join(
+            f"{name} kind {100 * res[name]['ood kind@1']['share']:.0f}% / side "
+            f"{100 * res[name]['ood side@1']['share']:.0f}% / dir {100 * res[name]['ood direction@1']['share']:.0f}%"
+            for name in VARIANTS) + f" ({first['ood kind@1']['queries']} queries)")
+    w = meta["router_action_weight"]
+    lines.append(f"router action weight: mean {w['mean']:.2f} (min {w['min']:.2f}, max {w['max']:.2f})")
+    return "\n".join(lines)
+
+
+__all__ = ["VARIANTS", "attribute_hits", "direction_of", "evaluate_retrieval", "format_retrieval",
+           "ranks_of", "recall_table", "sides_of"]

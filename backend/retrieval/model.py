@@ -1,0 +1,196 @@
+"""Gemini-MVR: text -> video retrieval with an action channel, an object channel and a router.
+
+Action channel. 2D keypoints (16 frames x 17 COCO joints x (x, y, confidence)) go through a
+small spatio-temporal keypoint encoder in the spirit of MotionBERT (per-joint embedding, then
+blocks that alternate attention over the joints of a frame and over the frames of a joint),
+are pooled over joints into per-frame features, get a temporal positional embedding, pass a
+transformer temporal encoder with a residual connection and are mean-pooled into ``a``. The
+text side embeds the sentence's *predicate* (the verb phrase: the subject is stripped) with
+frozen MiniLM and a trained projection into ``p``.
+
+Object channel. A pretrained video model (I3D, Kinetics-400; features computed at ingestion)
+gives the video feature, a trained linear map gives ``o``; frozen MiniLM on the whole caption
+and a trained projection give ``g``.
+
+Router. ``ActionRouter``: a linear layer on ``a`` gives I = exp(W a + b) > 0, and the score is
+exactly the paper's
+
+    s(t, v) = I0 / (I0 + I1) * <p, a> + I1 / (I0 + I1) * <g, o>
+
+(all embeddings L2-normalised), i.e. a softmax over the two logits. The weights depend only on
+the video, so the fused score is one inner product between [p ; g] and [w0 a ; w1 o].
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.checkpoints import load_folder, save_folder
+from backend.data.text import get_minilm
+
+_SUBJECT = re.compile(
+    r"^\s*(?:(?:a|an|the|one|some|this|that)\s+)?(?:young\s+|old\s+|single\s+)?"
+    r"(?:person|man|woman|human|individual|figure|guy|boy|girl|character|people|someone|somebody|"
+    r"he|she|they|actor|dancer|athlete|adult)\b\s*(?:(?:is|was|are)\s+)?", re.IGNORECASE)
+
+
+def extract_predicate(caption: str) -> str:
+    """The verb phrase of a caption: "a man is running in a circle." -> "running in a circle".
+    Falls back to the whole caption when no subject is recognised."""
+    text = caption.strip().rstrip(".!").strip()
+    rest = _SUBJECT.sub("", text, count=1).strip()
+    return rest or text
+
+
+@dataclass
+class RetrieverConfig:
+    frames: int = 16
+    joints: int = 17
+    width: int = 128              # keypoint encoder width
+    st_blocks: int = 2            # spatial+temporal attention blocks of the keypoint encoder
+    temporal_layers: int = 2      # transformer temporal encoder (with residual)
+    heads: int = 4
+    embed_dim: int = 256          # dim of a, p, o, g
+    text_dim: int = 384           # MiniLM
+    object_in: int = 1024         # I3D pooled features
+    dropout: float = 0.1
+    init_temperature: float = 0.07
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout, batch_first=True,
+                                                norm_first=True, activation="gelu")
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class KeypointEncoder(nn.Module):
+    """(B, T, J, 3) keypoints -> (B, T, width) per-frame features (alternating spatial and
+    temporal attention, MotionBERT-style, then confidence-weighted pooling over joints)."""
+
+    def __init__(self, cfg: RetrieverConfig):
+        super().__init__()
+        self.embed = nn.Linear(3, cfg.width)
+        self.joint_pos = nn.Parameter(torch.zeros(1, 1, cfg.joints, cfg.width))
+        self.frame_pos = nn.Parameter(torch.zeros(1, cfg.frames, 1, cfg.width))
+        self.spatial = nn.ModuleList(_Block(cfg.width, cfg.heads, cfg.dropout) for _ in range(cfg.st_blocks))
+        self.temporal = nn.ModuleList(_Block(cfg.width, cfg.heads, cfg.dropout) for _ in range(cfg.st_blocks))
+        self.norm = nn.LayerNorm(cfg.width)
+        nn.init.normal_(self.joint_pos, std=0.02)
+        nn.init.normal_(self.frame_pos, std=0.02)
+
+    def forward(self, kp: torch.Tensor) -> torch.Tensor:
+        B, T, J, _ = kp.shape
+        x = self.embed(kp) + self.joint_pos + self.frame_pos[:, :T]
+        for sp, tm in zip(self.spatial, self.temporal):
+            x = sp(x.reshape(B * T, J, -1)).reshape(B, T, J, -1)
+            x = tm(x.permute(0, 2, 1, 3).reshape(B * J, T, -1)).reshape(B, J, T, -1).permute(0, 2, 1, 3)
+        w = kp[..., 2:3].clamp(min=0) + 1e-3
+        return self.norm((x * w).sum(2) / w.sum(2))
+
+
+class ActionEncoder(nn.Module):
+    """Keypoints -> per-frame action features (B, T, D) and the pooled action embedding ``a``."""
+
+    def __init__(self, cfg: RetrieverConfig):
+        super().__init__()
+        self.keypoints = KeypointEncoder(cfg)
+        self.proj = nn.Linear(cfg.width, cfg.embed_dim)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.frames, cfg.embed_dim))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(cfg.embed_dim, cfg.heads, 2 * cfg.embed_dim, cfg.dropout,
+                                           batch_first=True, norm_first=True, activation="gelu")
+        self.temporal = nn.TransformerEncoder(layer, cfg.temporal_layers, enable_nested_tensor=False)
+
+    def frame_features(self, kp: torch.Tensor) -> torch.Tensor:
+        x = self.proj(self.keypoints(kp)) + self.pos[:, :kp.shape[1]]
+        return x + self.temporal(x)                       # residual around the temporal encoder
+
+    def forward(self, kp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = self.frame_features(kp)
+        return frames, F.normalize(frames.mean(1), dim=-1)
+
+
+def _text_head(cfg: RetrieverConfig) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cfg.text_dim, cfg.embed_dim * 2), nn.GELU(),
+                         nn.Dropout(cfg.dropout), nn.Linear(cfg.embed_dim * 2, cfg.embed_dim))
+
+
+class ActionRouter(nn.Module):
+    """Linear(a) -> two logits; weights I_k / (I0 + I1) with I = exp(logit) (non-negative)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, 2)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)                 # starts at 0.5 / 0.5
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        I = torch.exp(self.linear(a).clamp(-30, 30))
+        return I / I.sum(-1, keepdim=True)
+
+
+class GeminiMVR(nn.Module):
+    def __init__(self, cfg: RetrieverConfig | None = None):
+        super().__init__()
+        self.config = cfg = cfg or RetrieverConfig()
+        self.action = ActionEncoder(cfg)
+        self.predicate = _text_head(cfg)                 # MiniLM(predicate) -> p
+        self.object_video = nn.Linear(cfg.object_in, cfg.embed_dim)   # I3D -> o
+        self.object_text = _text_head(cfg)               # MiniLM(caption) -> g
+        self.router = ActionRouter(cfg.embed_dim)
+        scale = float(np.log(1 / cfg.init_temperature))
+        self.logit_scale = nn.Parameter(torch.tensor([scale, scale, scale]))  # action, object, fused
+
+    # ---------------------------------------------------------------------------- video side
+    def encode_video(self, keypoints: torch.Tensor, object_feats: torch.Tensor) -> dict:
+        """{"frames" (B,T,D), "a" (B,D), "o" (B,D), "w" (B,2)} for a batch of videos."""
+        frames, a = self.action(keypoints)
+        o = F.normalize(self.object_video(object_feats), dim=-1)
+        return {"frames": frames, "a": a, "o": o, "w": self.router(a)}
+
+    # ----------------------------------------------------------------------------- text side
+    def encode_text(self, predicate_emb: torch.Tensor, caption_emb: torch.Tensor) -> dict:
+        """From frozen MiniLM embeddings of the predicate and of the whole caption."""
+        return {"p": F.normalize(self.predicate(predicate_emb), dim=-1),
+                "g": F.normalize(self.object_text(caption_emb), dim=-1)}
+
+    @staticmethod
+    def fused_scores(text: dict, video: dict) -> dict:
+        """(M, N) channel scores and the paper's fused score for every text x video pair."""
+        s_act = text["p"] @ video["a"].T
+        s_obj = text["g"] @ video["o"].T
+        w = video["w"]
+        return {"action": s_act, "object": s_obj, "fused": w[:, 0] * s_act + w[:, 1] * s_obj}
+
+    # --------------------------------------------------------------------------- save / load
+    def save_pretrained(self, directory, dtype: torch.dtype | None = None):
+        return save_folder(directory, self.state_dict(), self.config, dtype)
+
+    @classmethod
+    def from_pretrained(cls, directory, device="cpu") -> "GeminiMVR":
+        cfg, state = load_folder(directory, RetrieverConfig, "Gemini-MVR retriever")
+        model = cls(cfg)
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval()
+
+
+def encode_captions(captions: list[str], minilm=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen MiniLM embeddings (predicate, whole caption) of captions."""
+    enc = minilm or get_minilm()
+    with torch.no_grad():
+        pred = enc.encode([extract_predicate(c) for c in captions])
+        whole = enc.encode(list(captions))
+    return torch.as_tensor(pred, dtype=torch.float32), torch.as_tensor(whole, dtype=torch.float32)
+
+
+__all__ = ["ActionEncoder", "ActionRouter", "GeminiMVR", "KeypointEncoder", "RetrieverConfig",
+           "encode_captions", "extract_predicate"]

@@ -1,0 +1,179 @@
+"""Training Gemini-MVR on a captioned video database (the embedded one carries captions for
+this purpose only, as the paper's retriever training set does).
+
+Stage 1 (``train_channels``): both channels with a symmetric InfoNCE loss each (text -> video
+and video -> text over the batch). Stage 2 (``train_router``): the channels are frozen and only
+the router (and the fused temperature) learns, with the same loss on the fused score.
+The two stages use disjoint parts of the training videos (3/4 and 1/4): a router fitted on the
+channels' own training videos learns to trust whichever channel memorised them best (here the
+object channel), which does not carry over to new videos.
+Text embeddings come from frozen MiniLM and are computed once per caption.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from backend.retrieval.model import GeminiMVR, RetrieverConfig, encode_captions
+from backend.retrieval.videos.database import VideoDatabase
+
+
+def captions_of(record: dict) -> list[str]:
+    return list(record.get("captions") or record.get("spec", {}).get("captions") or [])
+
+
+def split_of(record: dict) -> str:
+    return record.get("split") or record.get("spec", {}).get("split") or "train"
+
+
+@dataclass
+class CaptionedVideos:
+    """Rows of a database with captions, and frozen text embeddings of every caption."""
+    keypoints: torch.Tensor        # (N, T, J, 3)
+    object: torch.Tensor           # (N, 1024)
+    cap_video: torch.Tensor        # (C,) row of each caption
+    pred_emb: torch.Tensor         # (C, 384)
+    cap_emb: torch.Tensor          # (C, 384)
+    captions: list[str]
+    ids: list[str]
+
+    @classmethod
+    def from_database(cls, db: VideoDatabase, split: str, minilm=None,
+                      part: str | None = None) -> "CaptionedVideos":
+        """``part``: "channels" or "router" picks one of two disjoint parts of the split (every
+        fourth video goes to the router), so the router learns how reliable each channel is on
+        videos the channels were not fitted to."""
+        rows = [i for i, r in enumerate(db.records) if split_of(r) == split and captions_of(r)]
+        if part is not None:
+            rows = [i for n, i in enumerate(rows) if (n % 4 == 3) == (part == "router")]
+        if not rows:
+            raise ValueError(f"{db.root}: no captioned videos in split {split!r}")
+        caps, owner = [], []
+        for j, i in enumerate(rows):
+            for c in captions_of(db.records[i]):
+                caps.append(c)
+                owner.append(j)
+        pred, whole = encode_captions(caps, minilm)
+        return cls(torch.from_numpy(db.keypoints[rows]), torch.from_numpy(db.object[rows]),
+                   torch.tensor(owner), pred, whole, caps, [db.records[i]["id"] for i in rows])
+
+
+def info_nce(scores: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE on a (B, B) text x video score matrix whose diagonal is positive."""
+    logits = scores * scale.exp().clamp(max=100)
+    target = torch.arange(len(scores))
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def augment(kp: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Keypoint noise, scale jitter and dropped joints (what a pose detector does)."""
+    B = kp.shape[0]
+    xy, conf = kp[..., :2], kp[..., 2:3]
+    scale = 1 + 0.1 * (torch.rand(B, 1, 1, 1, generator=gen) * 2 - 1)
+    xy = xy * scale + 0.01 * torch.randn(xy.shape, generator=gen)
+    drop = (torch.rand(conf.shape, generator=gen) < 0.05).float()
+    conf = conf * (1 - drop)
+    return torch.cat([xy * (conf > 0.05).float(), conf], -1)
+
+
+def _batches(data: CaptionedVideos, batch: int, gen: torch.Generator):
+    """One caption per video, each batch with distinct videos."""
+    n = len(data.ids)
+    by_video: list[list[int]] = [[] for _ in range(n)]
+    for c, v in enumerate(data.cap_video.tolist()):
+        by_video[v].append(c)
+    while True:
+        order = torch.randperm(n, generator=gen).tolist()
+        for s in range(0, n - batch + 1, batch):
+            vids = order[s:s + batch]
+            caps = [by_video[v][int(torch.randint(len(by_video[v]), (1,), generator=gen))] for v in vids]
+            yield torch.tensor(vids), torch.tensor(caps)
+
+
+def _log(path: Path | None, row: dict) -> None:
+    if path is not None:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: float = 5e-4,
+                   seed: int = 0, cfg: RetrieverConfig | None = None, log: Path | None = None,
+                   progress: bool = True, minilm=None) -> GeminiMVR:
+    """Stage 1: both channels, InfoNCE each."""
+    torch.manual_seed(seed)
+    data = CaptionedVideos.from_database(db, "train", minilm, part="channels")
+    batch = min(batch, len(data.ids))
+    model = GeminiMVR(cfg).train()
+    params = [p for n, p in model.named_parameters() if not n.startswith("router")]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    it = _batches(data, batch, gen)
+    bar = tqdm(range(steps), desc="retriever stage 1", disable=not progress)
+    for step in bar:
+        v, c = next(it)
+        video = model.encode_video(augment(data.keypoints[v], gen), data.object[v])
+        text = model.encode_text(data.pred_emb[c], data.cap_emb[c])
+        s = model.fused_scores(text, video)
+        l_act = info_nce(s["action"], model.logit_scale[0])
+        l_obj = info_nce(s["object"], model.logit_scale[1])
+        loss = l_act + l_obj
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            bar.set_postfix(action=f"{l_act.item():.3f}", object=f"{l_obj.item():.3f}")
+            _log(log, {"stage": 1, "step": step, "action": l_act.item(), "object": l_obj.item(),
+                       "time": time.time()})
+    return model.eval()
+
+
+def train_router(model: GeminiMVR, db: VideoDatabase, steps: int = 600, batch: int = 128,
+                 lr: float = 1e-2, seed: int = 0, log: Path | None = None, progress: bool = True,
+                 minilm=None) -> GeminiMVR:
+    """Stage 2: channels frozen; only the router and the fused temperature learn."""
+    torch.manual_seed(seed)
+    data = CaptionedVideos.from_database(db, "train", minilm, part="router")
+    batch = min(batch, len(data.ids))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.router.parameters():
+        p.requires_grad_(True)
+    model.logit_scale.requires_grad_(True)
+    model.eval()                                    # frozen channels: no dropout
+    with torch.no_grad():
+        video = model.encode_video(data.keypoints, data.object)
+        text = model.encode_text(data.pred_emb, data.cap_emb)
+    opt = torch.optim.Adam(list(model.router.parameters()) + [model.logit_scale], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    it = _batches(data, batch, gen)
+    bar = tqdm(range(steps), desc="retriever stage 2 (router)", disable=not progress)
+    for step in bar:
+        v, c = next(it)
+        w = model.router(video["a"][v])
+        s_act = text["p"][c] @ video["a"][v].T
+        s_obj = text["g"][c] @ video["o"][v].T
+        fused = w[:, 0] * s_act + w[:, 1] * s_obj
+        loss = info_nce(fused, model.logit_scale[2])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{loss.item():.3f}", w_action=f"{w[:, 0].mean().item():.2f}")
+            _log(log, {"stage": 2, "step": step, "loss": loss.item(),
+                       "w_action": w[:, 0].mean().item(), "time": time.time()})
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()
+
+
+__all__ = ["CaptionedVideos", "augment", "captions_of", "info_nce", "split_of", "train_channels",
+           "train_router"]

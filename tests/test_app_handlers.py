@@ -1,0 +1,143 @@
+"""The app's request handling without Gradio or a browser: a fake service stands in for the
+models, so these check what the page is told, step by step, and what happens on bad input."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app import handlers
+from app.service import UserError
+
+
+@dataclass
+class Hit:
+    id: str
+    rank: int
+    score: float = 0.5
+
+    def to_json(self):
+        return {"id": self.id, "rank": self.rank, "score": self.score, "action_score": 0.3,
+                "object_score": 0.2, "w_action": 0.6, "w_object": 0.4}
+
+
+@dataclass
+class Result:
+    video_id: str | None
+    hits: list = field(default_factory=list)
+    codes: tuple = (1, 2, 3)
+    seconds: float = 0.6
+
+    def summary(self):
+        return {"video_id": self.video_id}
+
+
+class FakeService:
+    """Records the calls; ``fail`` makes ``check_inputs`` raise it."""
+
+    def __init__(self, fail: Exception | None = None, warn: str | None = None):
+        self.fail, self.warn, self.calls = fail, warn, []
+
+    def check_inputs(self, prompt, model, retrieval, seed, temperature, video_id, compare, uploads):
+        if self.fail:
+            raise self.fail
+        return "pipe", prompt.strip().lower(), int(seed), float(temperature), video_id, (
+            ["mcdpo", "sft"] if compare else [model])
+
+    def generate_motion(self, pipe, text, model, retrieval, seed, temperature, vid, uploads, clip):
+        self.calls.append((model, retrieval, vid))
+        if retrieval == "given":
+            return Result(vid)
+        return Result("v1", [Hit("v1", 1), Hit("v2", 2)]) if retrieval != "none" else Result(None)
+
+    def router_for(self, pipe, text, video_id, hits, uploads):
+        return None if video_id is None else {"id": video_id, "w_action": 0.6, "w_object": 0.4,
+                                              "action_score": 0.3, "object_score": 0.2,
+                                              "score": 0.26, "rank": 1}
+
+    def new_run_dir(self, st):
+        return "run"
+
+    def export(self, res, run_dir, stem, units):
+        return {k: f"{run_dir}/{stem}.{k}" for k in ("bvh", "fbx", "glb", "mp4", "npy")}
+
+    def distance(self, pipe, res):
+        return 3.5
+
+    def servability(self, pipe, result, distance):
+        return self.warn
+
+    def video_for_display(self, vid, uploads):
+        return f"media/{vid}.mp4"
+
+    def thumbnail(self, vid):
+        return f"thumbs/{vid}.jpg"
+
+    def caption(self, vid):
+        return f"caption of {vid}"
+
+
+def _last(updates):
+    out = {}
+    for u in updates:
+        out.update(u)
+    return out, updates[-1]
+
+
+def test_generate_fills_the_page_step_by_step():
+    svc = FakeService()
+    updates = list(handlers.generate(svc, handlers.Request("A person Walks"), {}))
+    assert "Working" in updates[0]["status"]
+    assert "router" in updates[1] and "video_a" not in updates[1]     # the router comes first
+    assert updates[2]["model3d"].endswith(".glb")                      # the 3D view: one update
+    assert sum("model3d" in u for u in updates) == 1
+    page, final = _last(updates)
+    assert "Done" in final["status"] and "info" not in final
+    assert page["video_a"].endswith(".mp4") and page["video_b"] is None
+    assert page["retrieved"] == "media/v1.mp4" and len(page["gallery"]) == 2
+    assert page["details"]["prompt_used"] == "a person walks"
+    assert page["state"]["hits"][0]["id"] == "v1"
+    assert set(page) - {"info", "warning"} <= set(handlers.OUTPUTS)
+
+
+def test_compare_runs_both_models_and_a_warning_becomes_a_note():
+    svc = FakeService(warn="This prompt may not be servable.")
+    page, final = _last(list(handlers.generate(
+        svc, handlers.Request("a person jumps", mode="compare", retrieval="random"), {})))
+    assert [c[0] for c in svc.calls] == ["mcdpo", "sft"]
+    assert page["video_b"].endswith(".mp4")
+    assert "servable" not in final["status"]       # the warning is only for Gemini-MVR retrieval
+    page, final = _last(list(handlers.generate(svc, handlers.Request("a person jumps"), {})))
+    assert "servable" in final["status"] and "servable" in final["info"]
+
+
+def test_bad_input_ends_as_a_message_not_an_exception():
+    svc = FakeService(fail=UserError("the seed must be a whole number, got 'x'"))
+    updates = list(handlers.generate(svc, handlers.Request("walk", seed="x"), {"hits": []}))
+    assert len(updates) == 1
+    assert "The seed must be a whole number" in updates[0]["status"]
+    assert updates[0]["warning"].startswith("The seed")
+    assert updates[0]["state"] == {"hits": []}
+
+
+def test_error_messages_never_show_server_paths():
+    msg = handlers.error_message(FileNotFoundError("/srv/vimorag/checkpoints/llm-sft/model.safetensors"))
+    assert "A file is missing" in msg and "/srv/vimorag" not in msg
+    assert handlers.error_message(ValueError("bad")).startswith("Invalid input")
+    assert "still running" in handlers.error_message(RuntimeError("boom"))
+
+
+def test_pick_uses_the_clicked_video_and_rejects_a_stale_index():
+    svc = FakeService()
+    st = {"hits": [{"id": "v1", "rank": 1, "score": 0.5}, {"id": "v2", "rank": 2, "score": 0.4}]}
+    updates = list(handlers.pick(svc, handlers.Request("a person walks"), 1, st))
+    assert updates[0] == {"video_id": "v2", "retrieval": "given"}
+    assert svc.calls == [("mcdpo", "given", "v2")]
+    page, final = _last(updates)
+    assert "rank-2 video v2" in final["status"]
+    assert page["state"]["chosen"] == {"id": "v2", "prompt": "a person walks"}
+    stale = list(handlers.pick(svc, handlers.Request("a person walks"), 7, st))
+    assert len(stale) == 1 and "no longer listed" in stale[0]["status"]
+
+
+def test_clear_choice_forgets_the_chosen_video():
+    assert handlers.clear_choice({"chosen": {"id": "v2"}, "hits": [1]}) == ("", "gemini", False, {"hits": [1]})
+    assert handlers.clear_choice(None) == ("", "gemini", False, {})
