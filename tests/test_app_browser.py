@@ -11,7 +11,6 @@ import os
 import shutil
 
 import pytest
-
 from fake_stack import REPO, real_stack_missing, real_stack_requested, shared_app_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -10,13 +10,13 @@ import types
 import numpy as np
 import pytest
 
+from motioncore.ik import SkeletonPose
 from motioncore.quat import qaxis_angle, qmul, qnormalize
 from motioncore.skeleton import ADULT_OFFSETS, JOINT_NAMES, NUM_JOINTS, PARENTS, forward_kinematics
 from viewer.body import (SMPL_PARENTS, BodyModelError, MannequinBody, SMPLBody, convert_smpl_pkl,
                          default_body, load_smpl_npz, quat_to_axis_angle, smpl_model_file,
                          to_smpl_tree)
-from motioncore.ik import SkeletonPose
-from viewer.render import (RenderConfig, RenderError, Renderer, camera_path, render_motion_mp4,
+from viewer.render import (RenderConfig, Renderer, RenderError, camera_path, render_motion_mp4,
                            write_mp4)
 
 IDX = {n: i for i, n in enumerate(JOINT_NAMES)}

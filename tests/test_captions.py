@@ -3,16 +3,8 @@ import re
 
 import pytest
 
-from backend.data.captions import (
-                                   ACTIONS,
-                                   POS_TAGS,
-                                   caption_motion,
-                                   caption_set,
-                                   mirror_segments,
-                                   normalize_text,
-                                   split_vocabulary,
-                                   swap_sides_text,
-                                   )
+from backend.data.captions import (ACTIONS, POS_TAGS, caption_motion, caption_set, mirror_segments,
+                                   normalize_text, split_vocabulary, swap_sides_text)
 
 SIDES = ("left", "right", None)
 SPEEDS = ("slow", "normal", "fast")

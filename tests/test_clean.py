@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from backend.data.mocap import load_base_clips
+from motioncore.clean import clean_motion
 from motioncore.features import CONTACT_SLICE, features_to_joints, joints_to_features
 from motioncore.plausibility import bone_lengths, penetration_pct
 from motioncore.skeleton import lowest_point
-from motioncore.clean import clean_motion
 
 
 @pytest.fixture(scope="module")

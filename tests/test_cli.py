@@ -6,10 +6,9 @@ import sys
 import numpy as np
 import pytest
 
+from backend.checkpoints import REPO_ROOT, checkpoints_dir, read_manifest, verify
 from backend.cli import build_parser, main
 from backend.data.corpus import CorpusConfig, build_corpus
-from backend.checkpoints import read_manifest, verify
-from backend.checkpoints import REPO_ROOT, checkpoints_dir
 
 
 def run_cli(*args, timeout=600):

@@ -6,8 +6,8 @@ from app.service import ClipOptions, UserError
 from backend.cli import main
 from backend.data.mocap import load_base_clips
 from backend.pipeline import check_length
-from motioncore.features import joints_to_features
 from motioncore.clean import clean_motion, in_place
+from motioncore.features import joints_to_features
 
 
 @pytest.fixture(scope="module")

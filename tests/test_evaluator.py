@@ -7,9 +7,9 @@ import torch
 
 from backend.data.dataset import Caption
 from backend.evaluation.evaluator import (POS_ENUMERATOR, Evaluator, EvaluatorConfig, GuoEvaluator,
-                                          MotionEncoderBiGRUCo, MovementConvEncoder, TextEncoderBiGRUCo,
-                                          TextMotionEvaluator, WordVectorizer, load_guo_evaluator,
-                                          load_plain_pickle)
+                                          MotionEncoderBiGRUCo, MovementConvEncoder,
+                                          TextEncoderBiGRUCo, TextMotionEvaluator, WordVectorizer,
+                                          load_guo_evaluator, load_plain_pickle)
 
 D = 263
 

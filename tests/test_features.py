@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from backend.data.mocap import load_base_clips
-from motioncore.features import (CONTACT_SLICE, FEATURE_DIM, MotionFormatError, Normalizer, canonicalize,
-                                 features_to_joints, foot_contacts, joints_to_features, mean_std, resample)
+from motioncore.features import (CONTACT_SLICE, FEATURE_DIM, MotionFormatError, Normalizer,
+                                 canonicalize, features_to_joints, foot_contacts,
+                                 joints_to_features, mean_std, resample)
 from motioncore.quat import qrot, qyaw
 from motioncore.skeleton import ADULT_OFFSETS, NUM_JOINTS, forward_kinematics
 

@@ -3,8 +3,8 @@ scored, on hand-made cases; the checker model's shapes and save/load."""
 import numpy as np
 import pytest
 
-from backend.evaluation.follow import asked_attributes, check, targets
 from backend.evaluation.checker import KINDS, MAX_REPS, InstructionChecker
+from backend.evaluation.follow import asked_attributes, check, targets
 
 
 def seg(action, reps=1, side=None, turn=None, speed="normal"):

@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import pytest
 
+from backend.checkpoints import REPO_ROOT
 from backend.data.corpus import CorpusConfig, build_corpus
 from backend.data.dataset import MotionCorpus
-from backend.evaluation.generation import RealMotion, draw_repeat, evaluate, format_table, load_split
-from backend.checkpoints import REPO_ROOT
+from backend.evaluation.generation import (RealMotion, draw_repeat, evaluate, format_table,
+                                           load_split)
 
 
 class ProjectionEvaluator:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from motioncore.features import MotionFormatError, features_to_joints, joints_to_features
+from motioncore.ik import SkeletonPose, contact_mask, forward, solve_ik, tpose_offsets
 from motioncore.quat import qaxis_angle, qmul, qrot, qto_matrix
 from motioncore.skeleton import ADULT_OFFSETS, JOINT_NAMES, KINEMATIC_CHAINS, NUM_JOINTS, PARENTS
 from viewer.bvh import quat_to_euler_zyx, write_bvh
-from motioncore.ik import SkeletonPose, contact_mask, forward, solve_ik, tpose_offsets
 
 HARD_KINDS = ("cartwheel", "backflip", "roll")
 LEAVES = [j for j in range(NUM_JOINTS) if j not in PARENTS]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from backend.retrieval.videos.database import DatabaseError, VideoDatabase
-from backend.retrieval.videos.ingest import (IngestConfig, find_videos, index_folder, ingest_file, merge,
-                                             run_ingestion)
+from backend.retrieval.videos.ingest import (IngestConfig, find_videos, index_folder, ingest_file,
+                                             merge, run_ingestion)
 
 
 def fake_analyse(frames, cfg):

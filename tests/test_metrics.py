@@ -6,23 +6,11 @@ import numpy as np
 import pytest
 
 import backend.evaluation.metrics as M
-from backend.evaluation.metrics import (
-                                        MetricResult,
-                                        batched_r_precision_and_mm_dist,
-                                        diversity,
-                                        euclidean_distance_matrix,
-                                        evaluate_embeddings,
-                                        fid,
-                                        frechet_distance,
-                                        gaussian_stats,
-                                        matching_score,
-                                        mean_and_interval,
-                                        multimodality,
-                                        r_precision,
-                                        sample_pair_indices,
-                                        summarize,
-                                        top_k_matches,
-                                        )
+from backend.evaluation.metrics import (MetricResult, batched_r_precision_and_mm_dist, diversity,
+                                        euclidean_distance_matrix, evaluate_embeddings, fid,
+                                        frechet_distance, gaussian_stats, matching_score,
+                                        mean_and_interval, multimodality, r_precision,
+                                        sample_pair_indices, summarize, top_k_matches)
 
 
 def random_cov(rng, dim, scale=1.0):

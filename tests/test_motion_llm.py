@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from backend.generation.motion_llm import (IGNORE, MOTION, PREFIX, VIDEO_PLACEHOLDER, MotionLLM,
-                                           MotionLLMConfig, PromptError, VideoFeatures, clean_prompt,
-                                           load_base)
+                                           MotionLLMConfig, PromptError, VideoFeatures,
+                                           clean_prompt, load_base)
 from backend.generation.motion_vocab import MotionVocab
 from backend.generation.preference import dpo_loss, mcdpo_reward, pick_pair
 
@@ -381,7 +381,7 @@ def test_save_load_round_trip(llm, tiny_base, tmp_path):
 def test_warm_start_of_a_larger_adapter_keeps_the_function(llm, tiny_base, tmp_path):
     """``train sft --lora-mlp --init-from``: the MLP LoRA starts at zero, so the grown model
     computes what the saved one did; a different codebook is refused."""
-    from backend.cli.generation import _warm_start
+    from backend.generation.train_llm import warm_start
     from backend.generation.motion_llm import MLP_TARGETS, _default_targets
 
     batch = llm.build_batch(TEXTS, [video(0), None, None], [[1, 2], [3], [4, 5, 6]])
@@ -398,12 +398,12 @@ def test_warm_start_of_a_larger_adapter_keeps_the_function(llm, tiny_base, tmp_p
     assert len(grown.trainable_state_dict()) > len(llm.trainable_state_dict())
     with torch.no_grad():
         assert not torch.allclose(grown(batch), llm(batch))
-    _warm_start(grown, tmp_path / "m")
+    warm_start(grown, tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(grown(batch), llm(batch), atol=1e-5, rtol=1e-5)
     assert any("gate_up_proj.lora_" in k for k in grown.trainable_state_dict())
     with pytest.raises(ValueError, match="codebook_size"):
-        _warm_start(MotionLLM(make_config(tiny_base, codebook_size=K + 1)), tmp_path / "m")
+        warm_start(MotionLLM(make_config(tiny_base, codebook_size=K + 1)), tmp_path / "m")
 
 
 # -----------------------------------------------------------------------------
@@ -517,7 +517,7 @@ def test_video_use_rows(llm):
 def test_pose_prefix_reads_keypoints_and_warm_starts_unchanged(llm, tiny_base, tmp_path):
     """`train sft --pose-prefix`: each slot also sees its frame's keypoints and their motion; the
     encoder starts at zero (a warm start computes what the saved model did), then learns."""
-    from backend.cli.generation import _warm_start
+    from backend.generation.train_llm import warm_start
     from backend.generation.motion_llm import POSE_DIM, pose_features
 
     kp = np.random.default_rng(0).uniform(-1, 1, (16, 17, 3)).astype(np.float32)
@@ -529,7 +529,7 @@ def test_pose_prefix_reads_keypoints_and_warm_starts_unchanged(llm, tiny_base, t
 
     llm.save_pretrained(tmp_path / "m")
     posed = MotionLLM(make_config(tiny_base, pose_dim=POSE_DIM)).eval()
-    _warm_start(posed, tmp_path / "m")
+    warm_start(posed, tmp_path / "m")
     v = video(0)
     va, vb = (VideoFeatures(v.frames, v.object, k) for k in (kp, -kp))
     batch_a = posed.build_batch(TEXTS[:1], [va], [[1, 2]])

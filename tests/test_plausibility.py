@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from motioncore.plausibility import (bone_var_pct, floating_pct, jerk, max_jump_m, mean_plausibility,
-                                     penetration_pct, plausibility, skate_mps)
+from motioncore.plausibility import (bone_var_pct, floating_pct, jerk, max_jump_m,
+                                     mean_plausibility, penetration_pct, plausibility, skate_mps)
 from motioncore.skeleton import BODY_RADIUS, NUM_JOINTS, forward_kinematics, lowest_point
 
 

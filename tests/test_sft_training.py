@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from backend.generation.train_llm import (Example, LLMTrainConfig, VideoBank, self_video_ids, train_sft,
-                                          validation_loss)
-from backend.retrieval.videos.synth import VideoSpec, make_spec, motion_video_spec, spec_joints
 from test_motion_llm import TEXTS, make_config, tiny_base  # noqa: F401  (fixture)
+
+from backend.generation.train_llm import (Example, LLMTrainConfig, VideoBank, self_video_ids,
+                                          train_sft, validation_loss)
+from backend.retrieval.videos.synth import VideoSpec, make_spec, motion_video_spec, spec_joints
 
 
 class FakeRetriever:

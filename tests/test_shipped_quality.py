@@ -3,9 +3,9 @@ floors that a regression would break (README: root-aligned MPJPE 37.0 mm on test
 OOD, 96 % of codes in use; instruction checker right on 83 % of what held-out real prompts ask)."""
 import pytest
 
+from backend.checkpoints import checkpoints_dir
 from backend.evaluation.tokenizer import evaluate_split
 from backend.generation.vqvae import MotionVQVAE
-from backend.checkpoints import checkpoints_dir
 
 # README: the shipped McDPO passes 24 % of the 15 checks of the app's example prompts (3 seeds;
 # 23 % with this test's 2 seeds; SFT 36 %; the previous McDPO 38 %, the models before "Motion

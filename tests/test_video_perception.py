@@ -4,20 +4,10 @@ import pickle
 import numpy as np
 import pytest
 
-from backend.retrieval.videos.decode import (
-                                             VideoReadError,
-                                             _check_sane,
-                                             frames_from_array,
-                                             read_frames,
-                                             sample_indices,
-                                             )
-from backend.retrieval.videos.pose import (
-                                           COCO17_FLIP,
-                                           COCO17_NAMES,
-                                           MEDIAPIPE_TO_COCO17,
-                                           normalize_keypoints,
-                                           person_fraction,
-                                           )
+from backend.retrieval.videos.decode import (VideoReadError, _check_sane, frames_from_array,
+                                             read_frames, sample_indices)
+from backend.retrieval.videos.pose import (COCO17_FLIP, COCO17_NAMES, MEDIAPIPE_TO_COCO17,
+                                           normalize_keypoints, person_fraction)
 
 NOSE, L_SH, R_SH = 0, 5, 6
 L_HIP, R_HIP = 11, 12

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backend.generation.vqvae import MotionVQVAE, QuantizeEMAReset, VQVAEConfig, load_t2m_gpt
 from backend.generation.train_vqvae import VQTrainConfig, train_vqvae
+from backend.generation.vqvae import MotionVQVAE, QuantizeEMAReset, VQVAEConfig, load_t2m_gpt
 
 D = 263
 

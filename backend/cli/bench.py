@@ -72,36 +72,23 @@ def add(sub) -> None:
     e.add_argument("--split", default="test")
     e.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     e.set_defaults(func=cmd_bench_eval)
-
     b = bsub.add_parser(
         "generate", help="median text -> motion latency vs the naive path",
         description="Retrieval + generation + decoding (no rendering) of a SECONDS-long motion, "
                     "against the naive path (full-vocabulary head, no KV cache).")
-
     b.add_argument("--repeats", type=int, default=10)
-
     b.add_argument("--seconds", type=float, default=4.0)
-
     b.add_argument("--threads", type=int, default=2)
-
     b.add_argument("--json", action="store_true")
-
     b.set_defaults(func=cmd_bench_generate)
-
     bb = bsub.add_parser("retrieval", help="query latency at scale, ingestion speed",
                                     description="Query latency (text encoding + search) with "
                                                 "synthetic vectors at each size, exact vs HNSW "
                                                 "with recall@1; ingestion videos per minute on "
                                                 "rendered videos.")
-
     bb.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
-
     bb.add_argument("--queries", type=int, default=200)
-
     bb.add_argument("--ingest-videos", type=int, default=8, help="videos to time ingestion on (0: skip)")
-
     bb.add_argument("--workers", type=int, default=1)
-
     bb.add_argument("--json", action="store_true")
-
     bb.set_defaults(func=cmd_bench_retrieval)

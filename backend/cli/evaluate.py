@@ -328,18 +328,12 @@ def add(sub) -> None:
     sv.add_argument("--ship", action="store_true", help="save to checkpoints/servable + MANIFEST")
     sv.add_argument("--json", action="store_true")
     sv.set_defaults(func=cmd_eval_servable)
-
     e = esub.add_parser("retrieval", help="text -> video R@1/5/10 and median rank",
                                   description="Held-out captions against held-out videos, for "
                                               "object-only, action-only, fixed 0.5/0.5 and the "
                                               "trained router.")
-
     e.add_argument("--retriever", help="retriever folder (default: checkpoints/retriever)")
-
     e.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
-
     e.add_argument("--split", default="test")
-
     e.add_argument("--json", action="store_true")
-
     e.set_defaults(func=cmd_eval_retrieval)

@@ -143,41 +143,24 @@ def add(sub) -> None:
         "generate", help="text -> motion (+ BVH/FBX/GLB/MP4/NPY)",
         description="Retrieve a video for TEXT, generate motion tokens with the motion LLM, decode "
                     "them and export. Prints the retrieved video, router weights and timing.")
-
     g.add_argument("text", metavar="TEXT")
-
     g.add_argument("--model", choices=["mcdpo", "sft", "novideo"], default="mcdpo")
-
     g.add_argument("--retrieval", choices=["gemini", "random", "none", "object"], default="gemini")
-
     g.add_argument("--video", help="use this database video id as the prior (skips retrieval)")
-
     g.add_argument("--seed", type=int, default=0)
-
     g.add_argument("--temperature", type=float, default=1.0)
-
     g.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens (0 = all)")
-
     g.add_argument("--k", type=int, default=5, help="retrieved videos to list")
-
     g.add_argument("--length", type=float, default=0.0,
                    help="clip length in seconds, 1 to 9.8 (0 = the model decides)")
-
     g.add_argument("--in-place", action="store_true",
                    help="remove the horizontal travel (the pelvis stays over its start)")
-
     g.add_argument("--no-foot-lock", action="store_true",
                    help="do not pin feet while in contact (foot locking is on by default)")
-
     g.add_argument("--bvh-units", choices=["cm", "m"], default="cm",
                    help="length unit of the BVH file (Blender and Mixamo expect cm)")
-
     g.add_argument("--formats", default="bvh,fbx,glb,mp4,npy")
-
     g.add_argument("--stem", default="motion", help="file name stem")
-
     g.add_argument("--out", required=True, help="output folder")
-
     g.add_argument("--json", action="store_true")
-
     g.set_defaults(func=cmd_generate)

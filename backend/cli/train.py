@@ -291,6 +291,31 @@ def cmd_train_mcdpo(args) -> int:
     return 0
 
 
+DATA_HELP = "HumanML3D-layout folder (default: the embedded corpus)"
+
+
+def _schedule(p, steps: int, lr: float, batch: int | None = None, seed: bool = False) -> None:
+    p.add_argument("--steps", type=int, default=steps)
+    if batch:
+        p.add_argument("--batch-size", type=int, default=batch)
+    p.add_argument("--lr", type=float, default=lr)
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
+
+
+def _run(p, workdir: str, ship: str | None, resume: bool = True, ship_dtype: str | None = None) -> None:
+    """The options every training run shares: threads, run folder, resuming, shipping."""
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--workdir", help=f"run folder with logs and resumable state (default: {workdir})")
+    if resume:
+        p.add_argument("--no-resume", action="store_true", help="start over even if a run exists")
+    if ship:
+        p.add_argument("--ship", action="store_true",
+                       help=f"copy the result to checkpoints/{ship} and record it in the MANIFEST")
+    if ship_dtype:
+        p.add_argument("--ship-dtype", choices=["float16", "float32"], default=ship_dtype)
+
+
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
     p = sub.add_parser("train", help="train a component")
@@ -301,12 +326,10 @@ def add(sub) -> None:
                     "embedded corpus, the video-only motions of the video database (OOD kinds "
                     "included; the tokenizer never sees text). Resumable: rerunning continues "
                     "from the last checkpoint in the work folder.")
-    v.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    v.add_argument("--data", help=DATA_HELP)
     v.add_argument("--config", choices=["embedded", "paper"], default="embedded",
                    help="model size: embedded (CPU, ~5 MB) or paper (T2M-GPT 512x512)")
-    v.add_argument("--steps", type=int, default=6000)
-    v.add_argument("--batch-size", type=int, default=64)
-    v.add_argument("--lr", type=float, default=2e-4)
+    _schedule(v, 6000, 2e-4, 64)
     v.add_argument("--decay-at", type=int, nargs="*", metavar="STEP",
                    help="steps where the learning rate is multiplied by 0.05 (default: 2/3 of --steps)")
     v.add_argument("--schedule", choices=["step", "cosine"], default="step",
@@ -326,28 +349,15 @@ def add(sub) -> None:
     v.add_argument("--init", metavar="DIR",
                    help="start from a trained VQ-VAE folder (its size, weights and codebook)")
     v.add_argument("--curves", metavar="PNG", help="write the learning curves to this PNG")
-    v.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    v.add_argument("--workdir", help="run folder with logs and resumable state "
-                                     "(default: data/runs/vqvae-CONFIG)")
-    v.add_argument("--no-resume", action="store_true", help="start over even if a run exists")
-    v.add_argument("--ship", action="store_true",
-                   help="copy the result to checkpoints/vqvae and record it in the MANIFEST")
-    v.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
+    _run(v, "data/runs/vqvae-CONFIG", "vqvae", ship_dtype="float16")
     v.set_defaults(func=cmd_train_vqvae)
     e = tsub.add_parser(
         "evaluator", help="train the text-motion evaluator (metrics' embedding space)",
         description="Train the evaluator's text head (on frozen MiniLM) and motion encoder "
                     "contrastively on the train split. Resumable.")
-    e.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
-    e.add_argument("--steps", type=int, default=2500)
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--lr", type=float, default=1e-3)
-    e.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    e.add_argument("--workdir", help="run folder (default: data/runs/evaluator)")
-    e.add_argument("--no-resume", action="store_true", help="start over even if a run exists")
-    e.add_argument("--ship", action="store_true",
-                   help="copy the result to checkpoints/evaluator and record it in the MANIFEST")
-    e.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
+    e.add_argument("--data", help=DATA_HELP)
+    _schedule(e, 2500, 1e-3, 64)
+    _run(e, "data/runs/evaluator", "evaluator", ship_dtype="float16")
     e.set_defaults(func=cmd_train_evaluator)
     c = tsub.add_parser(
         "checker", help="train the instruction checker (a judge of what prompts ask)",
@@ -355,128 +365,78 @@ def add(sub) -> None:
                     "split plus the ood_judge half of the OOD motions (never the generator's "
                     "data). Verify it with `eval follow` before trusting it.")
     c.add_argument("--data", help="corpus folder with programs.jsonl (default: the embedded corpus)")
-    c.add_argument("--steps", type=int, default=2500)
-    c.add_argument("--batch-size", type=int, default=32)
-    c.add_argument("--lr", type=float, default=1e-3)
-    c.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    c.add_argument("--workdir", help="run folder (default: data/runs/checker)")
-    c.add_argument("--ship", action="store_true",
-                   help="copy the result to checkpoints/checker and record it in the MANIFEST")
-    c.add_argument("--ship-dtype", choices=["float16", "float32"], default="float16")
+    _schedule(c, 2500, 1e-3, 32)
+    _run(c, "data/runs/checker", "checker", resume=False, ship_dtype="float16")
     c.set_defaults(func=cmd_train_checker)
 
-    def common(p, steps, lr, batch):
-        p.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
+    def llm_options(p, steps, lr, ship):
+        p.add_argument("--data", help=DATA_HELP)
         p.add_argument("--config", choices=["embedded", "phi3"], default="embedded",
                        help="embedded = Gemma 3 270M from its package; phi3 = --base DIR with the "
                             "paper's LoRA (r=128, alpha=256)")
         p.add_argument("--base", help="local Hugging Face causal-LM folder (for --config phi3)")
-        p.add_argument("--steps", type=int, default=steps)
-        p.add_argument("--batch-size", type=int, default=batch)
-        p.add_argument("--lr", type=float, default=lr)
-        p.add_argument("--threads", type=int, default=2)
-        p.add_argument("--seed", type=int, default=0)
+        _schedule(p, steps, lr, 8, seed=True)
         p.add_argument("--ckpt-every", type=int, default=50)
-        p.add_argument("--workdir", help="run folder with log.jsonl and resumable state")
-        p.add_argument("--no-resume", action="store_true")
-        p.add_argument("--ship", action="store_true", help="save to checkpoints/ + MANIFEST")
         p.add_argument("--curves", help="write the learning curves to this PNG (e.g. docs/sft_curves.png)")
-
+        _run(p, f"data/runs/{ship}", ship)
     s = tsub.add_parser(
         "sft", help="motion LLM stage 1: supervised fine-tuning",
         description="Each training caption + its rank-1 Gemini-MVR video (cached) -> ground-truth "
                     "VQ tokens. --video none trains the no-video baseline (MotionGPT-style row). "
                     "Resumable; runs through accelerate (`accelerate launch` scales it).")
-
-    common(s, 1000, 3e-4, 8)
-
+    llm_options(s, 1000, 3e-4, "llm-sft")
     s.add_argument("--video", choices=["gemini", "none"], default="gemini")
-
     s.add_argument("--prefix-frames", type=int, default=16,
                    help="video prefix: one embedding per sampled frame of the retriever's per-frame "
                         "features (16 = unpooled), plus the object slot")
-
     s.add_argument("--self-video", type=float, default=0.5,
                    help="share of captions shown the video of their own motion (needs `videos self`)")
-
     s.add_argument("--caption-drop", type=float, default=0.0,
                    help="share of the self-video pairs whose caption is replaced by a neutral one, "
                         "so only the video's poses tell the motion")
-
     s.add_argument("--self-db", default="self-train", help="database of the self videos")
-
     s.add_argument("--lora-mlp", action="store_true",
                    help="LoRA on the MLP projections too (more capacity than attention only)")
-
     s.add_argument("--pose-prefix", action="store_true",
                    help="a trainable pose encoder reads the video's keypoints (each sampled frame's "
                         "joints and their motion) into the prefix, beside the retriever's features")
-
     s.add_argument("--init-from", metavar="DIR",
                    help="warm start from a trained model folder (e.g. checkpoints/llm-sft); with "
                         "--lora-mlp its attention LoRA is kept and the MLP LoRA starts at zero")
-
     s.add_argument("--val-every", type=int, default=100, help="steps between validation passes")
-
     s.add_argument("--val-size", type=int, default=160, help="validation examples (val split)")
-
     s.add_argument("--patience", type=int, default=3,
                    help="stop after this many validations without a better loss (0 = never)")
-
     s.set_defaults(func=cmd_train_sft)
-
     m = tsub.add_parser(
         "mcdpo", help="motion LLM stage 2: McDPO on the SFT model",
         description="Sample KAPPA candidates per prompt from the SFT model, score them with the "
                     "evaluator (reward = -(w_l l/sum l + w_d d/sum d)), keep best/worst as a "
                     "preference pair and train with DPO against the frozen SFT model. A share of "
                     "prompts get random videos.")
-
-    common(m, 200, 5e-5, 8)
-
+    llm_options(m, 200, 5e-5, "llm-mcdpo")
     m.add_argument("--sft", help="SFT model folder (default: checkpoints/llm-sft)")
-
     m.add_argument("--prompts", type=int, default=800)
-
     m.add_argument("--kappa", type=int, default=4)
-
     m.add_argument("--random-share", type=float, default=0.3)
-
     m.add_argument("--w-l", type=float, default=0.9)
-
     m.add_argument("--w-d", type=float, default=0.1)
-
     m.add_argument("--beta", type=float, default=0.1)
-
     m.add_argument("--temperature", type=float, default=1.0)
-
     m.set_defaults(func=cmd_train_mcdpo)
 
-    def common_train(p, steps, lr):
-        p.add_argument("--steps", type=int, default=steps)
-        p.add_argument("--lr", type=float, default=lr)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--threads", type=int, default=2)
-        p.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
-        p.add_argument("--workdir", help="run folder (default: data/runs/retriever)")
-
     t = tsub.add_parser("retriever", help="Gemini-MVR stage 1: both channels",
-                                   description="Train the action channel (keypoint encoder + "
-                                               "predicate text head) and the object channel's "
-                                               "projections contrastively on captioned videos.")
-
-    common_train(t, 1500, 5e-4)
-
-    t.add_argument("--batch-size", type=int, default=64)
-
+                        description="Train the action channel (keypoint encoder + predicate text "
+                                    "head) and the object channel's projections contrastively on "
+                                    "captioned videos.")
+    _schedule(t, 1500, 5e-4, 64, seed=True)
+    t.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
+    _run(t, "data/runs/retriever", None, resume=False)
     t.set_defaults(func=cmd_train_retriever)
-
     t = tsub.add_parser("router", help="Gemini-MVR stage 2: the router (channels frozen)",
-                                   description="Freeze both channels and train only the router on "
-                                               "the fused score; prints the retrieval table.")
-
-    common_train(t, 600, 1e-2)
-
-    t.add_argument("--ship", action="store_true", help="copy to checkpoints/retriever + MANIFEST")
-
+                        description="Freeze both channels and train only the router on the fused "
+                                    "score; prints the retrieval table.")
+    _schedule(t, 600, 1e-2, seed=True)
+    t.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
+    _run(t, "data/runs/retriever", "retriever", resume=False)
     t.set_defaults(func=cmd_train_router)

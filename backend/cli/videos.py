@@ -98,29 +98,20 @@ def cmd_retrieve(args) -> int:
 
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
-
     v = sub.add_parser("videos", help="the embedded video database")
-
     vsub = v.add_subparsers(dest="videos_cmd", required=True, metavar="COMMAND")
-
     b = vsub.add_parser(
         "build", help="render and analyse the embedded video database (resumable)",
         description="Render 1,050 short videos of video-only motions (random camera, background, "
                     "body colour and shape), run MediaPipe Pose and I3D on 16 sampled frames of "
                     "each, and store keypoints + features. About 1 hour on 2 cores; interrupt "
                     "and rerun to resume. --ship copies the result to checkpoints/videodb.")
-
     b.add_argument("--workers", type=int, default=2, help="worker processes")
-
     b.add_argument("--limit", type=int, default=0, help="build only this many in-distribution "
                                                         "videos (+1/4 OOD), for a quick try")
-
     b.add_argument("--workdir", help="build folder (default: data/videodb-build/embedded)")
-
     b.add_argument("--ship", action="store_true", help="copy to checkpoints/videodb + MANIFEST")
-
     b.set_defaults(func=cmd_videos_build)
-
     sv = vsub.add_parser(
         "self", help="videos of the corpus's own motions, for the generator's self-video pairs",
         description="Render each motion of a corpus split (its first 196 frames, random camera, "
@@ -129,17 +120,11 @@ def add(sub) -> None:
                     "`train sft --self-video P` pairs a share P of the captions with the video of "
                     "their own motion, so the generator learns what a pose sequence means in "
                     "motion tokens. About 1.5 s per motion per worker; resumable.")
-
     sv.add_argument("--data", help="HumanML3D-layout folder (default: the embedded corpus)")
-
     sv.add_argument("--split", default="train")
-
     sv.add_argument("--db", help="database name (default: self-SPLIT)")
-
     sv.add_argument("--workers", type=int, default=2, help="worker processes")
-
     sv.add_argument("--limit", type=int, default=0, help="only the first N motions of the split")
-
     sv.set_defaults(func=cmd_videos_self)
 
     i = sub.add_parser(
@@ -149,36 +134,23 @@ def add(sub) -> None:
                     "database NAME (and its FAISS index). Unreadable, empty or person-less videos "
                     "are skipped and reported. Interrupt and rerun to resume; nothing is added "
                     "twice.")
-
     i.add_argument("folder", metavar="DIR", help="folder (searched recursively) or one video file")
-
     i.add_argument("--db", default="embedded", help="database name (default: embedded, the one "
                                                     "`retrieve` and the app use)")
-
     i.add_argument("--workers", type=int, default=1, help="worker processes")
-
     i.add_argument("--frames", type=int, default=16, help="frames sampled per video")
-
     i.add_argument("--json", action="store_true")
-
     i.set_defaults(func=cmd_index)
 
     r = sub.add_parser("retrieve", help="retrieve videos for a text",
                        description="Rank the database's videos for TEXT with Gemini-MVR: fused "
                                    "score, both channel scores and the router's weights.")
-
     r.add_argument("text", metavar="TEXT")
-
     r.add_argument("--k", type=int, default=5)
-
     r.add_argument("--mode", default="gemini", choices=["gemini", "action", "object", "fixed", "random"],
                    help="gemini = router-weighted fusion (default); action/object = one channel; "
                         "fixed = 0.5/0.5; random = random videos")
-
     r.add_argument("--db", default="embedded")
-
     r.add_argument("--seed", type=int, default=0, help="for --mode random")
-
     r.add_argument("--json", action="store_true")
-
     r.set_defaults(func=cmd_retrieve)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from backend.checkpoints import checkpoints_dir
-from backend.retrieval.index import FusedIndex, fuse_queries, fuse_videos
+from backend.retrieval.index import FusedIndex, brute_force_fused, fuse_queries, fuse_videos
 from backend.retrieval.model import GeminiMVR, encode_captions
 from backend.retrieval.videos.database import (DatabaseError, VideoDatabase, VideoFeatures,
                                                atomic_write_bytes, database_dir, live_folder,
@@ -207,8 +207,9 @@ class VideoRetriever:
         """Channel scores and router weights of one video's embeddings for ``text``."""
         q = self.encode_query([text])
         sa, so = float(emb["a"] @ q["p"][0]), float(emb["o"] @ q["g"][0])
-        w = emb["w"]
-        return {"score": float(w[0] * sa + w[1] * so), "action_score": sa, "object_score": so,
+        w = np.asarray(emb["w"], np.float64)
+        score = brute_force_fused(q["p"], q["g"], emb["a"][None], emb["o"][None], w[None])[0, 0]
+        return {"score": float(score), "action_score": sa, "object_score": so,
                 "w_action": float(w[0]), "w_object": float(w[1])}
 
     def has_video(self, video_id: str) -> bool:
