@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from motioncore.io import atomic_write_bytes
+from motioncore.io import atomic_write_bytes, atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,9 +124,7 @@ def record(folder: Path, command: str, root: Path | None = None) -> None:
     rows.sort(key=lambda r: r[1])
     text = "# sha256\tpath (relative to checkpoints/)\tcommand that produced it\n"
     text += "".join(f"{d}\t{p}\t{c}\n" for d, p, c in rows)
-    tmp = root / "MANIFEST.tmp"
-    tmp.write_text(text)
-    tmp.replace(root / "MANIFEST")
+    atomic_write_text(root / "MANIFEST", text, "MANIFEST")
 
 
 def verify(root: Path | None = None) -> list[str]:

@@ -45,6 +45,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from motioncore.ik import SkeletonPose
+from motioncore.io import atomic_output
 from motioncore.quat import qinv, qmul, qnormalize
 from motioncore.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS
 
@@ -519,13 +520,9 @@ def convert_smpl_pkl(src: str | Path, dst: str | Path) -> Path:
         a = _plain(obj[k], k)
         arrays[k] = a.astype(np.int64) if k in ("f", "kintree_table") else a.astype(np.float64)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.partial.npz")
-    try:
+    with atomic_output(dst) as tmp:
         np.savez(tmp, **arrays)
         load_smpl_npz(tmp)  # the result must be loadable
-        tmp.replace(dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dst
 
 

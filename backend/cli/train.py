@@ -12,6 +12,7 @@ import torch
 from backend.checkpoints import ship
 from backend.cli.common import load_stack, training_db
 from backend.generation.train_llm import warm_start
+from motioncore.io import atomic_write_json
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -232,9 +233,7 @@ def cmd_train_mcdpo(args) -> int:
                 "random_video": p.random_video}
 
     def save(state):                               # {"processed": n prompts, "done": bool, "prefs": [...]}
-        tmp = prefs_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(prefs_file)
+        atomic_write_json(prefs_file, state)
 
     state = {"processed": 0, "done": False, "prefs": []}
     if prefs_file.is_file() and not args.no_resume:
