@@ -118,3 +118,26 @@ def test_the_checker_sees_a_cycle_and_an_upward_import(tmp_path):
     assert layer("backend.pipeline") > layer("backend.evaluation.rows")
     with pytest.raises(AssertionError):
         layer("somewhere.else")
+
+
+def test_readme_map_names_every_folder_and_module_group():
+    """The README's "where things are" map lists every package folder (and backend's modules)."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Layout")
+    block = text[start:text.index("```", text.index("```", start) + 3)]
+    missing = []
+    for pkg in PACKAGES:
+        if f"{pkg}/" not in block:
+            missing.append(pkg)
+        for p in sorted((REPO / pkg).iterdir()):
+            if p.name.startswith(("_", ".")) or p.name == "__pycache__":
+                continue
+            name = p.name + "/" if p.is_dir() else p.name
+            if (p.is_dir() or pkg in ("backend", "app")) and name not in block:
+                missing.append(f"{pkg}/{name}")
+    for sub in (REPO / "backend").iterdir():
+        if sub.is_dir() and not sub.name.startswith("_"):
+            for p in sub.iterdir():
+                if p.is_dir() and not p.name.startswith("_") and p.name + "/" not in block:
+                    missing.append(f"backend/{sub.name}/{p.name}/")
+    assert not missing, "not in the README's layout map: " + ", ".join(missing)
