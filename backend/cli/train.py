@@ -109,7 +109,7 @@ def cmd_train_retriever(args) -> int:
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / "retriever"
     work.mkdir(parents=True, exist_ok=True)
     model = train_channels(training_db(args), steps=args.steps, batch=args.batch_size, lr=args.lr,
-                           seed=args.seed, log=work / "log.jsonl")
+                           seed=args.seed, log=work / "log.jsonl", mirror=args.mirror)
     model.save_pretrained(work / "stage1")
     print(f"Stage-1 retriever saved in {work / 'stage1'} (train the router next: "
           "`python -m backend train router`)")
@@ -430,6 +430,9 @@ def add(sub) -> None:
                                     "captioned videos.")
     _schedule(t, 1500, 5e-4, 64, seed=True)
     t.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
+    t.add_argument("--mirror", action="store_true",
+                   help="also train on the mirror image of every video whose captions name a side, "
+                        "with left/right (clockwise/counterclockwise) swapped in its captions")
     _run(t, "data/runs/retriever", None, resume=False)
     t.set_defaults(func=cmd_train_retriever)
     t = tsub.add_parser("router", help="Gemini-MVR stage 2: the router (channels frozen)",

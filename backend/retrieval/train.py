@@ -12,6 +12,7 @@ Text embeddings come from frozen MiniLM and are computed once per caption.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,11 @@ from tqdm import tqdm
 
 from backend.retrieval.model import GeminiMVR, RetrieverConfig, encode_captions
 from backend.retrieval.videos.database import VideoDatabase
+from backend.retrieval.videos.pose import COCO17_FLIP
+
+_MIRROR_WORDS = {"left": "right", "right": "left", "clockwise": "counterclockwise",
+                 "counterclockwise": "clockwise", "counter-clockwise": "clockwise"}
+_MIRROR_RE = re.compile(r"\b(left|right|counter-?clockwise|clockwise)\b", re.IGNORECASE)
 
 
 def captions_of(record: dict) -> list[str]:
@@ -30,6 +36,26 @@ def captions_of(record: dict) -> list[str]:
 
 def split_of(record: dict) -> str:
     return record.get("split") or record.get("spec", {}).get("split") or "train"
+
+
+def mirror_caption(text: str) -> str:
+    """The caption of the mirrored video: left <-> right, clockwise <-> counterclockwise (case
+    kept). A caption naming no side comes back unchanged."""
+    def swap(m):
+        w = m.group(0)
+        out = _MIRROR_WORDS[w.lower()]
+        return out.capitalize() if w[0].isupper() else out
+
+    return _MIRROR_RE.sub(swap, text)
+
+
+def mirror_keypoints(kp):
+    """Person-centred COCO-17 keypoints (..., 17, 3) of the horizontally mirrored video: left and
+    right joints swap and x changes sign (root travel and facing mirror with them)."""
+    out = kp[..., list(COCO17_FLIP), :]
+    out = out.clone() if hasattr(out, "clone") else out.copy()
+    out[..., 0] = -out[..., 0]
+    return out
 
 
 @dataclass
@@ -45,23 +71,35 @@ class CaptionedVideos:
 
     @classmethod
     def from_database(cls, db: VideoDatabase, split: str, minilm=None,
-                      part: str | None = None) -> "CaptionedVideos":
+                      part: str | None = None, mirror: bool = False) -> "CaptionedVideos":
         """``part``: "channels" or "router" picks one of two disjoint parts of the split (every
         fourth video goes to the router), so the router learns how reliable each channel is on
-        videos the channels were not fitted to."""
+        videos the channels were not fitted to. ``mirror`` adds, for every video whose captions
+        name a side, its mirror image with the sides of its captions swapped (id ``ID~mirror``;
+        the object feature is kept: I3D's appearance features hardly change under a mirror), so
+        "left" and "right" become each other's hard negatives."""
         rows = [i for i, r in enumerate(db.records) if split_of(r) == split and captions_of(r)]
         if part is not None:
             rows = [i for n, i in enumerate(rows) if (n % 4 == 3) == (part == "router")]
         if not rows:
             raise ValueError(f"{db.root}: no captioned videos in split {split!r}")
+        keypoints = torch.from_numpy(db.keypoints[rows])
+        objects = torch.from_numpy(db.object[rows])
+        ids = [db.records[i]["id"] for i in rows]
+        per_video = [captions_of(db.records[i]) for i in rows]
+        if mirror:
+            sided = [j for j, caps in enumerate(per_video) if any(mirror_caption(c) != c for c in caps)]
+            keypoints = torch.cat([keypoints, mirror_keypoints(keypoints[sided])])
+            objects = torch.cat([objects, objects[sided]])
+            ids += [f"{ids[j]}~mirror" for j in sided]
+            per_video += [[mirror_caption(c) for c in per_video[j]] for j in sided]
         caps, owner = [], []
-        for j, i in enumerate(rows):
-            for c in captions_of(db.records[i]):
+        for j, vcaps in enumerate(per_video):
+            for c in vcaps:
                 caps.append(c)
                 owner.append(j)
         pred, whole = encode_captions(caps, minilm)
-        return cls(torch.from_numpy(db.keypoints[rows]), torch.from_numpy(db.object[rows]),
-                   torch.tensor(owner), pred, whole, caps, [db.records[i]["id"] for i in rows])
+        return cls(keypoints, objects, torch.tensor(owner), pred, whole, caps, ids)
 
 
 def info_nce(scores: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -104,10 +142,11 @@ def _log(path: Path | None, row: dict) -> None:
 
 def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: float = 5e-4,
                    seed: int = 0, cfg: RetrieverConfig | None = None, log: Path | None = None,
-                   progress: bool = True, minilm=None) -> GeminiMVR:
-    """Stage 1: both channels, InfoNCE each."""
+                   progress: bool = True, minilm=None, mirror: bool = False) -> GeminiMVR:
+    """Stage 1: both channels, InfoNCE each (``mirror``: with mirrored sided videos, see
+    ``CaptionedVideos.from_database``)."""
     torch.manual_seed(seed)
-    data = CaptionedVideos.from_database(db, "train", minilm, part="channels")
+    data = CaptionedVideos.from_database(db, "train", minilm, part="channels", mirror=mirror)
     batch = min(batch, len(data.ids))
     model = GeminiMVR(cfg).train()
     params = [p for n, p in model.named_parameters() if not n.startswith("router")]
@@ -175,5 +214,5 @@ def train_router(model: GeminiMVR, db: VideoDatabase, steps: int = 600, batch: i
     return model.eval()
 
 
-__all__ = ["CaptionedVideos", "augment", "captions_of", "info_nce", "split_of", "train_channels",
-           "train_router"]
+__all__ = ["CaptionedVideos", "augment", "captions_of", "info_nce", "mirror_caption",
+           "mirror_keypoints", "split_of", "train_channels", "train_router"]
