@@ -10,14 +10,13 @@ def set_threads(n: int) -> None:
 
 
 def load_stack(args, need_retriever: bool = True):
-    import torch
-
+    """(corpus, shipped VQ-VAE, embedded retriever or None) for the motion-LLM commands."""
+    from backend.checkpoints import checkpoints_dir
     from backend.data.dataset import open_corpus
     from backend.generation.vqvae import MotionVQVAE
-    from backend.checkpoints import checkpoints_dir
     from backend.retrieval.service import VideoRetriever
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     corpus = open_corpus(args.data)
     vqvae = MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae").eval()
     retriever = VideoRetriever.open("embedded") if need_retriever else None
