@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m backend",
         description="VimoRAG back end: data, training, evaluation. Works offline; the embedded "
                     "corpus is built on first use. Add --help after any command for its options.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True)
     for group in (data, videos, train, evaluate, bench, motion):
         group.add(sub)
     return parser

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from backend.cli.common import command_group
+
 
 def cmd_bench_render(args) -> int:
     from backend.bench import bench_render
@@ -54,8 +56,7 @@ def cmd_bench_generate(args) -> int:
 
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
-    p = sub.add_parser("bench", help="speed benchmarks (print figures; --json adds them as JSON)")
-    bsub = p.add_subparsers(dest="bench_cmd", required=True, metavar="WHAT")
+    bsub = command_group(sub, "bench", "speed benchmarks (print figures; --json adds them as JSON)", metavar="WHAT")
     r = bsub.add_parser("render", help="time a body-mesh motion -> MP4 render",
                         description="Render a real walking motion of SECONDS at SIZE x SIZE to "
                                     "MP4 with the default body and report each stage (median of "

@@ -9,6 +9,12 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(max(1, n))
 
 
+def command_group(sub, name: str, help: str, metavar: str = "COMMAND"):
+    """A command with subcommands (``train``, ``eval``, ...): its sub-parser collection."""
+    return sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_cmd", required=True,
+                                                          metavar=metavar)
+
+
 def load_stack(args, need_retriever: bool = True):
     """(corpus, shipped VQ-VAE, embedded retriever or None) for the motion-LLM commands."""
     from backend.checkpoints import checkpoints_dir

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from backend.checkpoints import ship
+from backend.cli.common import command_group
 
 
 def cmd_data_build(args) -> int:
@@ -35,8 +36,7 @@ def ship_normalizer(corpus_dir: Path) -> None:
 
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
-    p = sub.add_parser("data", help="build or inspect motion datasets")
-    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="COMMAND")
+    dsub = command_group(sub, "data", "build or inspect motion datasets")
     b = dsub.add_parser(
         "build", help="build the embedded mocap corpus (HumanML3D layout)",
         description="Retarget pybullet's DeepMimic mocap clips onto the SMPL skeleton, augment "

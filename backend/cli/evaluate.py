@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from backend.cli.common import set_threads, training_db
+from backend.cli.common import command_group, set_threads, training_db
 
 
 def load_evaluator(args):
@@ -241,8 +241,7 @@ def cmd_eval_retrieval(args) -> int:
 
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
-    p = sub.add_parser("eval", help="evaluate a component (prints a table; --json adds figures)")
-    esub = p.add_subparsers(dest="eval_cmd", required=True, metavar="COMPONENT")
+    esub = command_group(sub, "eval", "evaluate a component (prints a table; --json adds figures)", metavar="COMPONENT")
     v = esub.add_parser(
         "vqvae", help="reconstruction MPJPE and codebook usage of the motion VQ-VAE",
         description="Encode and decode every motion of the chosen splits (cropped to 196 "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from backend.cli.common import command_group
 from motioncore.skeleton import FPS
 
 
@@ -127,8 +128,7 @@ def add(sub) -> None:
     p.add_argument("--bvh-units", choices=["cm", "m"], default="cm",
                    help="length unit of the BVH file (Blender and Mixamo expect cm)")
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("body", help="body-model utilities (SMPL files you bring yourself)")
-    bsub = p.add_subparsers(dest="body_cmd", required=True, metavar="COMMAND")
+    bsub = command_group(sub, "body", "body-model utilities (SMPL files you bring yourself)")
     c = bsub.add_parser(
         "convert-pkl", help="convert an official SMPL .pkl to a plain .npz",
         description="The official SMPL .pkl files hold chumpy objects, and chumpy does not import "

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from backend.checkpoints import ship
-from backend.cli.common import load_stack, training_db
+from backend.cli.common import command_group, load_stack, training_db
 from backend.generation.train_llm import warm_start
 from motioncore.io import atomic_write_json
 
@@ -317,8 +317,7 @@ def _run(p, workdir: str, ship: str | None, resume: bool = True, ship_dtype: str
 
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
-    p = sub.add_parser("train", help="train a component")
-    tsub = p.add_subparsers(dest="train_cmd", required=True, metavar="COMPONENT")
+    tsub = command_group(sub, "train", "train a component", metavar="COMPONENT")
     v = tsub.add_parser(
         "vqvae", help="train the motion VQ-VAE (tokenizer)",
         description="Train the T2M-GPT-style motion VQ-VAE on the train split plus, for the "

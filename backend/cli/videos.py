@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.checkpoints import ship
+from backend.cli.common import command_group
 
 
 def cmd_videos_build(args) -> int:
@@ -98,8 +99,7 @@ def cmd_retrieve(args) -> int:
 
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
-    v = sub.add_parser("videos", help="the embedded video database")
-    vsub = v.add_subparsers(dest="videos_cmd", required=True, metavar="COMMAND")
+    vsub = command_group(sub, "videos", "the embedded video database")
     b = vsub.add_parser(
         "build", help="render and analyse the embedded video database (resumable)",
         description="Render 1,050 short videos of video-only motions (random camera, background, "
