@@ -56,7 +56,8 @@ def cmd_bench_generate(args) -> int:
 
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
-    bsub = command_group(sub, "bench", "speed benchmarks (print figures; --json adds them as JSON)", metavar="WHAT")
+    bsub = command_group(sub, "bench", "speed benchmarks (print figures; --json adds them as JSON)",
+                         metavar="WHAT")
     r = bsub.add_parser("render", help="time a body-mesh motion -> MP4 render",
                         description="Render a real walking motion of SECONDS at SIZE x SIZE to "
                                     "MP4 with the default body and report each stage (median of "

@@ -241,7 +241,8 @@ def cmd_eval_retrieval(args) -> int:
 
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
-    esub = command_group(sub, "eval", "evaluate a component (prints a table; --json adds figures)", metavar="COMPONENT")
+    esub = command_group(sub, "eval", "evaluate a component (prints a table; --json adds figures)",
+                         metavar="COMPONENT")
     v = esub.add_parser(
         "vqvae", help="reconstruction MPJPE and codebook usage of the motion VQ-VAE",
         description="Encode and decode every motion of the chosen splits (cropped to 196 "
