@@ -507,8 +507,11 @@ def test_video_use_rows(llm):
 
     exs = [Example(t, np.array([1 + i, 2, 3]), f"db{i}", f"m{i}") for i, t in enumerate(TEXTS)]
     res = video_use(llm.eval(), exs, Videos(["db0", "db1", "db2"]), Videos(["self-m0", "self-m2"]))
-    assert set(res) == {"retrieved", "random", "none", "self", "retrieved (same captions as self)"}
+    assert set(res) == {"retrieved", "random", "none", "self", "retrieved (same captions as self)",
+                        "self, caption hidden", "random, caption hidden"}
     assert res["self"]["captions"] == 2 and res["retrieved"]["captions"] == 3
+    assert res["self, caption hidden"]["captions"] == 2
+    assert res["self, caption hidden"]["loss"] != res["self"]["loss"]      # the caption is gone
     assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in res.values())
     assert res["random"]["loss"] != res["retrieved"]["loss"]
     assert "self" in format_video_use(res, "t")
