@@ -109,11 +109,14 @@ EXAMPLE_PROMPTS: list[tuple[str, list[tuple[str, str, object]]]] = [
 ]
 
 
-def example_motions(pipeline, model: str, seeds: int = 3, retrieval: str = "gemini") -> dict:
+def example_motions(pipeline, model: str, seeds: int = 3, retrieval: str = "gemini",
+                    temperature: float = 1.0, top_k: int = 0) -> dict:
     """prompt -> the features of what ``pipeline`` generates for it (cleaned, as users get them),
-    one per seed 0..seeds-1."""
+    one per seed 0..seeds-1, sampled at ``temperature`` (from the ``top_k`` likeliest tokens)."""
     return {prompt: [joints_to_features(pipeline.generate(prompt, model=model, retrieval=retrieval,
-                                                          seed=s).joints) for s in range(seeds)]
+                                                          seed=s, temperature=temperature,
+                                                          top_k=top_k).joints)
+                     for s in range(seeds)]
             for prompt, _ in EXAMPLE_PROMPTS}
 
 
