@@ -18,7 +18,8 @@ import numpy as np
 
 def atomic_write(path, write: Callable[[object], None], what: str = "file") -> Path:
     """Write ``path`` through ``write(binary_file)``. Folder problems raise ``OSError`` (or a
-    subclass) with a message naming the folder; the written file is readable by all (0644)."""
+    subclass) with a message naming the folder, any other OSError one naming ``path``; the
+    written file is readable by all (0644)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
@@ -39,8 +40,11 @@ def atomic_write(path, write: Callable[[object], None], what: str = "file") -> P
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)                       # mkstemp makes it private
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and str(path) not in str(exc):   # say which file
+            raise type(exc)(exc.errno, f"cannot write {what} to {path}: "
+                                       f"{exc.strerror or exc}") from exc
         raise
     return path
 

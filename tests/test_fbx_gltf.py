@@ -461,12 +461,12 @@ def test_unwritable_destination(tmp_path, monkeypatch, write, ext):
     ro = tmp_path / "ro"
     ro.mkdir()
     if os.geteuid() == 0:  # root writes read-only folders anyway: refuse the temp file instead
-        import viewer.fbx
+        import motioncore.io
 
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(viewer.fbx.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(motioncore.io.tempfile, "mkstemp", refuse)
     else:
         ro.chmod(0o500)
     try:
