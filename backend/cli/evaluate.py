@@ -208,7 +208,7 @@ def cmd_eval_video_use(args) -> int:
     vqvae = MotionVQVAE.from_pretrained(checkpoints_dir() / model.config.tokenizer).eval()
     retriever = VideoRetriever.open("embedded")
     try:
-        own = VideoRetriever.open(args.self_db) if args.split == "train" else None
+        own = VideoRetriever.open(args.self_db or f"self-{args.split}")
     except Exception:                                   # noqa: BLE001 - the self rows are optional
         own = None
     examples = build_examples(corpus, vqvae, retriever, "gemini", data_home() / "runs", split=args.split)
@@ -313,7 +313,9 @@ def add(sub) -> None:
     vu.add_argument("--model", default="sft", help="sft, mcdpo, novideo or a model folder")
     vu.add_argument("--split", default="val", help="corpus split (train: the self-video rows too)")
     vu.add_argument("--size", type=int, default=160, help="captions (one per motion)")
-    vu.add_argument("--self-db", default="self-train", help="database of the self videos")
+    vu.add_argument("--self-db", help="database of the self videos (default: self-SPLIT, as `videos "
+                                      "self --split SPLIT` names it; held-out splits test reading "
+                                      "poses the model never trained on)")
     vu.add_argument("--data", help="corpus folder (default: the embedded corpus)")
     vu.add_argument("--seed", type=int, default=0)
     vu.add_argument("--threads", type=int, default=2, help="torch CPU threads")
