@@ -311,7 +311,7 @@ def add(sub) -> None:
                     "their rank-1 video, a random video, no video and (train split, `videos self`) "
                     "the video of the motion itself.")
     vu.add_argument("--model", default="sft", help="sft, mcdpo, novideo or a model folder")
-    vu.add_argument("--split", default="val", help="corpus split (train: the self-video rows too)")
+    vu.add_argument("--split", default="val", help="corpus split (self-video rows where `videos self` rendered it)")
     vu.add_argument("--size", type=int, default=160, help="captions (one per motion)")
     vu.add_argument("--self-db", help="database of the self videos (default: self-SPLIT, as `videos "
                                       "self --split SPLIT` names it; held-out splits test reading "
