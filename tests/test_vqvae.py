@@ -282,3 +282,65 @@ def test_train_and_resume(tmp_path):
     loaded = MotionVQVAE.from_pretrained(tmp_path / "res" / "model")
     x = torch.from_numpy(motions[0][None, :32])
     assert torch.equal(loaded.encode(x), resumed.encode(x))
+
+
+def test_window_sampler_matches_sample_batch_and_boost():
+    from backend.generation.train_vqvae import WindowSampler, sample_batch
+
+    motions = smooth_motions(6)[:6]
+    cfg = VQTrainConfig(batch_size=16, window=32, seed=3)
+    weights = np.full(len(motions), 1 / len(motions))
+    for step in (0, 7):
+        assert np.array_equal(WindowSampler(motions, weights, cfg)(step).numpy(),
+                              sample_batch(motions, weights, cfg, step))
+    # a boosted motion is drawn (about) that many times as often
+    only_last = np.zeros(len(motions))
+    only_last[-1] = 1.0
+    batch = WindowSampler(motions, only_last, cfg)(0).numpy()
+    last = motions[-1]
+    assert all(any(np.array_equal(w, last[s:s + 32]) for s in range(len(last) - 31)) for w in batch)
+
+
+def test_frozen_codebook_keeps_codes_and_boost_is_checked(tmp_path):
+    motions = smooth_motions()
+    mcfg = tiny_cfg(nb_code=32, code_dim=32, width=64)
+    base = VQTrainConfig(steps=12, batch_size=8, window=32, lr=1e-3, warmup_steps=2, log_every=4,
+                         ckpt_every=12, threads=2, seed=7)
+    first = train_vqvae(motions, mcfg, base, tmp_path / "a")
+    frozen = VQTrainConfig(**{**base.__dict__, "freeze_codebook": True})
+    tuned = train_vqvae(motions, mcfg, frozen, tmp_path / "b", init=first,
+                        boost=[4.0] * 10 + [1.0] * (len(motions) - 10))
+    assert torch.equal(tuned.quantizer.codebook, first.quantizer.codebook)       # codes kept
+    assert not torch.equal(tuned.decoder.model[0].weight, first.decoder.model[0].weight)  # it learned
+    free = train_vqvae(motions, mcfg, base, tmp_path / "c", init=first)
+    assert not torch.equal(free.quantizer.codebook, first.quantizer.codebook)   # EMA moves codes
+    with pytest.raises(ValueError, match="init"):
+        train_vqvae(motions, mcfg, frozen, tmp_path / "d")
+    with pytest.raises(ValueError, match="boost"):
+        train_vqvae(motions, mcfg, base, tmp_path / "e", boost=[1.0])
+
+
+def test_time_budget_lowers_steps(tmp_path):
+    motions = smooth_motions()
+    mcfg = tiny_cfg(nb_code=32, code_dim=32, width=64)
+    cfg = VQTrainConfig(steps=100_000, batch_size=4, window=32, lr=1e-3, warmup_steps=2,
+                        log_every=50, ckpt_every=100_000, val_every=100_000, threads=1,
+                        time_budget_s=0.001)
+    train_vqvae(motions, mcfg, cfg, tmp_path / "t")
+    saved = json.loads((tmp_path / "t" / "train_config.json").read_text())
+    assert saved["steps"] == 250 == cfg.steps          # stopped right after the timing steps
+    assert read_log(tmp_path / "t" / "train_log.jsonl")[-1]["step"] == 250
+
+
+def test_fine_tuning_keeps_codes_a_batch_does_not_use():
+    """A loaded codebook restarts its EMA at the batch's average count per code, so one batch
+    that misses a code does not reset it (with a count of 1 it would be replaced at once)."""
+    q = QuantizeEMAReset(nb_code=8, code_dim=2, mu=0.99).train()
+    q.codebook.copy_(torch.arange(16, dtype=torch.float32).view(8, 2) * 10)
+    q.mark_initialised(count=4.0)
+    before = q.codebook.clone()
+    q(before[:1].t()[None].repeat(1, 1, 32))      # every vector sits on code 0
+    assert torch.allclose(q.codebook[1:], before[1:])
+    q.mark_initialised()                           # count 1: the unused codes die at once
+    q(before[:1].t()[None].repeat(1, 1, 32))
+    assert not torch.allclose(q.codebook[1:], before[1:])

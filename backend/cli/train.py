@@ -26,13 +26,15 @@ def cmd_train_vqvae(args) -> int:
     corpus = open_corpus(args.data)
     norm = corpus.normalizer
     motions = [norm.normalize(f) for f in corpus.load_features("train", progress=True).values()]
+    boost = [1.0] * len(motions)
     if args.video_motions if args.video_motions is not None else args.data is None:
-        from backend.retrieval.videos.synth import video_motion_features
+        from backend.data.video_motions import N_IN_DIST, video_motion_features
 
         extra = video_motion_features(progress=True)
         print(f"+ {len(extra)} video-only motions of the video database (no captions; "
-              f"OOD kinds included)")
+              f"{len(extra) - N_IN_DIST} with an OOD kind, drawn {args.ood_boost:g}x as often)")
         motions += [norm.normalize(f) for f in extra]
+        boost += [1.0 if i < N_IN_DIST else args.ood_boost for i in range(len(extra))]
     val = [norm.normalize(f) for f in corpus.load_features("val").values()] \
         if "val" in corpus.splits() else None
     model_cfg = VQVAEConfig.paper() if args.config == "paper" else VQVAEConfig.embedded()
@@ -42,7 +44,11 @@ def cmd_train_vqvae(args) -> int:
                               schedule=args.schedule, root_weight=args.root_weight,
                               joint_weight=args.joint_weight,
                               pos_weight=args.pos_weight, window=args.window,
-                              ckpt_every=max(1, min(500, args.steps // 4)), threads=args.threads)
+                              ckpt_every=max(1, min(500 if args.device == "cpu" else 5000,
+                                                    args.steps // 4)),
+                              threads=args.threads, device=args.device,
+                              freeze_codebook=args.freeze_codebook,
+                              time_budget_s=60.0 * args.minutes)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"vqvae-{args.config}"
     init = None
     if args.init:
@@ -52,7 +58,7 @@ def cmd_train_vqvae(args) -> int:
         model_cfg = init.config
         print(f"Starting from the weights and codebook of {args.init}")
     model = train_vqvae(motions, model_cfg, train_cfg, work, resume=not args.no_resume,
-                        val_motions=val, init=init, stats=(norm.mean, norm.std))
+                        val_motions=val, init=init, stats=(norm.mean, norm.std), boost=boost)
     print(f"Trained model saved in {work / 'model'}")
     if args.curves:
         from backend.curves import plot_vqvae_curves
@@ -346,6 +352,18 @@ def add(sub) -> None:
                         "for the embedded corpus, off with --data)")
     v.add_argument("--init", metavar="DIR",
                    help="start from a trained VQ-VAE folder (its size, weights and codebook)")
+    v.add_argument("--freeze-codebook", action="store_true",
+                   help="with --init: keep its codebook as it is, so the codes keep their meaning "
+                        "to motion LLMs trained on it (encoder and decoder still learn)")
+    v.add_argument("--ood-boost", type=float, default=1.0,
+                   help="draw windows of the video-only motions that contain an OOD kind this "
+                        "many times as often (they are 250 of ~3,700 motions)")
+    v.add_argument("--minutes", type=float, default=0.0,
+                   help="time budget: after timing 200 steps, train only as many of --steps as "
+                        "fit in this many minutes (the schedule decays over those; the steps "
+                        "run are recorded in train_config.json)")
+    v.add_argument("--device", default="cpu",
+                   help="torch device: cpu, or cuda on a GPU machine (never needed)")
     v.add_argument("--curves", metavar="PNG", help="write the learning curves to this PNG")
     _run(v, "data/runs/vqvae-CONFIG", "vqvae", ship_dtype="float16")
     v.set_defaults(func=cmd_train_vqvae)

@@ -16,6 +16,7 @@ coordinates) so that tempo changes, mirroring, turns and blends stay on the skel
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,6 +186,13 @@ def blend(a: Clip, b: Clip, seconds: float = 0.4) -> Clip:
 
 # ------------------------------------------------------------------------------- loading
 def pybullet_motion_dir() -> Path:
+    """pybullet's ``data/motions`` folder, or ``$VIMORAG_MOCAP_DIR`` when set (a copy of that
+    folder, e.g. on a machine without pybullet)."""
+    if os.environ.get("VIMORAG_MOCAP_DIR"):
+        d = Path(os.environ["VIMORAG_MOCAP_DIR"])
+        if not d.is_dir():
+            raise RuntimeError(f"VIMORAG_MOCAP_DIR={d} is not a folder")
+        return d
     try:
         import pybullet_data
     except ImportError as exc:  # pragma: no cover - pybullet is a requirement

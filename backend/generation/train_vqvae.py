@@ -25,6 +25,7 @@ Batches are a pure function of (seed, step), so a resumed run sees the same data
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -60,6 +61,9 @@ class VQTrainConfig:
     log_every: int = 100
     ckpt_every: int = 2000
     threads: int = 2
+    device: str = "cpu"  # "cuda" trains on a GPU (batches are the same; ~100x faster there)
+    freeze_codebook: bool = False  # keep the codes (and their meaning to a trained motion LLM)
+    time_budget_s: float = 0.0  # > 0: after timing 200 steps, lower `steps` to end within this
 
 
 def lr_at(step: int, cfg: VQTrainConfig) -> float:
@@ -92,15 +96,47 @@ def aligned_joints(features: torch.Tensor) -> torch.Tensor:
     return torch.stack([x * c - z * s, y - features[..., 3:4], x * s + z * c], dim=-1)
 
 
-def sample_batch(motions, weights, cfg: VQTrainConfig, step: int) -> np.ndarray:
-    """Random windows; a motion is picked with probability proportional to its number of windows."""
+def window_starts(lengths: np.ndarray, weights, cfg: VQTrainConfig, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(motion index, first frame) of each window of the batch at ``step``: a motion is picked
+    with probability ``weights`` (by default proportional to its number of windows)."""
     rng = np.random.default_rng([cfg.seed, step])
-    which = rng.choice(len(motions), size=cfg.batch_size, p=weights)
-    out = np.empty((cfg.batch_size, cfg.window, motions[0].shape[1]), dtype=np.float32)
-    for b, i in enumerate(which):
-        start = rng.integers(0, len(motions[i]) - cfg.window + 1)
-        out[b] = motions[i][start : start + cfg.window]
-    return out
+    which = rng.choice(len(lengths), size=cfg.batch_size, p=weights)
+    starts = np.array([rng.integers(0, lengths[i] - cfg.window + 1) for i in which], dtype=np.int64)
+    return which, starts
+
+
+def sample_batch(motions, weights, cfg: VQTrainConfig, step: int) -> np.ndarray:
+    """Random windows (batch, window, D) of ``motions`` (a pure function of seed and step)."""
+    which, starts = window_starts(np.array([len(m) for m in motions]), weights, cfg, step)
+    return np.stack([motions[i][s:s + cfg.window] for i, s in zip(which, starts)]).astype(np.float32)
+
+
+class WindowSampler:
+    """``sample_batch`` with the motions held as one tensor on the training device, so a batch
+    is one gather there (no per-step copy of the data from the host)."""
+
+    def __init__(self, motions, weights, cfg: VQTrainConfig):
+        self.cfg, self.weights = cfg, weights
+        self.lengths = np.array([len(m) for m in motions])
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        self.frames = torch.from_numpy(np.concatenate(motions).astype(np.float32)).to(cfg.device)
+        self.steps = torch.arange(cfg.window, device=cfg.device)
+
+    def __call__(self, step: int) -> torch.Tensor:
+        which, starts = window_starts(self.lengths, self.weights, self.cfg, step)
+        first = torch.from_numpy(self.offsets[which] + starts).to(self.cfg.device)
+        return self.frames[first[:, None] + self.steps[None]]
+
+
+def _fit_budget(cfg: VQTrainConfig, step: int, sec_per_step: float, elapsed: float, bar) -> None:
+    """Lower ``cfg.steps`` so that training ends within ``cfg.time_budget_s`` (5 % margin for
+    validation and checkpoints); the schedule then decays over the steps that fit."""
+    fit = step + int(max(0.0, cfg.time_budget_s - elapsed) / sec_per_step * 0.95)
+    if fit < cfg.steps:
+        print(f"time budget {cfg.time_budget_s:.0f} s at {sec_per_step * 1000:.1f} ms/step: "
+              f"training for {fit} steps instead of {cfg.steps}")
+        cfg.steps = max(step, fit)
+        bar.total = cfg.steps
 
 
 def _save_state(path: Path, model: MotionVQVAE, opt, step: int):
@@ -145,23 +181,27 @@ def validate(model: MotionVQVAE, windows: np.ndarray, batch: int = 128) -> dict:
     """Reconstruction SmoothL1 on validation windows and the share of codes they use."""
     was_training = model.training
     model.eval()
+    device = model.quantizer.codebook.device
     losses, hist = [], np.zeros(model.config.nb_code, np.int64)
     for i in range(0, len(windows), batch):
-        x = torch.from_numpy(windows[i:i + batch])
+        x = torch.from_numpy(windows[i:i + batch]).to(device)
         codes = model.encode(x)
         recon = model.decode(codes)
         losses.append(F.smooth_l1_loss(recon, x, reduction="sum").item())
-        np.add.at(hist, codes.reshape(-1).numpy(), 1)
+        np.add.at(hist, codes.reshape(-1).cpu().numpy(), 1)
     model.train(was_training)
     return {"val_recon": sum(losses) / windows.size, "val_codes_used": float((hist > 0).mean())}
 
 
 def train_vqvae(motions, model_cfg: VQVAEConfig, train_cfg: VQTrainConfig, out_dir, resume=True,
-                val_motions=None, init: MotionVQVAE | None = None, stats=None) -> MotionVQVAE:
-    """Train on a list of z-normalised (T_i, D) float32 arrays; returns the model in eval mode.
-    ``val_motions`` (same form) adds validation rows to the log every ``val_every`` steps;
-    ``init``: a trained model to start from (fine-tuning) when no run is resumed; ``stats``:
-    the (mean, std) the motions were normalised with (needed by ``joint_weight``)."""
+                val_motions=None, init: MotionVQVAE | None = None, stats=None,
+                boost=None) -> MotionVQVAE:
+    """Train on a list of z-normalised (T_i, D) float32 arrays; returns the model (on the CPU)
+    in eval mode. ``val_motions`` (same form) adds validation rows to the log every
+    ``val_every`` steps; ``init``: a trained model to start from (fine-tuning) when no run is
+    resumed; ``stats``: the (mean, std) the motions were normalised with (needed by
+    ``joint_weight``); ``boost``: per-motion multipliers of how often a motion is drawn (e.g.
+    more windows of the rare OOD kinds). ``freeze_codebook`` needs ``init``."""
     cfg = train_cfg
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,19 +209,28 @@ def train_vqvae(motions, model_cfg: VQVAEConfig, train_cfg: VQTrainConfig, out_d
     if cfg.window % model_cfg.downsample:
         raise ValueError(f"window={cfg.window} must be a multiple of {model_cfg.downsample}")
 
-    motions = [np.asarray(m, dtype=np.float32) for m in motions if len(m) >= cfg.window]
+    boost = np.ones(len(motions)) if boost is None else np.asarray(boost, dtype=np.float64)
+    if len(boost) != len(motions):
+        raise ValueError(f"boost has {len(boost)} entries for {len(motions)} motions")
+    keep = [i for i, m in enumerate(motions) if len(m) >= cfg.window]
+    motions = [np.asarray(motions[i], dtype=np.float32) for i in keep]
     if not motions:
         raise ValueError(f"no motion has at least window={cfg.window} frames")
     if motions[0].shape[1] != model_cfg.input_dim:
         raise ValueError(f"motions have {motions[0].shape[1]} features, model expects {model_cfg.input_dim}")
-    weights = np.array([len(m) - cfg.window + 1 for m in motions], dtype=np.float64)
+    if cfg.freeze_codebook and init is None:
+        raise ValueError("freeze_codebook keeps a trained codebook: give init")
+    weights = np.array([len(m) - cfg.window + 1 for m in motions], dtype=np.float64) * boost[keep]
     weights /= weights.sum()
 
     torch.manual_seed(cfg.seed)
     model = MotionVQVAE(model_cfg).train()
     if init is not None:
         model.load_state_dict(init.state_dict())
-        model.quantizer.mark_initialised()
+        latents_per_batch = cfg.batch_size * cfg.window // model_cfg.downsample
+        model.quantizer.mark_initialised(count=max(1.0, latents_per_batch / model_cfg.nb_code))
+    model.quantizer.frozen = cfg.freeze_codebook
+    model.to(cfg.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     state_path, log_path = out_dir / "train_state.pt", out_dir / "train_log.jsonl"
     start = 0
@@ -196,14 +245,25 @@ def train_vqvae(motions, model_cfg: VQVAEConfig, train_cfg: VQTrainConfig, out_d
     if cfg.joint_weight and stats is None:
         raise ValueError("joint_weight needs the dataset statistics (stats=(mean, std))")
     if stats is not None:
-        mean_t, std_t = (torch.as_tensor(np.asarray(a), dtype=torch.float32) for a in stats)
+        mean_t, std_t = (torch.as_tensor(np.asarray(a), dtype=torch.float32, device=cfg.device)
+                         for a in stats)
+    sampler = WindowSampler(motions, weights, cfg)
+    if str(cfg.device).startswith("cuda"):
+        torch.backends.cudnn.benchmark = True   # fixed shapes: pick the fastest kernels once
     sums, n_avg, t0 = {}, 0, time.time()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="vqvae", dynamic_ncols=True)
-    for step in bar:
+    t_begin, t_probe = time.time(), None
+    bar = tqdm(initial=start, total=cfg.steps, desc="vqvae", dynamic_ncols=True)
+    for step in itertools.count(start):
+        if step >= cfg.steps:
+            break
+        if cfg.time_budget_s and step == start + 50:
+            t_probe = time.time()
+        if cfg.time_budget_s and step == start + 250:
+            _fit_budget(cfg, step, (time.time() - t_probe) / 200, time.time() - t_begin, bar)
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = torch.from_numpy(sample_batch(motions, weights, cfg, step))
+        x = sampler(step)
 
         recon, commit, ppl = model(x)
         loss_recon = F.smooth_l1_loss(recon, x)
@@ -211,7 +271,7 @@ def train_vqvae(motions, model_cfg: VQVAEConfig, train_cfg: VQTrainConfig, out_d
         loss_root = F.smooth_l1_loss(recon[..., :4], x[..., :4])
         loss = (loss_recon + cfg.pos_weight * loss_pos + cfg.root_weight * loss_root
                 + cfg.commit_weight * commit)
-        loss_joint = torch.zeros(())
+        loss_joint = torch.zeros((), device=x.device)
         if cfg.joint_weight:
             d = aligned_joints(recon * std_t + mean_t) - aligned_joints(x * std_t + mean_t)
             loss_joint = torch.sqrt(d.pow(2).sum(-1) + 1e-8).mean()
@@ -223,11 +283,11 @@ def train_vqvae(motions, model_cfg: VQVAEConfig, train_cfg: VQTrainConfig, out_d
         for k, v in (("loss", loss), ("recon", loss_recon), ("pos", loss_pos), ("root", loss_root), ("joint_m", loss_joint),
                      ("commit", commit),
                      ("perplexity", ppl)):
-            sums[k] = sums.get(k, 0.0) + v.item()
+            sums[k] = sums.get(k, 0.0) + v.detach()   # no device sync per step
         n_avg += 1
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            rec = {"step": done, "lr": lr, **{k: v / n_avg for k, v in sums.items()},
+            rec = {"step": done, "lr": lr, **{k: float(v) / n_avg for k, v in sums.items()},
                    "sec_per_step": (time.time() - t0) / n_avg}
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -238,9 +298,10 @@ def train_vqvae(motions, model_cfg: VQVAEConfig, train_cfg: VQTrainConfig, out_d
                 f.write(json.dumps({"step": done, "kind": "val", **validate(model, val)}) + "\n")
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
             _save_state(state_path, model, opt, done)
+        bar.update(1)
     bar.close()
 
-    model.eval()
+    model.eval().cpu()
     save_pretrained_atomic(model, out_dir / "model")
     (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return model

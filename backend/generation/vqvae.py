@@ -157,7 +157,8 @@ class QuantizeEMAReset(nn.Module):
     code_sum / code_count are non-persistent buffers. In training mode the first
     batch initialises the codebook, and every forward moves each code to the EMA
     mean of its assigned vectors; codes whose EMA count drops below 1 are replaced
-    by random encoder outputs of the current batch. Eval mode changes nothing.
+    by random encoder outputs of the current batch. Eval mode changes nothing, nor does
+    training with ``frozen`` set (fine-tuning that keeps every code's meaning).
     """
 
     def __init__(self, nb_code: int, code_dim: int, mu: float = 0.99):
@@ -167,12 +168,16 @@ class QuantizeEMAReset(nn.Module):
         self.register_buffer("code_sum", torch.zeros(nb_code, code_dim), persistent=False)
         self.register_buffer("code_count", torch.zeros(nb_code), persistent=False)
         self.initialised = False
+        self.frozen = False  # True: training never moves or resets a code
 
     @torch.no_grad()
-    def mark_initialised(self):
-        """Call after loading a trained codebook: EMA stats restart from it."""
-        self.code_sum.copy_(self.codebook)
-        self.code_count.fill_(1.0)
+    def mark_initialised(self, count: float = 1.0):
+        """Call after loading a trained codebook: EMA stats restart from it, each code as if
+        it had been assigned ``count`` vectors per batch. Fine-tuning needs about the real
+        average (vectors per batch / nb_code): with 1, every code a batch happens not to use
+        falls below the reset threshold at once and is replaced by a random vector."""
+        self.code_sum.copy_(self.codebook * count)
+        self.code_count.fill_(count)
         self.initialised = True
 
     def _random_rows(self, z):
@@ -223,7 +228,7 @@ class QuantizeEMAReset(nn.Module):
             self._init_codebook(z.detach())
         idx = self.quantize(z)
         zq = self.dequantize(idx)
-        if self.training:
+        if self.training and not self.frozen:
             self._ema_update(z.detach().float(), idx)
         commit_loss = F.mse_loss(z, zq.detach())
         zq = z + (zq - z).detach()  # straight-through estimator

@@ -21,21 +21,15 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from backend.data.captions import caption_set
-from backend.data.corpus import draw_kinds, realise_program
-from backend.data.mocap import load_base_clips
-from motioncore.features import features_to_joints, joints_to_features
+from backend.data.video_motions import N_IN_DIST, N_OOD, VIDEO_SEED, video_motion
 from motioncore.ik import solve_ik
 from motioncore.skeleton import FPS
 from viewer.body import MannequinBody
 from viewer.render import RenderConfig, facing_yaw_of, shared_renderer, write_mp4
 
-VIDEO_SEED = 4242
-N_IN_DIST, N_OOD = 800, 250          # embedded database: 1,050 videos
 TEST_EVERY = 5                       # every 5th video is held out for retrieval evaluation
-MIN_SECONDS, MAX_SECONDS = 2.0, 6.0
 SIZES = (224, 256, 288, 320)
 
 
@@ -86,35 +80,6 @@ def _colour(rng: np.random.Generator, light: tuple[float, float], sat: tuple[flo
     h = float(rng.uniform(0, 1))
     r, g, b = colorsys.hls_to_rgb(h, float(rng.uniform(*light)), float(rng.uniform(*sat)))
     return (round(r, 3), round(g, 3), round(b, 3))
-
-
-@lru_cache(maxsize=1)
-def _clips() -> dict:
-    clips: dict = {}
-    for b in load_base_clips():
-        clips.setdefault(b.kind, []).append(b)
-    return clips
-
-
-def video_motion(index: int, ood: bool, seed: int = VIDEO_SEED):
-    """(joints (T, 22, 3), segments) of database motion ``index``: 1-2 segments, 2-6 s."""
-    rng = np.random.default_rng([seed, index])
-    kinds = draw_kinds(rng, ood)[:2]
-    if ood and not any(k in _OOD for k in kinds):
-        kinds = kinds[:1]
-    clip, segments = realise_program(kinds, _clips(), rng, MIN_SECONDS, MAX_SECONDS)
-    joints = features_to_joints(joints_to_features(clip.joints()))   # canonical, as in the corpus
-    return joints, segments
-
-
-_OOD = ("cartwheel", "backflip", "crawl", "roll")
-
-
-def video_motion_features(n_in_dist: int = N_IN_DIST, n_ood: int = N_OOD, seed: int = VIDEO_SEED,
-                          progress: bool = False) -> list[np.ndarray]:
-    """263-d features of every video-only motion (the tokenizer's extra, caption-free data)."""
-    return [joints_to_features(video_motion(i, i >= n_in_dist, seed)[0])
-            for i in tqdm(range(n_in_dist + n_ood), desc="video-only motions", disable=not progress)]
 
 
 def make_spec(index: int, seed: int = VIDEO_SEED, n_in_dist: int = N_IN_DIST) -> VideoSpec:

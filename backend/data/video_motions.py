@@ -1,0 +1,52 @@
+"""The motions behind the embedded video database (no rendering here).
+
+The video database shows *video-only* motions: drawn by the corpus's program generator with
+another seed (``VIDEO_SEED``), so no video shows a motion of the text-motion corpus; the kinds
+are the same, OOD kinds (cartwheel, backflip, crawl, roll) included. Indices
+``0 .. N_IN_DIST-1`` are in-distribution programs, ``N_IN_DIST ..`` contain an OOD kind.
+
+Besides being rendered (``backend.retrieval.videos.synth``), their features are the tokenizer's
+extra, caption-free training data. Kept free of any rendering import so that training the
+tokenizer needs only numpy, scipy and torch (e.g. on a bare GPU machine).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from tqdm import tqdm
+
+from backend.data.corpus import OOD_KINDS, draw_kinds, realise_program
+from backend.data.mocap import load_base_clips
+from motioncore.features import features_to_joints, joints_to_features
+
+VIDEO_SEED = 4242
+N_IN_DIST, N_OOD = 800, 250          # embedded database: 1,050 videos
+MIN_SECONDS, MAX_SECONDS = 2.0, 6.0
+
+
+@lru_cache(maxsize=1)
+def base_clips_by_kind() -> dict:
+    clips: dict = {}
+    for b in load_base_clips():
+        clips.setdefault(b.kind, []).append(b)
+    return clips
+
+
+def video_motion(index: int, ood: bool, seed: int = VIDEO_SEED):
+    """(joints (T, 22, 3), segments) of database motion ``index``: 1-2 segments, 2-6 s."""
+    rng = np.random.default_rng([seed, index])
+    kinds = draw_kinds(rng, ood)[:2]
+    if ood and not any(k in OOD_KINDS for k in kinds):
+        kinds = kinds[:1]
+    clip, segments = realise_program(kinds, base_clips_by_kind(), rng, MIN_SECONDS, MAX_SECONDS)
+    joints = features_to_joints(joints_to_features(clip.joints()))   # canonical, as in the corpus
+    return joints, segments
+
+
+def video_motion_features(n_in_dist: int = N_IN_DIST, n_ood: int = N_OOD, seed: int = VIDEO_SEED,
+                          progress: bool = False) -> list[np.ndarray]:
+    """263-d features of every video-only motion, in index order (the first ``n_in_dist`` are
+    in-distribution, the rest contain an OOD kind)."""
+    return [joints_to_features(video_motion(i, i >= n_in_dist, seed)[0])
+            for i in tqdm(range(n_in_dist + n_ood), desc="video-only motions", disable=not progress)]
