@@ -130,3 +130,33 @@ def test_generator_never_trains_on_an_ood_text_motion_pair(small_corpus, tmp_pat
 
     ood_words = re.compile(r"\b(cartwheel|backflip|flip|crawl|roll|somersault)", re.I)
     assert not [e.text for e in examples if ood_words.search(e.text)]
+
+
+def test_mocap_dir_can_be_a_copy(tmp_path, monkeypatch):
+    """VIMORAG_MOCAP_DIR serves the clips where pybullet is not installed (a bare GPU machine)."""
+    import shutil
+
+    from backend.data.mocap import load_base_clips, pybullet_motion_dir
+
+    original = pybullet_motion_dir()
+    shutil.copytree(original, tmp_path / "motions")
+    monkeypatch.setenv("VIMORAG_MOCAP_DIR", str(tmp_path / "motions"))
+    assert pybullet_motion_dir() == tmp_path / "motions"
+    copy = load_base_clips(["walk"])
+    monkeypatch.delenv("VIMORAG_MOCAP_DIR")
+    assert [c.clip.joints().shape for c in copy] == [c.clip.joints().shape for c in load_base_clips(["walk"])]
+    monkeypatch.setenv("VIMORAG_MOCAP_DIR", str(tmp_path / "missing"))
+    with pytest.raises(RuntimeError, match="VIMORAG_MOCAP_DIR"):
+        pybullet_motion_dir()
+
+
+def test_video_motions_need_no_renderer():
+    """The tokenizer's video-only motions import no rendering module."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import backend.data.video_motions as v; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('viewer', 'pyrender', 'mannequin', 'cv2')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
