@@ -92,7 +92,10 @@ class VimoRAGPipeline:
 
     @classmethod
     def load(cls, models=("mcdpo", "sft"), db: str = "embedded", evaluator: bool = True,
-             checkpoints: Path | None = None) -> "VimoRAGPipeline":
+             checkpoints: Path | None = None, merge_lora: bool = True) -> "VimoRAGPipeline":
+        """The shipped stack, for inference. ``merge_lora``: fold each model's LoRA into its own
+        copy of the adapted weights (same tokens, fewer multiplies per decode step; about 0.4 GB
+        more memory per model on the embedded base)."""
         ck = Path(checkpoints or checkpoints_dir())
         missing = [m for m in models if not (ck / f"llm-{m}" / "model.safetensors").is_file()]
         if missing:
@@ -100,6 +103,9 @@ class VimoRAGPipeline:
                                     f"(expected {ck}/llm-NAME/); see README, 'Training'")
         retriever = VideoRetriever.open(db)
         llms = {m: MotionLLM.from_pretrained(ck / f"llm-{m}") for m in models}
+        if merge_lora:
+            for llm in llms.values():
+                llm.merge_lora_()
         loaded: dict[str, tuple] = {}
         for llm in llms.values():
             name = llm.config.tokenizer

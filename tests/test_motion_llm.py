@@ -555,3 +555,30 @@ def test_pose_prefix_reads_keypoints_and_warm_starts_unchanged(llm, tiny_base, t
     again = MotionLLM.from_pretrained(tmp_path / "p")
     with torch.no_grad():
         torch.testing.assert_close(again(batch_a), posed(batch_a))
+
+
+def test_merged_lora_generates_the_same_and_leaves_the_base_alone(tiny_base):
+    torch.manual_seed(1)
+    cfg = make_config(tiny_base)
+    model = MotionLLM(cfg)
+    with torch.no_grad():   # a non-trivial adapter (LoRA B starts at zero)
+        for n, p in model.named_parameters():
+            if ".lora_B." in n:
+                p.normal_(0, 0.3)
+    videos = [video(0), None, video(3, frames=9)]
+    before = model.generate(TEXTS, videos, max_tokens=10, min_tokens=10)
+    sampled = model.generate(TEXTS, videos, max_tokens=10, greedy=False, top_k=8, seed=3)
+    base_weights = {n: p.clone() for n, p in model.base_model.named_parameters() if ".lora_" not in n}
+    assert model.merge_lora_() > 0
+    assert not any(".lora_" in n for n, _ in model.named_parameters())
+    after = model.generate(TEXTS, videos, max_tokens=10, min_tokens=10)
+    assert all(np.array_equal(x, y) for x, y in zip(before, after))
+    again = model.generate(TEXTS, videos, max_tokens=10, greedy=False, top_k=8, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(sampled, again))
+    # a second model on the same (shared, cached) base is unaffected by the merge
+    other = MotionLLM(cfg)
+    for n, p in other.base_model.named_parameters():
+        if n in base_weights:
+            assert torch.equal(p, base_weights[n]), n
+    with pytest.raises(RuntimeError, match="merged"):
+        model.save_pretrained(tiny_base / "nope")

@@ -662,8 +662,40 @@ class MotionLLM(nn.Module):
 
     # --- persistence -----------------------------------------------------------
 
+    @torch.no_grad()
+    def merge_lora_(self) -> int:
+        """Fold every LoRA pair into a copy of its base weight (W + scale * B @ A) and drop the
+        adapter, for inference: each adapted layer then runs one matrix multiply instead of
+        three. The shared base tensors are left as they are (the merged weights are new
+        tensors, about 0.4 GB for the embedded base). Afterwards the model can generate but not
+        be trained or saved. Returns the number of layers merged."""
+        from peft.tuners.lora import LoraLayer
+
+        merged = 0
+        for name, module in list(self.lm.named_modules()):
+            if not (isinstance(module, LoraLayer) and isinstance(getattr(module, "base_layer", None), nn.Linear)):
+                continue
+            base = module.base_layer
+            weight = base.weight.detach().clone()
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    weight += module.get_delta_weight(adapter).to(weight.dtype)
+            layer = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                              device=weight.device, dtype=weight.dtype)
+            layer.weight = nn.Parameter(weight, requires_grad=False)
+            if base.bias is not None:
+                layer.bias = base.bias
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.lm.get_submodule(parent_name), child, layer)
+            merged += 1
+        self.lora_merged = True
+        return merged
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only what is trained: LoRA matrices, motion_embed, motion_head, projector."""
+        if getattr(self, "lora_merged", False):
+            raise RuntimeError("this MotionLLM's LoRA was merged for inference (merge_lora_): "
+                               "it cannot be trained or saved; load it again")
         new = ("motion_embed.", "motion_head.", "projector.")
         return {k: v for k, v in self.state_dict().items() if k.startswith(new) or ".lora_" in k}
 
