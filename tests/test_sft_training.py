@@ -120,3 +120,40 @@ def test_llm_tokenizer_by_name(tmp_path):
     assert float(norm.mean[0]) == 0.0 and float(old.mean[0]) == 2.0 and float(old.std[0]) == 3.0
     with pytest.raises(FileNotFoundError, match="missing"):
         load_llm_tokenizer(ck, "nope")
+
+
+def test_mcdpo_held_out_pairs_are_validated_and_best_kept(tiny_base, tmp_path):  # noqa: F811
+    from backend.generation.motion_llm import MotionLLM
+    from backend.generation.train_llm import Preference, train_mcdpo
+
+    rng = np.random.default_rng(1)
+    prefs = [Preference(t, f"db{i}", rng.integers(0, 16, size=5), rng.integers(0, 16, size=5), 1.0,
+                        False) for i, t in enumerate(TEXTS * 3)]
+    db = FakeRetriever([p.video_id for p in prefs], 0)
+    torch.manual_seed(0)
+    policy = MotionLLM(make_config(tiny_base, num_prefix=17))
+    reference = MotionLLM(make_config(tiny_base, num_prefix=17))
+    reference.load_trainable_state_dict(policy.trainable_state_dict())
+    cfg = LLMTrainConfig(steps=12, batch_size=3, lr=1e-2, warmup=1, ckpt_every=100, threads=1,
+                         val_every=3, patience=0)
+    out = train_mcdpo(policy, reference, prefs[:6], db, cfg, tmp_path, val_prefs=prefs[6:])
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r.get("kind") == "val"]
+    assert [r["step"] for r in val] == [3, 6, 9, 12]
+    assert {"val_loss", "val_margin", "val_accuracy"} <= set(val[0])
+    train_margin = [r["margin"] for r in rows if r.get("kind") != "val"]
+    assert train_margin[-1] > 0                              # it learned the training pairs
+    best = min(val, key=lambda r: r["val_loss"])
+    # the returned weights are the best held-out step's: same held-out loss again
+    from backend.generation.preference import dpo_loss
+
+    def lp(m, which):
+        ps = prefs[6:]
+        b = m.build_batch([p.text for p in ps], [VideoBank(db).video_prior(p.video_id) for p in ps],
+                          [getattr(p, which) for p in ps], padding="right")
+        return m.sequence_logprob(b)
+
+    with torch.no_grad():
+        _, m = dpo_loss(lp(out, "chosen"), lp(out, "rejected"), lp(reference, "chosen"),
+                        lp(reference, "rejected"))
+    assert m["loss"] == pytest.approx(best["val_loss"], rel=1e-3)

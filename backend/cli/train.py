@@ -279,12 +279,22 @@ def cmd_train_mcdpo(args) -> int:
     prefs = [Preference(r["text"], r["video_id"], np.array(r["chosen"]), np.array(r["rejected"]),
                         r["reward_gap"], r["random_video"]) for r in state["prefs"]]
     print(f"{len(prefs)} preference pairs ({sum(p.random_video for p in prefs)} with random videos)")
+    val_prefs = []
+    if args.val_pairs:
+        if args.val_pairs >= len(prefs):
+            raise ValueError(f"--val-pairs {args.val_pairs} leaves no pair to train on ({len(prefs)})")
+        order = list(range(len(prefs)))
+        random.Random(args.seed + 2).shuffle(order)
+        val_prefs = [prefs[i] for i in order[:args.val_pairs]]
+        prefs = [prefs[i] for i in order[args.val_pairs:]]
+        print(f"held out {len(val_prefs)} pairs (their prompts are never trained on) for validation")
     policy = MotionLLM.from_pretrained(sft_dir)
     reference = MotionLLM.from_pretrained(sft_dir)
     cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
-                         warmup=min(20, args.steps // 5), ckpt_every=args.ckpt_every, log_every=1)
+                         warmup=min(20, args.steps // 5), ckpt_every=args.ckpt_every, log_every=1,
+                         val_every=args.val_every if val_prefs else 0, patience=args.patience)
     model = train_mcdpo(policy, reference, prefs, retriever, cfg, work, beta=args.beta,
-                        resume=not args.no_resume)
+                        resume=not args.no_resume, val_prefs=val_prefs)
     model.save_pretrained(work / "model")
     print(f"Model saved in {work / 'model'}")
     if args.curves:
@@ -438,6 +448,13 @@ def add(sub) -> None:
     m.add_argument("--w-l", type=float, default=0.9)
     m.add_argument("--w-d", type=float, default=0.1)
     m.add_argument("--beta", type=float, default=0.1)
+    m.add_argument("--val-pairs", type=int, default=0,
+                   help="hold out this many preference pairs (their prompts never trained on): "
+                        "held-out DPO loss / margin / accuracy are logged, the best step's weights "
+                        "are kept, --patience stops early")
+    m.add_argument("--val-every", type=int, default=10, help="steps between held-out checks")
+    m.add_argument("--patience", type=int, default=4,
+                   help="stop after this many held-out checks without a lower loss (0: never)")
     m.add_argument("--temperature", type=float, default=1.0)
     m.set_defaults(func=cmd_train_mcdpo)
 
