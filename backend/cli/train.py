@@ -279,6 +279,12 @@ def cmd_train_mcdpo(args) -> int:
     prefs = [Preference(r["text"], r["video_id"], np.array(r["chosen"]), np.array(r["rejected"]),
                         r["reward_gap"], r["random_video"]) for r in state["prefs"]]
     print(f"{len(prefs)} preference pairs ({sum(p.random_video for p in prefs)} with random videos)")
+    if args.min_gap:
+        kept = [p for p in prefs if p.reward_gap >= args.min_gap]
+        print(f"keeping the {len(kept)} pairs whose reward gap is at least {args.min_gap:g}")
+        if not kept:
+            raise ValueError(f"no preference pair has a reward gap of {args.min_gap:g} or more")
+        prefs = kept
     val_prefs = []
     if args.val_pairs:
         if args.val_pairs >= len(prefs):
@@ -453,6 +459,9 @@ def add(sub) -> None:
                         "held-out DPO loss / margin / accuracy are logged, the best step's weights "
                         "are kept, --patience stops early")
     m.add_argument("--val-every", type=int, default=10, help="steps between held-out checks")
+    m.add_argument("--min-gap", type=float, default=0.0,
+                   help="train only on pairs whose chosen and rejected rewards differ by at least "
+                        "this much (clearer preferences; the rewards are shares of the candidates' sum)")
     m.add_argument("--patience", type=int, default=4,
                    help="stop after this many held-out checks without a lower loss (0: never)")
     m.add_argument("--temperature", type=float, default=1.0)
