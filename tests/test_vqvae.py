@@ -284,15 +284,18 @@ def test_train_and_resume(tmp_path):
     assert torch.equal(loaded.encode(x), resumed.encode(x))
 
 
-def test_window_sampler_matches_sample_batch_and_boost():
-    from backend.generation.train_vqvae import WindowSampler, sample_batch
+def test_window_sampler_gathers_the_drawn_windows_and_boost():
+    from backend.generation.train_vqvae import WindowSampler, window_starts
 
     motions = smooth_motions(6)[:6]
     cfg = VQTrainConfig(batch_size=16, window=32, seed=3)
     weights = np.full(len(motions), 1 / len(motions))
     for step in (0, 7):
-        assert np.array_equal(WindowSampler(motions, weights, cfg)(step).numpy(),
-                              sample_batch(motions, weights, cfg, step))
+        which, starts = window_starts(np.array([len(m) for m in motions]), weights, cfg, step)
+        expect = np.stack([motions[i][s:s + 32] for i, s in zip(which, starts)])
+        assert np.array_equal(WindowSampler(motions, weights, cfg)(step).numpy(), expect)
+    assert not np.array_equal(WindowSampler(motions, weights, cfg)(0).numpy(),
+                              WindowSampler(motions, weights, cfg)(1).numpy())
     # a boosted motion is drawn (about) that many times as often
     only_last = np.zeros(len(motions))
     only_last[-1] = 1.0

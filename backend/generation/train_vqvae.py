@@ -61,7 +61,7 @@ class VQTrainConfig:
     log_every: int = 100
     ckpt_every: int = 2000
     threads: int = 2
-    device: str = "cpu"  # "cuda" trains on a GPU (batches are the same; ~100x faster there)
+    device: str = "cpu"  # "cuda" trains on a GPU (the same batches, far faster)
     freeze_codebook: bool = False  # keep the codes (and their meaning to a trained motion LLM)
     time_budget_s: float = 0.0  # > 0: after timing 200 steps, lower `steps` to end within this
 
@@ -105,15 +105,9 @@ def window_starts(lengths: np.ndarray, weights, cfg: VQTrainConfig, step: int) -
     return which, starts
 
 
-def sample_batch(motions, weights, cfg: VQTrainConfig, step: int) -> np.ndarray:
-    """Random windows (batch, window, D) of ``motions`` (a pure function of seed and step)."""
-    which, starts = window_starts(np.array([len(m) for m in motions]), weights, cfg, step)
-    return np.stack([motions[i][s:s + cfg.window] for i, s in zip(which, starts)]).astype(np.float32)
-
-
 class WindowSampler:
-    """``sample_batch`` with the motions held as one tensor on the training device, so a batch
-    is one gather there (no per-step copy of the data from the host)."""
+    """The batch of windows at ``step`` (a pure function of seed and step), with the motions held
+    as one tensor on the training device, so a batch is one gather there."""
 
     def __init__(self, motions, weights, cfg: VQTrainConfig):
         self.cfg, self.weights = cfg, weights
