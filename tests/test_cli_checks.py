@@ -43,3 +43,15 @@ def test_unwritable_out_fails_before_loading(tmp_path, capsys, no_loading):
             assert "cannot write" in capsys.readouterr().err
     finally:
         locked.chmod(0o700)
+
+
+def test_train_vqvae_refuses_bad_device_and_frozen_without_init(capsys):
+    import torch
+
+    from backend.cli import main
+
+    if not torch.cuda.is_available():
+        assert main(["train", "vqvae", "--device", "cuda", "--steps", "1"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+    assert main(["train", "vqvae", "--freeze-codebook", "--steps", "1"]) == 2
+    assert "--init" in capsys.readouterr().err

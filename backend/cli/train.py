@@ -23,6 +23,10 @@ def cmd_train_vqvae(args) -> int:
     from backend.checkpoints import data_home
     from backend.generation.train_vqvae import VQTrainConfig, train_vqvae
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: torch sees no CUDA GPU here (use --device cpu)")
+    if args.freeze_codebook and not args.init:
+        raise ValueError("--freeze-codebook keeps a trained codebook: give --init DIR")
     corpus = open_corpus(args.data)
     norm = corpus.normalizer
     motions = [norm.normalize(f) for f in corpus.load_features("train", progress=True).values()]
