@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from backend.checkpoints import checkpoints_dir
+from backend.defaults import GUIDANCE, GUIDANCE_RANGE
 from backend.evaluation.servable import ServableCheck
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
@@ -57,7 +58,8 @@ TEMPERATURE_RANGE = (0.05, 5.0)
 LENGTH_RANGE = (1.0, 9.8)   # s: a requested clip length (HumanML3D clips are at most 196 frames)
 
 
-def check_sampling(seed: int | None, temperature: float, top_k: int = 0) -> None:
+def check_sampling(seed: int | None, temperature: float, top_k: int = 0,
+                   guidance: float = GUIDANCE) -> None:
     """ValueError naming what is wrong with sampling settings (shared by the pipeline, the
     command line and the app, which check them before any model work)."""
     if seed is not None and not 0 <= int(seed) <= MAX_SEED:
@@ -67,6 +69,9 @@ def check_sampling(seed: int | None, temperature: float, top_k: int = 0) -> None
         raise ValueError(f"the temperature must be between {lo} and {hi:g}, got {temperature}")
     if int(top_k) < 0:
         raise ValueError(f"top-k must be 0 (all tokens) or more, got {top_k}")
+    lo, hi = GUIDANCE_RANGE
+    if not lo <= float(guidance) <= hi:
+        raise ValueError(f"the text guidance must be between {lo:g} (off) and {hi:g}, got {guidance}")
 
 
 def check_length(length_s: float | None) -> float | None:
@@ -145,8 +150,8 @@ class VimoRAGPipeline:
 
     def check_request(self, text: str, model: str, retrieval: str, seed: int | None = 0,
                       temperature: float = 1.0, top_k: int = 0, video_id: str | None = None,
-                      length_s: float | None = None, outside_video: bool = False
-                      ) -> tuple[str, float | None]:
+                      length_s: float | None = None, outside_video: bool = False,
+                      guidance: float = GUIDANCE) -> tuple[str, float | None]:
         """The one place a generation request is checked, before any model work: (the cleaned
         prompt, the clip length or None), or a ValueError (PromptError for the prompt) that says
         what to change. ``outside_video``: the chosen video is not in the database (an upload)."""
@@ -155,7 +160,7 @@ class VimoRAGPipeline:
             raise ValueError(f"model {model!r} is not loaded; available: {', '.join(self.models)}")
         if retrieval not in RETRIEVAL_MODES:
             raise ValueError(f"unknown retrieval {retrieval!r}; choose from {', '.join(RETRIEVAL_MODES)}")
-        check_sampling(seed, temperature, top_k)
+        check_sampling(seed, temperature, top_k, guidance)
         length_s = check_length(length_s)
         if retrieval == "given":
             if not video_id:
@@ -172,16 +177,19 @@ class VimoRAGPipeline:
                  seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
                  video_id: str | None = None, k: int = 5, max_tokens: int | None = None,
                  video=None, length_s: float | None = None, in_place: bool = False,
-                 plant_feet: bool = True) -> GenerationResult:
+                 plant_feet: bool = True, guidance: float = GUIDANCE) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
         Clip controls: ``length_s`` asks for a clip of that many seconds (the model writes exactly
         that many tokens, to the tokenizer's 0.2 s resolution; None = it decides), ``in_place``
-        removes the horizontal root travel, ``plant_feet=False`` turns foot locking off."""
+        removes the horizontal root travel, ``plant_feet=False`` turns foot locking off.
+        ``guidance``: text guidance (``MotionLLM.generate``; the no-video model has no video to
+        weigh the words against, so it ignores it)."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
-                                            video_id, length_s, outside_video=video is not None)
+                                            video_id, length_s, outside_video=video is not None,
+                                            guidance=guidance)
         min_tokens = 4
         if length_s is not None:
             max_tokens = min_tokens = self.length_tokens(length_s, model)
@@ -197,7 +205,8 @@ class VimoRAGPipeline:
         prior = video if (video is not None and retrieval == "given" and model != "novideo") else self._video(vid)
         codes = llm.generate([text], [prior], greedy=greedy, top_k=top_k,
                              temperature=temperature, seed=seed, max_tokens=max_tokens,
-                             min_tokens=min_tokens)[0]
+                             min_tokens=min_tokens,
+                             guidance=0.0 if prior is None else guidance)[0]
         t2 = time.perf_counter()
         timing["generation"] = t2 - t1
         feats = self.decode(codes, model)

@@ -101,3 +101,45 @@ def test_example_prompts_scoring():
     assert out["someone jumps up twice"]["followed"] == 0.0
     assert out["a person dances happily"]["followed"] is None
     assert out["a man kicks with his right leg"]["samples"] == 2
+
+
+def test_mirror_features_is_an_involution_and_flips_turning():
+    from backend.evaluation.follow import mirror_features
+    from motioncore.features import joints_to_features
+    from motioncore.skeleton import ADULT_OFFSETS, PARENTS
+
+    # a body walking a left-hand curve, built from the rest pose
+    rest = np.zeros((22, 3))
+    for j in range(1, 22):
+        rest[j] = rest[PARENTS[j]] + ADULT_OFFSETS[j]
+    rest[:, 1] -= rest[:, 1].min()
+    yaw = 0.4 * np.arange(60) / 20
+    joints = np.stack([rest @ np.array([[np.cos(a), 0, -np.sin(a)], [0, 1, 0], [np.sin(a), 0, np.cos(a)]])
+                       + [np.sin(a) * 2, 0, (1 - np.cos(a)) * 2] for a in yaw])
+    f = joints_to_features(joints)
+    m = mirror_features(f)
+    assert m.shape == (len(f) - 1, 263)
+    assert np.abs(f[:, 0]).min() > 4e-3                                   # it does turn
+    np.testing.assert_allclose(m[:, 0], -f[: len(m), 0], atol=1e-3)       # the other way
+    np.testing.assert_allclose(mirror_features(m), f[: len(f) - 2], atol=2e-2)
+
+
+def test_checker_training_keeps_the_best_validation_score(tmp_path):
+    import json
+
+    from backend.data.corpus import CorpusConfig, build_corpus
+    from backend.data.dataset import MotionCorpus
+    from backend.evaluation.follow import CheckerTrainConfig, train_checker
+
+    corpus = MotionCorpus(build_corpus(tmp_path / "corpus", CorpusConfig(n_in_dist=40, n_ood=8, seed=3),
+                                       progress=False))
+    cfg = CheckerTrainConfig(steps=6, batch_size=4, hidden=16, layers=1, mirror=0.5, val_every=3, threads=1)
+    model = train_checker(corpus, ("train",), cfg, tmp_path / "run", progress=False, val_split="test")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    vals = [r for r in rows if "val_followed" in r]
+    assert [r["step"] for r in vals] == [3, 6]
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["best_val_followed"] == max(r["val_followed"] for r in vals)
+    assert model.config.hidden == 16
+    again = type(model).from_pretrained(tmp_path / "run" / "model")
+    assert again.config.layers == 1

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE
 
 
 def load_evaluator(args):
@@ -56,7 +57,7 @@ def cmd_eval_generation(args) -> int:
     from backend.data.dataset import open_corpus
     from backend.evaluation.generation import (evaluate, format_plausibility, format_table,
                                                plausibility_rows, to_json)
-    from backend.evaluation.rows import GENERATORS, expand
+    from backend.evaluation.rows import GENERATORS, expand, with_guidance
 
     set_threads(args.threads)
     corpus = open_corpus(args.data)
@@ -67,7 +68,7 @@ def cmd_eval_generation(args) -> int:
         print(f"error: unknown generator {', '.join(unknown)} (known: {', '.join(sorted(GENERATORS))})",
               file=sys.stderr)
         return 2
-    generators = [GENERATORS[n](corpus) for n in names]
+    generators = with_guidance([GENERATORS[n](corpus) for n in names], args.guidance)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -115,9 +116,9 @@ def cmd_eval_follow(args) -> int:
     vq = VQVAEReconstruction(MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae"), corpus)
     gens = []
     if args.generator:
-        from backend.evaluation.rows import GENERATORS, expand
+        from backend.evaluation.rows import GENERATORS, expand, with_guidance
 
-        gens = [GENERATORS[n](corpus) for n in expand(args.generator)]
+        gens = with_guidance([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance)
     tables = {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -149,7 +150,7 @@ def cmd_eval_follow(args) -> int:
         pipe = VimoRAGPipeline.load(models=tuple(args.examples), evaluator=False)
         for model in args.examples:
             motions = example_motions(pipe, model, args.seeds, temperature=args.temperature,
-                                      top_k=args.top_k)
+                                      top_k=args.top_k, guidance=args.guidance)
             examples[model] = score_examples(checker, motions)
             print(format_examples(model, examples[model]))
             print()
@@ -276,6 +277,8 @@ def add(sub) -> None:
                    help="evaluate on a fixed random subset of this many motions per split (0 = all)")
     g.add_argument("--mm-samples", type=int, default=100, help="texts for MultiModality")
     g.add_argument("--mm-repeats", type=int, default=30, help="generations per text for MultiModality")
+    g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, metavar="G",
+                   help="text guidance of the LLM rows: logits + G x (logits - logits with a neutral caption); 0 = off (default: the app's, %(default)s)")
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     g.set_defaults(func=cmd_eval_generation)
@@ -302,6 +305,8 @@ def add(sub) -> None:
                    help="sampling temperature of the example prompts' motions (default 1.0)")
     f.add_argument("--top-k", type=int, default=0,
                    help="sample the example prompts' motions from the k likeliest tokens (0 = all)")
+    f.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, metavar="G",
+                   help="text guidance of the LLM rows: logits + G x (logits - logits with a neutral caption); 0 = off (default: the app's, %(default)s)")
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     f.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
     f.set_defaults(func=cmd_eval_follow)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from backend.cli.common import command_group
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE
 from motioncore.skeleton import FPS
 
 
@@ -19,7 +20,7 @@ def check_generate_args(args) -> None:
     from viewer.export import parse_formats
 
     clean_prompt(args.text)                         # PromptError (a ValueError) explains
-    check_sampling(args.seed, args.temperature, args.top_k)
+    check_sampling(args.seed, args.temperature, args.top_k, args.guidance)
     check_length(args.length)
     parse_formats(args.formats)
     out = Path(args.out)
@@ -48,7 +49,8 @@ def cmd_generate(args) -> int:
     retrieval = "given" if args.video else args.retrieval
     res = pipe.generate(args.text, model=args.model, retrieval=retrieval, seed=args.seed,
                         temperature=args.temperature, top_k=args.top_k, video_id=args.video,
-                        length_s=args.length, in_place=args.in_place, plant_feet=not args.no_foot_lock)
+                        length_s=args.length, in_place=args.in_place, plant_feet=not args.no_foot_lock,
+                        guidance=args.guidance)
     if res.truncated:
         print(f"note: the prompt was shortened to {len(res.text)} characters")
     for h in res.hits[:args.k]:
@@ -150,6 +152,9 @@ def add(sub) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens (0 = all)")
+    g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, metavar="G",
+                   help="text guidance: weigh the words G times more against the video "
+                        "(0 = off; default %(default)s)")
     g.add_argument("--k", type=int, default=5, help="retrieved videos to list")
     g.add_argument("--length", type=float, default=0.0,
                    help="clip length in seconds, 1 to 9.8 (0 = the model decides)")

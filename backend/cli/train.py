@@ -100,7 +100,16 @@ def cmd_train_checker(args) -> int:
     corpus = open_corpus(args.data)
     splits = corpus.judge_splits()
     print(f"Training the instruction checker on the {' + '.join(splits)} split(s)")
-    cfg = CheckerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda but torch sees no GPU here")
+    cfg = CheckerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+                             hidden=args.hidden, layers=args.layers, dropout=args.dropout,
+                             weight_decay=args.weight_decay, mirror=args.mirror,
+                             val_every=args.val_every, device=args.device, seed=args.seed,
+                             time_budget_s=60 * args.minutes)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / "checker"
     model = train_checker(corpus, splits, cfg, work)
     print(f"Trained checker saved in {work / 'model'}")
@@ -402,6 +411,19 @@ def add(sub) -> None:
                     "data). Verify it with `eval follow` before trusting it.")
     c.add_argument("--data", help="corpus folder with programs.jsonl (default: the embedded corpus)")
     _schedule(c, 2500, 1e-3, 32)
+    c.add_argument("--hidden", type=int, default=128, help="width of the conv + GRU (default 128)")
+    c.add_argument("--layers", type=int, default=2, help="GRU layers (default 2)")
+    c.add_argument("--dropout", type=float, default=0.1)
+    c.add_argument("--weight-decay", type=float, default=1e-4)
+    c.add_argument("--mirror", type=float, default=0.0, metavar="P",
+                   help="share of training samples shown as their mirror image, sides and turns "
+                        "swapped (default 0)")
+    c.add_argument("--val-every", type=int, default=0, metavar="K",
+                   help="score the real val motions every K steps and keep the best model (0: off)")
+    c.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    c.add_argument("--minutes", type=float, default=0.0,
+                   help="stop training after this many minutes (0: run every step)")
+    c.add_argument("--seed", type=int, default=0)
     _run(c, "data/runs/checker", "checker", resume=False, ship_dtype="float16")
     c.set_defaults(func=cmd_train_checker)
 

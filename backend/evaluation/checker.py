@@ -45,7 +45,7 @@ class InstructionChecker(nn.Module):
             nn.Conv1d(cfg.input_dim, cfg.hidden, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(cfg.dropout),
             nn.Conv1d(cfg.hidden, cfg.hidden, 3, 1, 1), nn.LeakyReLU(0.2))
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=cfg.layers, batch_first=True,
-                          bidirectional=True, dropout=cfg.dropout)
+                          bidirectional=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         k = len(KINDS)
         self.presence = nn.Linear(4 * cfg.hidden, k)
         self.heads = nn.ModuleDict({name: nn.Linear(4 * cfg.hidden, k * n) for name, n in HEADS.items()})
@@ -62,10 +62,13 @@ class InstructionChecker(nn.Module):
         """Un-normalised (T_i, 263) features -> padded normalised tensor + lengths."""
         d = self.config.input_dim
         lengths = torch.tensor([max(2, len(f)) for f in features])
-        x = torch.zeros(len(features), int(lengths.max()), d)
+        x = np.zeros((len(features), int(lengths.max()), d), np.float32)
+        valid = np.zeros(x.shape[:2] + (1,), np.float32)
         for i, f in enumerate(features):
-            f = torch.as_tensor(np.asarray(f, dtype=np.float32)[:, :d])
-            x[i, :len(f)] = (f - self.mean) / self.std
+            x[i, :len(f)] = np.asarray(f, dtype=np.float32)[:, :d]
+            valid[i, :len(f)] = 1
+        dev = self.mean.device
+        x = (torch.from_numpy(x).to(dev) - self.mean) / self.std * torch.from_numpy(valid).to(dev)
         return x, lengths
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -74,7 +77,7 @@ class InstructionChecker(nn.Module):
         packed = nn.utils.rnn.pack_padded_sequence(h, steps.cpu(), batch_first=True, enforce_sorted=False)
         out, last = self.gru(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])
-        mask = (torch.arange(h.shape[1])[None] < steps[:, None]).float().unsqueeze(-1)
+        mask = (torch.arange(h.shape[1], device=h.device)[None] < steps.to(h.device)[:, None]).float().unsqueeze(-1)
         pooled = (out * mask).sum(1) / mask.sum(1)
         final = torch.cat([last[-2], last[-1]], dim=-1)
         z = torch.cat([pooled, final], dim=-1)
@@ -93,8 +96,8 @@ class InstructionChecker(nn.Module):
         for i in range(0, len(features), batch):
             x, lengths = self.batch(features[i:i + batch])
             r = self.forward(x, lengths)
-            p = torch.sigmoid(r["presence"]).numpy()
-            cls = {name: r[name].argmax(-1).numpy() for name in HEADS}
+            p = torch.sigmoid(r["presence"]).cpu().numpy()
+            cls = {name: r[name].argmax(-1).cpu().numpy() for name in HEADS}
             for b in range(len(p)):
                 out.append({"presence": p[b], **{name: cls[name][b] for name in HEADS}})
         return out

@@ -20,6 +20,7 @@ motions (>= 95 % of attributes) before it judges generators.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,9 +31,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backend.checkpoints import save_pretrained_atomic
-from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS
-from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
-from motioncore.features import joints_to_features
+from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS, mirror_segments
+from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, CheckerConfig, InstructionChecker
+from motioncore.features import features_to_joints, joints_to_features
+from motioncore.skeleton import MIRROR_INDEX
 
 ATTRIBUTES = ("kind", "count", "side", "direction", "speed")
 
@@ -110,12 +112,12 @@ EXAMPLE_PROMPTS: list[tuple[str, list[tuple[str, str, object]]]] = [
 
 
 def example_motions(pipeline, model: str, seeds: int = 3, retrieval: str = "gemini",
-                    temperature: float = 1.0, top_k: int = 0) -> dict:
+                    temperature: float = 1.0, top_k: int = 0, guidance: float = 0.0) -> dict:
     """prompt -> the features of what ``pipeline`` generates for it (cleaned, as users get them),
     one per seed 0..seeds-1, sampled at ``temperature`` (from the ``top_k`` likeliest tokens)."""
     return {prompt: [joints_to_features(pipeline.generate(prompt, model=model, retrieval=retrieval,
                                                           seed=s, temperature=temperature,
-                                                          top_k=top_k).joints)
+                                                          top_k=top_k, guidance=guidance).joints)
                      for s in range(seeds)]
             for prompt, _ in EXAMPLE_PROMPTS}
 
@@ -171,6 +173,14 @@ class CheckerTrainConfig:
     seed: int = 0
     threads: int = 2
     log_every: int = 100
+    hidden: int = 128
+    layers: int = 2
+    dropout: float = 0.1
+    weight_decay: float = 1e-4
+    mirror: float = 0.0        # share of training samples shown mirrored (sides and turns swapped)
+    val_every: int = 0         # steps between scores on held-out real motions (the best is kept)
+    device: str = "cpu"
+    time_budget_s: float = 0.0  # > 0: stop after this many seconds of training (the best is kept)
 
 
 def load_programs(corpus) -> dict[str, list[dict]]:
@@ -181,32 +191,65 @@ def load_programs(corpus) -> dict[str, list[dict]]:
     return {p["id"]: p["segments"] for p in map(json.loads, path.read_text().splitlines())}
 
 
+def mirror_features(features: np.ndarray) -> np.ndarray:
+    """(T, 263) features of the mirror image of a motion (one frame shorter): joints recovered,
+    left and right swapped, x negated, features recomputed."""
+    joints = features_to_joints(np.asarray(features, np.float32))[:, list(MIRROR_INDEX)]
+    joints[..., 0] *= -1
+    return joints_to_features(joints)
+
+
 def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_dir: Path,
-                  progress: bool = True) -> InstructionChecker:
+                  progress: bool = True, val_split: str | None = "val") -> InstructionChecker:
+    """Train on real motions of ``splits``; with ``cfg.val_every`` the share of attributes
+    followed by the real motions of ``val_split`` is scored every that many steps and the best
+    model is the one kept (``val_followed`` rows in train_log.jsonl). ``cfg.mirror``: that share of
+    the samples is the mirror image, with sides and turns swapped in its labels."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
     programs = load_programs(corpus)
-    feats, labels = [], []
+    feats, labels, mirrored = [], [], []
     for split in splits:
-        for mid, f in corpus.load_features(split).items():
+        for mid, f in tqdm(sorted(corpus.load_features(split).items()), desc=f"checker data {split}",
+                           disable=not progress):
             feats.append(f)
             labels.append(targets(programs[mid]))
-    model = InstructionChecker().set_normalization(corpus.normalizer.mean, corpus.normalizer.std)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+            if cfg.mirror > 0:
+                mirrored.append((mirror_features(f), targets(mirror_segments(programs[mid]))))
+    val = None
+    if cfg.val_every and val_split and val_split in corpus.splits():
+        vf = corpus.load_features(val_split)
+        val = ([programs[m] for m in sorted(vf)], [vf[m] for m in sorted(vf)])
+    model = InstructionChecker(CheckerConfig(hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout))
+    model.set_normalization(corpus.normalizer.mean, corpus.normalizer.std).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
+    best, best_state = -1.0, None
     model.train()
+    t0 = time.monotonic()
     with open(out_dir / "train_log.jsonl", "w") as log:
         for step in tqdm(range(cfg.steps), desc="checker", disable=not progress):
+            if cfg.time_budget_s and time.monotonic() - t0 > cfg.time_budget_s:
+                log.write(json.dumps({"step": step, "stopped": "time budget"}) + "\n")
+                if val is not None:
+                    r = score(model, *val)
+                    if r["followed"] > best:
+                        best = r["followed"]
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                break
             idx = rng.choice(len(feats), size=cfg.batch_size, replace=False)
-            x, lengths = model.batch([feats[i] for i in idx])
+            flip = rng.random(cfg.batch_size) < cfg.mirror
+            pairs = [mirrored[i] if m else (feats[i], labels[i]) for i, m in zip(idx, flip)]
+            x, lengths = model.batch([f for f, _ in pairs])
             out = model(x, lengths)
-            loss = F.binary_cross_entropy_with_logits(
-                out["presence"], torch.from_numpy(np.stack([labels[i]["presence"] for i in idx])))
+            y = torch.from_numpy(np.stack([lab["presence"] for _, lab in pairs])).to(device)
+            loss = F.binary_cross_entropy_with_logits(out["presence"], y)
             for head in ("reps", "speed", "side", "turn"):
-                y = torch.from_numpy(np.stack([labels[i][head] for i in idx])).reshape(-1)
+                y = torch.from_numpy(np.stack([lab[head] for _, lab in pairs])).reshape(-1).to(device)
                 if (y >= 0).any():
                     loss = loss + F.cross_entropy(out[head].reshape(len(y), -1), y, ignore_index=-1)
             opt.zero_grad(set_to_none=True)
@@ -217,9 +260,22 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
             if (step + 1) % cfg.log_every == 0:
                 log.write(json.dumps({"step": step + 1, "loss": loss.item()}) + "\n")
                 log.flush()
-    model.eval()
+            if val is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
+                r = score(model, *val)
+                model.train()
+                log.write(json.dumps({"step": step + 1, "val_followed": r["followed"],
+                                      "val": {a: r[a] for a in ATTRIBUTES}}) + "\n")
+                log.flush()
+                if r["followed"] > best:
+                    best = r["followed"]
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model = model.cpu().eval()
     save_pretrained_atomic(model, out_dir / "model")
-    (out_dir / "train_config.json").write_text(json.dumps({**asdict(cfg), "splits": list(splits)}, indent=2))
+    (out_dir / "train_config.json").write_text(json.dumps({**asdict(cfg), "splits": list(splits),
+                                                           "best_val_followed": best if best >= 0 else None},
+                                                          indent=2))
     return model
 
 

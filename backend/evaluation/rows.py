@@ -56,8 +56,9 @@ def _llm(name: str):
 class LLMRow:
     stochastic = True
 
-    def __init__(self, model: str, mode: str, name: str, batch: int = 32):
+    def __init__(self, model: str, mode: str, name: str, batch: int = 32, guidance: float = 0.0):
         self.model_name, self.mode, self.name, self.batch = model, mode, name, batch
+        self.guidance = guidance
         self.retriever = _shared()
         self.llm = _llm(model)
         self.vqvae, self.normalizer = _tokenizer(self.llm.config.tokenizer)
@@ -83,7 +84,8 @@ class LLMRow:
         out = []
         for s in range(0, len(texts), self.batch):
             codes = self.llm.generate(texts[s:s + self.batch], vids[s:s + self.batch], greedy=False,
-                                      seed=int(rng.integers(2 ** 31)), min_tokens=4)
+                                      seed=int(rng.integers(2 ** 31)), min_tokens=4,
+                                      guidance=self.guidance)
             with torch.no_grad():
                 for c in codes:
                     c = np.asarray(c, np.int64) if len(c) else np.zeros(1, np.int64)
@@ -105,6 +107,17 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
               **{key: _llm_row(key) for key in ROWS}}
 
 
+def with_guidance(generators: list, guidance: float) -> list:
+    """Set text guidance (``MotionLLM.generate(guidance=...)``) on every LLM row; their names say
+    so. Real and VQ-VAE rows are unchanged."""
+    if guidance:
+        for g in generators:
+            if isinstance(g, LLMRow):
+                g.guidance = float(guidance)
+                g.name = f"{g.name} (guidance {guidance:g})"
+    return generators
+
+
 def expand(names: list[str]) -> list[str]:
     out = []
     for n in names:
@@ -112,4 +125,4 @@ def expand(names: list[str]) -> list[str]:
     return out
 
 
-__all__ = ["GENERATORS", "GROUPS", "LLMRow", "ROWS", "expand"]
+__all__ = ["GENERATORS", "GROUPS", "LLMRow", "ROWS", "expand", "with_guidance"]

@@ -65,6 +65,9 @@ IGNORE = -100
 TEXT, PREFIX, MOTION, PAD = 0, 1, 2, 3
 VIDEO_PLACEHOLDER = "<video>"  # shown by render_prompt where the prefix embeddings go
 DEFAULT_SYSTEM_PROMPT = "Write motion tokens for the described human motion; a video, if given, is a reference."
+NEUTRAL_TEXT = "a person moves like the person in the video."
+"""A caption that says nothing about the motion: what SFT shows when it hides the real caption
+(``caption_drop``), and the other branch of text guidance (``generate(guidance=...)``)."""
 _SENTINEL_VIDEO = "\u27e6VIMORAG_VIDEO\u27e7"
 _SENTINEL_TEXT = "\u27e6VIMORAG_TEXT\u27e7"
 
@@ -552,7 +555,7 @@ class MotionLLM(nn.Module):
 
     # --- generation ------------------------------------------------------------
 
-    def _check_generate_args(self, texts, max_tokens, min_tokens, top_k, temperature):
+    def _check_generate_args(self, texts, max_tokens, min_tokens, top_k, temperature, guidance=0.0):
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings (wrap a single prompt in a list)")
         max_tokens = self.config.max_motion_tokens if max_tokens is None else int(max_tokens)
@@ -564,6 +567,8 @@ class MotionLLM(nn.Module):
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 <= guidance <= 10:
+            raise ValueError(f"guidance must be in [0, 10], got {guidance}")
         return max_tokens
 
     def _choose(self, logits, step, min_tokens, greedy, top_k, temperature, gen):
@@ -590,29 +595,45 @@ class MotionLLM(nn.Module):
     @torch.no_grad()
     def generate(self, texts, videos=None, *, max_tokens: int | None = None, min_tokens: int = 1,
                  greedy: bool = True, top_k: int = 0, temperature: float = 1.0,
-                 seed: int | None = None) -> list[np.ndarray]:
+                 seed: int | None = None, guidance: float = 0.0) -> list[np.ndarray]:
         """Motion codes for each text (optionally with its retrieved video), batched with a KV
         cache: the prompt is fed once, then one motion token per step. Each sequence stops at
         EOS or after ``max_tokens`` codes (default max_motion_tokens); EOS is suppressed for the
         first ``min_tokens`` steps so a motion is never empty. Sampling (greedy=False) draws only
-        over codes + EOS, from a torch.Generator seeded with ``seed`` (reproducible)."""
-        max_tokens = self._check_generate_args(texts, max_tokens, min_tokens, top_k, temperature)
+        over codes + EOS, from a torch.Generator seeded with ``seed`` (reproducible).
+
+        ``guidance`` g > 0 is classifier-free guidance on the words: every prompt also runs with
+        ``NEUTRAL_TEXT`` instead of its caption (same video, same motion so far) and the logits
+        become ``l_text + g * (l_text - l_neutral)``, i.e. what the caption adds over the video
+        alone is amplified. The two branches share one batch (2B rows); g = 0 is plain sampling."""
+        max_tokens = self._check_generate_args(texts, max_tokens, min_tokens, top_k, temperature, guidance)
         was_training = self.training
         self.eval()
         try:
             from transformers import DynamicCache
 
             gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-            batch = self.build_batch(texts, videos, padding="left").to(self.device)
-            B = len(batch)
+            B = len(texts)
+            guided = guidance > 0
+            if guided:
+                vids = list(videos) if videos is not None else [None] * B
+                batch = self.build_batch(list(texts) + [NEUTRAL_TEXT] * B, vids + vids, padding="left")
+            else:
+                batch = self.build_batch(texts, videos, padding="left")
+            batch = batch.to(self.device)
+            rows = len(batch)
             cache = DynamicCache(config=self.base_model.config)
             mask, pos = batch.attention_mask, batch.position_ids
             h = self._body(self.embed(batch), mask, pos, cache)[:, -1]
             finished = torch.zeros(B, dtype=torch.bool, device=self.device)
-            ones = torch.ones(B, 1, dtype=mask.dtype, device=self.device)
+            ones = torch.ones(rows, 1, dtype=mask.dtype, device=self.device)
             steps = []
             for step in range(max_tokens):
-                nxt = self._choose(self.motion_head(h), step, min_tokens, greedy, top_k, temperature, gen)
+                logits = self.motion_head(h).float()
+                if guided:
+                    cond, neutral = logits[:B], logits[B:]
+                    logits = cond + guidance * (cond - neutral)
+                nxt = self._choose(logits, step, min_tokens, greedy, top_k, temperature, gen)
                 nxt = torch.where(finished, torch.full_like(nxt, self.vocab.pad), nxt)
                 steps.append(nxt)
                 finished |= nxt == self.vocab.eos
@@ -620,7 +641,8 @@ class MotionLLM(nn.Module):
                     break
                 mask = torch.cat([mask, ones], 1)
                 pos = pos[:, -1:] + 1
-                h = self._body(self.motion_embed(nxt)[:, None], mask, pos, cache)[:, -1]
+                feed = torch.cat([nxt, nxt]) if guided else nxt
+                h = self._body(self.motion_embed(feed)[:, None], mask, pos, cache)[:, -1]
             return self._finish(steps, B)
         finally:
             self.train(was_training)
@@ -742,5 +764,5 @@ class MotionLLM(nn.Module):
 
 
 __all__ = ["EMBEDDED", "MLP_TARGETS", "POSE_DIM", "MotionBatch", "pose_features", "MotionLLM", "MotionLLMConfig", "MotionVocab", "PromptError",
-           "VideoFeatures", "VideoProjector", "clean_prompt", "embedded_base_dir", "load_base",
+           "NEUTRAL_TEXT", "VideoFeatures", "VideoProjector", "clean_prompt", "embedded_base_dir", "load_base",
            "pool_frames"]

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from backend.checkpoints import load_folder
-from backend.generation.motion_llm import MotionLLM, MotionLLMConfig, VideoFeatures
+from backend.generation.motion_llm import NEUTRAL_TEXT, MotionLLM, MotionLLMConfig, VideoFeatures
 from backend.generation.preference import dpo_loss, mcdpo_reward, pick_pair
 from motioncore.io import atomic_write, atomic_write_json
 
@@ -67,7 +67,7 @@ class LLMTrainConfig:
 
 
 # ---------------------------------------------------------------------------------- data
-VIDEO_ONLY_TEXT = "a person moves like the person in the video."
+VIDEO_ONLY_TEXT = NEUTRAL_TEXT
 """The caption shown instead of the real one when SFT hides it (``caption_drop``): with no words to
 go by, only reading the video's poses lowers the loss."""
 

@@ -1,0 +1,8 @@
+"""Sampling defaults shared by the pipeline, the app and every command (no imports: the CLIs
+read them while building ``--help``)."""
+
+GUIDANCE = 0.0
+"""Text guidance of the motion LLM (``MotionLLM.generate(guidance=...)``); 0 = plain sampling.
+How it was chosen: README, *Text guidance*."""
+
+GUIDANCE_RANGE = (0.0, 10.0)
