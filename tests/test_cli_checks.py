@@ -21,6 +21,7 @@ def no_loading(monkeypatch):
     (["a person walks", "--seed", str(2 ** 31)], "seed must be between"),
     (["a person walks", "--temperature", "0"], "temperature must be between 0.05 and 5"),
     (["a person walks", "--top-k", "-3"], "top-k must be 0"),
+    (["a person walks", "--guidance", "-0.5"], "text guidance must be between 0"),
     (["a person walks", "--formats", "bvh,obj"], "unknown export format obj"),
 ])
 def test_bad_requests_fail_before_loading(tmp_path, capsys, no_loading, extra, message):
