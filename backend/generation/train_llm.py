@@ -192,6 +192,10 @@ def _loop(model: MotionLLM, cfg: LLMTrainConfig, workdir: Path, resume: bool, de
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     start, best = (_load_state(workdir, model, opt, sched) if resume else (0, {}))
+    if cfg.patience and best.get("bad", 0) >= cfg.patience:
+        print(f"this run already stopped early at step {start} (best {best['val_loss']:.4f} at step "
+              f"{best['step']}): not training further")
+        start = cfg.steps
     model, opt = acc.prepare(model, opt)
     core = acc.unwrap_model(model)
     model.train()
