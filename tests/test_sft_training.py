@@ -84,6 +84,11 @@ def test_sft_validation_early_stop_keeps_best(tiny_base, tmp_path):  # noqa: F81
     assert validation_loss(out, ex[:3], db) == pytest.approx(best["val_loss"], rel=1e-4)
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     assert json.loads(state["best"])["step"] == best["step"]
+    # rerunning the finished run (e.g. to ship it) trains no further and gives the same best
+    again = train_sft(MotionLLM(make_config(tiny_base, num_prefix=17)), ex, db, cfg, tmp_path,
+                      val_examples=ex[:3])
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == len(rows)
+    assert validation_loss(again, ex[:3], db) == pytest.approx(best["val_loss"], rel=1e-4)
 
 
 def test_motion_video_spec_shows_the_motion(tmp_path):
