@@ -108,11 +108,12 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
 
 
 def with_guidance(generators: list, guidance: float) -> list:
-    """Set text guidance (``MotionLLM.generate(guidance=...)``) on every LLM row; their names say
-    so. Real and VQ-VAE rows are unchanged."""
+    """Set text guidance (``MotionLLM.generate(guidance=...)``) on every LLM row with a video;
+    their names say so. Real, VQ-VAE and no-video rows are unchanged (as in the pipeline: with
+    no video there is nothing to weigh the words against)."""
     if guidance:
         for g in generators:
-            if isinstance(g, LLMRow):
+            if isinstance(g, LLMRow) and g.mode != "none":
                 g.guidance = float(guidance)
                 g.name = f"{g.name} (guidance {guidance:g})"
     return generators
