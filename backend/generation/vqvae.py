@@ -366,8 +366,8 @@ def load_normalizer(checkpoints: Path | None = None):
 
 def load_llm_tokenizer(checkpoints: Path | None = None, name: str = "vqvae"):
     """(VQ-VAE, Normalizer) of the tokenizer folder ``name`` that a motion LLM writes codes for
-    (``MotionLLMConfig.tokenizer``). A folder with its own Mean/Std (the first tokenizer,
-    ``vqvae-v1``, kept for the models trained on it) uses those; others use ``normalizer/``."""
+    (``MotionLLMConfig.tokenizer``). A folder with its own Mean/Std (a tokenizer trained on
+    another corpus version, say) uses those; others use ``normalizer/``."""
     ck = Path(checkpoints or checkpoints_dir())
     d = ck / name
     if not (d / "model.safetensors").is_file():
