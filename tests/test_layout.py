@@ -14,7 +14,7 @@ PACKAGES = ("motioncore", "viewer", "backend", "app")
 LAYERS = [
     ("motioncore", 0),
     ("viewer", 1),
-    ("backend.checkpoints", 2), ("backend.curves", 2),
+    ("backend.checkpoints", 2), ("backend.curves", 2), ("backend.defaults", 2),
     ("backend.data", 3),
     ("backend.retrieval", 4),
     ("backend.generation", 5),
