@@ -229,6 +229,18 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     best, best_state = -1.0, None
+
+    def validate(step: int, log) -> None:
+        nonlocal best, best_state
+        r = score(model, *val)
+        model.train()
+        log.write(json.dumps({"step": step, "val_followed": r["followed"],
+                              "val": {a: r[a] for a in ATTRIBUTES}}) + "\n")
+        log.flush()
+        if r["followed"] > best:
+            best = r["followed"]
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
     model.train()
     t0 = time.monotonic()
     with open(out_dir / "train_log.jsonl", "w") as log:
@@ -236,10 +248,7 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
             if cfg.time_budget_s and time.monotonic() - t0 > cfg.time_budget_s:
                 log.write(json.dumps({"step": step, "stopped": "time budget"}) + "\n")
                 if val is not None:
-                    r = score(model, *val)
-                    if r["followed"] > best:
-                        best = r["followed"]
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    validate(step, log)
                 break
             idx = rng.choice(len(feats), size=cfg.batch_size, replace=False)
             flip = rng.random(cfg.batch_size) < cfg.mirror
@@ -261,14 +270,7 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
                 log.write(json.dumps({"step": step + 1, "loss": loss.item()}) + "\n")
                 log.flush()
             if val is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
-                r = score(model, *val)
-                model.train()
-                log.write(json.dumps({"step": step + 1, "val_followed": r["followed"],
-                                      "val": {a: r[a] for a in ATTRIBUTES}}) + "\n")
-                log.flush()
-                if r["followed"] > best:
-                    best = r["followed"]
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                validate(step + 1, log)
     if best_state is not None:
         model.load_state_dict(best_state)
     model = model.cpu().eval()
