@@ -104,7 +104,7 @@ def cmd_train_checker(args) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            raise SystemExit("error: --device cuda but torch sees no GPU here")
+            raise ValueError("--device cuda: torch sees no CUDA GPU here (use --device cpu)")
     cfg = CheckerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
                              hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                              weight_decay=args.weight_decay, mirror=args.mirror,

@@ -6,14 +6,15 @@ no video at all, and, where one exists (training motions, ``videos self``), the 
 motion itself. A model that reads the video has a clearly lower loss with its own motion's video
 than with the retrieved one, and a higher one with a random video; a model that ignores it has
 the same loss under all of them. The "caption hidden" rows replace the caption by the neutral
-``VIDEO_ONLY_TEXT``: the gap between the motion's own video and a random one there is what the
+``NEUTRAL_TEXT``: the gap between the motion's own video and a random one there is what the
 model reads from the poses alone.
 """
 from __future__ import annotations
 
 import random
 
-from backend.generation.train_llm import VIDEO_ONLY_TEXT, Example, VideoBank, validation_loss
+from backend.generation.motion_llm import NEUTRAL_TEXT
+from backend.generation.train_llm import Example, VideoBank, validation_loss
 
 MODES = ("retrieved", "random", "none", "self", "self, caption hidden", "random, caption hidden")
 
@@ -36,9 +37,9 @@ def video_use(model, examples: list[Example], retriever, self_retriever=None, se
             variants["self"] = own
             mids = {e.mid for e in own}         # the same captions with their retrieved videos
             variants["retrieved (same captions as self)"] = [e for e in examples if e.mid in mids]
-            variants["self, caption hidden"] = [Example(VIDEO_ONLY_TEXT, e.codes, e.video_id, e.mid)
+            variants["self, caption hidden"] = [Example(NEUTRAL_TEXT, e.codes, e.video_id, e.mid)
                                                 for e in own]
-            variants["random, caption hidden"] = [Example(VIDEO_ONLY_TEXT, e.codes, rng.choice(ids),
+            variants["random, caption hidden"] = [Example(NEUTRAL_TEXT, e.codes, rng.choice(ids),
                                                           e.mid, True) for e in own]
     for name, exs in variants.items():
         out[name] = {"loss": validation_loss(model, exs, bank), "captions": len(exs)}

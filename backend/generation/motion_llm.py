@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from backend.checkpoints import data_home, load_folder, save_folder
+from backend.defaults import GUIDANCE_RANGE
 from backend.generation.motion_vocab import MotionVocab
 from backend.retrieval.videos.database import VideoFeatures
 from motioncore.prompt import PromptError, clean_prompt  # noqa: F401  (re-exported)
@@ -567,8 +568,9 @@ class MotionLLM(nn.Module):
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0 <= guidance <= 10:
-            raise ValueError(f"guidance must be in [0, 10], got {guidance}")
+        lo, hi = GUIDANCE_RANGE
+        if not lo <= guidance <= hi:
+            raise ValueError(f"guidance must be in [{lo:g}, {hi:g}], got {guidance}")
         return max_tokens
 
     def _choose(self, logits, step, min_tokens, greedy, top_k, temperature, gen):

@@ -67,9 +67,6 @@ class LLMTrainConfig:
 
 
 # ---------------------------------------------------------------------------------- data
-VIDEO_ONLY_TEXT = NEUTRAL_TEXT
-"""The caption shown instead of the real one when SFT hides it (``caption_drop``): with no words to
-go by, only reading the video's poses lowers the loss."""
 
 
 @torch.no_grad()
@@ -305,7 +302,7 @@ def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrai
     ``self_videos`` (motion id -> video id) and ``cfg.self_video`` = p, each drawn caption is
     shown the video of its own motion with probability p (instead of its rank-1 video), so the
     model learns to read motion from a pose sequence; ``cfg.caption_drop`` = q hides the caption of
-    such a pair with probability q (``VIDEO_ONLY_TEXT``), so the video is all it has to go by. ``retriever`` is anything with
+    such a pair with probability q (``NEUTRAL_TEXT``), so the video is all it has to go by. ``retriever`` is anything with
     ``video_features(id)`` (a ``VideoBank`` for several databases)."""
     draw = _epoch_sampler(len(examples), cfg)
     self_videos = self_videos or {}
@@ -315,12 +312,12 @@ def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrai
         ex = [examples[i] for i in draw()]
         vids = [self_videos[e.mid] if e.video_id is not None and e.mid in self_videos
                 and rng.random() < cfg.self_video else e.video_id for e in ex]
-        texts = [VIDEO_ONLY_TEXT if v != e.video_id and rng.random() < cfg.caption_drop else e.text
+        texts = [NEUTRAL_TEXT if v != e.video_id and rng.random() < cfg.caption_drop else e.text
                  for v, e in zip(vids, ex)]
         batch = core.build_batch(texts, [video_of(retriever, v) for v in vids],
                                  [e.codes for e in ex], padding="right").to(core.device)
         return core.loss(batch), {"self_videos": sum(v != e.video_id for v, e in zip(vids, ex)),
-                                  "captions_hidden": sum(t == VIDEO_ONLY_TEXT for t in texts)}
+                                  "captions_hidden": sum(t == NEUTRAL_TEXT for t in texts)}
 
     validate = None
     if val_examples:
@@ -433,5 +430,5 @@ def train_mcdpo(policy: MotionLLM, reference: MotionLLM, prefs: list[Preference]
 
 
 __all__ = ["Example", "LLMTrainConfig", "Preference", "VideoBank", "build_examples", "decode_codes",
-           "VIDEO_ONLY_TEXT", "make_preferences", "motion_codes", "retrieval_cache", "self_video_ids", "train_mcdpo",
+           "make_preferences", "motion_codes", "retrieval_cache", "self_video_ids", "train_mcdpo",
            "train_sft", "validation_loss", "video_of", "warm_start"]
