@@ -64,6 +64,42 @@ def test_sft_self_video_share(tiny_base, tmp_path, share, drop):  # noqa: F811
     assert [r["captions_hidden"] for r in rows] == [3 * int(share * drop)] * len(rows)
 
 
+@pytest.mark.parametrize("random_share,drop,counts", [(1.0, 0.0, (6, 0)), (0.0, 1.0, (0, 6)),
+                                                       (0.5, 0.5, None)])
+def test_sft_random_and_dropped_videos(tiny_base, tmp_path, random_share, drop, counts):  # noqa: F811
+    from backend.generation.motion_llm import MotionLLM
+
+    ex = _examples()
+    pool = ["rnd0", "rnd1"]
+    shown = []
+
+    class Spy(FakeRetriever):
+        def video_features(self, vid):
+            shown.append(vid)
+            return super().video_features(vid)
+
+    spy = Spy([e.video_id for e in ex] + pool, 0)
+    torch.manual_seed(0)
+    model = MotionLLM(make_config(tiny_base, num_prefix=17))
+    cfg = LLMTrainConfig(steps=3, batch_size=6, warmup=1, ckpt_every=10, threads=1,
+                         random_video=random_share, drop_video=drop, log_every=1)
+    train_sft(model, ex, spy, cfg, tmp_path, random_pool=pool)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()
+            if "random_videos" in line]
+    assert len(rows) == 3
+    for r in rows:
+        assert r["random_videos"] + r["no_videos"] == 6 and r["self_videos"] == 0
+        if counts:
+            assert (r["random_videos"], r["no_videos"]) == counts
+    # what the model was shown: only pool videos (never a rank-1 one), one per random pick
+    assert set(shown) <= set(pool) and len(shown) == sum(r["random_videos"] for r in rows)
+    with pytest.raises(ValueError, match="random_pool"):
+        train_sft(model, ex, spy, LLMTrainConfig(steps=1, random_video=0.3), tmp_path / "b")
+    with pytest.raises(ValueError, match="exceed 1"):
+        train_sft(model, ex, spy, LLMTrainConfig(steps=1, self_video=0.5, random_video=0.3,
+                                                 drop_video=0.3), tmp_path / "c", random_pool=pool)
+
+
 def test_sft_validation_early_stop_keeps_best(tiny_base, tmp_path):  # noqa: F811
     from backend.generation.motion_llm import MotionLLM
 

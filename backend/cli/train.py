@@ -211,15 +211,20 @@ def cmd_train_sft(args) -> int:
     print(f"{len(examples)} training examples (caption, {args.video} video, motion tokens); "
           f"{len(selfs)} motions with a video of their own (shown to {args.self_video:.0%} of "
           f"their captions); {len(val_first)} validation examples")
+    if args.video != "none" and (args.random_video or args.drop_video):
+        print(f"{args.random_video:.0%} of captions shown a random video, {args.drop_video:.0%} none")
     model = MotionLLM(_model_config(args, vqvae.config.nb_code))
     if args.init_from and not (work / "state.pt").is_file():
         warm_start(model, Path(args.init_from))
     cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
                          ckpt_every=args.ckpt_every, seed=args.seed, val_every=args.val_every,
                          patience=args.patience, self_video=args.self_video if selfs else 0.0,
-                         caption_drop=args.caption_drop)
+                         caption_drop=args.caption_drop,
+                         random_video=args.random_video if args.video != "none" else 0.0,
+                         drop_video=args.drop_video if args.video != "none" else 0.0)
     model = train_sft(model, examples, videos, cfg, work, resume=not args.no_resume,
-                      val_examples=val_first, self_videos=selfs)
+                      val_examples=val_first, self_videos=selfs,
+                      random_pool=retriever.video_ids if retriever is not None else None)
     model.save_pretrained(work / "model")
     print(f"Model saved in {work / 'model'}")
     if args.curves:
@@ -452,6 +457,12 @@ def add(sub) -> None:
     s.add_argument("--caption-drop", type=float, default=0.0,
                    help="share of the self-video pairs whose caption is replaced by a neutral one, "
                         "so only the video's poses tell the motion")
+    s.add_argument("--random-video", type=float, default=0.0,
+                   help="share of captions shown a random database video instead of their rank-1 "
+                        "one: rank-1 videos of training captions agree with them more often than "
+                        "those of new prompts, so the model learns to over-trust them")
+    s.add_argument("--drop-video", type=float, default=0.0,
+                   help="share of captions shown no video at all (the words alone)")
     s.add_argument("--self-db", default="self-train", help="database of the self videos")
     s.add_argument("--lora-mlp", action="store_true",
                    help="LoRA on the MLP projections too (more capacity than attention only)")

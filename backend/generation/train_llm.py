@@ -63,6 +63,8 @@ class LLMTrainConfig:
     patience: int = 0                   # stop after this many validations without a new best (0: never)
     self_video: float = 0.0             # SFT: share of captions shown the video of their own motion
     caption_drop: float = 0.0           # SFT: share of those self-video pairs whose caption is hidden
+    random_video: float = 0.0           # SFT: share of captions shown a random database video
+    drop_video: float = 0.0             # SFT: share of captions shown no video at all
     log_every: int = 10                 # training-loss rows in log.jsonl (McDPO: 1, its batches are noisy)
 
 
@@ -297,26 +299,51 @@ def validation_loss(model: MotionLLM, examples: list[Example], videos, batch_siz
 
 def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrainConfig,
               workdir: Path, resume: bool = True, val_examples: list[Example] | None = None,
-              self_videos: dict[str, str] | None = None) -> MotionLLM:
-    """Cross-entropy on the motion tokens of shuffled passes over ``examples``. With
-    ``self_videos`` (motion id -> video id) and ``cfg.self_video`` = p, each drawn caption is
-    shown the video of its own motion with probability p (instead of its rank-1 video), so the
-    model learns to read motion from a pose sequence; ``cfg.caption_drop`` = q hides the caption of
-    such a pair with probability q (``NEUTRAL_TEXT``), so the video is all it has to go by. ``retriever`` is anything with
-    ``video_features(id)`` (a ``VideoBank`` for several databases)."""
+              self_videos: dict[str, str] | None = None, random_pool: list[str] | None = None) -> MotionLLM:
+    """Cross-entropy on the motion tokens of shuffled passes over ``examples``. Each drawn caption
+    with a video is shown, instead of its rank-1 video:
+    - with probability ``cfg.self_video`` the video of its own motion (``self_videos``: motion id ->
+      video id), so the model learns to read motion from a pose sequence; ``cfg.caption_drop``
+      hides the caption of such a pair (``NEUTRAL_TEXT``), so the video is all it has to go by;
+    - a random video of ``random_pool`` (share ``cfg.random_video`` of all captions) or no video
+      (share ``cfg.drop_video``): rank-1 videos of *training* captions agree with
+      them more often than those of new prompts do, and these teach the model that the words
+      come first when the prior disagrees.
+    ``retriever`` is anything with ``video_features(id)`` (a ``VideoBank`` for several databases)."""
     draw = _epoch_sampler(len(examples), cfg)
     self_videos = self_videos or {}
+    if cfg.random_video > 0 and not random_pool:
+        raise ValueError("random_video > 0 needs a random_pool of video ids")
+    if cfg.self_video + cfg.random_video + cfg.drop_video > 1 + 1e-9:
+        raise ValueError("self_video + random_video + drop_video must not exceed 1")
+
+    def pick(rng, e):
+        """(video id or None, kind) shown with example ``e``."""
+        if e.video_id is None:
+            return None, "none"
+        if e.mid in self_videos and rng.random() < cfg.self_video:
+            return self_videos[e.mid], "self"
+        if cfg.random_video or cfg.drop_video:
+            u = rng.random() * (1 - cfg.self_video)      # the remaining share, rescaled
+            if u < cfg.random_video:
+                return rng.choice(random_pool), "random"
+            if u < cfg.random_video + cfg.drop_video:
+                return None, "dropped"
+        return e.video_id, "rank1"
 
     def step_fn(core, step):
         rng = random.Random(cfg.seed * 1_000_003 + step)
         ex = [examples[i] for i in draw()]
-        vids = [self_videos[e.mid] if e.video_id is not None and e.mid in self_videos
-                and rng.random() < cfg.self_video else e.video_id for e in ex]
-        texts = [NEUTRAL_TEXT if v != e.video_id and rng.random() < cfg.caption_drop else e.text
-                 for v, e in zip(vids, ex)]
+        picks = [pick(rng, e) for e in ex]
+        vids = [v for v, _ in picks]
+        texts = [NEUTRAL_TEXT if kind == "self" and rng.random() < cfg.caption_drop else e.text
+                 for (_, kind), e in zip(picks, ex)]
         batch = core.build_batch(texts, [video_of(retriever, v) for v in vids],
                                  [e.codes for e in ex], padding="right").to(core.device)
-        return core.loss(batch), {"self_videos": sum(v != e.video_id for v, e in zip(vids, ex)),
+        kinds = [k for _, k in picks]
+        return core.loss(batch), {"self_videos": kinds.count("self"),
+                                  "random_videos": kinds.count("random"),
+                                  "no_videos": kinds.count("dropped"),
                                   "captions_hidden": sum(t == NEUTRAL_TEXT for t in texts)}
 
     validate = None

@@ -215,6 +215,11 @@ class VideoRetriever:
     def has_video(self, video_id: str) -> bool:
         return video_id in self._row
 
+    @property
+    def video_ids(self) -> list[str]:
+        """Ids of the stored videos, in database order."""
+        return list(self._row)
+
     def video_prior(self, video_id: str):
         """``VideoFeatures`` of a stored video for the motion LLM: its per-frame action features,
         object embedding and keypoints (for models with a pose prefix)."""
