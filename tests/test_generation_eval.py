@@ -94,3 +94,23 @@ def test_eval_generation_cli_json(small):
     rows = out["plausibility"]["test"]
     assert set(rows) == {"Real motion", "VQ-VAE reconstruction", "VQ-VAE reconstruction (decoded)"}
     assert rows["VQ-VAE reconstruction"]["bone_var_pct"] < 1e-3, "cleaned motions have rigid bones"
+
+
+def test_with_sampling_sets_llm_rows_and_names_them():
+    from backend.evaluation.rows import LLMRow, with_sampling
+
+    class Row(LLMRow):                    # an LLM row without models: only how it samples
+        def __init__(self, mode, name):
+            self.mode, self.name = mode, name
+            self.guidance, self.temperature, self.top_k = 0.0, 1.0, 0
+
+    real, novideo, mcdpo = RealMotion(), Row("none", "LLM without video"), Row("gemini", "McDPO")
+    with_sampling([real, novideo, mcdpo])                       # defaults: nothing changes
+    assert (mcdpo.name, mcdpo.guidance, mcdpo.temperature, mcdpo.top_k) == ("McDPO", 0.0, 1.0, 0)
+    with_sampling([real, novideo, mcdpo], guidance=2, temperature=0.7, top_k=20)
+    assert (mcdpo.guidance, mcdpo.temperature, mcdpo.top_k) == (2.0, 0.7, 20)
+    assert mcdpo.name == "McDPO (guidance 2, T 0.7, top-20)"
+    # no video: nothing to weigh the words against, so no guidance; temperature still applies
+    assert (novideo.guidance, novideo.temperature) == (0.0, 0.7)
+    assert novideo.name == "LLM without video (T 0.7, top-20)"
+    assert real.name == RealMotion().name

@@ -57,7 +57,7 @@ def cmd_eval_generation(args) -> int:
     from backend.data.dataset import open_corpus
     from backend.evaluation.generation import (evaluate, format_plausibility, format_table,
                                                plausibility_rows, to_json)
-    from backend.evaluation.rows import GENERATORS, expand, with_guidance
+    from backend.evaluation.rows import GENERATORS, expand, with_sampling
 
     set_threads(args.threads)
     corpus = open_corpus(args.data)
@@ -68,7 +68,8 @@ def cmd_eval_generation(args) -> int:
         print(f"error: unknown generator {', '.join(unknown)} (known: {', '.join(sorted(GENERATORS))})",
               file=sys.stderr)
         return 2
-    generators = with_guidance([GENERATORS[n](corpus) for n in names], args.guidance)
+    generators = with_sampling([GENERATORS[n](corpus) for n in names], args.guidance,
+                               args.temperature, args.top_k)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -116,9 +117,10 @@ def cmd_eval_follow(args) -> int:
     vq = VQVAEReconstruction(MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae"), corpus)
     gens = []
     if args.generator:
-        from backend.evaluation.rows import GENERATORS, expand, with_guidance
+        from backend.evaluation.rows import GENERATORS, expand, with_sampling
 
-        gens = with_guidance([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance)
+        gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
+                             args.temperature, args.top_k)
     tables = {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -279,6 +281,10 @@ def add(sub) -> None:
     g.add_argument("--mm-repeats", type=int, default=30, help="generations per text for MultiModality")
     g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, metavar="G",
                    help="text guidance of the LLM rows: logits + G x (logits - logits with a neutral caption); 0 = off (default: the app's, %(default)s)")
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature of the LLM rows (default 1.0)")
+    g.add_argument("--top-k", type=int, default=0,
+                   help="LLM rows sample from the k likeliest tokens (0 = all)")
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     g.set_defaults(func=cmd_eval_generation)
@@ -302,9 +308,11 @@ def add(sub) -> None:
                                          "(shipped; Gemini-MVR retrieval; repeatable)")
     f.add_argument("--seeds", type=int, default=3, help="samples per example prompt")
     f.add_argument("--temperature", type=float, default=1.0,
-                   help="sampling temperature of the example prompts' motions (default 1.0)")
+                   help="sampling temperature of the LLM rows and the example prompts' motions "
+                        "(default 1.0)")
     f.add_argument("--top-k", type=int, default=0,
-                   help="sample the example prompts' motions from the k likeliest tokens (0 = all)")
+                   help="the LLM rows and example prompts sample from the k likeliest tokens "
+                        "(0 = all)")
     f.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, metavar="G",
                    help="text guidance of the LLM rows: logits + G x (logits - logits with a neutral caption); 0 = off (default: the app's, %(default)s)")
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads")

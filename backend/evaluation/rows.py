@@ -56,9 +56,10 @@ def _llm(name: str):
 class LLMRow:
     stochastic = True
 
-    def __init__(self, model: str, mode: str, name: str, batch: int = 32, guidance: float = 0.0):
+    def __init__(self, model: str, mode: str, name: str, batch: int = 32, guidance: float = 0.0,
+                 temperature: float = 1.0, top_k: int = 0):
         self.model_name, self.mode, self.name, self.batch = model, mode, name, batch
-        self.guidance = guidance
+        self.guidance, self.temperature, self.top_k = guidance, temperature, top_k
         self.retriever = _shared()
         self.llm = _llm(model)
         self.vqvae, self.normalizer = _tokenizer(self.llm.config.tokenizer)
@@ -85,7 +86,8 @@ class LLMRow:
         for s in range(0, len(texts), self.batch):
             codes = self.llm.generate(texts[s:s + self.batch], vids[s:s + self.batch], greedy=False,
                                       seed=int(rng.integers(2 ** 31)), min_tokens=4,
-                                      guidance=self.guidance)
+                                      guidance=self.guidance, temperature=self.temperature,
+                                      top_k=self.top_k)
             with torch.no_grad():
                 for c in codes:
                     c = np.asarray(c, np.int64) if len(c) else np.zeros(1, np.int64)
@@ -107,15 +109,27 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
               **{key: _llm_row(key) for key in ROWS}}
 
 
-def with_guidance(generators: list, guidance: float) -> list:
-    """Set text guidance (``MotionLLM.generate(guidance=...)``) on every LLM row with a video;
-    their names say so. Real, VQ-VAE and no-video rows are unchanged (as in the pipeline: with
-    no video there is nothing to weigh the words against)."""
-    if guidance:
-        for g in generators:
-            if isinstance(g, LLMRow) and g.mode != "none":
-                g.guidance = float(guidance)
-                g.name = f"{g.name} (guidance {guidance:g})"
+def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 1.0,
+                  top_k: int = 0) -> list:
+    """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
+    temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
+    rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
+    against); Real and VQ-VAE rows are unchanged."""
+    for g in generators:
+        if not isinstance(g, LLMRow):
+            continue
+        notes = []
+        if guidance and g.mode != "none":
+            g.guidance = float(guidance)
+            notes.append(f"guidance {guidance:g}")
+        if temperature != 1.0:
+            g.temperature = float(temperature)
+            notes.append(f"T {temperature:g}")
+        if top_k:
+            g.top_k = int(top_k)
+            notes.append(f"top-{top_k}")
+        if notes:
+            g.name = f"{g.name} ({', '.join(notes)})"
     return generators
 
 
@@ -126,4 +140,4 @@ def expand(names: list[str]) -> list[str]:
     return out
 
 
-__all__ = ["GENERATORS", "GROUPS", "LLMRow", "ROWS", "expand", "with_guidance"]
+__all__ = ["GENERATORS", "GROUPS", "LLMRow", "ROWS", "expand", "with_sampling"]
