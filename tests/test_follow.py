@@ -143,3 +143,22 @@ def test_checker_training_keeps_the_best_validation_score(tmp_path):
     assert model.config.hidden == 16
     again = type(model).from_pretrained(tmp_path / "run" / "model")
     assert again.config.layers == 1
+
+
+def test_followed_shares_per_motion():
+    from backend.evaluation.follow import followed_shares
+
+    class Checker:                           # sees a jump done twice, nothing else
+        def predict(self, feats):
+            k = len(KINDS)
+            return [{"presence": np.eye(k)[KINDS.index("jump")], "reps": np.full(k, 1),
+                     "side": np.zeros(k, int), "turn": np.zeros(k, int), "speed": np.zeros(k, int)}
+                    for _ in feats]
+
+    twice = [{"action": "jump", "reps": 2}]
+    thrice = [{"action": "jump", "reps": 3}]
+    walk = [{"action": "walk", "turn": None}]
+    out = followed_shares(Checker(), [twice, thrice, walk], [np.zeros((5, 263))] * 3)
+    assert out.tolist() == [1.0, 0.5, 0.0]
+    with pytest.raises(ValueError, match="programs for"):
+        followed_shares(Checker(), [twice], [])

@@ -430,6 +430,46 @@ def test_mcdpo_reward_by_hand():
         mcdpo_reward([1, 2], [1])
 
 
+def test_make_preferences_follow_term_picks_the_candidate_that_does_what_is_asked():
+    from backend.generation.train_llm import Example, make_preferences
+
+    class SFT:                               # four candidates per prompt: codes [1], [2], [3], [4]
+        def generate(self, texts, videos, **kw):
+            return [np.array([1 + i % 4]) for i in range(len(texts))]
+
+    class VQ:
+        def decode(self, codes):
+            return codes.float()[:, :, None].repeat(1, 4, 3)
+
+    class Norm:
+        def denormalize(self, x):
+            return x
+
+    class Evaluator:                         # every candidate equally close: no paper preference
+        def encode_features(self, feats):
+            return np.ones((len(feats), 2))
+
+        def encode_captions(self, texts):
+            return np.zeros((len(texts), 2))
+
+    seen = {}
+
+    def follow(mids, feats):                 # the candidate with codes [2] does all it is asked
+        seen["mids"] = list(mids)
+        return np.array([{1: 0.0, 2: 1.0, 3: 0.5, 4: np.nan}[int(f[0, 0])] for f in feats])
+
+    ex = [Example("a person jumps twice", np.array([5]), None, "m7")]
+    args = (SFT(), ex, None, Evaluator(), VQ(), Norm(), {"m7": np.zeros((10, 3))})
+    assert make_preferences(*args, kappa=4) == []                     # the paper's reward: a tie
+    assert make_preferences(*args, kappa=4, follow=follow, w_f=0.0) == []
+    (pair,) = make_preferences(*args, kappa=4, follow=follow, w_f=0.5)
+    assert seen["mids"] == ["m7"] * 4
+    # chosen: follows everything; rejected: follows nothing (NaN, nothing checkable, counts as 0;
+    # ties go to the lowest index)
+    assert pair.chosen.tolist() == [2] and pair.rejected.tolist() == [1]
+    assert pair.reward_gap == pytest.approx(0.5)
+
+
 def test_dpo_loss_values():
     z = torch.zeros(4)
     loss, m = dpo_loss(z, z, z, z)

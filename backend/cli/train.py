@@ -280,6 +280,20 @@ def cmd_train_mcdpo(args) -> int:
                              "SFT model trained on checkpoints/vqvae")
         evaluator = TextMotionEvaluator.from_pretrained(checkpoints_dir() / "evaluator")
         gt = {e.mid: corpus.features(e.mid) for e in examples}
+        follow = None
+        if args.w_follow:
+            from backend.evaluation.checker import InstructionChecker
+            from backend.evaluation.follow import followed_shares, load_programs
+
+            checker = InstructionChecker.from_pretrained(checkpoints_dir() / "checker")
+            programs = load_programs(corpus)
+
+            def follow(mids, feats):
+                return followed_shares(checker, [programs[m] for m in mids], feats)
+        if state.get("w_follow", 0.0) != args.w_follow and state["processed"]:
+            raise SystemExit(f"{prefs_file} was sampled with --w-follow {state.get('w_follow', 0.0)}; "
+                             "pass the same, or --no-resume")
+        state["w_follow"] = args.w_follow
         chunk = 128
         if state["processed"]:
             print(f"resuming candidate sampling after {state['processed']} prompts")
@@ -287,7 +301,8 @@ def cmd_train_mcdpo(args) -> int:
             part = examples[s:s + chunk]
             new = make_preferences(sft, part, retriever, evaluator, vqvae, corpus.normalizer, gt,
                                    kappa=args.kappa, w_l=args.w_l, w_d=args.w_d,
-                                   temperature=args.temperature, seed=args.seed * 7919 + s)
+                                   temperature=args.temperature, seed=args.seed * 7919 + s,
+                                   follow=follow, w_f=args.w_follow)
             state["prefs"] += [row(p) for p in new]
             state["processed"] = s + len(part)
             save(state)
@@ -490,6 +505,10 @@ def add(sub) -> None:
     m.add_argument("--random-share", type=float, default=0.3)
     m.add_argument("--w-l", type=float, default=0.9)
     m.add_argument("--w-d", type=float, default=0.1)
+    m.add_argument("--w-follow", type=float, default=0.0,
+                   help="add W x the share of what the prompt asks that the instruction checker "
+                        "sees in a candidate to its reward (0 = the paper's reward; needs the "
+                        "corpus's programs.jsonl and checkpoints/checker)")
     m.add_argument("--beta", type=float, default=0.1)
     m.add_argument("--val-pairs", type=int, default=0,
                    help="hold out this many preference pairs (their prompts never trained on): "

@@ -94,6 +94,20 @@ def score(checker: InstructionChecker, programs: list[list[dict]], features: lis
             "counts": {a: len(hits[a]) for a in ATTRIBUTES}}
 
 
+def followed_shares(checker: InstructionChecker, segments: list[list[dict]],
+                    features: list[np.ndarray]) -> np.ndarray:
+    """Per motion, the share of what its prompt (``segments``) asks that the checker sees in
+    ``features``; NaN where the prompt asks nothing checkable. (McDPO's optional reward term.)"""
+    if len(segments) != len(features):
+        raise ValueError(f"{len(segments)} programs for {len(features)} motions")
+    out = np.full(len(features), np.nan)
+    for i, (segs, pred) in enumerate(zip(segments, checker.predict(features))):
+        hits = [ok for _, ok in check(pred, asked_attributes(segs))]
+        if hits:
+            out[i] = float(np.mean(hits))
+    return out
+
+
 # The app's example prompts and what each asks that the checker can see: (attribute, kind,
 # expected). Kinds the words leave open ("rolls", "turns around", "dances") are checked for
 # presence only; "dances" names no single kind of the checker and asks nothing.

@@ -387,8 +387,12 @@ def decode_codes(vqvae, normalizer, codes: np.ndarray) -> np.ndarray:
 def make_preferences(sft: MotionLLM, examples: list[Example], retriever, evaluator, vqvae, normalizer,
                      gt_features: dict[str, np.ndarray], kappa: int = 4, w_l: float = 0.9,
                      w_d: float = 0.1, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
-                     batch: int = 16) -> list[Preference]:
-    """Sample ``kappa`` candidates per example from the SFT model and keep (best, worst)."""
+                     batch: int = 16, follow=None, w_f: float = 0.0) -> list[Preference]:
+    """Sample ``kappa`` candidates per example from the SFT model and keep (best, worst) under
+    the paper's reward (``mcdpo_reward``). With ``follow`` (a function (motion ids, features) ->
+    share of what each motion's prompt asks that the features do, NaN where nothing is
+    checkable) and ``w_f`` > 0, ``w_f`` x that share is added: among candidates equally close to
+    the ground truth, the one that does what the words say wins."""
     prefs: list[Preference] = []
     for s in tqdm(range(0, len(examples), batch), desc="McDPO: sampling candidates"):
         ex = examples[s:s + batch]
@@ -400,11 +404,15 @@ def make_preferences(sft: MotionLLM, examples: list[Example], retriever, evaluat
         m_emb = evaluator.encode_features(feats)
         t_emb = evaluator.encode_captions([e.text for e in ex])
         gt_emb = evaluator.encode_features([gt_features[e.mid][:MAX_FRAMES] for e in ex])
+        shares = np.zeros(len(feats))
+        if follow is not None and w_f:
+            shares = np.nan_to_num(np.asarray(follow([e.mid for e in ex for _ in range(kappa)], feats),
+                                              np.float64), nan=0.0)
         for j, e in enumerate(ex):
             rows = slice(j * kappa, (j + 1) * kappa)
             l = np.linalg.norm(m_emb[rows] - gt_emb[j], axis=1)
             d = np.linalg.norm(m_emb[rows] - t_emb[j], axis=1)
-            r = mcdpo_reward(l, d, w_l, w_d)
+            r = mcdpo_reward(l, d, w_l, w_d) + w_f * shares[rows]
             pair = pick_pair(r)
             if pair is None:
                 continue
