@@ -56,3 +56,14 @@ def test_train_vqvae_refuses_bad_device_and_frozen_without_init(capsys):
         assert "no CUDA GPU" in capsys.readouterr().err
     assert main(["train", "vqvae", "--freeze-codebook", "--steps", "1"]) == 2
     assert "--init" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--self-video", "0.8", "--random-video", "0.3"],
+                                   ["--drop-video", "1.5", "--self-video", "0"],
+                                   ["--caption-drop", "-0.1"]])
+def test_train_sft_refuses_bad_shares_before_loading(monkeypatch, capsys, extra):
+    import backend.cli.train as train
+
+    monkeypatch.setattr(train, "load_stack", lambda *a, **k: pytest.fail("loaded the data first"))
+    assert main(["train", "sft", "--steps", "1", *extra]) == 2
+    assert "shares must lie in [0, 1]" in capsys.readouterr().err

@@ -186,6 +186,12 @@ def cmd_train_sft(args) -> int:
     from backend.generation.train_llm import (LLMTrainConfig, VideoBank, build_examples,
                                           self_video_ids, train_sft)
 
+    shares = {"--self-video": args.self_video, "--random-video": args.random_video,
+              "--drop-video": args.drop_video, "--caption-drop": args.caption_drop}
+    bad = [f"{k} {v:g}" for k, v in shares.items() if not 0 <= v <= 1]
+    if bad or args.self_video + args.random_video + args.drop_video > 1:
+        raise ValueError(f"shares must lie in [0, 1] and --self-video + --random-video + "
+                         f"--drop-video must not exceed 1 (got {', '.join(bad) or 'a sum above 1'})")
     corpus, vqvae, retriever = load_stack(args, need_retriever=args.video != "none")
     name = "novideo" if args.video == "none" else "sft"
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"llm-{name}"
