@@ -17,6 +17,7 @@ from app import views
 from app.service import (MODEL_LABELS, RETRIEVAL_LABELS, AppService, ClipOptions, ModelRun,
                          NotReady, Outcome, UserError, prompt_notes, remember_choice,
                          resolve_choice, slug)
+from backend.defaults import TEMPERATURE
 from backend.retrieval.videos.database import DatabaseError
 from motioncore.prompt import PromptError
 
@@ -38,7 +39,7 @@ class Request:
     model: str = "mcdpo"
     retrieval: str = "gemini"
     seed: int | float | str | None = 0
-    temperature: float | str | None = 1.0
+    temperature: float | str | None = TEMPERATURE
     mode: str = "single"                        # "single" or "compare" (McDPO vs SFT)
     video_id: str | None = None
     clip: tuple = (0.0, False, True, "cm")      # length (s), in place, foot lock, BVH units

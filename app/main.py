@@ -31,6 +31,7 @@ import gradio as gr
 
 from app import handlers, views
 from app.service import AppService, ModelHolder, default_pipeline_factory
+from backend.defaults import TEMPERATURE
 from backend.evaluation.follow import EXAMPLE_PROMPTS
 from backend.retrieval.videos.database import database_dir
 from backend.retrieval.videos.ingest import VIDEO_SUFFIXES
@@ -81,7 +82,7 @@ def build_app(pipeline_factory=None, *, db: str = "embedded", concurrency: int =
                                      elem_id="retrieval")
                 with gr.Row():
                     seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
-                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature",
+                    temperature = gr.Slider(0.1, 2.0, value=TEMPERATURE, step=0.05, label="Temperature",
                                             elem_id="temperature")
                 with gr.Accordion("Clip options", open=False):
                     length = gr.Slider(0.0, 9.8, value=0.0, step=0.2, elem_id="length",

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from app.views import caption_label
+from backend.defaults import TEMPERATURE
 from motioncore.io import atomic_output, atomic_write_bytes
 from motioncore.prompt import MAX_PROMPT_CHARS, PromptError
 
@@ -297,7 +298,7 @@ class AppService:
         except (TypeError, ValueError):
             raise UserError(f"the seed must be a whole number, got {seed!r}") from None
         try:
-            temperature = float(temperature if temperature not in (None, "") else 1.0)
+            temperature = float(temperature if temperature not in (None, "") else TEMPERATURE)
         except (TypeError, ValueError):
             raise UserError(f"the temperature must be a number, got {temperature!r}") from None
         video_id = (video_id or "").strip() or None

@@ -6,3 +6,8 @@ GUIDANCE = 0.0
 How it was chosen: README, *Text guidance*."""
 
 GUIDANCE_RANGE = (0.0, 10.0)
+
+TEMPERATURE = 0.7
+"""Sampling temperature of the motion LLM for users (app, ``generate``, the pipeline). The
+evaluation commands keep 1.0 unless told (``--temperature``), so their tables stay comparable.
+How it was chosen: README, *Sampling temperature*."""

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import GUIDANCE, GUIDANCE_RANGE
+from backend.defaults import GUIDANCE, GUIDANCE_RANGE, TEMPERATURE
 from backend.evaluation.servable import ServableCheck
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
@@ -149,7 +149,7 @@ class VimoRAGPipeline:
         return normalizer.denormalize(x)
 
     def check_request(self, text: str, model: str, retrieval: str, seed: int | None = 0,
-                      temperature: float = 1.0, top_k: int = 0, video_id: str | None = None,
+                      temperature: float = TEMPERATURE, top_k: int = 0, video_id: str | None = None,
                       length_s: float | None = None, outside_video: bool = False,
                       guidance: float = GUIDANCE) -> tuple[str, float | None]:
         """The one place a generation request is checked, before any model work: (the cleaned
@@ -174,7 +174,7 @@ class VimoRAGPipeline:
         return text, length_s
 
     def generate(self, text: str, model: str = "mcdpo", retrieval: str = "gemini",
-                 seed: int | None = 0, temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
+                 seed: int | None = 0, temperature: float = TEMPERATURE, top_k: int = 0, greedy: bool = False,
                  video_id: str | None = None, k: int = 5, max_tokens: int | None = None,
                  video=None, length_s: float | None = None, in_place: bool = False,
                  plant_feet: bool = True, guidance: float = GUIDANCE) -> GenerationResult:

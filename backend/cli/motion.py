@@ -7,6 +7,7 @@ from pathlib import Path
 
 from backend.cli.common import command_group
 from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE
+from backend.defaults import TEMPERATURE as DEFAULT_TEMPERATURE
 from motioncore.skeleton import FPS
 
 
@@ -150,7 +151,8 @@ def add(sub) -> None:
     g.add_argument("--retrieval", choices=["gemini", "random", "none", "object"], default="gemini")
     g.add_argument("--video", help="use this database video id as the prior (skips retrieval)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                   help="sampling temperature (default %(default)s; README, *Sampling temperature*)")
     g.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens (0 = all)")
     g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, metavar="G",
                    help="text guidance: weigh the words G times more against the video "
