@@ -158,6 +158,8 @@ def generate(service: AppService, req: Request, state: dict | None,
             s.pop("files", None)
             details["results"].append(s)
         ref = ("a random video, " if compare or retrieval == "random" else "") + (oc.video_id or "none")
+        if oc.runs[0].result.mirrored:
+            ref += ", read mirrored: it shows the other side than your words"
         done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
                 f"(reference video: {views.md_text(ref)}; {views.timing_text(parts)}).")
         remember_choice(st, text, retrieval, vid)

@@ -40,6 +40,7 @@ class GenerationResult:
     joints: np.ndarray              # (T, 22, 3) after motioncore.clean.clean_motion (rigid, grounded)
     timing: dict = field(default_factory=dict)
     truncated: bool = False
+    mirrored: bool = False          # the video reached the model as its mirror image (sides matched)
 
     @property
     def seconds(self) -> float:
@@ -48,7 +49,7 @@ class GenerationResult:
     def summary(self) -> dict:
         return {"text": self.text, "model": self.model, "retrieval": self.retrieval, "seed": self.seed,
                 "video_id": self.video_id, "tokens": int(len(self.codes)), "frames": int(len(self.joints)),
-                "seconds": self.seconds, "truncated": self.truncated,
+                "seconds": self.seconds, "truncated": self.truncated, "mirrored": self.mirrored,
                 "hits": [h.to_json() for h in self.hits],
                 "timing_s": {k: round(v, 4) for k, v in self.timing.items()}}
 
@@ -129,8 +130,8 @@ class VimoRAGPipeline:
         return pipe
 
     # -------------------------------------------------------------------------------- core
-    def _video(self, video_id):
-        return None if video_id is None else self.retriever.video_prior(video_id)
+    def _video(self, video_id, text: str | None = None):
+        return None if video_id is None else self.retriever.video_prior(video_id, text)
 
     def retrieve(self, text: str, mode: str, k: int = 5, seed: int | None = None) -> list:
         if mode in ("none", "given"):
@@ -177,7 +178,8 @@ class VimoRAGPipeline:
                  seed: int | None = 0, temperature: float = TEMPERATURE, top_k: int = 0, greedy: bool = False,
                  video_id: str | None = None, k: int = 5, max_tokens: int | None = None,
                  video=None, length_s: float | None = None, in_place: bool = False,
-                 plant_feet: bool = True, guidance: float = GUIDANCE) -> GenerationResult:
+                 plant_feet: bool = True, guidance: float = GUIDANCE,
+                 match_sides: bool = True) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -185,7 +187,9 @@ class VimoRAGPipeline:
         that many tokens, to the tokenizer's 0.2 s resolution; None = it decides), ``in_place``
         removes the horizontal root travel, ``plant_feet=False`` turns foot locking off.
         ``guidance``: text guidance (``MotionLLM.generate``; the no-video model has no video to
-        weigh the words against, so it ignores it)."""
+        weigh the words against, so it ignores it). ``match_sides``: a retrieved video (gemini or
+        object retrieval) whose captions name only the other side than the words reaches the
+        model as its mirror image (``VideoRetriever.video_prior``); ``result.mirrored`` says so."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -202,7 +206,10 @@ class VimoRAGPipeline:
         t1 = time.perf_counter()
         timing["retrieval"] = t1 - t0
         llm = self.models[model]
-        prior = video if (video is not None and retrieval == "given" and model != "novideo") else self._video(vid)
+        mirrored = bool(match_sides and vid is not None and retrieval in ("gemini", "object")
+                        and self.retriever.mirrors(text, vid))
+        prior = (video if (video is not None and retrieval == "given" and model != "novideo")
+                 else self._video(vid, text if mirrored else None))
         codes = llm.generate([text], [prior], greedy=greedy, top_k=top_k,
                              temperature=temperature, seed=seed, max_tokens=max_tokens,
                              min_tokens=min_tokens,
@@ -216,7 +223,7 @@ class VimoRAGPipeline:
         timing["decoding"] = time.perf_counter() - t2
         timing["total"] = time.perf_counter() - t0
         return GenerationResult(text, model, retrieval, seed, vid, hits, np.asarray(codes), feats,
-                                joints, timing, is_truncated(raw, text))
+                                joints, timing, is_truncated(raw, text), mirrored)
 
     def length_tokens(self, length_s: float, model: str) -> int:
         """Motion tokens for a clip of ``length_s`` seconds with ``model``'s tokenizer (at most

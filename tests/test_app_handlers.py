@@ -25,6 +25,7 @@ class Result:
     hits: list = field(default_factory=list)
     codes: tuple = (1, 2, 3)
     seconds: float = 0.6
+    mirrored: bool = False
 
     def summary(self):
         return {"video_id": self.video_id}
@@ -96,6 +97,18 @@ def test_generate_fills_the_page_step_by_step():
     assert page["details"]["prompt_used"] == "a person walks"
     assert page["state"]["hits"][0]["id"] == "v1"
     assert set(page) - {"info", "warning"} <= set(handlers.OUTPUTS)
+    assert "mirrored" not in final["status"]
+
+
+def test_a_mirrored_reference_video_is_said_in_the_status():
+    class Mirroring(FakeService):
+        def generate_motion(self, *a):
+            r = super().generate_motion(*a)
+            r.mirrored = True
+            return r
+
+    page, final = _last(list(handlers.generate(Mirroring(), handlers.Request("kick left"), {})))
+    assert "v1, read mirrored" in final["status"]
 
 
 def test_compare_runs_both_models_and_a_warning_becomes_a_note():

@@ -1,5 +1,6 @@
 """kind@1, side@1 and direction@1 of `eval retrieval` on hand-made rankings."""
 import numpy as np
+import torch
 
 from backend.retrieval.evaluate import attribute_hits, direction_of, sides_of
 
@@ -97,3 +98,50 @@ def test_training_set_adds_a_mirror_of_each_sided_video_with_swapped_captions(tm
     torch.testing.assert_close(data.keypoints[3], mirror_keypoints(data.keypoints[0]))
     torch.testing.assert_close(data.object[4], data.object[2])
     assert len(data.pred_emb) == len(data.captions) == 7
+
+
+def test_mirror_for_only_when_the_video_shows_the_other_side():
+    from backend.retrieval.sides import mirror_for
+
+    right_kick = ["a man kicks with his right leg", "someone kicks with the right foot"]
+    assert mirror_for("a person kicks with the left leg", right_kick)
+    assert not mirror_for("a person kicks with the right leg", right_kick)    # already that side
+    assert not mirror_for("a person kicks", right_kick)                         # no side asked
+    assert not mirror_for("kicks left, then right", right_kick)                 # both sides asked
+    assert not mirror_for("someone turns left", ["a person walks forward"])     # video names none
+    assert not mirror_for("someone turns left", ["turns left", "then kicks right"])   # video: both
+    assert mirror_for("someone spins counterclockwise", ["a person spins clockwise"])
+    assert not mirror_for("someone turns left", [])                             # a user's own video
+
+
+def test_the_prior_of_a_video_showing_the_other_side_is_its_mirror_image(tmp_path):
+    from backend.retrieval.model import GeminiMVR, RetrieverConfig
+    from backend.retrieval.service import VideoRetriever
+    from backend.retrieval.sides import mirror_keypoints
+    from backend.retrieval.videos.database import VideoDatabase
+
+    torch.manual_seed(0)
+    model = GeminiMVR(RetrieverConfig(width=32, st_blocks=1, temporal_layers=1, heads=2,
+                                      embed_dim=16, dropout=0.0)).eval()
+    rng = np.random.default_rng(0)
+    recs = [{"id": "kick", "key": "k0", "kind": "synthetic", "source": "synthetic",
+             "spec": {"captions": ["a man kicks with his right leg"]}},
+            {"id": "own", "key": "k1", "kind": "file", "source": "/nowhere/1.mp4"}]
+    root = tmp_path / "db"
+    db = VideoDatabase.open(root)
+    db.extend(recs, rng.normal(size=(2, 16, 17, 3)).astype(np.float32), rng.normal(size=(2, 1024)))
+    db.save(root)
+    r = VideoRetriever(model, VideoDatabase.load(root))
+    kp = np.asarray(r.db.keypoints[0], np.float32)
+    plain = r.video_prior("kick")
+    same = r.video_prior("kick", "a person kicks with the right leg")
+    mirrored = r.video_prior("kick", "a person kicks with the left leg")
+    assert r.mirrors("a person kicks with the left leg", "kick")
+    assert not r.mirrors("a person kicks with the left leg", "own")          # no captions
+    np.testing.assert_array_equal(same.keypoints, plain.keypoints)
+    np.testing.assert_array_equal(same.frames, plain.frames)
+    np.testing.assert_allclose(mirrored.keypoints, mirror_keypoints(kp), atol=1e-6)
+    enc = r.encode_arrays(mirror_keypoints(kp), r.db.object[0])
+    np.testing.assert_allclose(mirrored.frames, enc["frames"], atol=1e-5)
+    assert np.abs(mirrored.frames - plain.frames).max() > 1e-3     # the model sees a different video
+    np.testing.assert_allclose(mirrored.object, plain.object, atol=1e-5)

@@ -69,7 +69,7 @@ def cmd_eval_generation(args) -> int:
               file=sys.stderr)
         return 2
     generators = with_sampling([GENERATORS[n](corpus) for n in names], args.guidance,
-                               args.temperature, args.top_k)
+                               args.temperature, args.top_k, not args.no_side_match)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -120,7 +120,7 @@ def cmd_eval_follow(args) -> int:
         from backend.evaluation.rows import GENERATORS, expand, with_sampling
 
         gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
-                             args.temperature, args.top_k)
+                             args.temperature, args.top_k, not args.no_side_match)
     tables = {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -152,7 +152,8 @@ def cmd_eval_follow(args) -> int:
         pipe = VimoRAGPipeline.load(models=tuple(args.examples), evaluator=False)
         for model in args.examples:
             motions = example_motions(pipe, model, args.seeds, temperature=args.temperature,
-                                      top_k=args.top_k, guidance=args.guidance)
+                                      top_k=args.top_k, guidance=args.guidance,
+                                      match_sides=not args.no_side_match)
             examples[model] = score_examples(checker, motions)
             print(format_examples(model, examples[model]))
             print()
@@ -285,6 +286,9 @@ def add(sub) -> None:
                    help="sampling temperature of the LLM rows (default 1.0)")
     g.add_argument("--top-k", type=int, default=0,
                    help="LLM rows sample from the k likeliest tokens (0 = all)")
+    g.add_argument("--no-side-match", action="store_true",
+                   help="retrieved videos reach the LLM rows as they are (by default a video whose "
+                        "captions name only the other side than the prompt comes mirrored, as in the app)")
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     g.set_defaults(func=cmd_eval_generation)
@@ -315,6 +319,9 @@ def add(sub) -> None:
                         "(0 = all)")
     f.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, metavar="G",
                    help="text guidance of the LLM rows: logits + G x (logits - logits with a neutral caption); 0 = off (default: the app's, %(default)s)")
+    f.add_argument("--no-side-match", action="store_true",
+                   help="retrieved videos reach the LLM rows as they are (by default a video whose "
+                        "captions name only the other side than the prompt comes mirrored, as in the app)")
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     f.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
     f.set_defaults(func=cmd_eval_follow)

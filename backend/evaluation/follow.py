@@ -126,12 +126,14 @@ EXAMPLE_PROMPTS: list[tuple[str, list[tuple[str, str, object]]]] = [
 
 
 def example_motions(pipeline, model: str, seeds: int = 3, retrieval: str = "gemini",
-                    temperature: float = 1.0, top_k: int = 0, guidance: float = 0.0) -> dict:
+                    temperature: float = 1.0, top_k: int = 0, guidance: float = 0.0,
+                    match_sides: bool = True) -> dict:
     """prompt -> the features of what ``pipeline`` generates for it (cleaned, as users get them),
     one per seed 0..seeds-1, sampled at ``temperature`` (from the ``top_k`` likeliest tokens)."""
     return {prompt: [joints_to_features(pipeline.generate(prompt, model=model, retrieval=retrieval,
                                                           seed=s, temperature=temperature,
-                                                          top_k=top_k, guidance=guidance).joints)
+                                                          top_k=top_k, guidance=guidance,
+                                                          match_sides=match_sides).joints)
                      for s in range(seeds)]
             for prompt, _ in EXAMPLE_PROMPTS}
 

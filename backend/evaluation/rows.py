@@ -57,8 +57,9 @@ class LLMRow:
     stochastic = True
 
     def __init__(self, model: str, mode: str, name: str, batch: int = 32, guidance: float = 0.0,
-                 temperature: float = 1.0, top_k: int = 0):
+                 temperature: float = 1.0, top_k: int = 0, match_sides: bool = True):
         self.model_name, self.mode, self.name, self.batch = model, mode, name, batch
+        self.match_sides = match_sides          # retrieved videos mirrored to the words' side
         self.guidance, self.temperature, self.top_k = guidance, temperature, top_k
         self.retriever = _shared()
         self.llm = _llm(model)
@@ -77,7 +78,9 @@ class LLMRow:
                 for t, hits in zip(chunk, self.retriever.search_many(chunk, k=1, mode=self.mode)):
                     self._cache[t] = hits[0].id
             ids = [self._cache[t] for t in texts]
-        return [self.retriever.video_prior(v) for v in ids]
+        if self.mode == "random" or not self.match_sides:
+            return [self.retriever.video_prior(v) for v in ids]
+        return [self.retriever.video_prior(v, t) for v, t in zip(ids, texts)]
 
     def generate(self, items, rng: np.random.Generator) -> list[np.ndarray]:
         texts = [it.caption.text for it in items]
@@ -110,11 +113,12 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
 
 
 def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 1.0,
-                  top_k: int = 0) -> list:
+                  top_k: int = 0, match_sides: bool = True) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
-    against); Real and VQ-VAE rows are unchanged."""
+    against); Real and VQ-VAE rows are unchanged. ``match_sides=False``: retrieved videos reach
+    the model as they are, never mirrored to the words' side."""
     for g in generators:
         if not isinstance(g, LLMRow):
             continue
@@ -128,6 +132,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if top_k:
             g.top_k = int(top_k)
             notes.append(f"top-{top_k}")
+        if not match_sides and g.mode not in ("none", "random"):
+            g.match_sides = False
+            notes.append("sides not matched")
         if notes:
             g.name = f"{g.name} ({', '.join(notes)})"
     return generators

@@ -24,6 +24,7 @@ import torch
 
 from backend.data.corpus import OOD_KINDS
 from backend.retrieval.model import GeminiMVR
+from backend.retrieval.sides import sides_of
 from backend.retrieval.train import CaptionedVideos, captions_of
 from backend.retrieval.videos.database import VideoDatabase
 
@@ -36,16 +37,9 @@ def ranks_of(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return (scores >= true).sum(1)
 
 
-_SIDE = re.compile(r"\b(left|right|clockwise|counterclockwise|counter-clockwise)\b")
 _TURNING = re.compile(r"\b(turn\w*|around|curv\w*|circle\w*|arc|spin\w*|twirl\w*|pirouett\w*|rotat\w*)\b")
 _BACKWARD = re.compile(r"\bbackwards?\b")
 _FORWARD = re.compile(r"\b(forwards?|ahead|straight)\b")
-
-
-def sides_of(text: str) -> frozenset:
-    """Left/right named by a caption (clockwise = right, counterclockwise = left)."""
-    words = {"clockwise": "right", "counterclockwise": "left", "counter-clockwise": "left"}
-    return frozenset(words.get(w, w) for w in _SIDE.findall(text.lower()))
 
 
 def direction_of(text: str) -> str | None:

@@ -21,6 +21,8 @@ import torch
 from backend.checkpoints import checkpoints_dir
 from backend.retrieval.index import FusedIndex, brute_force_fused, fuse_queries, fuse_videos
 from backend.retrieval.model import GeminiMVR, encode_captions
+from backend.retrieval.sides import mirror_for, mirror_keypoints
+from backend.retrieval.train import captions_of
 from backend.retrieval.videos.database import (DatabaseError, VideoDatabase, VideoFeatures,
                                                atomic_write_bytes, database_dir, live_folder,
                                                writer_lock)
@@ -220,11 +222,30 @@ class VideoRetriever:
         """Ids of the stored videos, in database order."""
         return list(self._row)
 
-    def video_prior(self, video_id: str):
+    def video_prior(self, video_id: str, text: str | None = None):
         """``VideoFeatures`` of a stored video for the motion LLM: its per-frame action features,
-        object embedding and keypoints (for models with a pose prefix)."""
+        object embedding and keypoints (for models with a pose prefix). With ``text``, a video
+        whose captions name only the other side than the words (``mirrors(text, id)``) comes as
+        its mirror image: keypoints mirrored and the action features computed from them."""
+        if text is not None and self.mirrors(text, video_id):
+            return self._mirrored_prior(video_id)
         frames, obj = self.video_features(video_id)
         return VideoFeatures(frames, obj, self.db.keypoints[self._row[video_id]])
+
+    def mirrors(self, text: str, video_id: str) -> bool:
+        """Whether ``text`` gets ``video_id`` as its mirror image (``sides.mirror_for``: the words
+        name one side, the video's captions only the other). Videos without captions (a user's
+        own) are never mirrored."""
+        return mirror_for(text, captions_of(self.db.record(video_id)))
+
+    def _mirrored_prior(self, video_id: str):
+        cache = self.__dict__.setdefault("_mirror_cache", {})
+        if video_id not in cache:
+            r = self._row[video_id]
+            kp = mirror_keypoints(np.asarray(self.db.keypoints[r], np.float32))
+            emb = self.encode_arrays(kp, self.db.object[r])
+            cache[video_id] = VideoFeatures(emb["frames"], emb["o"], kp)
+        return cache[video_id]
 
     def video_features(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(per-frame action features (16, D), object embedding (D,)) of a stored video."""

@@ -12,7 +12,6 @@ Text embeddings come from frozen MiniLM and are computed once per caption.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backend.retrieval.model import GeminiMVR, RetrieverConfig, encode_captions
+from backend.retrieval.sides import mirror_caption, mirror_keypoints
 from backend.retrieval.videos.database import VideoDatabase
-from backend.retrieval.videos.pose import COCO17_FLIP
 
-_MIRROR_WORDS = {"left": "right", "right": "left", "clockwise": "counterclockwise",
-                 "counterclockwise": "clockwise", "counter-clockwise": "clockwise"}
-_MIRROR_RE = re.compile(r"\b(left|right|counter-?clockwise|clockwise)\b", re.IGNORECASE)
 
 
 def captions_of(record: dict) -> list[str]:
@@ -36,26 +32,6 @@ def captions_of(record: dict) -> list[str]:
 
 def split_of(record: dict) -> str:
     return record.get("split") or record.get("spec", {}).get("split") or "train"
-
-
-def mirror_caption(text: str) -> str:
-    """The caption of the mirrored video: left <-> right, clockwise <-> counterclockwise (case
-    kept). A caption naming no side comes back unchanged."""
-    def swap(m):
-        w = m.group(0)
-        out = _MIRROR_WORDS[w.lower()]
-        return out.capitalize() if w[0].isupper() else out
-
-    return _MIRROR_RE.sub(swap, text)
-
-
-def mirror_keypoints(kp):
-    """Person-centred COCO-17 keypoints (..., 17, 3) of the horizontally mirrored video: left and
-    right joints swap and x changes sign (root travel and facing mirror with them)."""
-    out = kp[..., list(COCO17_FLIP), :]
-    out = out.clone() if hasattr(out, "clone") else out.copy()
-    out[..., 0] = -out[..., 0]
-    return out
 
 
 @dataclass

@@ -1,0 +1,63 @@
+"""Left and right, in words and in keypoints.
+
+A caption names sides with "left"/"right" (a limb or a turn) or "clockwise"/"counterclockwise"
+(a turn seen from above: clockwise = right). The horizontal mirror image of a video swaps them:
+its keypoints swap left and right joints and negate x (``mirror_keypoints``), its captions swap
+the words (``mirror_caption``).
+
+``mirror_for(query, video_captions)`` decides when a retrieved video should reach the motion LLM
+as its mirror image: the words name a side, the video's captions name only the other one. The
+retriever ranks mirrored videos close together (side@1 is about a coin flip, README), so without
+this the prior asks for the wrong leg half the time.
+"""
+from __future__ import annotations
+
+import re
+
+from backend.retrieval.videos.pose import COCO17_FLIP
+
+_MIRROR_WORDS = {"left": "right", "right": "left", "clockwise": "counterclockwise",
+                 "counterclockwise": "clockwise", "counter-clockwise": "clockwise"}
+_MIRROR_RE = re.compile(r"\b(left|right|counter-?clockwise|clockwise)\b", re.IGNORECASE)
+_SIDE_WORDS = {"clockwise": "right", "counterclockwise": "left", "counter-clockwise": "left"}
+_SIDE_RE = re.compile(r"\b(left|right|clockwise|counterclockwise|counter-clockwise)\b")
+
+
+def sides_of(text: str) -> frozenset:
+    """Left/right named by a caption (clockwise = right, counterclockwise = left)."""
+    return frozenset(_SIDE_WORDS.get(w, w) for w in _SIDE_RE.findall(text.lower()))
+
+
+def mirror_caption(text: str) -> str:
+    """The caption of the mirrored video: left <-> right, clockwise <-> counterclockwise (case
+    kept). A caption naming no side comes back unchanged."""
+    def swap(m):
+        w = m.group(0)
+        out = _MIRROR_WORDS[w.lower()]
+        return out.capitalize() if w[0].isupper() else out
+
+    return _MIRROR_RE.sub(swap, text)
+
+
+def mirror_keypoints(kp):
+    """Person-centred COCO-17 keypoints (..., 17, 3) of the horizontally mirrored video: left and
+    right joints swap and x changes sign (root travel and facing mirror with them)."""
+    out = kp[..., list(COCO17_FLIP), :]
+    out = out.clone() if hasattr(out, "clone") else out.copy()
+    out[..., 0] = -out[..., 0]
+    return out
+
+
+def mirror_for(query: str, video_captions: list[str]) -> bool:
+    """True when the words name exactly one side and the video's captions (together) name only
+    the other one: its mirror image then shows what was asked. A video whose captions name no
+    side, or both, or the asked one, is left as it is; so is every video of a query naming no
+    side or both."""
+    asked = sides_of(query)
+    if len(asked) != 1:
+        return False
+    shown = frozenset().union(*(sides_of(c) for c in video_captions)) if video_captions else frozenset()
+    return len(shown) == 1 and shown != asked
+
+
+__all__ = ["mirror_caption", "mirror_for", "mirror_keypoints", "sides_of"]
