@@ -13,7 +13,6 @@ from backend.cli.common import command_group
 def cmd_videos_build(args) -> int:
     from backend.checkpoints import data_home
     from backend.retrieval.service import shipped_database_dir
-    from backend.retrieval.videos.database import FILES, live_folder
     from backend.retrieval.videos.ingest import IngestConfig, build_embedded
     from backend.retrieval.videos.synth import N_IN_DIST, N_OOD, embedded_specs
 
@@ -23,9 +22,13 @@ def cmd_videos_build(args) -> int:
     work = Path(args.workdir) if args.workdir else data_home() / "videodb-build" / "embedded"
     report = build_embedded(work, specs, IngestConfig(), workers=args.workers)
     print(report.summary().splitlines()[0])
-    if args.ship:
-        src = live_folder(work)                    # the shipped copy: plain files
-        ship(shipped_database_dir().name, files=tuple(src / f for f in FILES))
+    if args.ship:                                  # the shipped copy: the three flat files
+        import tempfile
+
+        from backend.retrieval.videos.database import VideoDatabase
+
+        with tempfile.TemporaryDirectory() as flat:
+            ship(shipped_database_dir().name, files=VideoDatabase.load(work).write_flat(flat))
     return 0
 
 

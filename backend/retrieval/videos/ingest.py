@@ -193,12 +193,14 @@ def _merge(root: Path) -> tuple[int, list[IngestResult]]:
     results = sorted(read_shards(root), key=lambda r: (r.order, r.key))
     db = VideoDatabase.open(root)
     good = [r for r in results if r.ok]
-    ids = set(db.ids)
+    taken = db.present([r.record["id"] for r in good], "id")   # a look-up, not every record
+    ids: set[str] = set()
     for r in good:                                   # two files may share a name prefix
         base, n = r.record["id"], 1
-        while r.record["id"] in ids:
+        while r.record["id"] in ids or r.record["id"] in taken:
             n += 1
             r.record["id"] = f"{base}.{n}"
+            taken |= db.present([r.record["id"]], "id")
         ids.add(r.record["id"])
     added = 0
     if good:
@@ -256,14 +258,16 @@ def run_ingestion(root, items: list, map_fn: Callable, keys: list[str] | None = 
 def _run_ingestion(root: Path, items, map_fn, keys, workers, progress, desc) -> IngestReport:
     _merge(root)                                     # fold in what an interrupted run left
     db = VideoDatabase.open(root)
-    done = {r["key"] for r in db.records} | {s["key"] for s in read_jsonl(root / "skipped.jsonl")}
+    done = {s["key"] for s in read_jsonl(root / "skipped.jsonl")}
+    if keys is not None:
+        done |= db.present(list(keys), "key")
     todo = [(i, it) for i, it in enumerate(items) if keys is None or keys[i] not in done]
     already = len(items) - len(todo)
     bar = tqdm(total=len(todo), desc=desc, unit="video", disable=not progress)
     fresh: list[IngestResult] = []
 
     def handle(res: IngestResult) -> None:
-        if res.key in done:                          # found a duplicate only after hashing
+        if res.key in done or (keys is None and db.present([res.key], "key")):   # found by hashing
             return
         done.add(res.key)
         write_shard(root, res)
