@@ -61,7 +61,7 @@ def cmd_index(args) -> int:
     if args.db == "embedded":
         open_database("embedded")                    # seed the working copy first
     report = index_folder(args.folder, database_dir(args.db), IngestConfig(frames=args.frames),
-                          workers=args.workers)
+                          workers=args.workers, engine=args.engine, address=args.address)
     print(report.summary())
     try:
         from backend.retrieval.service import VideoRetriever
@@ -136,11 +136,19 @@ def add(sub) -> None:
                     "(MediaPipe Pose, bundled model) and I3D features, and add them to the "
                     "database NAME (and its FAISS index). Unreadable, empty or person-less videos "
                     "are skipped and reported. Interrupt and rerun to resume; nothing is added "
-                    "twice.")
+                    "twice. --engine ray runs the same per-video map on Ray Data (a local "
+                    "instance, or the cluster at --address), then the same merge.")
     i.add_argument("folder", metavar="DIR", help="folder (searched recursively) or one video file")
     i.add_argument("--db", default="embedded", help="database name (default: embedded, the one "
                                                     "`retrieve` and the app use)")
-    i.add_argument("--workers", type=int, default=1, help="worker processes")
+    i.add_argument("--workers", type=int, default=1,
+                   help="worker processes (pool), or Ray workers: the local instance's CPUs / actors "
+                        "on the cluster (ray)")
+    i.add_argument("--engine", choices=["pool", "ray"], default="pool",
+                   help="pool: this process or a local process pool (default, one machine); ray: "
+                        "Ray Data, on a local Ray instance it starts or on --address")
+    i.add_argument("--address", help="join this Ray cluster (e.g. 10.0.0.1:6379 or auto) instead of "
+                                     "starting a local instance; needs --engine ray")
     i.add_argument("--frames", type=int, default=16, help="frames sampled per video")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_index)

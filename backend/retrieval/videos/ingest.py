@@ -4,9 +4,9 @@
 16 frames, runs MediaPipe Pose (-> normalised COCO-17 keypoints with confidences) and I3D (->
 object features) and returns an ``IngestResult``; it never raises for a bad video, it returns
 the reason instead. Because it is a plain function of its input, the same map runs in-process,
-on a local process pool (``ingest(..., workers=N)``), or, for a database the size of the
-paper's (426k videos), on a distributed engine such as Ray Data (``ds.map(ingest_file)``
-followed by the same ``merge``) without a home-made cluster layer.
+on a local process pool (``run_ingestion(..., workers=N)``), or, for a database the size of
+the paper's (426k videos), on Ray Data (``engine="ray"``: a local Ray instance or an existing
+cluster; ``ray_engine.py``) followed by the same ``merge``, without a home-made cluster layer.
 
 Resume: each finished video is written at once as ``shards/<key>.npz`` (atomically). A run
 skips every video whose key is already in the database or in a shard, and ends by merging the
@@ -153,7 +153,8 @@ def _shard_path(root: Path, key: str) -> Path:
     return root / "shards" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + ".npz")
 
 
-def write_shard(root: Path, res: IngestResult) -> None:
+def shard_bytes(res: IngestResult) -> bytes:
+    """A result as the bytes of its shard file (also how a distributed worker returns it)."""
     buf = io.BytesIO()
     meta = {"key": res.key, "source": res.source, "order": res.order, "record": res.record,
             "skipped": res.skipped}
@@ -162,22 +163,29 @@ def write_shard(root: Path, res: IngestResult) -> None:
         arrays["keypoints"] = res.keypoints.astype(np.float32)
         arrays["object"] = res.object.astype(np.float32)
     np.savez(buf, **arrays)
-    atomic_write_bytes(_shard_path(root, res.key), buf.getvalue())
+    return buf.getvalue()
+
+
+def result_from_bytes(data) -> IngestResult:
+    """The inverse of ``shard_bytes`` (ValueError, KeyError, ... on torn bytes)."""
+    with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
+        meta = json.loads(bytes(z["meta"]).decode())
+        kp = z["keypoints"] if "keypoints" in z else None
+        ob = z["object"] if "object" in z else None
+    return IngestResult(meta["key"], meta["source"], meta["record"], kp, ob, meta["skipped"], meta["order"])
+
+
+def write_shard(root: Path, res: IngestResult) -> None:
+    atomic_write_bytes(_shard_path(root, res.key), shard_bytes(res))
 
 
 def read_shards(root: Path) -> list[IngestResult]:
     out = []
     for p in sorted((root / "shards").glob("*.npz")):
         try:
-            with np.load(p, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode())
-                kp = z["keypoints"] if "keypoints" in z else None
-                ob = z["object"] if "object" in z else None
+            out.append(result_from_bytes(p.read_bytes()))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             p.unlink(missing_ok=True)            # a torn shard from a crash: redo that video
-            continue
-        out.append(IngestResult(meta["key"], meta["source"], meta["record"], kp, ob,
-                                meta["skipped"], meta["order"]))
     return out
 
 
@@ -245,17 +253,30 @@ def _init_worker(threads: int) -> None:
         pass
 
 
+ENGINES = ("pool", "ray")
+
+
 def run_ingestion(root, items: list, map_fn: Callable, keys: list[str] | None = None,
-                  workers: int = 1, progress: bool = True, desc: str = "indexing videos") -> IngestReport:
+                  workers: int = 1, progress: bool = True, desc: str = "indexing videos",
+                  engine: str = "pool", address: str | None = None) -> IngestReport:
     """Apply ``map_fn(item, order=i)`` to every item not yet in the database (by key, when
-    ``keys`` are known in advance), writing a shard per result, then merge."""
+    ``keys`` are known in advance), writing a shard per result, then merge.
+
+    ``engine``: "pool" runs the map in this process (``workers`` 1) or on a local process pool;
+    "ray" runs it with Ray Data (``ray_engine.ray_map``): on a local Ray instance of
+    ``workers`` CPUs, or on the cluster at ``address``. Shards and merge are the same."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown ingestion engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if address and engine != "ray":
+        raise ValueError("--address names a Ray cluster: it needs --engine ray")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     with writer_lock(root):                          # one writer at a time; others wait
-        return _run_ingestion(root, items, map_fn, keys, workers, progress, desc)
+        return _run_ingestion(root, items, map_fn, keys, workers, progress, desc, engine, address)
 
 
-def _run_ingestion(root: Path, items, map_fn, keys, workers, progress, desc) -> IngestReport:
+def _run_ingestion(root: Path, items, map_fn, keys, workers, progress, desc, engine="pool",
+                   address=None) -> IngestReport:
     _merge(root)                                     # fold in what an interrupted run left
     db = VideoDatabase.open(root)
     done = {s["key"] for s in read_jsonl(root / "skipped.jsonl")}
@@ -275,7 +296,12 @@ def _run_ingestion(root: Path, items, map_fn, keys, workers, progress, desc) -> 
         bar.update(1)
 
     try:
-        if workers <= 1:
+        if engine == "ray":
+            from backend.retrieval.videos.ray_engine import ray_map
+
+            for res in ray_map(map_fn, todo, workers=workers, address=address):
+                handle(res)
+        elif workers <= 1:
             for i, it in todo:
                 handle(map_fn(it, order=i))
         else:
@@ -302,8 +328,10 @@ def find_videos(folder) -> list[Path]:
 
 
 def index_folder(folder, root, cfg: IngestConfig = IngestConfig(), workers: int = 1,
-                 progress: bool = True, analyse: Callable | None = None) -> IngestReport:
-    """Add every video under ``folder`` to the database at ``root``."""
+                 progress: bool = True, analyse: Callable | None = None, engine: str = "pool",
+                 address: str | None = None) -> IngestReport:
+    """Add every video under ``folder`` to the database at ``root`` (``engine``, ``address``:
+    see ``run_ingestion``)."""
     paths = [str(p) for p in find_videos(folder)]
     keys = []
     for p in paths:
@@ -312,7 +340,7 @@ def index_folder(folder, root, cfg: IngestConfig = IngestConfig(), workers: int 
         except OSError:
             keys.append(f"unreadable:{p}")
     fn = partial(ingest_file, cfg=cfg, analyse=analyse)
-    return run_ingestion(root, paths, fn, keys, workers, progress)
+    return run_ingestion(root, paths, fn, keys, workers, progress, engine=engine, address=address)
 
 
 def build_embedded(root, specs, cfg: IngestConfig = IngestConfig(), workers: int = 1,
@@ -324,5 +352,6 @@ def build_embedded(root, specs, cfg: IngestConfig = IngestConfig(), workers: int
     return run_ingestion(root, spec_json, fn, keys, workers, progress, desc="rendering + analysing videos")
 
 
-__all__ = ["IngestConfig", "IngestReport", "IngestResult", "analyse_frames", "build_embedded",
-           "find_videos", "index_folder", "ingest_file", "ingest_spec", "merge", "run_ingestion"]
+__all__ = ["ENGINES", "IngestConfig", "IngestReport", "IngestResult", "analyse_frames",
+           "build_embedded", "find_videos", "index_folder", "ingest_file", "ingest_spec", "merge",
+           "result_from_bytes", "run_ingestion", "shard_bytes"]
