@@ -35,6 +35,7 @@ from backend.retrieval.videos.database import (VideoDatabase, atomic_write_bytes
                                                remove_stale, writer_lock)
 from backend.retrieval.videos.decode import VideoReadError, read_frames, sample_indices
 from backend.retrieval.videos.pose import normalize_keypoints, person_fraction
+from backend.retrieval.videos.ray_engine import ray_map
 from backend.retrieval.videos.synth import VideoSpec, render_frames
 from motioncore.skeleton import FPS
 
@@ -297,9 +298,8 @@ def _run_ingestion(root: Path, items, map_fn, keys, workers, progress, desc, eng
 
     try:
         if engine == "ray":
-            from backend.retrieval.videos.ray_engine import ray_map
-
-            for res in ray_map(map_fn, todo, workers=workers, address=address):
+            for res in ray_map(map_fn, todo, shard_bytes, result_from_bytes, partial(_init_worker, 1),
+                               workers=workers, address=address):
                 handle(res)
         elif workers <= 1:
             for i, it in todo:

@@ -1,10 +1,11 @@
 """The per-video ingestion map on Ray Data: the distributed engine for paper-scale databases.
 
-``ray_map(map_fn, todo)`` runs ``map_fn(item, order=i)`` for every ``(i, item)`` as a Ray Data
-``map`` over a pool of actors (one per worker CPU; each loads the pose and video models once,
-like a process-pool worker) and yields the ``IngestResult``s as they arrive. Workers return a
-result as the bytes of its shard file (``shard_bytes``); the driver writes the shard and later
-merges, exactly as with the process pool, so only the driver touches the database folder.
+``ray_map(map_fn, todo, ...)`` runs ``map_fn(item, order=i)`` for every ``(i, item)`` as a Ray
+Data ``map`` over a pool of actors (one per worker CPU; each loads the pose and video models
+once, like a process-pool worker) and yields the results as they arrive. Ingestion
+(``ingest.run_ingestion(engine="ray")``) has workers return each result as the bytes of its
+shard file (``shard_bytes``); the driver writes the shard and later merges, exactly as with the
+process pool, so only the driver touches the database folder.
 
 Locally ``ray_map`` starts Ray itself (``ray.init(num_cpus=workers)``) and stops it at the end;
 with ``address`` it joins an existing cluster (``ray start --head`` / a KubeRay or cloud
@@ -20,8 +21,6 @@ import pickle
 import sys
 from typing import Callable, Iterable, Iterator
 
-from backend.retrieval.videos.ingest import IngestResult, _init_worker, result_from_bytes, shard_bytes
-
 
 def _ray():
     try:
@@ -34,15 +33,16 @@ def _ray():
 
 
 class _Mapper:
-    """One Ray actor: the map function, called on rows {"order", "item" (pickled)}."""
+    """One Ray actor: ``encode(map_fn(item, order=i))`` on rows {"order", "item" (pickled)}."""
 
-    def __init__(self, map_fn: Callable, threads: int = 1):
-        _init_worker(threads)
-        self.map_fn = map_fn
+    def __init__(self, map_fn: Callable, encode: Callable, init: Callable | None = None):
+        if init is not None:
+            init()
+        self.map_fn, self.encode = map_fn, encode
 
     def __call__(self, row: dict) -> dict:
         res = self.map_fn(pickle.loads(row["item"]), order=int(row["order"]))
-        return {"order": int(row["order"]), "shard": shard_bytes(res)}
+        return {"order": int(row["order"]), "result": self.encode(res)}
 
 
 def start(workers: int = 1, address: str | None = None) -> bool:
@@ -63,10 +63,13 @@ def start(workers: int = 1, address: str | None = None) -> bool:
     return True
 
 
-def ray_map(map_fn: Callable, todo: Iterable[tuple[int, object]], workers: int = 1,
-            address: str | None = None) -> Iterator[IngestResult]:
-    """Yield ``map_fn(item, order=i)`` for every ``(i, item)`` of ``todo``, computed by Ray Data
-    on ``workers`` actors (on a cluster: ``workers`` actors of one CPU each)."""
+def ray_map(map_fn: Callable, todo: Iterable[tuple[int, object]], encode: Callable[..., bytes],
+            decode: Callable[[bytes], object], init: Callable | None = None, workers: int = 1,
+            address: str | None = None) -> Iterator:
+    """Yield ``map_fn(item, order=i)`` for every ``(i, item)`` of ``todo`` as they finish,
+    computed by Ray Data on ``workers`` actors (on a cluster: ``workers`` actors of one CPU
+    each). Results travel as bytes: ``encode`` on the worker, ``decode`` here; ``init()`` runs
+    once in each actor. (Ingestion passes ``shard_bytes`` / ``result_from_bytes``.)"""
     todo = list(todo)
     if not todo:
         return
@@ -75,10 +78,10 @@ def ray_map(map_fn: Callable, todo: Iterable[tuple[int, object]], workers: int =
     try:
         rows = [{"order": i, "item": pickle.dumps(it)} for i, it in todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))   # one video per block
-        ds = ds.map(_Mapper, fn_constructor_args=(map_fn,), num_cpus=1,
+        ds = ds.map(_Mapper, fn_constructor_args=(map_fn, encode, init), num_cpus=1,
                     compute=ray.data.ActorPoolStrategy(size=max(1, workers)))
         for row in ds.iter_rows():
-            yield result_from_bytes(row["shard"])
+            yield decode(row["result"])
     finally:
         if started:
             ray.shutdown()
