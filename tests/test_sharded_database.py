@@ -109,7 +109,70 @@ def test_open_memory_maps_and_reads_records_lazily(tmp_path):
     assert all(isinstance(p, np.memmap) for p in db.keypoints.parts + db.object.parts)
     assert len(db) == 10 and db._store._records is None      # records not read yet
     assert db.present(["k0002"], "key") == {"k0002"}
-    assert db.ids[2] == "v0002" and db._store._records is not None
+    assert db.ids[2] == "v0002" and db.row("v0007") == 7
+    assert db._store._records is None                         # ids come from the ids column
+    assert db.record("v0003")["source"] == "/videos/3.mp4" and db._store._records is not None
+
+
+def _no_records(monkeypatch):
+    """Make reading any record of a sharded database fail."""
+    def boom(*a, **k):
+        raise AssertionError("the records were parsed")
+    import backend.retrieval.videos.store as store
+    monkeypatch.setattr(store, "read_shard_records", boom)
+
+
+def test_ids_and_row_look_ups_read_the_ids_column_only(tmp_path, monkeypatch):
+    root = tmp_path / "db"
+    recs, _, _ = build(root, [6, 5])                          # shards of 4: 4 + 4 + 3
+    folder = live_folder(root)
+    m = json.loads((folder / MANIFEST).read_text())
+    assert [s["ids"] for s in m["shards"]] == ["ids-000000.npy", "ids-000001.npy", "ids-000002.npy"]
+    col = np.load(folder / "ids-000000.npy", mmap_mode="r")
+    assert isinstance(col, np.memmap) and col.dtype == np.dtype("S64") and len(col) == 4
+    _no_records(monkeypatch)
+    db = VideoDatabase.load(root)
+    assert db.ids == [r["id"] for r in recs]
+    assert db.row("v0009") == 9 and db.present(["v0010", "v0099"], "id") == {"v0010"}
+    with pytest.raises(AssertionError, match="parsed"):       # records stay lazy, and really are
+        db.records
+
+
+def test_a_longer_id_widens_only_the_tail_shards_column(tmp_path, monkeypatch):
+    root = tmp_path / "db"
+    build(root, [6])                                          # shards 4 + 2
+    folder = live_folder(root)
+    first = fingerprint(folder / "ids-000000.npy")
+    recs, kp, ob = rows(6, 3)                                 # row 6 fills shard 1, 7.. start shard 2
+    recs[0]["id"] = "long-" + "é" * 60                        # 125 UTF-8 bytes
+    db = VideoDatabase.load(root)
+    db.extend(recs, kp, ob)
+    with writer_lock(root):
+        db.save()
+    m = json.loads((folder / MANIFEST).read_text())
+    assert [s["ids"] for s in m["shards"]] == ["ids-000000.npy", "ids-000001-w125.npy", "ids-000002.npy"]
+    assert fingerprint(folder / "ids-000000.npy") == first
+    _no_records(monkeypatch)
+    assert VideoDatabase.load(root).ids == [f"v{i:04d}" for i in range(6)] + [r["id"] for r in recs]
+
+
+def test_shards_written_before_the_ids_column_still_read_and_append(tmp_path):
+    root = tmp_path / "db"
+    recs, _, _ = build(root, [6])
+    folder = live_folder(root)
+    m = json.loads((folder / MANIFEST).read_text())
+    for s in m["shards"]:                                     # the layout of the first sharded format
+        (folder / s.pop("ids")).unlink()
+    (folder / MANIFEST).write_text(json.dumps(m))
+    db = VideoDatabase.load(root)
+    assert db.ids == [r["id"] for r in recs]                  # from the records
+    more, kp, ob = rows(6, 3)
+    db.extend(more, kp, ob)
+    with writer_lock(root):
+        db.save()
+    m = json.loads((folder / MANIFEST).read_text())
+    assert "ids" not in m["shards"][0] and m["shards"][1]["ids"] == "ids-000001-w64.npy"
+    assert VideoDatabase.load(root).ids == [r["id"] for r in recs + more]
 
 
 @pytest.mark.parametrize("label", LABELS[1:])

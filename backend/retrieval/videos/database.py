@@ -11,6 +11,8 @@ Folder layout (one database = one folder)::
                      object-000000.npy     (4096, 1024) float16: I3D (Kinetics-400) pooled features
                      videos-000000.jsonl   one JSON record per row (id, source, key, ...)
                      hashes-000000.npy     64-bit hashes of each row's key and id (look-ups)
+                     ids-000000.npy        each row's id, fixed-width bytes (``ids``, ``row``
+                                           read this column, not the records)
     skipped.jsonl    videos that could not be used, with the reason (latest attempt)
     shards/          per-video results of an ingestion run not merged yet (resume state)
     .write.lock      held (flock) by the one process allowed to change the database
@@ -51,7 +53,7 @@ import numpy as np
 from backend.checkpoints import data_home
 from backend.retrieval.videos.store import (MANIFEST, SHARD_ROWS, Appender, RowArray,
                                             ShardedStore, StoreError, empty_manifest,
-                                            read_manifest)
+                                            read_manifest, text_hash)
 from motioncore.io import atomic_save_npy, atomic_write_bytes, atomic_write_jsonl  # noqa: F401
 
 NUM_FRAMES, NUM_JOINTS = 16, 17
@@ -153,6 +155,7 @@ class VideoDatabase:
         self._new_records, self._new_kp, self._new_ob = list(value), [np.asarray(kp)], [np.asarray(ob)]
         self.__dict__.pop("_rows", None)
         self.__dict__.pop("_all", None)
+        self.__dict__.pop("_idlist", None)
 
     def _parts(self, name: str) -> list[np.ndarray]:
         base = getattr(self._store, name) if self._store is not None else []
@@ -174,7 +177,31 @@ class VideoDatabase:
 
     @property
     def ids(self) -> list[str]:
-        return [r["id"] for r in self.records]
+        """Every row's id in row order (read-only: the list is cached). A sharded database reads
+        its ids column (memory-mapped), not the records."""
+        if "_idlist" not in self.__dict__:
+            if self._store is None:
+                self._idlist = [r["id"] for r in self._new_records]
+            else:
+                self._idlist = self._store.ids() + [r["id"] for r in self._new_records]
+        return self._idlist
+
+    def row_hashes(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(stop - start, 2) uint64: the 64-bit hashes of rows start..stop's key and id (what a
+        cache of per-row model outputs checks it still belongs to these rows). A sharded
+        database reads its hash column for those rows only."""
+        stop = len(self) if stop is None else stop
+        if not 0 <= start <= stop <= len(self):
+            raise IndexError(f"rows {start}..{stop} of a database of {len(self)}")
+        n_store = self._store.count if self._store is not None else 0
+        parts = []
+        if start < n_store:
+            parts.append(self._store.hash_rows(start, min(stop, n_store)))
+        if stop > n_store:
+            recs = self._new_records[max(start - n_store, 0):stop - n_store]
+            parts.append(np.stack([text_hash([r["key"] for r in recs]), text_hash([r["id"] for r in recs])],
+                                  axis=1) if recs else np.zeros((0, 2), np.uint64))
+        return np.concatenate(parts) if parts else np.zeros((0, 2), np.uint64)
 
     def __len__(self) -> int:
         return (self._store.count if self._store is not None else 0) + len(self._new_records)
@@ -183,7 +210,7 @@ class VideoDatabase:
         try:
             return self._rows[video_id]
         except AttributeError:
-            self._rows = {r["id"]: i for i, r in enumerate(self.records)}
+            self._rows = {v: i for i, v in enumerate(self.ids)}
             return self.row(video_id)
         except KeyError:
             raise KeyError(f"no video {video_id!r} in the database {self.root}") from None
@@ -347,6 +374,7 @@ class VideoDatabase:
         self._new_kp, self._new_ob = fresh._new_kp, fresh._new_ob
         self.__dict__.pop("_rows", None)
         self.__dict__.pop("_all", None)
+        self.__dict__.pop("_idlist", None)
 
     def write_flat(self, folder) -> tuple[Path, ...]:
         """The three files of the flat layout (what ``checkpoints/videodb`` ships), atomically."""
@@ -371,6 +399,7 @@ class VideoDatabase:
         self._new_ob.append(np.asarray(object_feats, np.float32)[keep])
         self.__dict__.pop("_rows", None)
         self.__dict__.pop("_all", None)
+        self.__dict__.pop("_idlist", None)
         return len(keep)
 
 

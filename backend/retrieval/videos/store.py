@@ -8,6 +8,10 @@ A sharded version folder holds fixed-size shards of ``shard_rows`` rows each::
     object-000000.npy       (shard_rows, 1024) float16
     videos-000000.jsonl     one JSON record per row; only the first ``records_bytes`` bytes count
     hashes-000000.npy       (shard_rows, 2) uint64: 64-bit hashes of each row's key and id
+    ids-000000.npy          (shard_rows,) fixed-width UTF-8 bytes (``S64`` or wider): each row's id,
+                            so ids and row look-ups read this column, never the records; the
+                            shard's manifest entry names the file (``"ids"``), which changes only
+                            when a longer id forces a wider copy of that one shard's column
 
 The manifest is the truth: a reader sees exactly the rows it lists. Appending writes only rows
 past the committed ones (the tail shard's free rows, then new shards) and then replaces
@@ -34,6 +38,7 @@ FORMAT = "sharded-1"
 MANIFEST = "manifest.json"
 SHARD_ROWS = 4096
 DISK_DTYPE = np.float16
+ID_WIDTH = 64                # bytes per id in a new ids column (wider when an id needs it)
 
 
 class StoreError(RuntimeError):
@@ -141,6 +146,7 @@ class ShardedStore:
     keypoints: list[np.ndarray] = field(repr=False)   # per shard, sliced to its rows
     object: list[np.ndarray] = field(repr=False)
     _records: list[dict] | None = field(default=None, repr=False)
+    _ids: list[str] | None = field(default=None, repr=False)
 
     @property
     def count(self) -> int:
@@ -172,23 +178,45 @@ class ShardedStore:
         return self._records
 
     def shard_records(self, s: dict) -> list[dict]:
+        return read_shard_records(self.folder, s)
+
+    def ids(self) -> list[str]:
+        """Every row's id, from the ids column (memory-mapped; the records are not read). A shard
+        written before the column existed falls back to its records."""
+        if self._ids is None:
+            out: list[str] = []
+            for s in self.manifest["shards"]:
+                out += self.shard_ids(s)
+            self._ids = out
+        return self._ids
+
+    def shard_ids(self, s: dict) -> list[str]:
+        if not s.get("ids"):
+            return [r["id"] for r in self.shard_records(s)]
         try:
-            with open(self.folder / f"videos-{s['name']}.jsonl", "rb") as fh:
-                text = fh.read(s["records_bytes"]).decode()
+            col = np.load(self.folder / s["ids"], mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
-            raise StoreError(f"{self.folder.name}: the records of shard {s['name']} are gone (the database "
+            raise StoreError(f"{self.folder.name}: the ids of shard {s['name']} are gone (the database "
                              "was replaced while open; load it again)") from None
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        if len(rows) != s["rows"]:
-            raise StoreError(f"{self.folder.name}: shard {s['name']} lists {s['rows']} rows but "
-                             f"{len(rows)} records")
-        return rows
+        if col.dtype.kind != "S" or len(col) < s["rows"]:
+            raise StoreError(f"{self.folder.name}/{s['ids']}: {col.dtype} x {len(col)}, expected "
+                             f"bytes x {s['rows']}")
+        return [b.decode() for b in col[:s["rows"]].tolist()]
 
     def hashes(self, column: int) -> np.ndarray:
         """The key (0) or id (1) hash of every row."""
         parts = [np.load(self.folder / f"hashes-{s['name']}.npy", mmap_mode="r")[:s["rows"], column]
                  for s in self.manifest["shards"]]
         return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+    def hash_rows(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, 2) uint64 key / id hashes of rows start..stop (only their shards read)."""
+        rows, out = self.manifest["shard_rows"], []
+        for j in range(start // rows, -(-stop // rows)):
+            s = self.manifest["shards"][j]
+            lo, hi = max(start - j * rows, 0), min(stop - j * rows, s["rows"])
+            out.append(np.load(self.folder / f"hashes-{s['name']}.npy", mmap_mode="r")[lo:hi])
+        return np.concatenate(out) if out else np.zeros((0, 2), np.uint64)
 
     def present(self, texts: list[str], column: int) -> set[str]:
         """Which of ``texts`` are a stored key (column 0) or id (1): hashes first, then the
@@ -203,8 +231,25 @@ class ShardedStore:
         rows = self.manifest["shard_rows"]
         found = set()
         for j in np.unique(hit // rows):
-            found |= {r[field_name] for r in self.shard_records(self.manifest["shards"][int(j)])}
+            s = self.manifest["shards"][int(j)]
+            found |= set(self.shard_ids(s)) if column == 1 else \
+                {r[field_name] for r in self.shard_records(s)}
         return found & set(texts)
+
+
+def read_shard_records(folder: Path, s: dict) -> list[dict]:
+    """The committed records of shard ``s`` (its manifest entry) in ``folder``."""
+    try:
+        with open(Path(folder) / f"videos-{s['name']}.jsonl", "rb") as fh:
+            text = fh.read(s["records_bytes"]).decode()
+    except FileNotFoundError:
+        raise StoreError(f"{Path(folder).name}: the records of shard {s['name']} are gone (the database "
+                         "was replaced while open; load it again)") from None
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if len(rows) != s["rows"]:
+        raise StoreError(f"{Path(folder).name}: shard {s['name']} lists {s['rows']} rows but "
+                         f"{len(rows)} records")
+    return rows
 
 
 def read_manifest(folder: Path) -> dict:
@@ -265,12 +310,13 @@ class Appender:
             raise StoreError(f"{path.name}: {mm.shape} {mm.dtype}, expected {shape} {np.dtype(dtype)}")
         return mm
 
-    def write_array(self, prefix: str, rows: np.ndarray, offset: int = 0) -> None:
-        """``rows`` (n, ...) as rows base+offset.. of the ``prefix`` shards (float16 on disk)."""
+    def write_array(self, prefix: str, rows: np.ndarray, offset: int = 0, dtype=DISK_DTYPE) -> None:
+        """``rows`` (n, ...) as rows base+offset.. of the ``prefix`` shards (float16 on disk
+        unless ``dtype`` says otherwise)."""
         done = 0
         for s, at, take in self._spans(offset, len(rows)):
             path = self.folder / f"{prefix}-{s['name']}.npy"
-            mm = self._open(path, at, DISK_DTYPE, rows.shape[1:])
+            mm = self._open(path, at, dtype, rows.shape[1:])
             mm[at:at + take] = rows[done:done + take]
             mm.flush()
             del mm
@@ -304,8 +350,53 @@ class Appender:
             mm.flush()
             del mm
             _fsync_file(hpath)
+            self._write_ids(s, at, [r["id"] for r in chunk])
             s["rows"], s["records_bytes"] = at + take, s["records_bytes"] + len(data)
             done += take
+        self.new["count"] = sum(s["rows"] for s in self.new["shards"])
+        self.new["commit"] = uuid.uuid4().hex[:12]
+
+
+    def _write_ids(self, s: dict, at: int, ids: list[str]) -> None:
+        """Rows at.. of shard ``s``'s ids column. A shard that has no column yet (written before
+        it existed) or whose width is too small for a new id gets a new, wider file holding its
+        committed ids too (at most one shard's worth); ``s["ids"]`` names the file either way."""
+        enc = [i.encode() for i in ids]
+        need = max([len(b) for b in enc] + [1])
+        old = None
+        if at:
+            if s.get("ids"):
+                old = np.load(self.folder / s["ids"], mmap_mode="r", allow_pickle=False)[:at]
+            else:
+                old = np.array([r["id"].encode() for r in read_shard_records(self.folder, s)], dtype=bytes)
+            width = max(ID_WIDTH, need, old.dtype.itemsize)
+        else:
+            width = max(ID_WIDTH, need)
+        if at and s.get("ids") and old.dtype.itemsize >= need:
+            del old
+            path = self.folder / s["ids"]
+            mm = np.lib.format.open_memmap(path, mode="r+")
+        else:
+            name = f"ids-{s['name']}.npy" if not at else f"ids-{s['name']}-w{width}.npy"
+            if at and name == s.get("ids"):
+                raise AssertionError(name)
+            path = self.folder / name
+            mm = np.lib.format.open_memmap(path, mode="w+", dtype=f"S{width}", shape=(self.rows,))
+            if at:
+                mm[:at] = old
+            s["ids"] = name
+        mm[at:at + len(enc)] = enc
+        mm.flush()
+        del mm
+        _fsync_file(path)
+
+    def advance(self, n: int, offset: int = 0) -> None:
+        """Count rows base+offset.. as written (for stores without records, whose arrays the
+        caller wrote with ``write_array``)."""
+        for s, at, take in self._spans(offset, n):
+            if s["rows"] != at:
+                raise StoreError(f"shard {s['name']}: rows must come in order")
+            s["rows"] = at + take
         self.new["count"] = sum(s["rows"] for s in self.new["shards"])
         self.new["commit"] = uuid.uuid4().hex[:12]
 
@@ -318,5 +409,5 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["Appender", "FORMAT", "MANIFEST", "RowArray", "SHARD_ROWS", "ShardedStore", "StoreError",
-           "empty_manifest", "read_manifest", "text_hash"]
+__all__ = ["Appender", "FORMAT", "ID_WIDTH", "MANIFEST", "RowArray", "SHARD_ROWS", "ShardedStore",
+           "StoreError", "empty_manifest", "read_manifest", "read_shard_records", "text_hash"]
