@@ -228,6 +228,11 @@ class VideoDatabase:
         return found
 
     @property
+    def shard_rows(self) -> int:
+        """Rows per shard of the committed rows (the default for a database not sharded yet)."""
+        return int(self._store.manifest["shard_rows"]) if self._store is not None else SHARD_ROWS
+
+    @property
     def sharded(self) -> bool:
         """Whether the committed rows come from a sharded (appendable) version folder."""
         return self._store is not None
