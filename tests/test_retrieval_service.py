@@ -245,3 +245,38 @@ def test_the_whole_file_cache_of_earlier_versions_is_replaced(tmp_path, model):
     (root / "index" / "state.json").write_text("{}")
     r = VideoRetriever(model, db)
     assert sorted(p.name for p in (root / "index").iterdir()) == sorted([".write.lock", "CURRENT", r.cache.folder.name])
+
+
+def test_shipped_database_retrieves_as_the_whole_file_cache_did(tmp_path):
+    """checkpoints/videodb (flat, float16) + the shipped retriever: the embeddings and the flat
+    index equal what the earlier whole-file cache computed (float32, one flat add)."""
+    from pathlib import Path
+
+    from backend.retrieval.index import FusedIndex, fuse_videos
+
+    repo = Path(__file__).resolve().parents[1]
+    src, ret = repo / "checkpoints" / "videodb", repo / "checkpoints" / "retriever"
+    if not (src / "videos.jsonl").is_file() or not (ret / "model.safetensors").is_file():
+        pytest.skip("the shipped database or retriever is not in this checkout")
+    stamp_src = {p.name: p.stat().st_mtime_ns for p in src.iterdir()}
+    for f in ("keypoints.npy", "object.npy", "videos.jsonl"):    # a legacy flat folder, as shipped
+        shutil.copy(src / f, tmp_path / f)
+    model = GeminiMVR.from_pretrained(ret)
+    db = VideoDatabase.load(tmp_path)
+    assert not db.sharded
+    r = VideoRetriever(model, db, kind="flat", gpu=False)
+    assert {p.name: p.stat().st_mtime_ns for p in src.iterdir()} == stamp_src
+    with torch.no_grad():                                     # the earlier cache's computation
+        out = [model.encode_video(torch.from_numpy(db.keypoints[s:s + 256]), torch.from_numpy(db.object[s:s + 256]))
+               for s in range(0, len(db), 256)]
+    ref = {k: np.concatenate([o[k].numpy() for o in out]).astype(np.float32) for k in ("a", "o", "w")}
+    for k in ("a", "o", "w"):
+        np.testing.assert_array_equal(np.asarray(r.emb[k]), ref[k])
+    old = FusedIndex(ref["a"].shape[1] + ref["o"].shape[1], kind="flat", gpu=False)
+    old.add(db.ids, fuse_videos(ref["a"], ref["o"], ref["w"]))
+    q = np.random.default_rng(0).normal(size=(8, old.dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    s_new, ids_new = r.index.search(q, 10)
+    s_old, ids_old = old.search(q, 10)
+    assert ids_new == ids_old
+    np.testing.assert_array_equal(s_new, s_old)
