@@ -11,7 +11,8 @@ merge cost before the sharded layout.
 Open: a synthetic database of ``open_n`` entries whose arrays are left as file holes (zeros:
 the bytes' values do not matter to memory mapping) is opened in a fresh process, which reports
 its resident memory before and after ``VideoDatabase.load``, after reading 1,000 random rows,
-and after reading every record (ids).
+after reading every id (the ids column, not the records), after a row look-up (the id -> row
+map) and after parsing every record.
 """
 from __future__ import annotations
 
@@ -152,6 +153,10 @@ _OPEN_PROBE = textwrap.dedent("""
     out["rows"] = rss_mb()
     ids = db.ids
     out["ids"] = rss_mb()
+    row = db.row(ids[-1]) if ids else 0
+    out["row"] = rss_mb()
+    recs = db.records
+    out["records"] = rss_mb()
     print(json.dumps(out))
 """)
 
@@ -171,6 +176,7 @@ def bench_open(n: int = 1_000_000, shard_rows: int = SHARD_ROWS, workdir=None, p
 
     return {"entries": m["entries"], "shard_rows": shard_rows, "open": delta("open"),
             "open_and_1000_rows": delta("rows"), "open_rows_and_ids": delta("ids"),
+            "open_rows_ids_and_row_map": delta("row"), "open_and_every_record": delta("records"),
             "arrays_loaded_as_before_mb": round(n * ROW_BYTES_FLOAT32 / 2**20, 1)}
 
 
@@ -192,7 +198,9 @@ def format_bench_db(res: dict) -> str:
         o = res["open"]
         lines.append(f"opening a database of {o['entries']:,} entries (resident / anonymous MB added):")
         for label, key in (("VideoDatabase.load", "open"), ("+ 1,000 random rows read", "open_and_1000_rows"),
-                           ("+ every record read (ids)", "open_rows_and_ids")):
+                           ("+ every id (ids column)", "open_rows_and_ids"),
+                           ("+ id -> row map (db.row)", "open_rows_ids_and_row_map"),
+                           ("+ every record parsed", "open_and_every_record")):
             lines.append(f"  {label:<28}{o[key]['rss_mb']:>10.1f}{o[key]['anon_mb']:>10.1f}")
         lines.append(f"  (loading the arrays as float32, as before: {o['arrays_loaded_as_before_mb']:,.0f} MB; "
                      "resident file pages are page cache the kernel can drop)")
