@@ -143,6 +143,63 @@ def test_incremental_add_then_search_finds_new_items():
         np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_incremental_adds_match_a_rebuild(kind):
+    """A database grown by appends keeps an index grown by adds: the same answers as building it
+    from every vector at once (flat and IVF exactly; HNSW's graph depends on the insertion
+    batches, so its answers are checked against exact search instead). IVF keeps the centroids
+    of its first add: adding never retrains."""
+    rng = np.random.default_rng(11)
+    x, q = _clustered(rng, 1200), _clustered(rng, 40)
+    kw = {"nlist": 6, "nprobe": 6} if kind == "ivf" else {}
+    grown = FusedIndex(64, kind=kind, gpu=False, **kw)
+    for lo, hi in ((0, 600), (600, 900), (900, 1200)):
+        grown.add(_ids(1200)[lo:hi], x[lo:hi])
+    whole = FusedIndex(64, kind=kind, gpu=False, **kw)
+    whole.add(_ids(1200), x)
+    exact = FusedIndex(64, kind="flat", gpu=False)
+    exact.add(_ids(1200), x)
+    s_g, i_g = grown.search(q, 5)
+    s_e, i_e = exact.search(q, 5)
+    assert grown.ids == whole.ids == _ids(1200) and grown.kind == kind
+    if kind == "hnsw":
+        top1 = np.mean([a[0] == b[0] for a, b in zip(i_g, i_e)])
+        assert top1 >= 0.95
+    else:
+        s_w, i_w = whole.search(q, 5)
+        assert i_g == i_e
+        np.testing.assert_allclose(s_g, s_e, atol=1e-5)
+        if kind == "flat":
+            assert i_w == i_g
+            np.testing.assert_allclose(s_w, s_g, atol=1e-6)
+
+
+def test_ivf_retrains_only_on_request():
+    rng = np.random.default_rng(12)
+    x, q = _clustered(rng, 1600), _clustered(rng, 30)
+    ivf = FusedIndex(64, kind="ivf", gpu=False, nprobe=1000)
+    ivf.add(_ids(100), x[:100])                  # too few to train: an exact flat index for now
+    assert ivf.kind == "flat"
+    ivf.add(_ids(1600)[100:], x[100:])           # adding does not retrain
+    assert ivf.kind == "flat"
+    ivf.retrain()                                # 1600 vectors: 4 sqrt(1600) = 160 lists need 6400
+    assert ivf.kind == "flat"
+    ivf.retrain(nlist=8)                         # 8 lists: trained now, every vector kept in order
+    assert ivf.kind == "ivf" and ivf.nlist == 8 and ivf.ids == _ids(1600) and len(ivf) == 1600
+    exact = FusedIndex(64, kind="flat", gpu=False)
+    exact.add(_ids(1600), x)
+    s1, i1 = ivf.search(q, 5)
+    s2, i2 = exact.search(q, 5)
+    assert i1 == i2
+    np.testing.assert_allclose(s1, s2, atol=1e-5)
+    ivf.retrain()                                # a trained IVF: trained again, same answers
+    assert ivf.kind == "ivf" and ivf.search(q, 5)[1] == i2
+    hnsw = FusedIndex(64, kind="hnsw", gpu=False)
+    hnsw.add(_ids(10), x[:10])
+    hnsw.retrain()                               # nothing to train
+    assert hnsw.kind == "hnsw" and len(hnsw) == 10
+
+
 def test_duplicate_id_raises_and_leaves_index_unchanged():
     rng = np.random.default_rng(6)
     x, q = _clustered(rng, 20), _clustered(rng, 4)

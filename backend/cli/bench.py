@@ -54,6 +54,32 @@ def cmd_bench_generate(args) -> int:
     return 0
 
 
+def cmd_bench_db(args) -> int:
+    from backend.bench.database import bench_append, bench_open, format_bench_db
+
+    res = {}
+    if args.sizes:
+        res["append"] = bench_append(tuple(args.sizes), add=args.add, shard_rows=args.shard_rows,
+                                     rewrite=args.rewrite, repeats=args.repeats, workdir=args.workdir)
+    if args.open:
+        res["open"] = bench_open(args.open, shard_rows=args.shard_rows, workdir=args.workdir)
+    print(format_bench_db(res))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def cmd_bench_ingest(args) -> int:
+    from backend.bench.ingest import bench_ingest, format_bench_ingest
+
+    res = bench_ingest(args.videos, workers=tuple(args.workers), engines=tuple(args.engines),
+                       stand_in=args.stand_in, workdir=args.workdir)
+    print(format_bench_ingest(res))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
     bsub = command_group(sub, "bench", "speed benchmarks (print figures; --json adds them as JSON)",
@@ -94,3 +120,34 @@ def add(sub) -> None:
     bb.add_argument("--workers", type=int, default=1)
     bb.add_argument("--json", action="store_true")
     bb.set_defaults(func=cmd_bench_retrieval)
+    d = bsub.add_parser(
+        "db", help="cost of adding videos as the database grows; memory to open a large one",
+        description="Merge --add new videos into synthetic sharded databases of each of --sizes "
+                    "entries (the merge `index` runs) and print the seconds per size and the "
+                    "largest/smallest ratio; --open N prints the memory added by opening a database "
+                    "of N entries (in a fresh process). Writes its databases to a temporary folder "
+                    "(--workdir): about 3.7 KB per entry, --open's arrays are file holes.")
+    d.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
+    d.add_argument("--add", type=int, default=100, help="videos added per merge")
+    d.add_argument("--repeats", type=int, default=3, help="merges per size (the median is shown)")
+    d.add_argument("--rewrite", action="store_true",
+                   help="also time writing the whole database as a new version (the cost of every "
+                        "merge before the sharded layout)")
+    d.add_argument("--open", type=int, default=0, metavar="N", help="entries of the database to open")
+    d.add_argument("--shard-rows", type=int, default=4096)
+    d.add_argument("--workdir", help="where the temporary databases go (default: the system's temp)")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_bench_db)
+    g = bsub.add_parser(
+        "ingest", help="ingestion throughput: process pool vs Ray Data (1 and 2 workers)",
+        description="Index the same --videos rendered MP4s with each engine and worker count into "
+                    "fresh databases; print seconds, videos/minute, Ray's ratio to the pool and its "
+                    "overhead per video (with and without its start-up, timed alone).")
+    g.add_argument("--videos", type=int, default=40)
+    g.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    g.add_argument("--engines", nargs="+", choices=["pool", "ray"], default=["pool", "ray"])
+    g.add_argument("--stand-in", action="store_true",
+                   help="cheap stand-in for pose + I3D: time the engines' own cost only")
+    g.add_argument("--workdir", help="where the videos and databases go (default: the system's temp)")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_bench_ingest)

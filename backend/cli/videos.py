@@ -13,7 +13,6 @@ from backend.cli.common import command_group
 def cmd_videos_build(args) -> int:
     from backend.checkpoints import data_home
     from backend.retrieval.service import shipped_database_dir
-    from backend.retrieval.videos.database import FILES, live_folder
     from backend.retrieval.videos.ingest import IngestConfig, build_embedded
     from backend.retrieval.videos.synth import N_IN_DIST, N_OOD, embedded_specs
 
@@ -23,9 +22,13 @@ def cmd_videos_build(args) -> int:
     work = Path(args.workdir) if args.workdir else data_home() / "videodb-build" / "embedded"
     report = build_embedded(work, specs, IngestConfig(), workers=args.workers)
     print(report.summary().splitlines()[0])
-    if args.ship:
-        src = live_folder(work)                    # the shipped copy: plain files
-        ship(shipped_database_dir().name, files=tuple(src / f for f in FILES))
+    if args.ship:                                  # the shipped copy: the three flat files
+        import tempfile
+
+        from backend.retrieval.videos.database import VideoDatabase
+
+        with tempfile.TemporaryDirectory() as flat:
+            ship(shipped_database_dir().name, files=VideoDatabase.load(work).write_flat(flat))
     return 0
 
 
@@ -58,7 +61,7 @@ def cmd_index(args) -> int:
     if args.db == "embedded":
         open_database("embedded")                    # seed the working copy first
     report = index_folder(args.folder, database_dir(args.db), IngestConfig(frames=args.frames),
-                          workers=args.workers)
+                          workers=args.workers, engine=args.engine, address=args.address)
     print(report.summary())
     try:
         from backend.retrieval.service import VideoRetriever
@@ -133,11 +136,19 @@ def add(sub) -> None:
                     "(MediaPipe Pose, bundled model) and I3D features, and add them to the "
                     "database NAME (and its FAISS index). Unreadable, empty or person-less videos "
                     "are skipped and reported. Interrupt and rerun to resume; nothing is added "
-                    "twice.")
+                    "twice. --engine ray runs the same per-video map on Ray Data (a local "
+                    "instance, or the cluster at --address), then the same merge.")
     i.add_argument("folder", metavar="DIR", help="folder (searched recursively) or one video file")
     i.add_argument("--db", default="embedded", help="database name (default: embedded, the one "
                                                     "`retrieve` and the app use)")
-    i.add_argument("--workers", type=int, default=1, help="worker processes")
+    i.add_argument("--workers", type=int, default=1,
+                   help="worker processes (pool), or Ray workers: the local instance's CPUs / actors "
+                        "on the cluster (ray)")
+    i.add_argument("--engine", choices=["pool", "ray"], default="pool",
+                   help="pool: this process or a local process pool (default, one machine); ray: "
+                        "Ray Data, on a local Ray instance it starts or on --address")
+    i.add_argument("--address", help="join this Ray cluster (e.g. 10.0.0.1:6379 or auto) instead of "
+                                     "starting a local instance; needs --engine ray")
     i.add_argument("--frames", type=int, default=16, help="frames sampled per video")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_index)

@@ -22,6 +22,7 @@ Public API:
     FusedIndex(dim, kind="auto", gpu="auto", hnsw_m=32, ef_construction=128, ef_search=1024,
                nlist=None, nprobe=None)
         .add(ids, vectors)           incremental; duplicate ids raise ValueError, nothing added
+        .retrain(nlist=None)         IVF only: new centroids from every stored vector (on request)
         .search(queries, k) -> (scores (M, k') float32, ids list[list[str]]), k' = min(k, len)
         .save(folder)                atomic (temporary sibling folder, then os.replace)
         FusedIndex.load(folder, gpu="auto")
@@ -179,6 +180,7 @@ class FusedIndex:
         self.ef_construction = int(ef_construction)
         self.ef_search = int(ef_search)
         self.nlist = None if nlist is None else int(nlist)
+        self._auto_nlist = nlist is None       # IVF: sqrt-rule list count, again on retrain
         self.nprobe = None if nprobe is None else int(nprobe)
         self._ids: list[str] = []
         self._pos: dict[str, int] = {}
@@ -283,7 +285,7 @@ class FusedIndex:
         n = x.shape[0]
         nlist = self.nlist if self.nlist is not None else max(1, int(round(4 * math.sqrt(n))))
         if n < IVF_MIN_POINTS_PER_LIST * nlist:
-            log.warning("IVF index: the first add has %d vectors, fewer than %d * nlist (%d) needed to train "
+            log.warning("IVF index: training on %d vectors, fewer than %d * nlist (%d) needed to train "
                         "%d lists; using an exact flat index instead", n, IVF_MIN_POINTS_PER_LIST,
                         IVF_MIN_POINTS_PER_LIST * nlist, nlist)
             self.kind = "flat"
@@ -297,6 +299,25 @@ class FusedIndex:
         if self.kind == "flat":
             self._index = self._place(self._new_cpu_index("flat"))
         self._trained = True
+
+    def retrain(self, nlist: int | None = None) -> None:
+        """Train an IVF index again on everything it holds (new centroids for a database that
+        has grown or drifted since the first add), keeping ids and order. Adding never retrains:
+        this is the one way, on request. Other kinds have nothing to train (no-op)."""
+        with self._lock:
+            if self.requested_kind != "ivf" or not len(self):
+                return
+            cpu = self._cpu_index()
+            if self.kind == "ivf":
+                cpu.make_direct_map()
+            x = cpu.reconstruct_n(0, cpu.ntotal)
+            if nlist is not None:                # asked for: kept for later retrains
+                self._auto_nlist = False
+            self.nlist = nlist if nlist is not None else (None if self._auto_nlist else self.nlist)
+            self._trained = False
+            self._build_ivf(x)
+            self._index.add(x)
+            assert self._index.ntotal == len(self._ids)
 
     def _convert_to_hnsw(self) -> None:
         log.info("FusedIndex(kind='auto'): %d+ vectors, converting the exact flat index to HNSW (M=%d)",

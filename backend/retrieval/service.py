@@ -4,32 +4,37 @@
 ``checkpoints/videodb`` (copied on first use to ``data/videodb/embedded``, where user videos can
 be added) and the retriever in ``checkpoints/retriever``. Video-side embeddings (``a``, ``o``,
 router weights, per-frame action features) are computed once per database row and stored in
-``<db>/index/``; the FAISS index over the fused vectors sits beside them. Both are rebuilt when
-the retriever's weights change and extended when videos are added.
+``<db>/index/`` (``embcache``: fixed-size shards keyed to the database's rows, appended to when
+videos are added, computed again when the retriever's weights change or the database is not an
+extension of the rows they were computed from). The FAISS index over the fused vectors is built
+from them at open (a flat one is never saved; an HNSW / IVF one from a snapshot, see
+``VideoRetriever.refresh``).
 """
 from __future__ import annotations
 
 import hashlib
-import io
-import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tqdm import tqdm
+
 from backend.checkpoints import checkpoints_dir
+from backend.retrieval.embcache import FIELDS, EmbeddingCache
 from backend.retrieval.index import FusedIndex, brute_force_fused, fuse_queries, fuse_videos
 from backend.retrieval.model import GeminiMVR, encode_captions
 from backend.retrieval.sides import mirror_for, mirror_keypoints
 from backend.retrieval.train import captions_of
 from backend.retrieval.videos.database import (DatabaseError, VideoDatabase, VideoFeatures,
-                                               atomic_write_bytes, database_dir, live_folder,
-                                               writer_lock)
+                                               database_dir, live_folder, writer_lock)
 from backend.retrieval.videos.ingest import index_folder
 from motioncore.io import atomic_output
 
 MODES = ("gemini", "action", "object", "fixed", "random")
+SNAPSHOT_GROWTH = 0.1   # an HNSW / IVF snapshot is saved again once it lacks this share of its rows
 
 
 @dataclass
@@ -81,7 +86,8 @@ class VideoRetriever:
         self._minilm = minilm
         self.index_dir = db.root / "index"
         self.fingerprint = _model_fingerprint(model)
-        self.emb: dict[str, np.ndarray] = {}
+        self.emb: dict = {}                      # {"a", "o", "w", "frames"}: RowArrays (memory-mapped)
+        self.cache: EmbeddingCache | None = None
         self.index: FusedIndex | None = None
         self.refresh(progress)
 
@@ -105,52 +111,74 @@ class VideoRetriever:
                 out[k].append(v[k].numpy())
         return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
 
+    @torch.no_grad()
+    def _shapes(self) -> dict[str, tuple]:
+        """Row shapes of the model's video outputs (one blank video through it)."""
+        v = self.model.encode_video(torch.zeros(1, *self.db.keypoints.shape[1:]),
+                                    torch.zeros(1, *self.db.object.shape[1:]))
+        return {k: tuple(v[k].shape[1:]) for k in FIELDS}
+
     def refresh(self, progress: bool = False) -> None:
-        """Bring the stored embeddings and the index up to date with the database."""
-        state_file = self.index_dir / "state.json"
+        """Bring the stored embeddings and the index up to date with the database.
+
+        The embedding cache (``embcache``) keeps one row per database row; when it was computed
+        by this model from a prefix of this database, only the rows past it go through the model
+        and are appended (O(new rows) of model work and bytes written); otherwise it is computed
+        again from scratch. The FAISS index is then built from the memory-mapped embeddings: a
+        flat one is never saved (filling it is a copy, no model work); an HNSW / IVF one starts
+        from its saved snapshot, gets the rows past it with ``add`` and is saved again only once
+        the rows it lacks reach ``SNAPSHOT_GROWTH`` of it (an IVF index is trained again only by
+        ``retrain_index``)."""
         ids = self.db.ids
-        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        fresh = state.get("fingerprint") == self.fingerprint and (self.index_dir / "embeddings.npz").is_file()
-        if fresh:
-            try:
-                with np.load(self.index_dir / "embeddings.npz", allow_pickle=False) as z:
-                    emb = {k: z[k] for k in z.files}
-                index = FusedIndex.load(self.index_dir / "faiss")
-                fresh = list(emb["ids"]) == ids[:len(emb["ids"])] and len(index) == len(emb["ids"])
-            except Exception:  # any damage: rebuild from the database (it is the truth)
-                fresh = False
-        if not fresh:
-            emb = {"ids": np.array([], dtype=str), "a": None}
-            index = None
-        n_have = len(emb["ids"])
-        if n_have < len(ids) or index is None:
-            new = self._embed_rows(np.arange(n_have, len(ids)))
-            if emb.get("a") is None:
-                emb = {"ids": np.array(ids), **{k: v.astype(np.float32) for k, v in new.items()}}
-                index = FusedIndex(int(emb["a"].shape[1] + emb["o"].shape[1]) if len(ids) else
-                                   2 * self.model.config.embed_dim, kind=self.kind, gpu=self.gpu)
-                if len(ids):
-                    index.add(ids, fuse_videos(emb["a"], emb["o"], emb["w"]))
-            else:
-                for k in ("a", "o", "w", "frames"):
-                    emb[k] = np.concatenate([emb[k].astype(np.float32), new[k].astype(np.float32)])
-                emb["ids"] = np.array(ids)
-                index.add(ids[n_have:], fuse_videos(new["a"], new["o"], new["w"]))
-            self._save(emb, index)
-        self.emb = {k: (v.astype(np.float32) if k != "ids" else v) for k, v in emb.items()}
-        self.index = index
+        n = len(ids)
+        with writer_lock(self.index_dir):
+            cache = EmbeddingCache.open(self.index_dir)
+            if cache is None or cache.fingerprint != self.fingerprint or not cache.covers(self.db):
+                cache = EmbeddingCache.create(self.index_dir, self.fingerprint, self._shapes(),
+                                              shard_rows=self.db.shard_rows)
+            if cache.count < n or not cache.live:
+                app, base = cache.appender(), cache.count
+                step = int(cache.manifest["shard_rows"])
+                for s in tqdm(range(base, n, step), desc="embedding videos", unit="shard",
+                              disable=not progress):
+                    e = min(n, s + step)
+                    EmbeddingCache.write(app, self._embed_rows(np.arange(s, e)),
+                                         self.db.row_hashes(s, e), offset=s - base)
+                cache.commit(app)
+            self.cache = cache
+            self.emb = cache.arrays()
+            self.index = self._build_index(cache, ids)
+        self._ids = ids
         self._row = {v: i for i, v in enumerate(ids)}
 
-    def _save(self, emb: dict, index: FusedIndex) -> None:
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(buf, ids=np.asarray(emb["ids"], dtype=str),
-                 **{k: np.asarray(emb[k], np.float16 if k == "frames" else np.float32)
-                    for k in ("a", "o", "w", "frames")})
-        atomic_write_bytes(self.index_dir / "embeddings.npz", buf.getvalue())
-        index.save(self.index_dir / "faiss")
-        atomic_write_bytes(self.index_dir / "state.json",
-                           json.dumps({"fingerprint": self.fingerprint, "videos": len(emb["ids"])}).encode())
+    def _build_index(self, cache: EmbeddingCache, ids: list[str]) -> FusedIndex:
+        """The FAISS index over the cache's rows (see ``refresh``); holds the index lock."""
+        n, a, o, w = len(ids), self.emb["a"], self.emb["o"], self.emb["w"]
+        index = None
+        if cache.snapshot_dir.is_dir():
+            try:
+                index = FusedIndex.load(cache.snapshot_dir, gpu=self.gpu)
+                if index.requested_kind != self.kind or len(index) > n or index.ids != ids[:len(index)]:
+                    index = None
+            except (OSError, ValueError):
+                index = None
+        saved = len(index) if index is not None else 0
+        if index is None:
+            index = FusedIndex(int(a.shape[1] + o.shape[1]), kind=self.kind, gpu=self.gpu)
+        if saved < n:                             # one add: a fresh IVF trains on all of it
+            index.add(ids[saved:], fuse_videos(a[saved:n], o[saved:n], w[saved:n]))
+        if index.kind != "flat" and n - saved >= max(1, SNAPSHOT_GROWTH * saved):
+            index.save(cache.snapshot_dir)
+        elif index.kind == "flat" and cache.snapshot_dir.is_dir():
+            shutil.rmtree(cache.snapshot_dir, ignore_errors=True)
+        return index
+
+    def retrain_index(self, nlist: int | None = None) -> None:
+        """Train an IVF index again on every stored vector (on request only) and save it."""
+        with writer_lock(self.index_dir):
+            self.index.retrain(nlist)
+            if self.index.kind != "flat" and self.cache.is_current():
+                self.index.save(self.cache.snapshot_dir)
 
     # ---------------------------------------------------------------------------- search
     @torch.no_grad()
@@ -175,6 +203,8 @@ class VideoRetriever:
         k = min(k, n)
         q = self.encode_query(texts)
         a, o, w = self.emb["a"], self.emb["o"], self.emb["w"]
+        if mode != "gemini":                      # full-scan modes read every row once
+            a_all, o_all = a[:], o[:]
         out = []
         for i in range(len(texts)):
             p, g = q["p"][i], q["g"][i]
@@ -182,7 +212,7 @@ class VideoRetriever:
                 _, ids = self.index.search(fuse_queries(p[None], g[None]), k)
                 rows = np.array([self._row[v] for v in ids[0]])
             else:
-                s_act, s_obj = a @ p, o @ g
+                s_act, s_obj = a_all @ p, o_all @ g
                 if mode == "random":
                     rows = (rng or np.random.default_rng()).choice(n, size=k, replace=False)
                 else:
@@ -192,7 +222,7 @@ class VideoRetriever:
             fused = w[rows, 0] * s_act_r + w[rows, 1] * s_obj_r
             score = {"gemini": fused, "action": s_act_r, "object": s_obj_r,
                      "fixed": 0.5 * (s_act_r + s_obj_r), "random": fused}[mode]
-            out.append([Hit(self.db.ids[r], j + 1, float(score[j]), float(s_act_r[j]), float(s_obj_r[j]),
+            out.append([Hit(self._ids[r], j + 1, float(score[j]), float(s_act_r[j]), float(s_obj_r[j]),
                             float(w[r, 0]), float(w[r, 1])) for j, r in enumerate(rows)])
         return out
 

@@ -4,9 +4,9 @@
 16 frames, runs MediaPipe Pose (-> normalised COCO-17 keypoints with confidences) and I3D (->
 object features) and returns an ``IngestResult``; it never raises for a bad video, it returns
 the reason instead. Because it is a plain function of its input, the same map runs in-process,
-on a local process pool (``ingest(..., workers=N)``), or, for a database the size of the
-paper's (426k videos), on a distributed engine such as Ray Data (``ds.map(ingest_file)``
-followed by the same ``merge``) without a home-made cluster layer.
+on a local process pool (``run_ingestion(..., workers=N)``), or, for a database the size of
+the paper's (426k videos), on Ray Data (``engine="ray"``: a local Ray instance or an existing
+cluster; ``ray_engine.py``) followed by the same ``merge``, without a home-made cluster layer.
 
 Resume: each finished video is written at once as ``shards/<key>.npz`` (atomically). A run
 skips every video whose key is already in the database or in a shard, and ends by merging the
@@ -35,6 +35,7 @@ from backend.retrieval.videos.database import (VideoDatabase, atomic_write_bytes
                                                remove_stale, writer_lock)
 from backend.retrieval.videos.decode import VideoReadError, read_frames, sample_indices
 from backend.retrieval.videos.pose import normalize_keypoints, person_fraction
+from backend.retrieval.videos.ray_engine import ray_map
 from backend.retrieval.videos.synth import VideoSpec, render_frames
 from motioncore.skeleton import FPS
 
@@ -153,7 +154,8 @@ def _shard_path(root: Path, key: str) -> Path:
     return root / "shards" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + ".npz")
 
 
-def write_shard(root: Path, res: IngestResult) -> None:
+def shard_bytes(res: IngestResult) -> bytes:
+    """A result as the bytes of its shard file (also how a distributed worker returns it)."""
     buf = io.BytesIO()
     meta = {"key": res.key, "source": res.source, "order": res.order, "record": res.record,
             "skipped": res.skipped}
@@ -162,22 +164,29 @@ def write_shard(root: Path, res: IngestResult) -> None:
         arrays["keypoints"] = res.keypoints.astype(np.float32)
         arrays["object"] = res.object.astype(np.float32)
     np.savez(buf, **arrays)
-    atomic_write_bytes(_shard_path(root, res.key), buf.getvalue())
+    return buf.getvalue()
+
+
+def result_from_bytes(data) -> IngestResult:
+    """The inverse of ``shard_bytes`` (ValueError, KeyError, ... on torn bytes)."""
+    with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
+        meta = json.loads(bytes(z["meta"]).decode())
+        kp = z["keypoints"] if "keypoints" in z else None
+        ob = z["object"] if "object" in z else None
+    return IngestResult(meta["key"], meta["source"], meta["record"], kp, ob, meta["skipped"], meta["order"])
+
+
+def write_shard(root: Path, res: IngestResult) -> None:
+    atomic_write_bytes(_shard_path(root, res.key), shard_bytes(res))
 
 
 def read_shards(root: Path) -> list[IngestResult]:
     out = []
     for p in sorted((root / "shards").glob("*.npz")):
         try:
-            with np.load(p, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode())
-                kp = z["keypoints"] if "keypoints" in z else None
-                ob = z["object"] if "object" in z else None
+            out.append(result_from_bytes(p.read_bytes()))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             p.unlink(missing_ok=True)            # a torn shard from a crash: redo that video
-            continue
-        out.append(IngestResult(meta["key"], meta["source"], meta["record"], kp, ob,
-                                meta["skipped"], meta["order"]))
     return out
 
 
@@ -193,12 +202,14 @@ def _merge(root: Path) -> tuple[int, list[IngestResult]]:
     results = sorted(read_shards(root), key=lambda r: (r.order, r.key))
     db = VideoDatabase.open(root)
     good = [r for r in results if r.ok]
-    ids = set(db.ids)
+    taken = db.present([r.record["id"] for r in good], "id")   # a look-up, not every record
+    ids: set[str] = set()
     for r in good:                                   # two files may share a name prefix
         base, n = r.record["id"], 1
-        while r.record["id"] in ids:
+        while r.record["id"] in ids or r.record["id"] in taken:
             n += 1
             r.record["id"] = f"{base}.{n}"
+            taken |= db.present([r.record["id"]], "id")
         ids.add(r.record["id"])
     added = 0
     if good:
@@ -243,27 +254,42 @@ def _init_worker(threads: int) -> None:
         pass
 
 
+ENGINES = ("pool", "ray")
+
+
 def run_ingestion(root, items: list, map_fn: Callable, keys: list[str] | None = None,
-                  workers: int = 1, progress: bool = True, desc: str = "indexing videos") -> IngestReport:
+                  workers: int = 1, progress: bool = True, desc: str = "indexing videos",
+                  engine: str = "pool", address: str | None = None) -> IngestReport:
     """Apply ``map_fn(item, order=i)`` to every item not yet in the database (by key, when
-    ``keys`` are known in advance), writing a shard per result, then merge."""
+    ``keys`` are known in advance), writing a shard per result, then merge.
+
+    ``engine``: "pool" runs the map in this process (``workers`` 1) or on a local process pool;
+    "ray" runs it with Ray Data (``ray_engine.ray_map``): on a local Ray instance of
+    ``workers`` CPUs, or on the cluster at ``address``. Shards and merge are the same."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown ingestion engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if address and engine != "ray":
+        raise ValueError("--address names a Ray cluster: it needs --engine ray")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     with writer_lock(root):                          # one writer at a time; others wait
-        return _run_ingestion(root, items, map_fn, keys, workers, progress, desc)
+        return _run_ingestion(root, items, map_fn, keys, workers, progress, desc, engine, address)
 
 
-def _run_ingestion(root: Path, items, map_fn, keys, workers, progress, desc) -> IngestReport:
+def _run_ingestion(root: Path, items, map_fn, keys, workers, progress, desc, engine="pool",
+                   address=None) -> IngestReport:
     _merge(root)                                     # fold in what an interrupted run left
     db = VideoDatabase.open(root)
-    done = {r["key"] for r in db.records} | {s["key"] for s in read_jsonl(root / "skipped.jsonl")}
+    done = {s["key"] for s in read_jsonl(root / "skipped.jsonl")}
+    if keys is not None:
+        done |= db.present(list(keys), "key")
     todo = [(i, it) for i, it in enumerate(items) if keys is None or keys[i] not in done]
     already = len(items) - len(todo)
     bar = tqdm(total=len(todo), desc=desc, unit="video", disable=not progress)
     fresh: list[IngestResult] = []
 
     def handle(res: IngestResult) -> None:
-        if res.key in done:                          # found a duplicate only after hashing
+        if res.key in done or (keys is None and db.present([res.key], "key")):   # found by hashing
             return
         done.add(res.key)
         write_shard(root, res)
@@ -271,7 +297,11 @@ def _run_ingestion(root: Path, items, map_fn, keys, workers, progress, desc) -> 
         bar.update(1)
 
     try:
-        if workers <= 1:
+        if engine == "ray":
+            for res in ray_map(map_fn, todo, shard_bytes, result_from_bytes, partial(_init_worker, 1),
+                               workers=workers, address=address):
+                handle(res)
+        elif workers <= 1:
             for i, it in todo:
                 handle(map_fn(it, order=i))
         else:
@@ -298,8 +328,10 @@ def find_videos(folder) -> list[Path]:
 
 
 def index_folder(folder, root, cfg: IngestConfig = IngestConfig(), workers: int = 1,
-                 progress: bool = True, analyse: Callable | None = None) -> IngestReport:
-    """Add every video under ``folder`` to the database at ``root``."""
+                 progress: bool = True, analyse: Callable | None = None, engine: str = "pool",
+                 address: str | None = None) -> IngestReport:
+    """Add every video under ``folder`` to the database at ``root`` (``engine``, ``address``:
+    see ``run_ingestion``)."""
     paths = [str(p) for p in find_videos(folder)]
     keys = []
     for p in paths:
@@ -308,7 +340,7 @@ def index_folder(folder, root, cfg: IngestConfig = IngestConfig(), workers: int 
         except OSError:
             keys.append(f"unreadable:{p}")
     fn = partial(ingest_file, cfg=cfg, analyse=analyse)
-    return run_ingestion(root, paths, fn, keys, workers, progress)
+    return run_ingestion(root, paths, fn, keys, workers, progress, engine=engine, address=address)
 
 
 def build_embedded(root, specs, cfg: IngestConfig = IngestConfig(), workers: int = 1,
@@ -320,5 +352,6 @@ def build_embedded(root, specs, cfg: IngestConfig = IngestConfig(), workers: int
     return run_ingestion(root, spec_json, fn, keys, workers, progress, desc="rendering + analysing videos")
 
 
-__all__ = ["IngestConfig", "IngestReport", "IngestResult", "analyse_frames", "build_embedded",
-           "find_videos", "index_folder", "ingest_file", "ingest_spec", "merge", "run_ingestion"]
+__all__ = ["ENGINES", "IngestConfig", "IngestReport", "IngestResult", "analyse_frames",
+           "build_embedded", "find_videos", "index_folder", "ingest_file", "ingest_spec", "merge",
+           "result_from_bytes", "run_ingestion", "shard_bytes"]
