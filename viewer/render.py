@@ -404,6 +404,23 @@ def _set_msaa(pyrender_renderer, samples: int) -> None:
         pyrender_renderer._read_main_framebuffer = types.MethodType(read_rgba, pyrender_renderer)
 
 
+_COMPOSITOR = None
+_COMPOSITOR_GUARD = threading.Lock()
+
+
+def _compositor():
+    """One process-wide helper thread that paints the floor and composites a frame while the
+    OpenGL thread draws the next (numpy releases the GIL for the array work)."""
+    global _COMPOSITOR
+    with _COMPOSITOR_GUARD:
+        if _COMPOSITOR is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _COMPOSITOR = ThreadPoolExecutor(max(1, min(2, (os.cpu_count() or 1) - 1)),
+                                             thread_name_prefix="render-composite")
+        return _COMPOSITOR
+
+
 def _update_vertices(offscreen, prim, buf: np.ndarray, positions: np.ndarray,
                      normals: np.ndarray) -> bool:
     """Overwrite the vertex buffer of a primitive pyrender has already uploaded (0.1.45 keeps
@@ -556,6 +573,14 @@ class Renderer:
                 roughnessFactor=0.55)
             floor = FloorPainter(cam, cfg) if cfg.floor else None
             shadow_xz, shadow_k = _shadow_params(sub, cam.floor_y)
+            def finish(color, t):
+                if floor is not None:
+                    ground = floor.paint_rgba32(t, shadow_xz[t], float(shadow_k[t]))
+                    color = _composite(color, ground, cfg)
+                return np.ascontiguousarray(color[..., :3])
+
+            pool = _compositor() if floor is not None else None
+            pending = None
             chunk = 8
             body = None            # in place: (node, primitive, interleaved (V, 6) float32 buffer)
             for s in range(0, len(V), chunk):
@@ -580,10 +605,15 @@ class Renderer:
                                 body = (node, prim, np.empty((V.shape[1], 6), np.float32))
                             else:
                                 scene.remove_node(node)
-                    if floor is not None:
-                        ground = floor.paint_rgba32(t, shadow_xz[t], float(shadow_k[t]))
-                        color = _composite(color, ground, cfg)
-                    yield np.ascontiguousarray(color[..., :3])
+                    if not in_place or pool is None:   # the previous path: all on this thread
+                        yield finish(color, t)
+                        continue
+                    job = pool.submit(finish, color, t)   # floor + compositing overlap the next draw
+                    if pending is not None:
+                        yield pending.result()
+                    pending = job
+            if pending is not None:
+                yield pending.result()
             # the GPU buffers of the clip's mesh are released by the next render call on this
             # renderer (pyrender drops meshes that are no longer in the scene)
 
