@@ -60,6 +60,16 @@ def cmd_bench_generate(args) -> int:
     return 0
 
 
+def cmd_bench_cold(args) -> int:
+    from backend.bench.cold import bench_cold, format_bench_cold
+
+    res = bench_cold(text=args.text, model=args.model, formats=args.formats)
+    print(format_bench_cold(res))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
     bsub = command_group(sub, "bench", "speed benchmarks (print figures; --json adds them as JSON)",
@@ -100,3 +110,12 @@ def add(sub) -> None:
     bb.add_argument("--workers", type=int, default=1)
     bb.add_argument("--json", action="store_true")
     bb.set_defaults(func=cmd_bench_retrieval)
+    c = bsub.add_parser("cold", help="start-up: --help, a fresh-process generate, load parts",
+                        description="Time `python -m backend --help` and `generate` from new "
+                                    "processes, and the parts of loading (imports, tokenizer, base, "
+                                    "pipeline, first generation) inside one new process.")
+    c.add_argument("--text", default="a person walks forward")
+    c.add_argument("--model", default="mcdpo")
+    c.add_argument("--formats", default="bvh,fbx,glb,mp4,npy")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_bench_cold)
