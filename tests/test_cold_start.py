@@ -94,3 +94,26 @@ def test_embedded_base_tokenizer_matches_autotokenizer_when_converted():
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, len(tok)) == \
         (ref.bos_token_id, ref.eos_token_id, ref.pad_token_id, len(ref))
     assert tok.convert_tokens_to_ids("<start_of_turn>") == ref.convert_tokens_to_ids("<start_of_turn>")
+
+
+def test_load_base_reads_its_tokenizer_through_the_cache(tmp_path):
+    """A local base folder: load_base takes the cached tokenizer (and does not deadlock on the
+    base lock it holds while loading)."""
+    import threading
+
+    from backend.generation import motion_llm
+
+    d = _tiny_tokenizer_folder(tmp_path)
+    (d / "config.json").write_text("{}")
+    tok = motion_llm.load_base_tokenizer(d)
+    got = {}
+
+    def load():
+        with motion_llm._BASE_LOCK:          # as load_base holds it around the embedded load
+            got["tok"] = motion_llm.load_base_tokenizer(d)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(timeout=30)
+    assert not t.is_alive(), "load_base_tokenizer deadlocked under the base lock"
+    assert got["tok"] is tok

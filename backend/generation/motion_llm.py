@@ -176,6 +176,7 @@ def _share_params_copy(model: nn.Module) -> nn.Module:
 
 
 _TOKENIZERS: dict[str, object] = {}
+_TOKENIZER_LOCK = threading.Lock()     # not _BASE_LOCK: load_base holds that while calling us
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token")
 
 
@@ -188,7 +189,7 @@ def load_base_tokenizer(base: str | Path):
     tokenizer: about 3x slower; same ids, tested). Anything else goes through ``AutoTokenizer``."""
     path = embedded_base_dir() if base == EMBEDDED else Path(base).expanduser()
     key = str(path.resolve())
-    with _BASE_LOCK:
+    with _TOKENIZER_LOCK:
         tok = _TOKENIZERS.get(key)
         if tok is None:
             tok = _TOKENIZERS[key] = _read_tokenizer(path)
