@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from app import views
-from app.service import (MODEL_LABELS, RETRIEVAL_LABELS, AppService, ClipOptions, ModelRun,
-                         NotReady, Outcome, UserError, prompt_notes, remember_choice,
+from app.service import (MODEL_LABELS, QUICK_FORMATS, RETRIEVAL_LABELS, AppService, ClipOptions,
+                         ModelRun, NotReady, Outcome, UserError, prompt_notes, remember_choice,
                          resolve_choice, slug)
 from backend.defaults import TEMPERATURE
 from backend.retrieval.videos.database import DatabaseError
@@ -113,21 +113,21 @@ def generate(service: AppService, req: Request, state: dict | None,
         yield {**upd, "status": views.status_md("busy", "Motion tokens written; rendering the body "
                                                         "mesh and exporting…"), "state": st}
 
+        # The files a browser shows at once (the GLB its 3D view renders itself, the downloads)
+        # come first; the body-mesh MP4, the slowest part, follows in its own update.
         t_exp = time.perf_counter()
         run_dir = service.new_run_dir(st)
-        for i, (m, res) in enumerate(zip(models, results)):
-            progress(0.35 + 0.4 * i / len(models), desc=f"{MODEL_LABELS[m]}: rendering + exporting")
-            files = service.export(res, run_dir, f"vimorag_{m}_{slug(text)}{clip.stem_suffix()}",
-                                   clip.bvh_units)
-            progress(0.35 + 0.4 * (i + 0.9) / len(models), desc="text-motion distance")
+        stems = [f"vimorag_{m}_{slug(text)}{clip.stem_suffix()}" for m in models]
+        for i, (m, res, stem) in enumerate(zip(models, results, stems)):
+            progress(0.35 + 0.3 * i / len(models), desc=f"{MODEL_LABELS[m]}: exporting")
+            files = service.export(res, run_dir, stem, clip.bvh_units, formats=QUICK_FORMATS)
+            progress(0.35 + 0.3 * (i + 0.9) / len(models), desc="text-motion distance")
             oc.runs.append(ModelRun(m, res, files, service.distance(pipe, res)))
-        parts["rendering + export"] = time.perf_counter() - t_exp
+        parts["export (BVH, FBX, GLB, NPY)"] = time.perf_counter() - t_exp
         warn = service.servability(pipe, oc.runs[0].result, oc.runs[0].distance)
         if warn and retrieval == "gemini":          # other modes: the video was not a match
             notes.append(warn)
         a = oc.runs[0]
-        upd["video_a"] = str(a.files["mp4"])
-        upd["video_b"] = str(oc.runs[1].files["mp4"]) if compare else None
         upd["distances"] = views.distances_md(oc.runs) + (
             "\n\nText-motion distance: the evaluator's distance between the prompt and the motion "
             "(lower = closer)." if a.distance is not None else "")
@@ -135,8 +135,21 @@ def generate(service: AppService, req: Request, state: dict | None,
         # The 3D view gets its file in this update only: the same Model3D value arriving twice
         # within milliseconds (a last yield is delivered twice) leaves Gradio's viewer without
         # its canvas. API clients find the GLB in the downloads too.
+        first_visible = time.perf_counter() - t_start
         yield {**upd, "model3d": str(a.files.get("glb_preview", a.files["glb"])),
-               "status": views.status_md("busy", "Motion ready; loading the reference video…"),
+               "status": views.status_md("busy", "Motion ready (3D view, downloads); rendering the "
+                                                 "body-mesh video…"),
+               "state": st}
+
+        t_mp4 = time.perf_counter()
+        for i, (r, stem) in enumerate(zip(oc.runs, stems)):
+            progress(0.65 + 0.15 * i / len(models), desc=f"{MODEL_LABELS[r.model]}: rendering the video")
+            r.files.update(service.export(r.result, run_dir, stem, clip.bvh_units, formats=("mp4",)))
+        parts["MP4"] = time.perf_counter() - t_mp4
+        upd["video_a"] = str(a.files["mp4"])
+        upd["video_b"] = str(oc.runs[1].files["mp4"]) if compare else None
+        upd["downloads"] = [str(p) for r in oc.runs for k, p in r.files.items() if k != "glb_preview"]
+        yield {**upd, "status": views.status_md("busy", "Motion ready; loading the reference video…"),
                "state": st}
 
         t_ref = time.perf_counter()
@@ -161,7 +174,8 @@ def generate(service: AppService, req: Request, state: dict | None,
         if oc.runs[0].result.mirrored:
             ref += ", read mirrored: it shows the other side than your words"
         done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
-                f"(reference video: {views.md_text(ref)}; {views.timing_text(parts)}).")
+                f"(reference video: {views.md_text(ref)}; "
+                f"{views.timing_text(parts, time.perf_counter() - t_start, first_visible)}).")
         remember_choice(st, text, retrieval, vid)
         if retrieval == "given":
             upd.update(video_id=vid, retrieval="given")

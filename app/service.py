@@ -37,6 +37,7 @@ MODEL_LABELS = {"mcdpo": "McDPO", "sft": "SFT", "novideo": "text-only"}
 RETRIEVAL_LABELS = {"gemini": "Gemini-MVR", "random": "random video", "none": "no video",
                     "given": "chosen video", "object": "object channel only"}
 EXPORT_FORMATS = ("bvh", "fbx", "glb", "mp4", "npy")
+QUICK_FORMATS = ("bvh", "fbx", "glb", "npy")   # shown (3D view, downloads) before the MP4 exists
 KEEP_RUNS = 4                    # per session: older run folders are deleted
 UPLOAD_PREFIX = "upload-"        # ids of a session's private uploads (never database ids)
 
@@ -332,13 +333,15 @@ class AppService:
                              temperature=temperature, video_id=video_id, k=5, video=video,
                              length_s=clip.length_s, in_place=clip.in_place, plant_feet=clip.foot_lock)
 
-    def export(self, result, out_dir: Path, stem: str, bvh_units: str = "cm") -> dict:
+    def export(self, result, out_dir: Path, stem: str, bvh_units: str = "cm",
+               formats: tuple = EXPORT_FORMATS) -> dict:
+        """Write ``formats`` of a result into ``out_dir`` (the GLB with its floor preview)."""
         from viewer.export import export_motion
         from viewer.render import RenderConfig
 
-        return self.call(export_motion, result.joints, out_dir, formats=EXPORT_FORMATS, stem=stem,
+        return self.call(export_motion, result.joints, out_dir, formats=tuple(formats), stem=stem,
                          render_cfg=RenderConfig(size=self.render_size), clean=False,  # already clean
-                         bvh_units=bvh_units, glb_preview=True)
+                         bvh_units=bvh_units, glb_preview="glb" in formats)
 
     def distance(self, pipe, result) -> float | None:
         if getattr(pipe, "evaluator", None) is None:
@@ -504,6 +507,6 @@ def _jpeg(img) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["ClipOptions", "remember_choice", "resolve_choice", "AppService", "EXPORT_FORMATS", "MODEL_LABELS", "ModelHolder", "ModelRun", "NotReady",
+__all__ = ["ClipOptions", "remember_choice", "resolve_choice", "AppService", "EXPORT_FORMATS", "QUICK_FORMATS", "MODEL_LABELS", "ModelHolder", "ModelRun", "NotReady",
            "Outcome", "RETRIEVAL_LABELS", "UserError", "default_pipeline_factory", "prompt_notes",
            "slug", "transcode_mp4", "warm_up"]

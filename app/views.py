@@ -48,11 +48,21 @@ def caption_label(record: dict, n: int = 48) -> str:
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
-def timing_text(parts: dict[str, float]) -> str:
-    """"23.4 s in all: generation 8.1 s, rendering + export 7.0 s, ..." (parts over 0.05 s)."""
-    total = sum(parts.values())
+def timing_text(parts: dict[str, float], total: float | None = None,
+                first_visible: float | None = None) -> str:
+    """"23.4 s in all (motion shown after 5.2 s): generation 8.1 s, MP4 7.0 s, ..." (parts over
+    0.05 s). ``total``: the time the person waited, from the click (default: the parts' sum;
+    what the parts leave out is shown as "other"); ``first_visible``: when the motion appeared."""
+    parts = dict(parts)
+    if total is None:
+        total = sum(parts.values())
+    else:
+        rest = total - sum(parts.values())
+        if rest >= 0.05:
+            parts["other"] = rest
     shown = ", ".join(f"{k} {v:.1f} s" for k, v in parts.items() if v >= 0.05)
-    return f"{total:.1f} s in all" + (f": {shown}" if shown else "")
+    seen = f" (motion shown after {first_visible:.1f} s)" if first_visible is not None else ""
+    return f"{total:.1f} s in all{seen}" + (f": {shown}" if shown else "")
 
 
 def _bar(name: str, cls: str, weight: float, score: float) -> str:

@@ -20,8 +20,6 @@ import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
 
 from motioncore.io import atomic_write_bytes, atomic_write_text
 
@@ -49,6 +47,8 @@ def save_folder(directory, state_dict: dict, config, dtype: torch.dtype | None =
                 keep_float32: tuple[str, ...] = ()) -> Path:
     """Write the tensors (floating ones cast to ``dtype`` unless named in ``keep_float32``) and
     the config."""
+    from safetensors.torch import save_file   # torch loads with the first model, not with --help
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -80,6 +80,8 @@ def save_pretrained_atomic(model, dest) -> Path:
 def load_folder(directory, config_cls, kind: str):
     """(config, float32 state dict) from a folder written by ``save_folder``; a clear
     FileNotFoundError names a missing file."""
+    from safetensors.torch import load_file
+
     d = Path(directory)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (d / name).is_file():

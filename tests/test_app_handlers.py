@@ -35,7 +35,7 @@ class FakeService:
     """Records the calls; ``fail`` makes ``check_inputs`` raise it."""
 
     def __init__(self, fail: Exception | None = None, warn: str | None = None):
-        self.fail, self.warn, self.calls = fail, warn, []
+        self.fail, self.warn, self.calls, self.exports = fail, warn, [], []
 
     def check_inputs(self, prompt, model, retrieval, seed, temperature, video_id, compare, uploads):
         if self.fail:
@@ -57,8 +57,9 @@ class FakeService:
     def new_run_dir(self, st):
         return "run"
 
-    def export(self, res, run_dir, stem, units):
-        return {k: f"{run_dir}/{stem}.{k}" for k in ("bvh", "fbx", "glb", "mp4", "npy")}
+    def export(self, res, run_dir, stem, units, formats=("bvh", "fbx", "glb", "mp4", "npy")):
+        self.exports.append(tuple(formats))
+        return {k: f"{run_dir}/{stem}.{k}" for k in formats}
 
     def distance(self, pipe, res):
         return 3.5
@@ -90,8 +91,13 @@ def test_generate_fills_the_page_step_by_step():
     assert "router" in updates[1] and "video_a" not in updates[1]     # the router comes first
     assert updates[2]["model3d"].endswith(".glb")                      # the 3D view: one update
     assert sum("model3d" in u for u in updates) == 1
+    # the 3D view and the downloads are shown before the MP4 is rendered, which comes next
+    assert "video_a" not in updates[2] and all(".mp4" not in d for d in updates[2]["downloads"])
+    assert updates[3]["video_a"].endswith(".mp4") and any(".mp4" in d for d in updates[3]["downloads"])
+    assert svc.exports == [("bvh", "fbx", "glb", "npy"), ("mp4",)]
     page, final = _last(updates)
     assert "Done" in final["status"] and "info" not in final
+    assert "s in all (motion shown after" in final["status"]
     assert page["video_a"].endswith(".mp4") and page["video_b"] is None
     assert page["retrieved"] == "media/v1.mp4" and len(page["gallery"]) == 2
     assert page["details"]["prompt_used"] == "a person walks"

@@ -140,6 +140,18 @@ def _smplx_name(name: str) -> str:
     return name.capitalize()
 
 
+def rest_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (V, 3) of one mesh (computed once per body)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        for c in range(3):
+            n[:, c] += np.bincount(f[:, k], weights=fn[:, c], minlength=len(v))
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
 # -------------------------------------------------------------------------------- mannequin
 class MannequinBody:
     """The skinned wooden mannequin of ``mannequin-x`` (SMPL-X skeleton, neutral shape).
@@ -221,7 +233,10 @@ class MannequinBody:
         np.add.at(dense, (np.repeat(np.arange(len(verts)), idx.shape[1]), idx.ravel()), w.ravel())
         homo = np.concatenate([verts, np.ones((len(verts), 1))], axis=1)
         H = (dense[:, :, None] * homo[:, None, :]).reshape(len(verts), -1).astype(np.float32)
-        return H, bind
+        # normals are skinned like directions: n' = sum_j w_vj R_j n, from the bind-pose normals
+        rest_n = rest_normals(verts, np.asarray(m.faces, dtype=np.int64))
+        Hn = (dense[:, :, None] * rest_n[:, None, :]).reshape(len(verts), -1).astype(np.float32)
+        return H, bind, Hn
 
     def joint_transforms(self, pose: "SkeletonPose") -> np.ndarray:
         """(T, 54, 4, 4) world transforms of the mannequin's joints, pelvis at ``pose.root``."""
@@ -237,6 +252,16 @@ class MannequinBody:
         return G
 
     def vertices(self, pose: "SkeletonPose") -> np.ndarray:
+        return self._pose_mesh(pose, with_normals=False)[0]
+
+    def vertices_and_normals(self, pose: "SkeletonPose") -> tuple[np.ndarray, np.ndarray | None]:
+        """(vertices (T, V, 3), unit vertex normals (T, V, 3)) float32. The normals are the
+        bind-pose normals rotated by the skinning transforms (blended like the vertices, then
+        renormalised): no per-frame recomputation from the triangles. None if the package
+        internals the fast skinning reads are missing (the renderer then computes them)."""
+        return self._pose_mesh(pose, with_normals=True)
+
+    def _pose_mesh(self, pose: "SkeletonPose", with_normals: bool):
         G = self.joint_transforms(pose)
         T = len(G)
         if self._skin is None:  # package API, in chunks to bound memory
@@ -250,20 +275,26 @@ class MannequinBody:
                 p["global_rotation"] = aa[s:e, 0]
                 v = np.asarray(self._m.vertices(p))
                 out[s:e] = v + (root[s:e] - self._m.joint_transforms(p)[:, 0, :3, 3])[:, None]
-            return out
-        H, bind = self._skin
+            return out, None
+        H, bind, Hn = self._skin
         # v' = sum_j w_vj (R_j (v - b_j) + t_j) = sum_j (w_vj [v, 1]) . [R_j | t_j - R_j b_j]^T:
         # one (V, 4J) x (4J, 3T) matrix product for all frames.
         R = G[:, :, :3, :3]
         t = G[:, :, :3, 3] - np.einsum("tjab,jb->tja", R, bind)
         A = np.concatenate([np.swapaxes(R, -1, -2), t[:, :, None, :]], axis=2)  # (T, J, 4, 3)
         out = np.empty((T, H.shape[0], 3), dtype=np.float32)
+        normals = np.empty((T, H.shape[0], 3), dtype=np.float32) if with_normals else None
         for s in range(0, T, self.chunk):
             a = A[s:s + self.chunk].astype(np.float32)
             n = len(a)
             rhs = np.ascontiguousarray(a.transpose(1, 2, 0, 3).reshape(H.shape[1], n * 3))
             out[s:s + n] = (H @ rhs).reshape(-1, n, 3).transpose(1, 0, 2)
-        return out
+            if with_normals:   # the rotation rows of the same right-hand side, no translation
+                rot = np.ascontiguousarray(a[:, :, :3].transpose(1, 2, 0, 3).reshape(Hn.shape[1], n * 3))
+                nv = (Hn @ rot).reshape(-1, n, 3).transpose(1, 0, 2)
+                nv /= np.maximum(np.sqrt(np.einsum("tvi,tvi->tv", nv, nv)), 1e-12)[..., None]
+                normals[s:s + n] = nv
+        return out, normals
 
 
 # ------------------------------------------------------------------------------------- SMPL

@@ -404,6 +404,47 @@ def _set_msaa(pyrender_renderer, samples: int) -> None:
         pyrender_renderer._read_main_framebuffer = types.MethodType(read_rgba, pyrender_renderer)
 
 
+_COMPOSITOR = None
+_COMPOSITOR_GUARD = threading.Lock()
+
+
+def _compositor():
+    """One process-wide helper thread that paints the floor and composites a frame while the
+    OpenGL thread draws the next (numpy releases the GIL for the array work)."""
+    global _COMPOSITOR
+    with _COMPOSITOR_GUARD:
+        if _COMPOSITOR is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _COMPOSITOR = ThreadPoolExecutor(max(1, min(2, (os.cpu_count() or 1) - 1)),
+                                             thread_name_prefix="render-composite")
+        return _COMPOSITOR
+
+
+def _update_vertices(offscreen, prim, buf: np.ndarray, positions: np.ndarray,
+                     normals: np.ndarray) -> bool:
+    """Overwrite the vertex buffer of a primitive pyrender has already uploaded (0.1.45 keeps
+    positions and normals interleaved in its first buffer, in that order) with new positions
+    and normals, in place: no new buffers, no re-upload of the triangles. False (nothing done)
+    if the primitive does not look like that, so the caller builds a new mesh instead."""
+    from OpenGL import GL as gl
+
+    bufs = getattr(prim, "_buffers", None)
+    if getattr(prim, "_vaid", None) is None or not bufs or buf.shape != (len(positions), 6):
+        return False
+    if any(getattr(prim, a, None) is not None for a in ("tangents", "texcoord_0", "texcoord_1", "color_0")):
+        return False
+    buf[:, :3] = positions
+    buf[:, 3:] = normals
+    offscreen._platform.make_current()
+    gl.glBindBuffer(gl.GL_ARRAY_BUFFER, bufs[0])
+    gl.glBufferSubData(gl.GL_ARRAY_BUFFER, 0, buf.nbytes, buf)
+    gl.glBindBuffer(gl.GL_ARRAY_BUFFER, 0)
+    prim._positions, prim._normals = positions, normals   # what the primitive shows now
+    prim._bounds = None
+    return True
+
+
 # ---------------------------------------------------------------------------------- renderer
 def _delete_offscreen(r) -> None:
     """Free a pyrender OffscreenRenderer without ``eglTerminate``: pyrender terminates the EGL
@@ -476,9 +517,16 @@ class Renderer:
 
     # -- mesh
     def iter_mesh(self, vertices: np.ndarray, faces: np.ndarray, cfg: RenderConfig | None = None,
-                  facing_yaw: float = 0.0) -> Iterator[np.ndarray]:
+                  facing_yaw: float = 0.0, normals: np.ndarray | None = None,
+                  in_place: bool = True) -> Iterator[np.ndarray]:
         """Yield rendered frames (H, W, 3) uint8 one by one (lets encoding overlap).
-        Arguments are checked before the first frame is requested."""
+        Arguments are checked before the first frame is requested.
+
+        ``normals`` (T, V, 3): unit vertex normals of every frame (e.g. skinned ones from
+        ``MannequinBody.vertices_and_normals``); None = computed from the triangles.
+        ``in_place`` (default): one mesh for the whole clip whose vertex buffer is overwritten
+        each frame; False = a new pyrender mesh per frame (the previous path, kept for
+        comparison: same pictures, slower)."""
         cfg = (cfg or RenderConfig()).validate()
         V = np.asarray(vertices)
         F = np.asarray(faces)
@@ -490,17 +538,26 @@ class Renderer:
             raise ValueError("face indices out of range of the vertices")
         if not np.all(np.isfinite(V)):
             raise ValueError("vertices contain NaN or infinite values")
+        if normals is not None:
+            normals = np.asarray(normals)
+            if normals.shape != V.shape:
+                raise ValueError(f"normals must have the vertices' shape {V.shape}, got {normals.shape}")
+            normals = normals.astype(np.float32, copy=False)
         V = V.astype(np.float32, copy=False)
         step = max(1, V.shape[1] // 4000)
         sub = V[:, ::step]
         cam = camera_path(sub, cfg, facing_yaw, pad=0.02)
-        return self._mesh_frames(V, F.astype(np.int64), cfg, cam, sub)
+        return self._mesh_frames(V, F.astype(np.int64), cfg, cam, sub, normals, bool(in_place))
 
-    def _mesh_frames(self, V, F, cfg, cam, sub) -> Iterator[np.ndarray]:
+    def _mesh_frames(self, V, F, cfg, cam, sub, given_normals=None, in_place=True) -> Iterator[np.ndarray]:
         pr = self._pr
         with self._lock:
             r = self._gl(cfg.size, int(cfg.msaa))
-            normals = self._normal_solver(F, V.shape[1])
+            if given_normals is None:
+                solver = self._normal_solver(F, V.shape[1])
+                normals = lambda s, e: solver(V[s:e])  # noqa: E731
+            else:
+                normals = lambda s, e: given_normals[s:e]  # noqa: E731
             F32 = F.astype(np.uint32)
             # background alpha 0: the alpha channel of the RGBA readback is the body's coverage
             scene = pr.Scene(bg_color=(*map(float, cfg.background), 0.0),
@@ -516,31 +573,55 @@ class Renderer:
                 roughnessFactor=0.55)
             floor = FloorPainter(cam, cfg) if cfg.floor else None
             shadow_xz, shadow_k = _shadow_params(sub, cam.floor_y)
+            def finish(color, t):
+                if floor is not None:
+                    ground = floor.paint_rgba32(t, shadow_xz[t], float(shadow_k[t]))
+                    color = _composite(color, ground, cfg)
+                return np.ascontiguousarray(color[..., :3])
+
+            pool = _compositor() if floor is not None else None
+            pending = None
             chunk = 8
+            body = None            # in place: (node, primitive, interleaved (V, 6) float32 buffer)
             for s in range(0, len(V), chunk):
-                N = normals(V[s:s + chunk])
+                N = normals(s, s + chunk)
                 for i in range(len(N)):
                     t = s + i
                     scene.set_pose(cam_node, cam.poses[t])
                     scene.set_pose(key, _light_pose(cam.poses[t], -0.6, 0.9))
                     scene.set_pose(fill, _light_pose(cam.poses[t], 0.9, 0.1))
-                    node = scene.add(pr.Mesh([pr.Primitive(positions=V[t], normals=N[i], indices=F32,
-                                                           material=body_mat)]))
-                    try:
+                    if body is not None and _update_vertices(r, body[1], body[2], V[t], N[i]):
                         color, _ = r.render(scene, flags=pr.RenderFlags.RGBA)
-                    finally:
-                        scene.remove_node(node)
-                    if floor is not None:
-                        ground = floor.paint_rgba32(t, shadow_xz[t], float(shadow_k[t]))
-                        color = _composite(color, ground, cfg)
-                    yield np.ascontiguousarray(color[..., :3])
-            # the GPU buffers of the last frame are released by the next render call on this
+                    else:
+                        if body is not None:          # the buffer could not be updated
+                            scene.remove_node(body[0])
+                            body, in_place = None, False
+                        prim = pr.Primitive(positions=V[t], normals=N[i], indices=F32, material=body_mat)
+                        node = scene.add(pr.Mesh([prim]))
+                        try:
+                            color, _ = r.render(scene, flags=pr.RenderFlags.RGBA)
+                        finally:
+                            if in_place:
+                                body = (node, prim, np.empty((V.shape[1], 6), np.float32))
+                            else:
+                                scene.remove_node(node)
+                    if not in_place or pool is None:   # the previous path: all on this thread
+                        yield finish(color, t)
+                        continue
+                    job = pool.submit(finish, color, t)   # floor + compositing overlap the next draw
+                    if pending is not None:
+                        yield pending.result()
+                    pending = job
+            if pending is not None:
+                yield pending.result()
+            # the GPU buffers of the clip's mesh are released by the next render call on this
             # renderer (pyrender drops meshes that are no longer in the scene)
 
     def render_mesh(self, vertices: np.ndarray, faces: np.ndarray, cfg: RenderConfig | None = None,
-                    facing_yaw: float = 0.0) -> np.ndarray:
-        """(T, H, W, 3) uint8 frames of the mesh sequence ``vertices`` (T, V, 3)."""
-        return np.stack(list(self.iter_mesh(vertices, faces, cfg, facing_yaw)))
+                    facing_yaw: float = 0.0, normals: np.ndarray | None = None,
+                    in_place: bool = True) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames of the mesh sequence ``vertices`` (T, V, 3) (see ``iter_mesh``)."""
+        return np.stack(list(self.iter_mesh(vertices, faces, cfg, facing_yaw, normals, in_place)))
 
     # -- skeleton
     def iter_skeleton(self, joints: np.ndarray, cfg: RenderConfig | None = None,
@@ -655,11 +736,16 @@ def _check_output(path: Path) -> Path:
 
 
 def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | Path, fps: float = FPS,
-              crf: int = 20, preset: str = "veryfast") -> Path:
+              crf: int = 20, preset: str = "veryfast", overlap: bool = True) -> Path:
     """Encode RGB uint8 frames ((T, H, W, 3) array or an iterable of (H, W, 3)) as H.264 MP4
     (libx264, yuv420p, +faststart for browsers). Odd sizes are padded to even by repeating
     the last row / column. Atomic: written to a temporary file beside ``path`` and renamed;
-    on any error nothing is left at ``path`` (an existing file there is kept)."""
+    on any error nothing is left at ``path`` (an existing file there is kept).
+
+    ``overlap`` (default): frames are handed to ffmpeg by a writer thread through a small
+    queue, so the caller's thread (rendering the next frame) never waits on the pipe;
+    frames are still taken from ``frames`` on the calling thread (an OpenGL context stays
+    on its thread)."""
     import imageio_ffmpeg
 
     path = _check_output(Path(path))
@@ -694,15 +780,15 @@ def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | Path, fps: 
         str(tmp), (We, He), fps=float(fps), codec="libx264", pix_fmt_in="rgb24",
         pix_fmt_out="yuv420p", quality=None, macro_block_size=1, ffmpeg_log_level="error",
         output_params=["-preset", str(preset), "-crf", str(int(crf)), "-movflags", "+faststart"])
-    count = 0
     try:
         try:
             writer.send(None)
-            writer.send(even(first))
-            count = 1
-            for fr in it:
-                writer.send(even(np.asarray(fr)))
-                count += 1
+            if overlap:
+                _send_threaded(writer, first, it, even)
+            else:
+                writer.send(even(first))
+                for fr in it:
+                    writer.send(even(np.asarray(fr)))
         except (OSError, BrokenPipeError) as exc:
             raise RenderError(f"ffmpeg failed writing {path}: {exc}") from exc
         finally:
@@ -714,6 +800,44 @@ def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | Path, fps: 
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _send_threaded(writer, first: np.ndarray, rest: Iterator, to_bytes, depth: int = 3) -> None:
+    """Send ``first`` and then every frame of ``rest`` to the started ffmpeg ``writer`` from a
+    helper thread; frames are produced (and checked) here, at most ``depth`` wait in between.
+    The first error on either side stops both and is raised here."""
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    failed: list[BaseException] = []
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                writer.send(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the producing thread
+            failed.append(exc)
+            stop.set()
+            while q.get() is not None:    # drain so the producer never blocks on a full queue
+                pass
+
+    thread = threading.Thread(target=pump, name="mp4-writer", daemon=True)
+    thread.start()
+    try:
+        q.put(to_bytes(first))
+        for fr in rest:
+            if stop.is_set():
+                break
+            q.put(to_bytes(np.asarray(fr)))
+    finally:
+        q.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 # --------------------------------------------------------------------------- whole pipeline
@@ -751,11 +875,20 @@ def render_motion_mp4(joints: np.ndarray, path: str | Path, cfg: RenderConfig | 
 
         body = body if body is not None else default_body()
         pose = solve_ik(J, rest_offsets=body.rest_offsets(), fps=cfg.fps)
-        verts = body.vertices(pose)
-        frames = (renderer or shared_renderer()).iter_mesh(verts, body.faces, cfg, yaw)
+        verts, normals = pose_body(body, pose)
+        frames = (renderer or shared_renderer()).iter_mesh(verts, body.faces, cfg, yaw, normals=normals)
     return write_mp4(frames, path, cfg.fps, crf=cfg.crf, preset=cfg.preset)
 
 
+def pose_body(body, pose) -> tuple[np.ndarray, np.ndarray | None]:
+    """(vertices, skinned normals or None) of ``body`` posed by ``pose``: bodies that skin
+    their normals (``vertices_and_normals``) give both, others vertices only."""
+    both = getattr(body, "vertices_and_normals", None)
+    if both is not None:
+        return both(pose)
+    return body.vertices(pose), None
+
+
 __all__ = ["CameraPath", "FloorPainter", "NormalSolver", "RenderConfig", "RenderError", "Renderer",
-           "camera_path", "facing_yaw_of", "iter_skeleton_frames", "render_motion_mp4", "shared_renderer", "vertex_normals",
+           "camera_path", "facing_yaw_of", "iter_skeleton_frames", "pose_body", "render_motion_mp4", "shared_renderer", "vertex_normals",
            "write_mp4"]

@@ -7,22 +7,28 @@ from backend.cli.common import command_group
 
 
 def cmd_bench_render(args) -> int:
-    from backend.bench import bench_render
+    from backend.bench.render import bench_render
 
-    figures = bench_render(seconds=args.seconds, size=args.size, repeats=args.repeats)
-    print(f"{'stage':<28}{'seconds':>10}")
-    for key in ("ik_s", "posing_s", "render_s", "total_s", "skeleton_only_total_s"):
-        print(f"{key:<28}{figures[key]:>10.2f}")
-    print("(render_s = rendering + MP4 encoding; they overlap, frames stream into ffmpeg)")
-    print(f"{args.seconds:.0f}-s motion at {args.size}x{args.size}: {figures['total_s']:.2f} s "
-          f"({figures['ms_per_frame']:.1f} ms/frame; target <= 3 s), body: {figures['body']}")
+    f = bench_render(seconds=args.seconds, size=args.size, repeats=args.repeats)
+    print(f"{args.seconds:.0f}-s motion ({f['frames']} frames) at {args.size}x{args.size}, body "
+          f"{f['body']}, median of {f['repeats']} interleaved runs, {f['cpus']} CPUs, "
+          f"load average {f['load_avg_1min']:.1f}:")
+    print(f"{'path':<52}{'seconds':>10}")
+    print(f"{'current (in place, skinned normals, writer thread)':<52}{f['total_s']:>10.2f}")
+    print(f"{'previous (new mesh per frame, recomputed normals)':<52}{f['previous_total_s']:>10.2f}")
+    print(f"{'skeleton only':<52}{f['skeleton_only_total_s']:>10.2f}")
+    print(f"speed-up over the previous path: {f['speedup_vs_previous']:.2f}x "
+          f"({f['ms_per_frame']:.1f} ms/frame; target <= {f['target_s']} s)")
+    print("per frame, each part timed on its own (ms):")
+    for k, v in f["per_frame_ms"].items():
+        print(f"  {k:<34}{v:>8.2f}")
     if args.json:
-        print(json.dumps(figures))
+        print(json.dumps(f))
     return 0
 
 
 def cmd_bench_eval(args) -> int:
-    from backend.bench import bench_eval
+    from backend.bench.render import bench_eval
 
     f = bench_eval(repeats=args.repeats, split=args.split)
     print(f"{f['repeats']}-repeat evaluation of the VQ-VAE row on {f['split']} ({f['motions']} motions): "
@@ -75,6 +81,16 @@ def cmd_bench_ingest(args) -> int:
     res = bench_ingest(args.videos, workers=tuple(args.workers), engines=tuple(args.engines),
                        stand_in=args.stand_in, workdir=args.workdir)
     print(format_bench_ingest(res))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def cmd_bench_cold(args) -> int:
+    from backend.bench.cold import bench_cold, format_bench_cold
+
+    res = bench_cold(text=args.text, model=args.model, formats=args.formats)
+    print(format_bench_cold(res))
     if args.json:
         print(json.dumps(res))
     return 0
@@ -151,3 +167,12 @@ def add(sub) -> None:
     g.add_argument("--workdir", help="where the videos and databases go (default: the system's temp)")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_bench_ingest)
+    c = bsub.add_parser("cold", help="start-up: --help, a fresh-process generate, load parts",
+                        description="Time `python -m backend --help` and `generate` from new "
+                                    "processes, and the parts of loading (imports, tokenizer, base, "
+                                    "pipeline, first generation) inside one new process.")
+    c.add_argument("--text", default="a person walks forward")
+    c.add_argument("--model", default="mcdpo")
+    c.add_argument("--formats", default="bvh,fbx,glb,mp4,npy")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_bench_cold)

@@ -2,10 +2,10 @@
 retriever that the motion-LLM commands start from."""
 from __future__ import annotations
 
-import torch
-
 
 def set_threads(n: int) -> None:
+    import torch
+
     torch.set_num_threads(max(1, n))
 
 

@@ -7,17 +7,20 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from backend.checkpoints import ship
 from backend.cli.common import command_group, load_stack, training_db
-from backend.generation.train_llm import warm_start
 from motioncore.io import atomic_write_json
 
-DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+def _dtype(name: str):
+    """The torch dtype of a --ship-dtype choice (torch is imported only when a command runs)."""
+    import torch
+
+    return {"float16": torch.float16, "float32": torch.float32}[name]
 
 
 def cmd_train_vqvae(args) -> int:
+    import torch
     from backend.data.dataset import open_corpus
     from backend.generation.vqvae import VQVAEConfig
     from backend.checkpoints import data_home
@@ -69,7 +72,7 @@ def cmd_train_vqvae(args) -> int:
 
         print(f"Learning curves: {plot_vqvae_curves(work / 'train_log.jsonl', Path(args.curves))}")
     if args.ship:
-        ship("vqvae", model, dtype=DTYPES[args.ship_dtype])
+        ship("vqvae", model, dtype=_dtype(args.ship_dtype))
     return 0
 
 
@@ -88,7 +91,7 @@ def cmd_train_evaluator(args) -> int:
     model = train_evaluator(corpus, EvaluatorConfig.embedded(), cfg, work, resume=not args.no_resume)
     print(f"Trained evaluator saved in {work / 'model'}")
     if args.ship:
-        ship("evaluator", model, dtype=DTYPES[args.ship_dtype])
+        ship("evaluator", model, dtype=_dtype(args.ship_dtype))
     return 0
 
 
@@ -114,7 +117,7 @@ def cmd_train_checker(args) -> int:
     model = train_checker(corpus, splits, cfg, work)
     print(f"Trained checker saved in {work / 'model'}")
     if args.ship:
-        ship("checker", model, dtype=DTYPES[args.ship_dtype])
+        ship("checker", model, dtype=_dtype(args.ship_dtype))
     return 0
 
 
@@ -177,6 +180,7 @@ def _model_config(args, codebook: int):
 
 
 def cmd_train_sft(args) -> int:
+    import torch
     import random
 
     from backend.generation.motion_llm import MotionLLM
@@ -221,6 +225,8 @@ def cmd_train_sft(args) -> int:
         print(f"{args.random_video:.0%} of captions shown a random video, {args.drop_video:.0%} none")
     model = MotionLLM(_model_config(args, vqvae.config.nb_code))
     if args.init_from and not (work / "state.pt").is_file():
+        from backend.generation.train_llm import warm_start
+
         warm_start(model, Path(args.init_from))
     cfg = LLMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
                          ckpt_every=args.ckpt_every, seed=args.seed, val_every=args.val_every,
@@ -241,6 +247,7 @@ def cmd_train_sft(args) -> int:
 
 
 def cmd_train_mcdpo(args) -> int:
+    import torch
     import random
 
     import numpy as np

@@ -175,6 +175,49 @@ def _share_params_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+_TOKENIZERS: dict[str, object] = {}
+_TOKENIZER_LOCK = threading.Lock()     # not _BASE_LOCK: load_base holds that while calling us
+_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token")
+
+
+def load_base_tokenizer(base: str | Path):
+    """The tokenizer of ``base`` ("embedded" or a local HF folder), loaded once per process.
+
+    A folder with a ``tokenizer.json`` is read by the Rust ``tokenizers`` parser once, and
+    wrapped with the special tokens of its ``tokenizer_config.json`` (``AutoTokenizer`` also
+    json-decodes the 33 MB, 262k-entry Gemma file seven times in Python to rebuild the same
+    tokenizer: about 3x slower; same ids, tested). Anything else goes through ``AutoTokenizer``."""
+    path = embedded_base_dir() if base == EMBEDDED else Path(base).expanduser()
+    key = str(path.resolve())
+    with _TOKENIZER_LOCK:
+        tok = _TOKENIZERS.get(key)
+        if tok is None:
+            tok = _TOKENIZERS[key] = _read_tokenizer(path)
+        return tok
+
+
+def _read_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        cfg = json.loads((path / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        cfg = None
+    plain = (isinstance(cfg, dict) and (path / "tokenizer.json").is_file()
+             and not (path / "tokenizer.model").is_file() and cfg.get("backend", "tokenizers") == "tokenizers"
+             and not cfg.get("added_tokens_decoder") and not cfg.get("chat_template")
+             and not (path / "chat_template.jinja").is_file())
+    if not plain:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    special = {k: cfg[k] for k in _SPECIAL_KEYS if isinstance(cfg.get(k), str)}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path / "tokenizer.json")),
+                                   padding_side=cfg.get("padding_side", "left"),
+                                   model_max_length=cfg.get("model_max_length", int(1e30)), **special)
+
+
 def _load_embedded():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -190,7 +233,7 @@ def _load_embedded():
     except (OSError, ValueError):
         ok = False
     if ok:
-        tok = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
+        tok = load_base_tokenizer(EMBEDDED)
         model = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, dtype=torch.float32)
         return model, tok
 
@@ -232,7 +275,7 @@ def load_base(base: str, *, cache: bool = True):
 
     The embedded base is loaded once per process; later calls return a module tree that SHARES
     the cached weight tensors (never modify base weights in place, e.g. with ``.to(dtype)``)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     if base == EMBEDDED:
         with _BASE_LOCK:
@@ -250,7 +293,7 @@ def load_base(base: str, *, cache: bool = True):
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"base model folder {path} has no config.json: give 'embedded' or a "
                                 "local Hugging Face causal-LM folder")
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    tok = load_base_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
     return model.eval().requires_grad_(False), tok
 
@@ -765,6 +808,6 @@ class MotionLLM(nn.Module):
         return model.to(device).eval()
 
 
-__all__ = ["EMBEDDED", "MLP_TARGETS", "POSE_DIM", "MotionBatch", "pose_features", "MotionLLM", "MotionLLMConfig", "MotionVocab", "PromptError",
+__all__ = ["EMBEDDED", "MLP_TARGETS", "POSE_DIM", "MotionBatch", "pose_features", "MotionLLM", "load_base_tokenizer", "MotionLLMConfig", "MotionVocab", "PromptError",
            "NEUTRAL_TEXT", "VideoFeatures", "VideoProjector", "clean_prompt", "embedded_base_dir", "load_base",
            "pool_frames"]
