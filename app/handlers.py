@@ -105,6 +105,8 @@ def generate(service: AppService, req: Request, state: dict | None,
         if r0.hits:
             oc.hits = [h.to_json() for h in r0.hits]
             st["hits"] = oc.hits
+        # the reference video and thumbnails render on the media thread meanwhile
+        media = service.prefetch_media(oc.video_id, [h["id"] for h in oc.hits or []], uploads)
         oc.router = service.router_for(pipe, text, r0.video_id, r0.hits, uploads)
         upd = {"router": views.router_html(oc.router, retrieval, oc.hits or None)}
         if retrieval == "none":
@@ -155,13 +157,13 @@ def generate(service: AppService, req: Request, state: dict | None,
         t_ref = time.perf_counter()
         if oc.video_id is not None:
             progress(0.8, desc="Rendering the reference video (first time only)")
-            upd["retrieved"] = str(service.video_for_display(oc.video_id, uploads))
+            ref_path, thumbs = media.result()
+            upd["retrieved"] = str(ref_path)
             if oc.hits:
-                progress(0.9, desc="Top-5 thumbnails")
-                upd["gallery"] = [(str(service.thumbnail(h["id"])),
+                upd["gallery"] = [(str(t),
                                    f"{'▶ ' if h['id'] == oc.video_id else ''}#{h['rank']} "
                                    f"{service.caption(h['id'])} · {h['score']:+.2f}")
-                                  for h in oc.hits]
+                                  for h, t in zip(oc.hits, thumbs)]
             parts["reference video"] = time.perf_counter() - t_ref
         details = {"prompt_used": text, "notes": notes, "mode": req.mode, "retrieval": retrieval,
                    "video_id": oc.video_id, "router": oc.router, "hits": oc.hits,

@@ -251,6 +251,8 @@ class AppService:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.render_size = int(render_size)
         self.pool = ThreadPoolExecutor(max(1, int(concurrency)), thread_name_prefix="vimorag-worker")
+        # Reference videos and thumbnails render here, beside the motion's export on the pool.
+        self.media_pool = ThreadPoolExecutor(1, thread_name_prefix="vimorag-media")
         self.db_lock = threading.RLock()     # uploads change the database under everyone
         self._media_locks: dict[str, threading.Lock] = {}
         self._media_guard = threading.Lock()
@@ -381,26 +383,39 @@ class AppService:
         return {"id": video_id, "rank": None, **self.call(r.scores_for, text, emb)}
 
     # ------------------------------------------------------------------ media
+    def prefetch_media(self, video_id: str | None, hit_ids: list[str], uploads: dict | None = None):
+        """Start preparing what the page shows beside the motion (the reference video, the top-k
+        thumbnails) on the media thread, so it renders while the motion is exported and its
+        MP4 rendered (the second core); a Future of (video path or None, thumbnail paths).
+        ``video_for_display`` / ``thumbnail`` later find the files made (or wait for them)."""
+        def work():
+            path = self._video_for_display(video_id, uploads, _direct) if video_id else None
+            return path, [self._thumbnail(h, _direct) for h in hit_ids]
+        return self.media_pool.submit(work)
+
     def video_for_display(self, video_id: str, uploads: dict | None = None) -> Path:
         """A browser-playable MP4 of a database video (rendered / transcoded once, cached) or
         of one of the session's uploads (kept in the session's folder)."""
+        return self._video_for_display(video_id, uploads, self.call)
+
+    def _video_for_display(self, video_id: str, uploads: dict | None, call) -> Path:
         if video_id.startswith(UPLOAD_PREFIX):
             up = (uploads or {})[video_id]
             out = Path(up["video"]).with_name(f"{video_id}.mp4")
             with self._media_lock("upload:" + str(out)):
                 if not out.is_file():
-                    self.call(transcode_mp4, Path(up["video"]), out)
+                    call(transcode_mp4, Path(up["video"]), out)
             return out
         pipe = self.holder.get()
         r = pipe.retriever
         rec = r.db.record(video_id)
         with self._media_lock("video:" + video_id):
             if rec.get("kind") == "synthetic":
-                return self.call(r.video_path, video_id)
-            src = Path(self.call(r.video_path, video_id))
+                return call(r.video_path, video_id)
+            src = Path(call(r.video_path, video_id))
             out = r.db.root / "media" / f"{video_id}.mp4"
             if not out.is_file():
-                self.call(transcode_mp4, src, out)
+                call(transcode_mp4, src, out)
             return out
 
     def caption(self, video_id: str) -> str:
@@ -412,12 +427,15 @@ class AppService:
 
     def thumbnail(self, video_id: str) -> Path:
         """One middle frame of a database video as a JPEG (cheap: no full render)."""
+        return self._thumbnail(video_id, self.call)
+
+    def _thumbnail(self, video_id: str, call) -> Path:
         pipe = self.holder.get()
         r = pipe.retriever
         out = r.db.root / "media" / "thumbs" / f"{video_id}.jpg"
         with self._media_lock("thumb:" + video_id):
             if not out.is_file():
-                self.call(_make_thumbnail, r, video_id, out)
+                call(_make_thumbnail, r, video_id, out)
         return out
 
     # ------------------------------------------------------------------ uploads
@@ -482,6 +500,11 @@ def transcode_mp4(src: Path, out: Path, max_side: int = 480) -> Path:
             raise RuntimeError(f"could not convert {src.name} for playback: "
                                f"{proc.stderr.strip()[-300:]}")
     return out
+
+
+def _direct(fn, *args, **kw):
+    """Run ``fn`` on the calling thread (the media thread's counterpart of ``AppService.call``)."""
+    return fn(*args, **kw)
 
 
 def _make_thumbnail(retriever, video_id: str, out: Path, side: int = 192) -> Path:

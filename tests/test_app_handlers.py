@@ -70,6 +70,14 @@ class FakeService:
     def video_for_display(self, vid, uploads):
         return f"media/{vid}.mp4"
 
+    def prefetch_media(self, vid, hit_ids, uploads):
+        from concurrent.futures import Future
+
+        done = Future()
+        done.set_result((self.video_for_display(vid, uploads) if vid else None,
+                         [self.thumbnail(h) for h in hit_ids]))
+        return done
+
     def thumbnail(self, vid):
         return f"thumbs/{vid}.jpg"
 
