@@ -31,7 +31,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from motioncore.quat import qbetween, qinv, qmul, qrot, qto_cont6d, qyaw
 from motioncore.skeleton import (FACE_JOINTS, FOOT_CONTACT_THRESHOLD, FPS, KINEMATIC_CHAINS,
-                                 LEFT_FOOT, NUM_JOINTS, RAW_OFFSETS, RIGHT_FOOT)
+                                 LEFT_FOOT, MIRROR_INDEX, NUM_JOINTS, RAW_OFFSETS, RIGHT_FOOT)
 
 FEATURE_DIM = 263
 ROOT_SLICE = slice(0, 4)
@@ -210,6 +210,14 @@ def features_to_joints(features: np.ndarray) -> np.ndarray:
     world[..., 0] += root[:, None, 0]
     world[..., 2] += root[:, None, 2]
     return np.concatenate([root[:, None], world], axis=1).astype(np.float32)
+
+
+def mirror_features(features: np.ndarray) -> np.ndarray:
+    """(T, 263) features of the mirror image of a motion (one frame shorter): joints recovered,
+    left and right swapped, x negated, features recomputed."""
+    joints = features_to_joints(np.asarray(features, np.float32))[:, list(MIRROR_INDEX)]
+    joints[..., 0] *= -1
+    return joints_to_features(joints)
 
 
 def resample(positions: np.ndarray, src_fps: float, dst_fps: float = FPS) -> np.ndarray:

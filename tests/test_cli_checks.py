@@ -60,7 +60,7 @@ def test_train_vqvae_refuses_bad_device_and_frozen_without_init(capsys):
 
 @pytest.mark.parametrize("extra", [["--self-video", "0.8", "--random-video", "0.3"],
                                    ["--drop-video", "1.5", "--self-video", "0"],
-                                   ["--caption-drop", "-0.1"]])
+                                   ["--caption-drop", "-0.1"], ["--mirror", "1.5"]])
 def test_train_sft_refuses_bad_shares_before_loading(monkeypatch, capsys, extra):
     import backend.cli.train as train
 

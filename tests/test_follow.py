@@ -104,7 +104,7 @@ def test_example_prompts_scoring():
 
 
 def test_mirror_features_is_an_involution_and_flips_turning():
-    from backend.evaluation.follow import mirror_features
+    from motioncore.features import mirror_features
     from motioncore.features import joints_to_features
     from motioncore.skeleton import ADULT_OFFSETS, PARENTS
 

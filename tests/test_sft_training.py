@@ -100,6 +100,50 @@ def test_sft_random_and_dropped_videos(tiny_base, tmp_path, random_share, drop, 
                                                  drop_video=0.3), tmp_path / "c", random_pool=pool)
 
 
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_sft_mirror_shows_mirrored_caption_codes_and_video(tiny_base, tmp_path, share):  # noqa: F811
+    from backend.generation.motion_llm import MotionLLM, VideoFeatures
+
+    texts = ["a person kicks with the left leg", "someone turns right twice", "a man jumps"]
+    ex = [Example(t, np.full(5, i), video_id=f"db{i}", mid=f"m{i}", mirror_codes=np.full(5, 10 + i))
+          for i, t in enumerate(texts)]
+    ex.append(Example("a person waves the left hand", np.full(5, 3), video_id="db3", mid="m3"))
+    mirrored = []
+
+    class Mirroring(FakeRetriever):
+        def mirrored_prior(self, vid):
+            mirrored.append(vid)
+            return VideoFeatures(*self.feats[vid])
+
+    db = Mirroring([e.video_id for e in ex], 0)
+    torch.manual_seed(0)
+    model = MotionLLM(make_config(tiny_base, num_prefix=17))
+    seen = []
+    build = model.build_batch
+
+    def spy(texts, videos, codes, **kw):
+        seen.append((list(texts), [int(c[0]) for c in codes]))
+        return build(texts, videos, codes, **kw)
+
+    model.build_batch = spy
+    cfg = LLMTrainConfig(steps=2, batch_size=4, warmup=1, ckpt_every=10, threads=1, mirror=share,
+                         log_every=1)
+    train_sft(model, ex, db, cfg, tmp_path)
+    assert len(seen) == 2
+    for shown_texts, shown_codes in seen:
+        pairs = dict(zip(shown_texts, shown_codes))
+        if share:      # every example with mirror codes comes mirrored: sides swapped, its codes
+            assert pairs == {"a person kicks with the right leg": 10, "someone turns left twice": 11,
+                             "a man jumps": 12, "a person waves the left hand": 3}
+        else:
+            assert pairs == {"a person kicks with the left leg": 0, "someone turns right twice": 1,
+                             "a man jumps": 2, "a person waves the left hand": 3}
+    assert sorted(set(mirrored)) == (["db0", "db1", "db2"] if share else [])
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()
+            if "mirrored" in line]
+    assert [r["mirrored"] for r in rows] == [3 * int(share)] * 2
+
+
 def test_sft_validation_early_stop_keeps_best(tiny_base, tmp_path):  # noqa: F811
     from backend.generation.motion_llm import MotionLLM
 

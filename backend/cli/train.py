@@ -191,7 +191,8 @@ def cmd_train_sft(args) -> int:
                                           self_video_ids, train_sft)
 
     shares = {"--self-video": args.self_video, "--random-video": args.random_video,
-              "--drop-video": args.drop_video, "--caption-drop": args.caption_drop}
+              "--drop-video": args.drop_video, "--caption-drop": args.caption_drop,
+              "--mirror": args.mirror}
     bad = [f"{k} {v:g}" for k, v in shares.items() if not 0 <= v <= 1]
     if bad or args.self_video + args.random_video + args.drop_video > 1:
         raise ValueError(f"shares must lie in [0, 1] and --self-video + --random-video + "
@@ -199,7 +200,7 @@ def cmd_train_sft(args) -> int:
     corpus, vqvae, retriever = load_stack(args, need_retriever=args.video != "none")
     name = "novideo" if args.video == "none" else "sft"
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"llm-{name}"
-    examples = build_examples(corpus, vqvae, retriever, args.video, work.parent)
+    examples = build_examples(corpus, vqvae, retriever, args.video, work.parent, mirror=args.mirror > 0)
     val = build_examples(corpus, vqvae, retriever, args.video, work.parent, split="val")
     seen, val_first = set(), []
     for e in val:                                  # one caption per validation motion
@@ -223,6 +224,8 @@ def cmd_train_sft(args) -> int:
           f"their captions); {len(val_first)} validation examples")
     if args.video != "none" and (args.random_video or args.drop_video):
         print(f"{args.random_video:.0%} of captions shown a random video, {args.drop_video:.0%} none")
+    if args.mirror:
+        print(f"{args.mirror:.0%} of examples shown as their mirror image (left and right swapped)")
     model = MotionLLM(_model_config(args, vqvae.config.nb_code))
     if args.init_from and not (work / "state.pt").is_file():
         from backend.generation.train_llm import warm_start
@@ -233,7 +236,8 @@ def cmd_train_sft(args) -> int:
                          patience=args.patience, self_video=args.self_video if selfs else 0.0,
                          caption_drop=args.caption_drop,
                          random_video=args.random_video if args.video != "none" else 0.0,
-                         drop_video=args.drop_video if args.video != "none" else 0.0)
+                         drop_video=args.drop_video if args.video != "none" else 0.0,
+                         mirror=args.mirror)
     model = train_sft(model, examples, videos, cfg, work, resume=not args.no_resume,
                       val_examples=val_first, self_videos=selfs,
                       random_pool=retriever.video_ids if retriever is not None else None)
@@ -491,6 +495,10 @@ def add(sub) -> None:
                         "those of new prompts, so the model learns to over-trust them")
     s.add_argument("--drop-video", type=float, default=0.0,
                    help="share of captions shown no video at all (the words alone)")
+    s.add_argument("--mirror", type=float, default=0.0,
+                   help="share of examples shown as their mirror image: the mirrored motion's "
+                        "tokens, the caption with left and right swapped, the mirrored video "
+                        "(so every side-naming caption has a counterpart differing only in the side)")
     s.add_argument("--self-db", default="self-train", help="database of the self videos")
     s.add_argument("--lora-mlp", action="store_true",
                    help="LoRA on the MLP projections too (more capacity than attention only)")

@@ -33,8 +33,7 @@ from tqdm import tqdm
 from backend.checkpoints import save_pretrained_atomic
 from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS, mirror_segments
 from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, CheckerConfig, InstructionChecker
-from motioncore.features import features_to_joints, joints_to_features
-from motioncore.skeleton import MIRROR_INDEX
+from motioncore.features import joints_to_features, mirror_features
 
 ATTRIBUTES = ("kind", "count", "side", "direction", "speed")
 
@@ -205,14 +204,6 @@ def load_programs(corpus) -> dict[str, list[dict]]:
         raise FileNotFoundError(f"{path} is missing: instruction following needs the corpus's "
                                 "programs (the embedded corpus has them; HumanML3D does not)")
     return {p["id"]: p["segments"] for p in map(json.loads, path.read_text().splitlines())}
-
-
-def mirror_features(features: np.ndarray) -> np.ndarray:
-    """(T, 263) features of the mirror image of a motion (one frame shorter): joints recovered,
-    left and right swapped, x negated, features recomputed."""
-    joints = features_to_joints(np.asarray(features, np.float32))[:, list(MIRROR_INDEX)]
-    joints[..., 0] *= -1
-    return joints_to_features(joints)
 
 
 def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_dir: Path,

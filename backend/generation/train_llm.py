@@ -35,6 +35,8 @@ from tqdm import tqdm
 from backend.checkpoints import load_folder
 from backend.generation.motion_llm import NEUTRAL_TEXT, MotionLLM, MotionLLMConfig, VideoFeatures
 from backend.generation.preference import dpo_loss, mcdpo_reward, pick_pair
+from backend.retrieval.sides import mirror_caption
+from motioncore.features import mirror_features
 from motioncore.io import atomic_write, atomic_write_json
 
 MAX_FRAMES = 196
@@ -47,6 +49,7 @@ class Example:
     video_id: str | None = None
     mid: str = ""
     random_video: bool = False          # the video is a random one (McDPO's bad priors)
+    mirror_codes: np.ndarray | None = None  # codes of the motion's mirror image (SFT --mirror)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class LLMTrainConfig:
     caption_drop: float = 0.0           # SFT: share of those self-video pairs whose caption is hidden
     random_video: float = 0.0           # SFT: share of captions shown a random database video
     drop_video: float = 0.0             # SFT: share of captions shown no video at all
+    mirror: float = 0.0                 # SFT: share of examples shown as their mirror image
     log_every: int = 10                 # training-loss rows in log.jsonl (McDPO: 1, its batches are noisy)
 
 
@@ -72,14 +76,16 @@ class LLMTrainConfig:
 
 
 @torch.no_grad()
-def motion_codes(corpus, vqvae, split: str = "train") -> dict[str, np.ndarray]:
-    """Ground-truth VQ codes of every motion of ``split`` (first 196 frames)."""
+def motion_codes(corpus, vqvae, split: str = "train", mirrored: bool = False) -> dict[str, np.ndarray]:
+    """Ground-truth VQ codes of every motion of ``split`` (first 196 frames); ``mirrored``: of
+    each motion's mirror image (left and right swapped, ``mirror_features``)."""
     norm = corpus.normalizer
     down = vqvae.config.downsample
     out = {}
-    feats = corpus.load_features(split, min_frames=down * 2)
-    for mid, f in tqdm(feats.items(), desc=f"tokenizing {split} motions", leave=False):
-        f = f[:MAX_FRAMES]
+    feats = corpus.load_features(split, min_frames=down * 2 + int(mirrored))
+    desc = f"tokenizing {split} motions" + (" (mirrored)" if mirrored else "")
+    for mid, f in tqdm(feats.items(), desc=desc, leave=False):
+        f = mirror_features(f[:MAX_FRAMES + 1]) if mirrored else f[:MAX_FRAMES]
         f = f[: len(f) // down * down]
         x = torch.from_numpy(norm.normalize(f).astype(np.float32))[None]
         out[mid] = vqvae.encode(x)[0].numpy().astype(np.int64)
@@ -108,28 +114,40 @@ def retrieval_cache(retriever, texts: list[str], mode: str, path: Path, seed: in
     return cache
 
 
-def build_examples(corpus, vqvae, retriever, mode: str, workdir: Path, split: str = "train") -> list[Example]:
-    """One example per (motion, caption) of ``split``; ``mode`` in gemini / random / none.
-    Codes are cached in ``workdir`` per split and tokenizer (a hash of its weights)."""
-    cache = workdir / f"codes-{split}-{tokenizer_fingerprint(vqvae)}.npz"
+def _cached_codes(corpus, vqvae, split: str, workdir: Path, mirrored: bool = False) -> dict[str, np.ndarray]:
+    tag = "-mirror" if mirrored else ""
+    cache = workdir / f"codes-{split}{tag}-{tokenizer_fingerprint(vqvae)}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
-            codes = {k: z[k] for k in z.files}
-    else:
-        codes = motion_codes(corpus, vqvae, split)
-        workdir.mkdir(parents=True, exist_ok=True)
-        atomic_write(cache, lambda fh: np.savez(fh, **codes))
+            return {k: z[k] for k in z.files}
+    codes = motion_codes(corpus, vqvae, split, mirrored=mirrored)
+    workdir.mkdir(parents=True, exist_ok=True)
+    atomic_write(cache, lambda fh: np.savez(fh, **codes))
+    return codes
+
+
+def build_examples(corpus, vqvae, retriever, mode: str, workdir: Path, split: str = "train",
+                   mirror: bool = False) -> list[Example]:
+    """One example per (motion, caption) of ``split``; ``mode`` in gemini / random / none.
+    Codes are cached in ``workdir`` per split and tokenizer (a hash of its weights); ``mirror``
+    also tokenizes each motion's mirror image (``Example.mirror_codes``, for ``--mirror``)."""
+    codes = _cached_codes(corpus, vqvae, split, workdir)
+    mirrored = _cached_codes(corpus, vqvae, split, workdir, mirrored=True) if mirror else {}
     pairs = [(mid, c.text) for mid in codes for c in corpus.captions(mid)]
     videos = {}
     if mode != "none":
         videos = retrieval_cache(retriever, [t for _, t in pairs], mode,
                                  workdir / f"retrieval-{mode}-{split}.json")
-    return [Example(t, codes[mid], videos.get(t), mid) for mid, t in pairs]
+    return [Example(t, codes[mid], videos.get(t), mid, mirror_codes=mirrored.get(mid))
+            for mid, t in pairs]
 
 
-def video_of(retriever, video_id: str | None) -> VideoFeatures | None:
+def video_of(retriever, video_id: str | None, mirrored: bool = False) -> VideoFeatures | None:
+    """The prior the LLM reads for ``video_id`` (None: no video); ``mirrored``: its mirror image."""
     if video_id is None:
         return None
+    if mirrored:
+        return retriever.mirrored_prior(video_id)
     if hasattr(retriever, "video_prior"):
         return retriever.video_prior(video_id)
     frames, obj = retriever.video_features(video_id)
@@ -277,6 +295,12 @@ class VideoBank:
                     VideoFeatures(*r.video_features(video_id))
         raise KeyError(f"video {video_id!r} is in none of the databases")
 
+    def mirrored_prior(self, video_id: str):
+        for r in self.retrievers:
+            if r.has_video(video_id):
+                return r.mirrored_prior(video_id)
+        raise KeyError(f"video {video_id!r} is in none of the databases")
+
 
 def self_video_ids(retriever, mids) -> dict[str, str]:
     """motion id -> id of the video showing that motion (``videos self``), where there is one."""
@@ -309,6 +333,10 @@ def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrai
       (share ``cfg.drop_video``): rank-1 videos of *training* captions agree with
       them more often than those of new prompts do, and these teach the model that the words
       come first when the prior disagrees.
+    With probability ``cfg.mirror`` an example (with ``mirror_codes``) is shown as its mirror
+    image: the mirrored motion's codes, the caption with left and right swapped
+    (``mirror_caption``) and the mirror image of whatever video was picked. Every side-naming
+    caption then comes with its counterpart, which differs only in the side.
     ``retriever`` is anything with ``video_features(id)`` (a ``VideoBank`` for several databases)."""
     draw = _epoch_sampler(len(examples), cfg)
     self_videos = self_videos or {}
@@ -338,10 +366,16 @@ def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrai
         vids = [v for v, _ in picks]
         texts = [NEUTRAL_TEXT if kind == "self" and rng.random() < cfg.caption_drop else e.text
                  for (_, kind), e in zip(picks, ex)]
-        batch = core.build_batch(texts, [video_of(retriever, v) for v in vids],
-                                 [e.codes for e in ex], padding="right").to(core.device)
+        flips = [False] * len(ex)
+        if cfg.mirror > 0:                       # its own generator: mirror 0 draws as before
+            mrng = random.Random(cfg.seed * 7_000_003 + step)
+            flips = [e.mirror_codes is not None and mrng.random() < cfg.mirror for e in ex]
+        texts = [mirror_caption(t) if f else t for t, f in zip(texts, flips)]
+        codes = [e.mirror_codes if f else e.codes for e, f in zip(ex, flips)]
+        batch = core.build_batch(texts, [video_of(retriever, v, f) for v, f in zip(vids, flips)],
+                                 codes, padding="right").to(core.device)
         kinds = [k for _, k in picks]
-        return core.loss(batch), {"self_videos": kinds.count("self"),
+        return core.loss(batch), {"self_videos": kinds.count("self"), "mirrored": sum(flips),
                                   "random_videos": kinds.count("random"),
                                   "no_videos": kinds.count("dropped"),
                                   "captions_hidden": sum(t == NEUTRAL_TEXT for t in texts)}

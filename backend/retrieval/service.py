@@ -258,7 +258,7 @@ class VideoRetriever:
         whose captions name only the other side than the words (``mirrors(text, id)``) comes as
         its mirror image: keypoints mirrored and the action features computed from them."""
         if text is not None and self.mirrors(text, video_id):
-            return self._mirrored_prior(video_id)
+            return self.mirrored_prior(video_id)
         frames, obj = self.video_features(video_id)
         return VideoFeatures(frames, obj, self.db.keypoints[self._row[video_id]])
 
@@ -268,7 +268,8 @@ class VideoRetriever:
         own) are never mirrored."""
         return mirror_for(text, captions_of(self.db.record(video_id)))
 
-    def _mirrored_prior(self, video_id: str):
+    def mirrored_prior(self, video_id: str):
+        """``VideoFeatures`` of the horizontal mirror image of a stored video (cached)."""
         cache = self.__dict__.setdefault("_mirror_cache", {})
         if video_id not in cache:
             r = self._row[video_id]
