@@ -9,12 +9,10 @@ rather than once per short-lived request thread.
 from __future__ import annotations
 
 import atexit
-import io
 import logging
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -24,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from app.views import caption_label
 from backend.defaults import TEMPERATURE
-from motioncore.io import atomic_output, atomic_write_bytes
+from backend.retrieval.videos.previews import display_video, make_thumbnail, thumbnail_path, transcode_mp4
 from motioncore.prompt import MAX_PROMPT_CHARS, PromptError
 
 log = logging.getLogger("vimorag.app")
@@ -406,17 +403,9 @@ class AppService:
                 if not out.is_file():
                     call(transcode_mp4, Path(up["video"]), out)
             return out
-        pipe = self.holder.get()
-        r = pipe.retriever
-        rec = r.db.record(video_id)
+        r = self.holder.get().retriever
         with self._media_lock("video:" + video_id):
-            if rec.get("kind") == "synthetic":
-                return call(r.video_path, video_id)
-            src = Path(call(r.video_path, video_id))
-            out = r.db.root / "media" / f"{video_id}.mp4"
-            if not out.is_file():
-                call(transcode_mp4, src, out)
-            return out
+            return call(display_video, r, video_id)
 
     def caption(self, video_id: str) -> str:
         """A short label saying what the video shows (its caption, else its file name)."""
@@ -430,12 +419,11 @@ class AppService:
         return self._thumbnail(video_id, self.call)
 
     def _thumbnail(self, video_id: str, call) -> Path:
-        pipe = self.holder.get()
-        r = pipe.retriever
-        out = r.db.root / "media" / "thumbs" / f"{video_id}.jpg"
+        r = self.holder.get().retriever
+        out = thumbnail_path(r, video_id)
         with self._media_lock("thumb:" + video_id):
             if not out.is_file():
-                call(_make_thumbnail, r, video_id, out)
+                call(make_thumbnail, r, video_id, out)
         return out
 
     # ------------------------------------------------------------------ uploads
@@ -486,48 +474,9 @@ class AppService:
         return VideoFeatures(emb["frames"], emb["o"], z_kp)
 
 
-def transcode_mp4(src: Path, out: Path, max_side: int = 480) -> Path:
-    """H.264 MP4 copy of any video ffmpeg reads (for videos users uploaded in other formats)."""
-    import imageio_ffmpeg
-
-    scale = f"scale='min({max_side},iw)':-2"
-    with atomic_output(out) as tmp:
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-an",
-               "-vf", scale, "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-               "-movflags", "+faststart", str(tmp)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0 or not tmp.is_file():
-            raise RuntimeError(f"could not convert {src.name} for playback: "
-                               f"{proc.stderr.strip()[-300:]}")
-    return out
-
-
 def _direct(fn, *args, **kw):
     """Run ``fn`` on the calling thread (the media thread's counterpart of ``AppService.call``)."""
     return fn(*args, **kw)
-
-
-def _make_thumbnail(retriever, video_id: str, out: Path, side: int = 192) -> Path:
-    rec = retriever.db.record(video_id)
-    if rec.get("kind") == "synthetic":
-        from backend.retrieval.videos.synth import VideoSpec, render_frames
-
-        spec = VideoSpec.from_json(rec["spec"])
-        frame = render_frames(spec, np.array([spec.frames // 2]))[0]
-    else:
-        from backend.retrieval.videos.decode import read_frames
-
-        frame = read_frames(retriever.video_path(video_id), num=1, max_side=side)[0][0]
-    img = Image.fromarray(np.asarray(frame, np.uint8))
-    img.thumbnail((side, side))
-    atomic_write_bytes(out, _jpeg(img), "thumbnail")
-    return out
-
-
-def _jpeg(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
-    return buf.getvalue()
 
 
 __all__ = ["ClipOptions", "remember_choice", "resolve_choice", "AppService", "EXPORT_FORMATS", "QUICK_FORMATS", "MODEL_LABELS", "ModelHolder", "ModelRun", "NotReady",

@@ -53,6 +53,22 @@ def cmd_videos_self(args) -> int:
     return 0
 
 
+def cmd_videos_previews(args) -> int:
+    from backend.retrieval.service import VideoRetriever
+    from backend.retrieval.videos.previews import prepare_previews
+
+    r = VideoRetriever.open(args.db)
+    ids = r.video_ids[:args.limit] if args.limit else r.video_ids
+    res = prepare_previews(r, ids)
+    print(f"{res['videos']} videos: {res['made']} previews made, {res['already_there']} already there, "
+          f"{len(res['failed'])} failed ({r.db.root / 'media'})")
+    for vid, why in list(res["failed"].items())[:20]:
+        print(f"  {vid}: {why}")
+    if args.json:
+        print(json.dumps(res))
+    return 1 if res["failed"] else 0
+
+
 def cmd_index(args) -> int:
     from backend.retrieval.service import open_database
     from backend.retrieval.videos.database import database_dir
@@ -129,6 +145,16 @@ def add(sub) -> None:
     sv.add_argument("--workers", type=int, default=2, help="worker processes")
     sv.add_argument("--limit", type=int, default=0, help="only the first N motions of the split")
     sv.set_defaults(func=cmd_videos_self)
+    pv = vsub.add_parser(
+        "previews", help="make every video's playable MP4 and thumbnail ahead of time",
+        description="Render (synthetic videos) or transcode (users' files) every video of a "
+                    "database to the browser-playable MP4 the app shows, and its thumbnail, into "
+                    "the database's media/ folder, so no user waits for them on first view. What "
+                    "exists is kept (resumable). About 2-3 s per synthetic video on one core.")
+    pv.add_argument("--db", default="embedded", help="database name")
+    pv.add_argument("--limit", type=int, default=0, help="only the first N videos")
+    pv.add_argument("--json", action="store_true")
+    pv.set_defaults(func=cmd_videos_previews)
 
     i = sub.add_parser(
         "index", help="add a folder of videos to a video database",
