@@ -145,3 +145,8 @@ def test_the_prior_of_a_video_showing_the_other_side_is_its_mirror_image(tmp_pat
     np.testing.assert_allclose(mirrored.frames, enc["frames"], atol=1e-5)
     assert np.abs(mirrored.frames - plain.frames).max() > 1e-3     # the model sees a different video
     np.testing.assert_allclose(mirrored.object, plain.object, atol=1e-5)
+    # SFT --mirror asks for the mirror image of any video, captions or not
+    own = r.mirrored_prior("own")
+    np.testing.assert_allclose(own.keypoints, mirror_keypoints(np.asarray(r.db.keypoints[1], np.float32)),
+                               atol=1e-6)
+    assert own.frames.shape == plain.frames.shape
