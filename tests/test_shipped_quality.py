@@ -7,10 +7,11 @@ from backend.checkpoints import checkpoints_dir
 from backend.evaluation.tokenizer import evaluate_split
 from backend.generation.vqvae import MotionVQVAE
 
-# README: the shipped McDPO (checker in its reward) passes 42 % of the 15 checks of the app's
-# example prompts (3 seeds; stage-3 SFT 42 %, the previous McDPO 29 %, the models before "Motion
-# quality II" 20 %, walking only: with 2-3 samples a prompt, +-12 points is noise). The OOD-kind
-# prompts (cartwheel, backflip, crawl, roll) still fail. A floor against regressions, not a goal.
+# README: the shipped McDPO (on the stage-4 SFT, checker in its reward) passes 42 % of the 15
+# checks of the app's example prompts (3 seeds; McDPO round 2 on stage 3 47 %, round 1 42 %, the
+# models before "Motion quality II" 20 %, walking only: with 2-3 samples a prompt, +-12 points is
+# noise). The OOD-kind prompts (cartwheel, backflip, crawl, roll) still fail. A floor against
+# regressions, not a goal.
 EXAMPLES_FLOOR = 0.20
 
 
