@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from backend.checkpoints import sha256
+
 ROOT = Path(__file__).resolve().parents[2]
 
 _PARTS = r'''
@@ -61,16 +63,6 @@ print(json.dumps({"s": round(time.perf_counter() - t, 2)}))
 '''
 
 
-def _sha(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def bench_conversion(repeats: int = 1) -> dict:
     """Seconds of the first-use GGUF conversion, fast and transformers' own, from new processes."""
     py = sys.executable
@@ -83,7 +75,7 @@ def bench_conversion(repeats: int = 1) -> dict:
                 _, out = _run([py, "-c", code], env={"VIMORAG_DATA": tmp})
                 times[which].append(json.loads(out.strip().splitlines()[-1])["s"])
                 folder = Path(tmp) / "models" / "gemma3-270m"
-                digests[which] = {f.name: _sha(f) for f in sorted(folder.iterdir()) if f.is_file()}
+                digests[which] = {f.name: sha256(f) for f in sorted(folder.iterdir()) if f.is_file()}
     fast, slow = min(times["fast"]), min(times["transformers"])
     return {"fast_s": fast, "transformers_s": slow, "speedup": round(slow / fast, 2),
             "identical_folders": digests["fast"] == digests["transformers"], "target_s": 30.0}
