@@ -242,3 +242,42 @@ def test_mcdpo_held_out_pairs_are_validated_and_best_kept(tiny_base, tmp_path): 
         _, m = dpo_loss(lp(out, "chosen"), lp(out, "rejected"), lp(reference, "chosen"),
                         lp(reference, "rejected"))
     assert m["loss"] == pytest.approx(best["val_loss"], rel=1e-3)
+
+
+def test_epoch_sampler_passes_and_resumes_where_it_left_off():
+    from backend.generation.train_llm import _epoch_sampler
+
+    cfg = LLMTrainConfig(batch_size=4, seed=3)
+    draw = _epoch_sampler(10, cfg)
+    straight = [draw(s) for s in range(5)]
+    assert sorted(sum(straight, [])[:10]) == list(range(10))          # the first pass: every item once
+    resumed = _epoch_sampler(10, cfg)
+    assert [resumed(s) for s in (3, 4)] == straight[3:]              # continues, does not replay
+    with pytest.raises(ValueError, match="already drawn"):
+        resumed(2)
+
+
+def test_resumed_sft_sees_the_batches_an_uninterrupted_run_would(tiny_base, tmp_path):  # noqa: F811
+    from backend.generation.motion_llm import MotionLLM
+
+    ex = _examples()
+    db = FakeRetriever([e.video_id for e in ex], 0)
+
+    def run(workdir, steps):
+        torch.manual_seed(0)
+        model = MotionLLM(make_config(tiny_base, num_prefix=17))
+        seen = []
+        build = model.build_batch
+
+        def spy(texts, videos, codes, **kw):
+            seen.append(list(texts))
+            return build(texts, videos, codes, **kw)
+
+        model.build_batch = spy
+        cfg = LLMTrainConfig(steps=steps, batch_size=4, warmup=1, ckpt_every=1, threads=1)
+        train_sft(model, ex, db, cfg, workdir)
+        return seen
+
+    straight = run(tmp_path / "a", 4)
+    run(tmp_path / "b", 2)
+    assert run(tmp_path / "b", 4) == straight[2:]

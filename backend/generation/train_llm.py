@@ -258,11 +258,15 @@ def _loop(model: MotionLLM, cfg: LLMTrainConfig, workdir: Path, resume: bool, de
 
 
 def _epoch_sampler(n: int, cfg: LLMTrainConfig):
-    """A function giving the next ``cfg.batch_size`` indices of shuffled passes over ``n`` items."""
+    """``draw(step)``: the indices of batch ``step`` (``cfg.batch_size`` of them) of shuffled
+    passes over ``n`` items. A resumed run asks for its first step after the checkpoint; the
+    batches before it are drawn and skipped, so it continues the order an uninterrupted run
+    would have had instead of replaying the first batches."""
     rng = random.Random(cfg.seed)
     order: list[int] = []
+    drawn = 0
 
-    def draw() -> list[int]:
+    def batch() -> list[int]:
         nonlocal order
         idx = []
         while len(idx) < cfg.batch_size:
@@ -271,6 +275,16 @@ def _epoch_sampler(n: int, cfg: LLMTrainConfig):
                 rng.shuffle(order)
             idx.append(order.pop())
         return idx
+
+    def draw(step: int) -> list[int]:
+        nonlocal drawn
+        if step < drawn:
+            raise ValueError(f"batch {step} was already drawn (next is {drawn})")
+        while drawn < step:                      # fast-forward after a resume
+            batch()
+            drawn += 1
+        drawn += 1
+        return batch()
 
     return draw
 
@@ -361,7 +375,7 @@ def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrai
 
     def step_fn(core, step):
         rng = random.Random(cfg.seed * 1_000_003 + step)
-        ex = [examples[i] for i in draw()]
+        ex = [examples[i] for i in draw(step)]
         picks = [pick(rng, e) for e in ex]
         vids = [v for v, _ in picks]
         texts = [NEUTRAL_TEXT if kind == "self" and rng.random() < cfg.caption_drop else e.text
@@ -488,7 +502,7 @@ def train_mcdpo(policy: MotionLLM, reference: MotionLLM, prefs: list[Preference]
             return {"val_loss": m["loss"], "val_margin": m["margin"], "val_accuracy": m["accuracy"]}
 
     def step_fn(core, step):
-        ps = [prefs[i] for i in draw()]
+        ps = [prefs[i] for i in draw(step)]
         with torch.no_grad():
             ref_c, ref_r = logps(reference, ps, "chosen"), logps(reference, ps, "rejected")
         pol_c, pol_r = logps(core, ps, "chosen"), logps(core, ps, "rejected")
