@@ -624,6 +624,40 @@ def test_merged_lora_generates_the_same_and_leaves_the_base_alone(tiny_base):
         model.save_pretrained(tiny_base / "nope")
 
 
+def test_int8_weights_after_merging_stay_close_and_leave_the_base_alone(tiny_base):
+    """quantize_int8_ needs merged weights, replaces exactly the merged layers with int8 ones,
+    keeps the logits close to the float model's, still generates, and leaves the shared base
+    (another model on it) in float."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    torch.manual_seed(2)
+    cfg = make_config(tiny_base)
+    model = MotionLLM(cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lora_B." in n:
+                p.normal_(0, 0.3)
+    model.eval()
+    with pytest.raises(RuntimeError, match="merge_lora_"):
+        model.quantize_int8_()
+    videos = [video(0), None, video(3, frames=9)]
+    batch = model.build_batch(TEXTS, videos, codes=[np.arange(6), np.arange(3), np.arange(9)])
+    with torch.no_grad():
+        ref = model(batch)
+    merged = model.merge_lora_()
+    assert model.quantize_int8_() == merged
+    assert sum(isinstance(m, DynamicInt8Linear) for m in model.modules()) == merged
+    with torch.no_grad():
+        got = model(batch)
+    rel = (got - ref).norm() / ref.norm()
+    assert 0 < rel < 0.4, rel      # lossy (activations quantized per call), not broken (~1 if it were)
+    codes = model.generate(TEXTS, videos, max_tokens=6, min_tokens=6, greedy=False, seed=0)
+    assert [len(c) for c in codes] == [6, 6, 6]
+    assert all(0 <= int(c.min()) and int(c.max()) < cfg.codebook_size for c in codes)
+    other = MotionLLM(cfg)
+    assert not any(isinstance(m, DynamicInt8Linear) for m in other.modules())
+
+
 def test_text_guidance(llm):
     """Guidance amplifies what the caption adds over the neutral caption: for the neutral caption
     itself it changes nothing; rows of a guided batch equal the same rows run alone; a guided

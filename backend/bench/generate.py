@@ -6,8 +6,10 @@ run generates the same number of tokens). The fast path uses the motion-only hea
 cache, with LoRA merged into the weights (as the pipeline loads it); the "unmerged" row is the
 same path with LoRA kept as adapters (three multiplies per adapted layer); the naive path
 re-runs the whole sequence every step and computes the base model's full text-vocabulary head,
-as a model writing motion tokens as text would. Every run has a prompt not seen before (a fresh
-text encoding, no cache hit). Median of repeats.
+as a model writing motion tokens as text would; the "int8" row is the fast path with the merged
+layers quantized to int8 (``MotionLLM.quantize_int8_``: lossy, so `eval generation --int8`
+must keep the tables within their intervals before it can become a default). Every run has a
+prompt not seen before (a fresh text encoding, no cache hit). Median of repeats.
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
     load_s = time.perf_counter() - t0
     llm = pipe.models[model]
     unmerged = MotionLLM.from_pretrained(checkpoints_dir() / f"llm-{model}")   # shares the base
+    int8 = MotionLLM.from_pretrained(checkpoints_dir() / f"llm-{model}")
+    int8.merge_lora_()
+    int8.quantize_int8_()
     tokens = int(round(seconds * FPS / pipe.vqvae.config.downsample))
     fresh = iter(range(10**6))
 
@@ -54,9 +59,11 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
 
     run(False, prompt(0), 0)                         # warm-up (first-call allocations)
     run(False, prompt(0), 0, unmerged)
-    fast, slow = [], []
-    for i in range(repeats):                         # interleaved: same load on both
+    run(False, prompt(0), 0, int8)
+    fast, slow, quant = [], [], []
+    for i in range(repeats):                         # interleaved: same load on all
         fast.append(run(False, prompt(i), i))
+        quant.append(run(False, prompt(i), i, int8))
         if i % 2 == 0:
             slow.append(run(False, prompt(i), i, unmerged))
     naive = [run(True, prompt(i), i) for i in range(max(3, repeats // 3))]
@@ -65,11 +72,13 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
            "load_s": round(load_s, 2),
            "fast": {k: round(med(fast, k), 4) for k in ("retrieval", "generation", "decoding", "total")},
            "unmerged": {k: round(med(slow, k), 4) for k in ("retrieval", "generation", "decoding", "total")},
+           "int8": {k: round(med(quant, k), 4) for k in ("retrieval", "generation", "decoding", "total")},
            "naive": {k: round(med(naive, k), 4) for k in ("retrieval", "generation", "decoding", "total")}}
     out["speedup"] = round(out["naive"]["total"] / out["fast"]["total"], 2)
     out["merge_speedup"] = round(out["unmerged"]["generation"] / out["fast"]["generation"], 2)
+    out["int8_speedup"] = round(out["fast"]["generation"] / out["int8"]["generation"], 2)
     out["target_met"] = out["fast"]["total"] < 1.0 and out["speedup"] >= 3.0
-    assert all(r["tokens"] == tokens for r in fast + slow + naive)
+    assert all(r["tokens"] == tokens for r in fast + slow + quant + naive)
     return out
 
 
@@ -77,11 +86,12 @@ def format_bench_generate(res: dict) -> str:
     lines = [f"text -> {res['seconds']:.0f}-s motion ({res['tokens']} tokens), median of "
              f"{res['repeats']} runs, {res['threads']} threads", f"{'path':<10}{'retrieval':>11}"
              f"{'generation':>12}{'decoding':>10}{'total':>9}"]
-    for p in ("fast", "unmerged", "naive"):
+    for p in ("fast", "unmerged", "int8", "naive"):
         r = res[p]
         lines.append(f"{p:<10}{r['retrieval']:>10.3f}s{r['generation']:>11.3f}s{r['decoding']:>9.3f}s"
                      f"{r['total']:>8.3f}s")
-    lines.append(f"merged LoRA: generation {res['merge_speedup']:.2f}x faster than unmerged")
+    lines.append(f"merged LoRA: generation {res['merge_speedup']:.2f}x faster than unmerged; "
+                 f"int8 weights: {res['int8_speedup']:.2f}x faster than fast (lossy)")
     lines.append(f"speed-up {res['speedup']:.1f}x (target: total < 1 s and >= 3x: "
                  f"{'met' if res['target_met'] else 'NOT met'}); model loading {res['load_s']:.1f} s")
     return "\n".join(lines)

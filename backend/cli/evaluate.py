@@ -69,7 +69,7 @@ def cmd_eval_generation(args) -> int:
               file=sys.stderr)
         return 2
     generators = with_sampling([GENERATORS[n](corpus) for n in names], args.guidance,
-                               args.temperature, args.top_k, not args.no_side_match)
+                               args.temperature, args.top_k, not args.no_side_match, args.int8)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -120,7 +120,7 @@ def cmd_eval_follow(args) -> int:
         from backend.evaluation.rows import GENERATORS, expand, with_sampling
 
         gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
-                             args.temperature, args.top_k, not args.no_side_match)
+                             args.temperature, args.top_k, not args.no_side_match, args.int8)
     tables = {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -289,6 +289,9 @@ def add(sub) -> None:
     g.add_argument("--no-side-match", action="store_true",
                    help="retrieved videos reach the LLM rows as they are (by default a video whose "
                         "captions name only the other side than the prompt comes mirrored, as in the app)")
+    g.add_argument("--int8", action="store_true",
+                   help="LLM rows with int8 weights (LoRA merged, then dynamic int8 quantization): "
+                        "the lossy fast path of `bench generate`, to compare against the default rows")
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     g.set_defaults(func=cmd_eval_generation)
@@ -322,6 +325,8 @@ def add(sub) -> None:
     f.add_argument("--no-side-match", action="store_true",
                    help="retrieved videos reach the LLM rows as they are (by default a video whose "
                         "captions name only the other side than the prompt comes mirrored, as in the app)")
+    f.add_argument("--int8", action="store_true",
+                   help="generator rows with int8 weights (as `eval generation --int8`)")
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     f.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
     f.set_defaults(func=cmd_eval_follow)

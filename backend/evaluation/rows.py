@@ -46,11 +46,17 @@ def _tokenizer(name: str):
 
 
 @lru_cache(maxsize=None)
-def _llm(name: str):
+def _llm(name: str, int8: bool = False):
+    """The shipped model ``name``; ``int8``: its own copy with LoRA merged and the merged layers
+    quantized to int8 (``MotionLLM.quantize_int8_``), the lossy fast path being measured."""
     d = checkpoints_dir() / f"llm-{name}"
     if not (d / "model.safetensors").is_file():
         raise FileNotFoundError(f"no trained motion LLM at {d}; see README, 'Training'")
-    return MotionLLM.from_pretrained(d)
+    llm = MotionLLM.from_pretrained(d)
+    if int8:
+        llm.merge_lora_()
+        llm.quantize_int8_()
+    return llm
 
 
 class LLMRow:
@@ -113,12 +119,14 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
 
 
 def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 1.0,
-                  top_k: int = 0, match_sides: bool = True) -> list:
+                  top_k: int = 0, match_sides: bool = True, int8: bool = False) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
     against); Real and VQ-VAE rows are unchanged. ``match_sides=False``: retrieved videos reach
-    the model as they are, never mirrored to the words' side."""
+    the model as they are, never mirrored to the words' side. ``int8``: the LLM rows run their
+    model with int8 weights (``MotionLLM.quantize_int8_``; a speed-up that must keep the tables
+    within their intervals before it becomes a default)."""
     for g in generators:
         if not isinstance(g, LLMRow):
             continue
@@ -135,6 +143,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if not match_sides and g.mode not in ("none", "random"):
             g.match_sides = False
             notes.append("sides not matched")
+        if int8:
+            g.llm = _llm(g.model_name, True)
+            notes.append("int8")
         if notes:
             g.name = f"{g.name} ({', '.join(notes)})"
     return generators

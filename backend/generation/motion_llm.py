@@ -748,6 +748,7 @@ class MotionLLM(nn.Module):
         from peft.tuners.lora import LoraLayer
 
         merged = 0
+        self._merged_names = getattr(self, "_merged_names", [])
         for name, module in list(self.lm.named_modules()):
             if not (isinstance(module, LoraLayer) and isinstance(getattr(module, "base_layer", None), nn.Linear)):
                 continue
@@ -763,9 +764,33 @@ class MotionLLM(nn.Module):
                 layer.bias = base.bias
             parent_name, _, child = name.rpartition(".")
             setattr(self.lm.get_submodule(parent_name), child, layer)
+            self._merged_names.append(name)
             merged += 1
         self.lora_merged = True
         return merged
+
+    def quantize_int8_(self) -> int:
+        """Replace each merged layer (``merge_lora_`` first: those weights are this model's own
+        copies, the shared base is untouched) by a dynamically quantized int8 one: weights int8
+        per output channel, activations quantized per call (``torch.ao`` dynamic quantization,
+        fbgemm/x86 kernels). A lossy speed-up for the CPU: a decode step reads a quarter of the
+        bytes. Returns the number of layers quantized."""
+        if not getattr(self, "lora_merged", False):
+            raise RuntimeError("quantize_int8_ needs merged LoRA weights: call merge_lora_() first")
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+        from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        done = 0
+        for name in self._merged_names:
+            layer = self.lm.get_submodule(name)
+            if not isinstance(layer, nn.Linear):
+                continue
+            layer.qconfig = per_channel_dynamic_qconfig
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.lm.get_submodule(parent_name), child, DynamicInt8Linear.from_float(layer))
+            done += 1
+        self.int8 = done > 0
+        return done
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only what is trained: LoRA matrices, motion_embed, motion_head, projector."""
