@@ -77,9 +77,27 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
     out["speedup"] = round(out["naive"]["total"] / out["fast"]["total"], 2)
     out["merge_speedup"] = round(out["unmerged"]["generation"] / out["fast"]["generation"], 2)
     out["int8_speedup"] = round(out["fast"]["generation"] / out["int8"]["generation"], 2)
+    out["int8_fidelity"] = _fidelity(pipe, llm, int8, tokens)
     out["target_met"] = out["fast"]["total"] < 1.0 and out["speedup"] >= 3.0
     assert all(r["tokens"] == tokens for r in fast + slow + quant + naive)
     return out
+
+
+@torch.no_grad()
+def _fidelity(pipe, ref, other, tokens: int) -> dict:
+    """How far ``other``'s next-token distributions are from ``ref``'s, teacher-forced on
+    ``ref``'s own samples for the benchmark prompts (their rank-1 videos): mean KL(ref || other)
+    in nats per token and the share of positions where both rank the same token first."""
+    texts = list(PROMPTS)
+    videos = [pipe._video(pipe.retrieve(t, "gemini", k=1)[0].id) for t in texts]
+    codes = ref.generate(texts, videos, greedy=False, seed=0, max_tokens=tokens, min_tokens=tokens)
+    batch = ref.build_batch(texts, videos, codes=[c for c in codes])
+    a, b = ref(batch).float().log_softmax(-1), other(batch).float().log_softmax(-1)
+    valid = batch.targets >= 0
+    kl = (a.exp() * (a - b)).sum(-1)[valid]
+    same = (a.argmax(-1) == b.argmax(-1))[valid].float()
+    return {"kl_nats_per_token": round(float(kl.mean()), 4), "top1_agreement": round(float(same.mean()), 3),
+            "positions": int(valid.sum())}
 
 
 def format_bench_generate(res: dict) -> str:
@@ -91,7 +109,9 @@ def format_bench_generate(res: dict) -> str:
         lines.append(f"{p:<10}{r['retrieval']:>10.3f}s{r['generation']:>11.3f}s{r['decoding']:>9.3f}s"
                      f"{r['total']:>8.3f}s")
     lines.append(f"merged LoRA: generation {res['merge_speedup']:.2f}x faster than unmerged; "
-                 f"int8 weights: {res['int8_speedup']:.2f}x faster than fast (lossy)")
+                 f"int8 weights: {res['int8_speedup']:.2f}x faster than fast, lossy: KL "
+                 f"{res['int8_fidelity']['kl_nats_per_token']:.3f} nats/token, same first choice "
+                 f"{100 * res['int8_fidelity']['top1_agreement']:.0f} %")
     lines.append(f"speed-up {res['speedup']:.1f}x (target: total < 1 s and >= 3x: "
                  f"{'met' if res['target_met'] else 'NOT met'}); model loading {res['load_s']:.1f} s")
     return "\n".join(lines)
