@@ -78,9 +78,53 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
     out["merge_speedup"] = round(out["unmerged"]["generation"] / out["fast"]["generation"], 2)
     out["int8_speedup"] = round(out["fast"]["generation"] / out["int8"]["generation"], 2)
     out["int8_fidelity"] = _fidelity(pipe, llm, int8, tokens)
+    out["decode_step"] = _decode_step_vs_bound(pipe, llm, tokens, prompt)
     out["target_met"] = out["fast"]["total"] < 1.0 and out["speedup"] >= 3.0
     assert all(r["tokens"] == tokens for r in fast + slow + quant + naive)
     return out
+
+
+def _bandwidth_gb_s(mb: int = 256, repeats: int = 5) -> float:
+    """Memory bandwidth a matrix-vector product reaches here: a float32 matrix of ``mb`` MB
+    (larger than any cache) times a vector, best of ``repeats`` (GB/s)."""
+    n = int((mb * 2**20 / 4) ** 0.5)
+    w, x = torch.randn(n, n), torch.randn(n)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mv(w, x)
+        best = min(best, time.perf_counter() - t)
+    return w.numel() * 4 / best / 1e9
+
+
+def _decode_step_vs_bound(pipe, llm, tokens: int, prompt) -> dict:
+    """One decode step (one motion token with the KV cache: the time of 2N tokens minus that of
+    N, over N; median of 3) against the bound set by reading every weight a step uses once at
+    the measured bandwidth (the decoder's layers and the motion head; the token-embedding
+    table is only gathered from, not read)."""
+    weights = sum(p.numel() * p.element_size() for n, p in llm.decoder.named_parameters()
+                  if "embed_tokens" not in n)
+    weights += sum(p.numel() * p.element_size() for p in llm.motion_head.parameters())
+    weights += sum(b.numel() * b.element_size() for n, b in llm.decoder.named_buffers()
+                   if "embed_tokens" not in n and b.is_floating_point())
+    gb_s = _bandwidth_gb_s()
+    text = prompt(0)
+    video = pipe._video(pipe.retrieve(text, "gemini", k=1)[0].id)
+
+    def gen(n: int) -> float:
+        t = time.perf_counter()
+        llm.generate([text], [video], greedy=False, seed=0, max_tokens=n, min_tokens=n)
+        return time.perf_counter() - t
+
+    steps = []
+    for _ in range(3):
+        short, long_ = gen(tokens), gen(2 * tokens)
+        steps.append((long_ - short) / tokens)
+    step = statistics.median(steps)
+    bound = weights / (gb_s * 1e9)
+    return {"step_ms": round(1000 * step, 2), "bound_ms": round(1000 * bound, 2),
+            "ratio": round(step / bound, 2), "weights_mb": round(weights / 2**20, 1),
+            "bandwidth_gb_s": round(gb_s, 2), "target_ratio": 1.5}
 
 
 @torch.no_grad()
@@ -112,6 +156,10 @@ def format_bench_generate(res: dict) -> str:
                  f"int8 weights: {res['int8_speedup']:.2f}x faster than fast, lossy: KL "
                  f"{res['int8_fidelity']['kl_nats_per_token']:.3f} nats/token, same first choice "
                  f"{100 * res['int8_fidelity']['top1_agreement']:.0f} %")
+    d = res["decode_step"]
+    lines.append(f"decode step {d['step_ms']:.1f} ms against a bound of {d['bound_ms']:.1f} ms "
+                 f"({d['weights_mb']:.0f} MB of weights at {d['bandwidth_gb_s']:.1f} GB/s): "
+                 f"{d['ratio']:.2f}x the bound (target <= {d['target_ratio']}x)")
     lines.append(f"speed-up {res['speedup']:.1f}x (target: total < 1 s and >= 3x: "
                  f"{'met' if res['target_met'] else 'NOT met'}); model loading {res['load_s']:.1f} s")
     return "\n".join(lines)
