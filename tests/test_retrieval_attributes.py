@@ -1,4 +1,7 @@
-"""kind@1, side@1 and direction@1 of `eval retrieval` on hand-made rankings."""
+"""kind@1, side@1 and direction@1 of `eval retrieval` on hand-made rankings; the training set's
+mirror images and soft positives."""
+import json
+
 import numpy as np
 import torch
 
@@ -150,3 +153,79 @@ def test_the_prior_of_a_video_showing_the_other_side_is_its_mirror_image(tmp_pat
     np.testing.assert_allclose(own.keypoints, mirror_keypoints(np.asarray(r.db.keypoints[1], np.float32)),
                                atol=1e-6)
     assert own.frames.shape == plain.frames.shape
+
+
+def test_soft_info_nce_shares_the_target_with_videos_of_the_same_motion():
+    """share 0 (or no same-motion video in the batch) is plain InfoNCE; with a same-motion pair,
+    ranking that pair's other video high costs less than under plain InfoNCE, and a different
+    motion ranked high costs as much as before."""
+    import torch
+
+    from backend.retrieval.train import info_nce, same_motion, soft_info_nce
+
+    torch.manual_seed(0)
+    scale = torch.tensor(2.0)
+    scores = torch.randn(4, 4)
+    none = torch.eye(4, dtype=torch.bool)
+    torch.testing.assert_close(soft_info_nce(scores, scale, none, 0.5), info_nce(scores, scale))
+    motions = [(("kick",), frozenset({"left"}), None), (("jump",), frozenset(), None),
+               (("kick",), frozenset({"left"}), None), None]
+    same = same_motion(motions, torch.tensor([0, 1, 2, 3]))
+    assert same.tolist() == [[True, False, True, False], [False, True, False, False],
+                             [True, False, True, False], [False, False, False, False]]
+    torch.testing.assert_close(soft_info_nce(scores, scale, same, 0.0), info_nce(scores, scale))
+    def grad(loss_fn):
+        x = torch.eye(4).requires_grad_()
+        with torch.no_grad():
+            x[0, 2] = x[2, 0] = 0.5                 # a same-motion video, ranked a little lower
+            x[1, 3] = x[3, 1] = 0.5                 # a different motion, ranked a little lower
+        loss_fn(x).backward()
+        return x.grad
+
+    plain, soft = grad(lambda x: info_nce(x, scale)), grad(lambda x: soft_info_nce(x, scale, same, 0.5))
+    assert plain[0, 2] > 0 and soft[0, 2] < 0       # plain pushes the same-motion video away, soft pulls it up
+    assert plain[1, 3] > 0 and soft[1, 3] > 0       # a different motion is pushed away by both
+    torch.testing.assert_close(plain[1, 3], soft[1, 3])
+
+
+def test_motion_key_names_kinds_sides_and_direction():
+    from backend.retrieval.train import motion_key
+
+    k = motion_key(["kick"], ["a man kicks with his left leg", "someone kicks forward with the left foot"])
+    assert k == (("kick",), frozenset({"left"}), "forward")
+    assert motion_key(["walk"], ["a person walks backwards"])[2] == "backward"
+    assert motion_key([], ["anything"]) is None
+    assert motion_key(["kick"], ["a left kick"]) != motion_key(["kick"], ["a right kick"])
+
+
+def test_stage_one_trains_with_soft_positives(tmp_path):
+    """A few stage-1 steps with soft positives on a tiny database whose videos share kinds; an
+    out-of-range share is refused before any work."""
+    import pytest
+    import torch
+
+    from backend.retrieval.train import CaptionedVideos, train_channels
+    from backend.retrieval.videos.database import NUM_FRAMES, NUM_JOINTS, OBJECT_DIM, VideoDatabase
+
+    class Encoder:
+        def encode(self, texts):
+            return torch.stack([torch.full((384,), float(len(t))) for t in texts])
+
+    caps = ["a man kicks with his left leg", "a person jumps twice", "someone kicks with the left foot",
+            "a woman jumps two times"]
+    kinds = [["kick"], ["jump"], ["kick"], ["jump"]]
+    records = [{"id": f"v{i}", "split": "train", "captions": [c], "spec": {"kinds": k}}
+               for i, (c, k) in enumerate(zip(caps * 2, kinds * 2))]
+    rng = np.random.default_rng(2)
+    db = VideoDatabase(tmp_path, records,
+                       rng.normal(size=(8, NUM_FRAMES, NUM_JOINTS, 3)).astype(np.float32),
+                       rng.normal(size=(8, OBJECT_DIM)).astype(np.float32))
+    data = CaptionedVideos.from_database(db, "train", Encoder(), part="channels")
+    assert data.motions[0] == data.motions[2] != data.motions[1]
+    with pytest.raises(ValueError, match="soft_positives"):
+        train_channels(db, steps=1, soft_positives=1.0, minilm=Encoder(), progress=False)
+    log = tmp_path / "log.jsonl"
+    model = train_channels(db, steps=3, batch=4, soft_positives=0.5, minilm=Encoder(), progress=False, log=log)
+    assert not model.training
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rows and all(np.isfinite(r["action"]) and np.isfinite(r["object"]) for r in rows)

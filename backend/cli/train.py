@@ -131,7 +131,8 @@ def cmd_train_retriever(args) -> int:
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / "retriever"
     work.mkdir(parents=True, exist_ok=True)
     model = train_channels(training_db(args), steps=args.steps, batch=args.batch_size, lr=args.lr,
-                           seed=args.seed, log=work / "log.jsonl", mirror=args.mirror)
+                           seed=args.seed, log=work / "log.jsonl", mirror=args.mirror,
+                           soft_positives=args.soft_positives)
     model.save_pretrained(work / "stage1")
     print(f"Stage-1 retriever saved in {work / 'stage1'} (train the router next: "
           "`python -m backend train router`)")
@@ -553,6 +554,10 @@ def add(sub) -> None:
     t.add_argument("--mirror", action="store_true",
                    help="also train on the mirror image of every video whose captions name a side, "
                         "with left/right (clockwise/counterclockwise) swapped in its captions")
+    t.add_argument("--soft-positives", type=float, default=0.0, metavar="S",
+                   help="give share S of each caption's contrastive target to the batch's other "
+                        "videos showing the same motion (kinds, named sides, direction) instead of "
+                        "pushing them away (default 0: exact video only)")
     _run(t, "data/runs/retriever", None, resume=False)
     t.set_defaults(func=cmd_train_retriever)
     t = tsub.add_parser("router", help="Gemini-MVR stage 2: the router (channels frozen)",

@@ -44,6 +44,7 @@ class CaptionedVideos:
     cap_emb: torch.Tensor          # (C, 384)
     captions: list[str]
     ids: list[str]
+    motions: list[tuple] | None = None   # per video: what it shows (``motion_key``), for soft positives
 
     @classmethod
     def from_database(cls, db: VideoDatabase, split: str, minilm=None,
@@ -75,7 +76,55 @@ class CaptionedVideos:
                 caps.append(c)
                 owner.append(j)
         pred, whole = encode_captions(caps, minilm)
-        return cls(keypoints, objects, torch.tensor(owner), pred, whole, caps, ids)
+        kinds = [tuple(db.records[i].get("spec", {}).get("kinds") or ()) for i in rows]
+        if mirror:
+            kinds += [kinds[j] for j in sided]
+        motions = [motion_key(k, vcaps) for k, vcaps in zip(kinds, per_video)]
+        return cls(keypoints, objects, torch.tensor(owner), pred, whole, caps, ids, motions)
+
+
+def motion_key(kinds, captions: list[str]) -> tuple | None:
+    """What a video shows, as far as retrieval is judged on it (``evaluate.attribute_hits``):
+    its motion kinds in order, the sides its captions name and their most common direction.
+    None when the kinds are unknown (such a video is only ever its own positive)."""
+    from collections import Counter
+
+    from backend.retrieval.evaluate import direction_of
+    from backend.retrieval.sides import sides_of
+
+    if not kinds:
+        return None
+    sides = frozenset().union(*(sides_of(c) for c in captions)) if captions else frozenset()
+    dirs = Counter(d for d in map(direction_of, captions) if d)
+    return (tuple(kinds), sides, dirs.most_common(1)[0][0] if dirs else None)
+
+
+def soft_info_nce(scores: torch.Tensor, scale: torch.Tensor, same: torch.Tensor,
+                  share: float) -> torch.Tensor:
+    """Symmetric InfoNCE where a video showing the same motion as the caption's own
+    (``same``: (B, B) bool, diagonal ignored) is not pushed away: ``share`` of each row's
+    target mass is spread evenly over those videos, the rest stays on the diagonal (rows with
+    none keep it all). ``share`` 0 is ``info_nce``. Exact-video negatives of the same kind are
+    what made plain InfoNCE rank a caption's kind poorly: many training videos show the same
+    kind with other phrasings."""
+    B = len(scores)
+    eye = torch.eye(B, dtype=torch.bool, device=scores.device)
+    others = same & ~eye
+    n = others.sum(1, keepdim=True)
+    target = torch.where(others, share / n.clamp(min=1), torch.zeros((), device=scores.device))
+    target = target + torch.where(eye, torch.where(n > 0, 1.0 - share, 1.0), torch.zeros(()))
+    logits = scores * scale.exp().clamp(max=100)
+    loss_t = -(target * logits.log_softmax(1)).sum(1).mean()
+    loss_v = -(target.T * logits.T.log_softmax(1)).sum(1).mean()
+    return 0.5 * (loss_t + loss_v)
+
+
+def same_motion(motions: list[tuple] | None, vids: torch.Tensor) -> torch.Tensor | None:
+    """(B, B) bool: videos ``vids`` showing the same motion (``motion_key``; unknown = no)."""
+    if motions is None:
+        return None
+    keys = [motions[int(v)] for v in vids]
+    return torch.tensor([[a is not None and a == b for b in keys] for a in keys])
 
 
 def info_nce(scores: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -118,9 +167,13 @@ def _log(path: Path | None, row: dict) -> None:
 
 def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: float = 5e-4,
                    seed: int = 0, cfg: RetrieverConfig | None = None, log: Path | None = None,
-                   progress: bool = True, minilm=None, mirror: bool = False) -> GeminiMVR:
+                   progress: bool = True, minilm=None, mirror: bool = False,
+                   soft_positives: float = 0.0) -> GeminiMVR:
     """Stage 1: both channels, InfoNCE each (``mirror``: with mirrored sided videos, see
-    ``CaptionedVideos.from_database``)."""
+    ``CaptionedVideos.from_database``; ``soft_positives``: the share of each caption's target
+    given to the batch's other videos of the same motion, ``soft_info_nce``)."""
+    if not 0.0 <= soft_positives < 1.0:
+        raise ValueError(f"soft_positives must be in [0, 1), got {soft_positives}")
     torch.manual_seed(seed)
     data = CaptionedVideos.from_database(db, "train", minilm, part="channels", mirror=mirror)
     batch = min(batch, len(data.ids))
@@ -136,8 +189,13 @@ def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: fl
         video = model.encode_video(augment(data.keypoints[v], gen), data.object[v])
         text = model.encode_text(data.pred_emb[c], data.cap_emb[c])
         s = model.fused_scores(text, video)
-        l_act = info_nce(s["action"], model.logit_scale[0])
-        l_obj = info_nce(s["object"], model.logit_scale[1])
+        if soft_positives > 0:
+            same = same_motion(data.motions, v)
+            l_act = soft_info_nce(s["action"], model.logit_scale[0], same, soft_positives)
+            l_obj = soft_info_nce(s["object"], model.logit_scale[1], same, soft_positives)
+        else:
+            l_act = info_nce(s["action"], model.logit_scale[0])
+            l_obj = info_nce(s["object"], model.logit_scale[1])
         loss = l_act + l_obj
         opt.zero_grad()
         loss.backward()
