@@ -16,7 +16,6 @@ Beside exact-video recall (harsh: many held-out videos show the same kind of mot
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 
 from backend.data.corpus import OOD_KINDS
 from backend.retrieval.model import GeminiMVR
-from backend.retrieval.sides import sides_of
+from backend.retrieval.sides import direction_of, sides_of
 from backend.retrieval.train import CaptionedVideos, captions_of
 from backend.retrieval.videos.database import VideoDatabase
 
@@ -35,23 +34,6 @@ def ranks_of(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """1-based rank of the true column of every row (ties count against the truth)."""
     true = scores[np.arange(len(scores)), truth][:, None]
     return (scores >= true).sum(1)
-
-
-_TURNING = re.compile(r"\b(turn\w*|around|curv\w*|circle\w*|arc|spin\w*|twirl\w*|pirouett\w*|rotat\w*)\b")
-_BACKWARD = re.compile(r"\bbackwards?\b")
-_FORWARD = re.compile(r"\b(forwards?|ahead|straight)\b")
-
-
-def direction_of(text: str) -> str | None:
-    """"backward", "turning", "forward" or None (no direction in the words)."""
-    t = text.lower()
-    if _BACKWARD.search(t):
-        return "backward"
-    if _TURNING.search(t):
-        return "turning"
-    if _FORWARD.search(t):
-        return "forward"
-    return None
 
 
 def attribute_hits(query_captions: list[str], query_kinds: list[frozenset], rank1: np.ndarray,

@@ -9,6 +9,9 @@ the words (``mirror_caption``).
 as its mirror image: the words name a side, the video's captions name only the other one. The
 retriever ranks mirrored videos close together (side@1 is about a coin flip, README), so without
 this the prior asks for the wrong leg half the time.
+
+``direction_of(text)`` reads the other attribute retrieval is judged on from words: backward,
+turning or forward.
 """
 from __future__ import annotations
 
@@ -26,6 +29,23 @@ _SIDE_RE = re.compile(r"\b(left|right|clockwise|counterclockwise|counter-clockwi
 def sides_of(text: str) -> frozenset:
     """Left/right named by a caption (clockwise = right, counterclockwise = left)."""
     return frozenset(_SIDE_WORDS.get(w, w) for w in _SIDE_RE.findall(text.lower()))
+
+
+_TURNING = re.compile(r"\b(turn\w*|around|curv\w*|circle\w*|arc|spin\w*|twirl\w*|pirouett\w*|rotat\w*)\b")
+_BACKWARD = re.compile(r"\bbackwards?\b")
+_FORWARD = re.compile(r"\b(forwards?|ahead|straight)\b")
+
+
+def direction_of(text: str) -> str | None:
+    """"backward", "turning", "forward" or None (no direction in the words)."""
+    t = text.lower()
+    if _BACKWARD.search(t):
+        return "backward"
+    if _TURNING.search(t):
+        return "turning"
+    if _FORWARD.search(t):
+        return "forward"
+    return None
 
 
 def mirror_caption(text: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backend.retrieval.model import GeminiMVR, RetrieverConfig, encode_captions
-from backend.retrieval.sides import mirror_caption, mirror_keypoints
+from backend.retrieval.sides import direction_of, mirror_caption, mirror_keypoints, sides_of
 from backend.retrieval.videos.database import VideoDatabase
 
 
@@ -87,11 +88,6 @@ def motion_key(kinds, captions: list[str]) -> tuple | None:
     """What a video shows, as far as retrieval is judged on it (``evaluate.attribute_hits``):
     its motion kinds in order, the sides its captions name and their most common direction.
     None when the kinds are unknown (such a video is only ever its own positive)."""
-    from collections import Counter
-
-    from backend.retrieval.evaluate import direction_of
-    from backend.retrieval.sides import sides_of
-
     if not kinds:
         return None
     sides = frozenset().union(*(sides_of(c) for c in captions)) if captions else frozenset()
