@@ -16,14 +16,13 @@ Beside exact-video recall (harsh: many held-out videos show the same kind of mot
 """
 from __future__ import annotations
 
-from collections import Counter
 
 import numpy as np
 import torch
 
 from backend.data.corpus import OOD_KINDS
 from backend.retrieval.model import GeminiMVR
-from backend.retrieval.sides import direction_of, sides_of
+from backend.retrieval.sides import direction_of, sides_of, video_sides_and_direction
 from backend.retrieval.train import CaptionedVideos, captions_of
 from backend.retrieval.videos.database import VideoDatabase
 
@@ -41,12 +40,7 @@ def attribute_hits(query_captions: list[str], query_kinds: list[frozenset], rank
     """{"kind@1", "side@1", "direction@1"} (share, queries counted) of rank-1 videos ``rank1``
     (video index per query). A video's sides are those its captions name (union); its direction
     the most common one of its captions."""
-    v_sides = [frozenset().union(*(sides_of(c) for c in caps)) if caps else frozenset()
-               for caps in video_captions]
-    v_dir = []
-    for caps in video_captions:
-        dirs = Counter(d for d in map(direction_of, caps) if d)
-        v_dir.append(dirs.most_common(1)[0][0] if dirs else None)
+    v_sides, v_dir = zip(*map(video_sides_and_direction, video_captions)) if video_captions else ((), ())
     kind, side, direction = [], [], []
     for q, (cap, kinds) in enumerate(zip(query_captions, query_kinds)):
         r = int(rank1[q])

@@ -48,6 +48,16 @@ def direction_of(text: str) -> str | None:
     return None
 
 
+def video_sides_and_direction(captions: list[str]) -> tuple[frozenset, str | None]:
+    """What a video's captions say of it: the sides any of them names (union) and their most
+    common direction (None if none names one)."""
+    from collections import Counter
+
+    sides = frozenset().union(*(sides_of(c) for c in captions)) if captions else frozenset()
+    dirs = Counter(d for d in map(direction_of, captions) if d)
+    return sides, (dirs.most_common(1)[0][0] if dirs else None)
+
+
 def mirror_caption(text: str) -> str:
     """The caption of the mirrored video: left <-> right, clockwise <-> counterclockwise (case
     kept). A caption naming no side comes back unchanged."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backend.retrieval.model import GeminiMVR, RetrieverConfig, encode_captions
-from backend.retrieval.sides import direction_of, mirror_caption, mirror_keypoints, sides_of
+from backend.retrieval.sides import mirror_caption, mirror_keypoints, video_sides_and_direction
 from backend.retrieval.videos.database import VideoDatabase
 
 
@@ -90,9 +89,7 @@ def motion_key(kinds, captions: list[str]) -> tuple | None:
     None when the kinds are unknown (such a video is only ever its own positive)."""
     if not kinds:
         return None
-    sides = frozenset().union(*(sides_of(c) for c in captions)) if captions else frozenset()
-    dirs = Counter(d for d in map(direction_of, captions) if d)
-    return (tuple(kinds), sides, dirs.most_common(1)[0][0] if dirs else None)
+    return (tuple(kinds), *video_sides_and_direction(captions))
 
 
 def soft_info_nce(scores: torch.Tensor, scale: torch.Tensor, same: torch.Tensor,
