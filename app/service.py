@@ -465,13 +465,10 @@ class AppService:
                      "browser session, removed when it ends).")
 
     def upload_features(self, pipe, upload: dict):
-        """VideoFeatures of an upload (the retriever's per-frame features, as for database videos)."""
-        from backend.retrieval.videos.database import VideoFeatures
-
+        """VideoFeatures of an upload (what the motion LLM reads, as for database videos)."""
         with np.load(upload["features"], allow_pickle=False) as z:
-            z_kp = np.asarray(z["keypoints"], np.float32)
-            emb = self.call(pipe.retriever.encode_arrays, z_kp, z["object"])
-        return VideoFeatures(emb["frames"], emb["o"], z_kp)
+            z_kp, z_obj = np.asarray(z["keypoints"], np.float32), np.asarray(z["object"])
+        return self.call(pipe.retriever.prior_arrays, z_kp, z_obj)
 
 
 def _direct(fn, *args, **kw):

@@ -280,3 +280,46 @@ def test_shipped_database_retrieves_as_the_whole_file_cache_did(tmp_path):
     s_old, ids_old = old.search(q, 10)
     assert ids_new == ids_old
     np.testing.assert_array_equal(s_new, s_old)
+
+
+def test_a_kept_reader_gives_the_llm_its_features_while_the_new_retriever_ranks(tmp_path, model):
+    """Ranking and reading split: search is the retriever's alone; every prior the motion LLM
+    reads (stored, mirrored, uploaded) comes from the reader's encoder, equal to what the reader
+    alone would give."""
+    torch.manual_seed(1)
+    reader = GeminiMVR(TINY).eval()
+    root = tmp_path / "db"
+    alone = VideoRetriever(model, make_db(root, 12))
+    split = VideoRetriever(model, VideoDatabase.load(root), reader=reader)
+    as_reader = VideoRetriever(reader, make_db(tmp_path / "db2", 12))     # same rows (same seed)
+    for text in ("a person kicks with the left leg", "someone walks backwards"):
+        assert [h.id for h in split.search(text, k=5)] == [h.id for h in alone.search(text, k=5)]
+    vid = split.video_ids[3]
+    f_split, o_split = split.video_features(vid)
+    f_read, o_read = as_reader.video_features(vid)
+    np.testing.assert_allclose(f_split, f_read, atol=1e-5)
+    np.testing.assert_allclose(o_split, o_read, atol=1e-5)
+    assert not np.allclose(f_split, alone.video_features(vid)[0], atol=1e-3)   # really another encoder
+    np.testing.assert_allclose(split.mirrored_prior(vid).frames, as_reader.mirrored_prior(vid).frames, atol=1e-5)
+    kp, ob = np.asarray(split.db.keypoints[5], np.float32), np.asarray(split.db.object[5])
+    up = split.prior_arrays(kp, ob)
+    np.testing.assert_allclose(up.frames, as_reader.video_features(split.video_ids[5])[0],
+                               rtol=2e-3, atol=2e-3)                # stored at float16
+    np.testing.assert_array_equal(up.keypoints, kp)
+    # the scores shown beside an upload stay the searching retriever's
+    np.testing.assert_allclose(split.encode_arrays(kp, ob)["a"], alone.emb["a"][5], atol=1e-5)
+
+
+def test_open_takes_the_shipped_reader_only_beside_the_shipped_retriever(tmp_path, model, monkeypatch):
+    ck = tmp_path / "ck"
+    model.save_pretrained(ck / "retriever")
+    monkeypatch.setenv("VIMORAG_CHECKPOINTS", str(ck))
+    make_db(tmp_path / "data" / "videodb" / "mine", 4)
+    monkeypatch.setenv("VIMORAG_DATA", str(tmp_path / "data"))
+    assert VideoRetriever.open("mine").reader is None                  # no reader shipped
+    torch.manual_seed(2)
+    GeminiMVR(TINY).save_pretrained(ck / "video-reader")
+    assert VideoRetriever.open("mine").reader is not None
+    assert VideoRetriever.open("mine", retriever_dir=ck / "retriever").reader is None
+    with pytest.raises(FileNotFoundError, match="video reader"):
+        VideoRetriever.open("mine", reader_dir=tmp_path / "nowhere")

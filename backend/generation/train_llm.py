@@ -136,8 +136,10 @@ def build_examples(corpus, vqvae, retriever, mode: str, workdir: Path, split: st
     pairs = [(mid, c.text) for mid in codes for c in corpus.captions(mid)]
     videos = {}
     if mode != "none":
+        fp = getattr(retriever, "fingerprint", None) if mode == "gemini" else None
+        tag = f"-{fp[:10]}" if fp else ""           # rank-1 videos belong to one searching retriever
         videos = retrieval_cache(retriever, [t for _, t in pairs], mode,
-                                 workdir / f"retrieval-{mode}-{split}.json")
+                                 workdir / f"retrieval-{mode}-{split}{tag}.json")
     return [Example(t, codes[mid], videos.get(t), mid, mirror_codes=mirrored.get(mid))
             for mid, t in pairs]
 

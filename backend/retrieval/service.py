@@ -9,6 +9,12 @@ videos are added, computed again when the retriever's weights change or the data
 extension of the rows they were computed from). The FAISS index over the fused vectors is built
 from them at open (a flat one is never saved; an HNSW / IVF one from a snapshot, see
 ``VideoRetriever.refresh``).
+
+Ranking and reading can use two retrievers. The motion LLMs read a video through the per-frame
+features of the retriever they were trained with; a better-ranking retriever can replace the
+one that searches without retraining them when that reader is kept beside it
+(``checkpoints/video-reader``, a ``GeminiMVR`` folder used only for ``video_prior`` /
+``prior_arrays``). Without it, the searching retriever is also the reader.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from backend.retrieval.videos.ingest import index_folder
 from motioncore.io import atomic_output
 
 MODES = ("gemini", "action", "object", "fixed", "random")
+READER_DIR = "video-reader"     # under checkpoints/: the retriever whose features the LLMs read
 SNAPSHOT_GROWTH = 0.1   # an HNSW / IVF snapshot is saved again once it lacks this share of its rows
 
 
@@ -69,6 +76,13 @@ def open_database(name: str = "embedded") -> VideoDatabase:
     return VideoDatabase.load(root)
 
 
+@torch.no_grad()
+def _encode_one(model: GeminiMVR, keypoints, object_feats) -> dict[str, np.ndarray]:
+    kp = torch.as_tensor(np.asarray(keypoints, np.float32))[None]
+    ob = torch.as_tensor(np.asarray(object_feats, np.float32))[None]
+    return {k: v[0].numpy() for k, v in model.encode_video(kp, ob).items()}
+
+
 def _model_fingerprint(model: GeminiMVR) -> str:
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
@@ -79,8 +93,10 @@ def _model_fingerprint(model: GeminiMVR) -> str:
 
 class VideoRetriever:
     def __init__(self, model: GeminiMVR, db: VideoDatabase, kind: str = "auto", gpu="auto",
-                 minilm=None, progress: bool = False):
+                 minilm=None, progress: bool = False, reader: GeminiMVR | None = None):
         self.model = model.eval()
+        self.reader = None if reader is None else reader.eval()   # None: ``model`` reads too
+        self._read: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> reader's (frames, o)
         self.db = db
         self.kind, self.gpu = kind, gpu
         self._minilm = minilm
@@ -92,12 +108,21 @@ class VideoRetriever:
         self.refresh(progress)
 
     @classmethod
-    def open(cls, db: str = "embedded", retriever_dir=None, **kw) -> "VideoRetriever":
+    def open(cls, db: str = "embedded", retriever_dir=None, reader_dir=None, **kw) -> "VideoRetriever":
+        """The retriever in ``retriever_dir`` (default ``checkpoints/retriever``) over database
+        ``db``; the motion LLMs' reader from ``reader_dir`` (default ``checkpoints/video-reader``
+        when the retriever is the shipped one and that folder exists, else the retriever itself)."""
         d = Path(retriever_dir or checkpoints_dir() / "retriever")
         if not (d / "model.safetensors").is_file():
             raise FileNotFoundError(f"no trained retriever at {d}; train one with "
                                     "`python -m backend train retriever` and `train router`")
-        return cls(GeminiMVR.from_pretrained(d), open_database(db), **kw)
+        if reader_dir is None and retriever_dir is None:
+            shipped = checkpoints_dir() / READER_DIR
+            reader_dir = shipped if (shipped / "model.safetensors").is_file() else None
+        if reader_dir is not None and not (Path(reader_dir) / "model.safetensors").is_file():
+            raise FileNotFoundError(f"no video reader (a trained retriever) at {reader_dir}")
+        reader = GeminiMVR.from_pretrained(reader_dir) if reader_dir is not None else None
+        return cls(GeminiMVR.from_pretrained(d), open_database(db), reader=reader, **kw)
 
     # ------------------------------------------------------------------------ embeddings
     @torch.no_grad()
@@ -131,6 +156,7 @@ class VideoRetriever:
         ``retrain_index``)."""
         ids = self.db.ids
         n = len(ids)
+        self._read = {}
         with writer_lock(self.index_dir):
             cache = EmbeddingCache.open(self.index_dir)
             if cache is None or cache.fingerprint != self.fingerprint or not cache.covers(self.db):
@@ -230,10 +256,16 @@ class VideoRetriever:
     @torch.no_grad()
     def encode_arrays(self, keypoints: np.ndarray, object_feats: np.ndarray) -> dict[str, np.ndarray]:
         """{"frames" (16, D), "a", "o", "w"} of one video that is not in the database (a
-        user's private upload), from its keypoints (16, 17, 3) and I3D features (1024,)."""
-        kp = torch.as_tensor(np.asarray(keypoints, np.float32))[None]
-        ob = torch.as_tensor(np.asarray(object_feats, np.float32))[None]
-        return {k: v[0].numpy() for k, v in self.model.encode_video(kp, ob).items()}
+        user's private upload), from its keypoints (16, 17, 3) and I3D features (1024,), as the
+        searching retriever sees it (scores, router weights)."""
+        return _encode_one(self.model, keypoints, object_feats)
+
+    def prior_arrays(self, keypoints: np.ndarray, object_feats: np.ndarray) -> VideoFeatures:
+        """``VideoFeatures`` the motion LLM reads for a video given as arrays (an upload, a
+        mirror image): the reader's per-frame features and object embedding, and the keypoints."""
+        kp = np.asarray(keypoints, np.float32)
+        emb = _encode_one(self.reader or self.model, kp, object_feats)
+        return VideoFeatures(emb["frames"], emb["o"], kp)
 
     def scores_for(self, text: str, emb: dict[str, np.ndarray]) -> dict:
         """Channel scores and router weights of one video's embeddings for ``text``."""
@@ -274,14 +306,20 @@ class VideoRetriever:
         if video_id not in cache:
             r = self._row[video_id]
             kp = mirror_keypoints(np.asarray(self.db.keypoints[r], np.float32))
-            emb = self.encode_arrays(kp, self.db.object[r])
-            cache[video_id] = VideoFeatures(emb["frames"], emb["o"], kp)
+            cache[video_id] = self.prior_arrays(kp, self.db.object[r])
         return cache[video_id]
 
     def video_features(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """(per-frame action features (16, D), object embedding (D,)) of a stored video."""
+        """(per-frame action features (16, D), object embedding (D,)) of a stored video, as the
+        motion LLMs read it (the reader's, computed once per row and stored at the cache's
+        precision, when there is one)."""
         r = self._row[video_id]
-        return self.emb["frames"][r], self.emb["o"][r]
+        if self.reader is None:
+            return self.emb["frames"][r], self.emb["o"][r]
+        if r not in self._read:
+            emb = _encode_one(self.reader, self.db.keypoints[r], self.db.object[r])
+            self._read[r] = (emb["frames"].astype(FIELDS["frames"]), emb["o"].astype(FIELDS["o"]))
+        return self._read[r]
 
     def video_path(self, video_id: str, cache_dir: Path | None = None) -> Path:
         """A playable file of the video: the user's file, or the rendered synthetic video
