@@ -96,7 +96,6 @@ class VideoRetriever:
                  minilm=None, progress: bool = False, reader: GeminiMVR | None = None):
         self.model = model.eval()
         self.reader = None if reader is None else reader.eval()   # None: ``model`` reads too
-        self._read: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> reader's (frames, o)
         self.db = db
         self.kind, self.gpu = kind, gpu
         self._minilm = minilm
@@ -156,7 +155,7 @@ class VideoRetriever:
         ``retrain_index``)."""
         ids = self.db.ids
         n = len(ids)
-        self._read = {}
+        self._read: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> reader's (frames, o)
         with writer_lock(self.index_dir):
             cache = EmbeddingCache.open(self.index_dir)
             if cache is None or cache.fingerprint != self.fingerprint or not cache.covers(self.db):
@@ -253,7 +252,6 @@ class VideoRetriever:
         return out
 
     # ---------------------------------------------------------------------- video access
-    @torch.no_grad()
     def encode_arrays(self, keypoints: np.ndarray, object_feats: np.ndarray) -> dict[str, np.ndarray]:
         """{"frames" (16, D), "a", "o", "w"} of one video that is not in the database (a
         user's private upload), from its keypoints (16, 17, 3) and I3D features (1024,), as the
