@@ -5,7 +5,7 @@ import json
 import numpy as np
 import torch
 
-from backend.retrieval.evaluate import attribute_hits, direction_of, sides_of
+from backend.retrieval.evaluate import attribute_hits, direction_of, r1_interval, sides_of
 
 
 def test_caption_attributes():
@@ -38,6 +38,25 @@ def test_attribute_hits_on_a_hand_made_ranking():
     assert res["direction@1"]["queries"] == 2 and res["direction@1"]["share"] == 0.5
     empty = attribute_hits(["a person jumps"], [frozenset()], np.array([0]), videos, kinds)
     assert empty["side@1"]["queries"] == 0 and np.isnan(empty["side@1"]["share"])
+
+
+def test_r1_interval_resamples_videos_and_compares_on_the_same_queries():
+    """R@1 with a bootstrap interval over videos (3 captions each); the paired difference of two
+    scorers is exact when one wins on some queries and ties on the rest, and zero-width for
+    identical rankings."""
+    videos = np.repeat(np.arange(40), 3)                      # 120 queries, 3 per video
+    good = np.where(videos < 20, 1, 4)                        # right at rank 1 for half the videos
+    bad = np.where(videos < 10, 1, 7)                         # for a quarter
+    r = r1_interval(good, videos)
+    assert r["value"] == 0.5 and r["low"] < 0.5 < r["high"]
+    assert 0.3 < r["low"] and r["high"] < 0.7                 # 40 clusters: about +-0.16
+    d = r1_interval(good, videos, bad)
+    assert d["value"] == 0.25 and 0 < d["low"] <= 0.25 <= d["high"]   # never worse on any query
+    same = r1_interval(good, videos, good)
+    assert same == {"value": 0.0, "low": 0.0, "high": 0.0}
+    # whole videos move together: a video's 3 captions all in or all out of a draw
+    one = r1_interval(np.where(videos == 0, 1, 9), videos, draws=500)
+    assert one["value"] == 1 / 40 and one["high"] <= 5 / 40
 
 
 def test_mirror_caption_swaps_sides_and_keeps_the_rest():

@@ -62,6 +62,22 @@ def recall_table(ranks: np.ndarray) -> dict:
             "queries": int(len(ranks))}
 
 
+def r1_interval(ranks: np.ndarray, groups: np.ndarray, other: np.ndarray | None = None,
+                draws: int = 2000, seed: int = 0) -> dict:
+    """R@1 of ``ranks`` (or, with ``other``, R@1(ranks) - R@1(other) on the same queries) with a
+    95 % percentile bootstrap interval that resamples whole *videos* (``groups``: the true video
+    of each query), since the captions of one video are not independent draws."""
+    hit = (np.asarray(ranks) <= 1).astype(np.float64)
+    if other is not None:
+        hit = hit - (np.asarray(other) <= 1)
+    ids, inv = np.unique(np.asarray(groups), return_inverse=True)
+    per_sum, per_n = np.bincount(inv, hit, len(ids)), np.bincount(inv, minlength=len(ids))
+    pick = np.random.default_rng(seed).integers(len(ids), size=(draws, len(ids)))
+    boot = per_sum[pick].sum(1) / per_n[pick].sum(1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"value": float(hit.mean()), "low": float(lo), "high": float(hi)}
+
+
 @torch.no_grad()
 def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test", minilm=None) -> dict:
     data = CaptionedVideos.from_database(db, split, minilm)
@@ -73,7 +89,13 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
     act, obj = s["action"].numpy(), s["object"].numpy()
     scorers = {"object only": obj, "action only": act, "fixed 0.5/0.5": 0.5 * act + 0.5 * obj,
                "Gemini-MVR (router)": s["fused"].numpy()}
-    out = {name: recall_table(ranks_of(sc, truth)) for name, sc in scorers.items()}
+    ranks = {name: ranks_of(sc, truth) for name, sc in scorers.items()}
+    out = {name: recall_table(r) for name, r in ranks.items()}
+    router = VARIANTS[-1]
+    for name in VARIANTS:
+        out[name]["R@1 interval"] = r1_interval(ranks[name], truth)
+        if name != router:
+            out[router][f"R@1 minus {name}"] = r1_interval(ranks[router], truth, ranks[name])
     records = {r["id"]: r for r in db.records}
     v_kinds = [frozenset(records[i].get("spec", {}).get("kinds") or []) for i in data.ids]
     v_caps = [captions_of(records[i]) for i in data.ids]
@@ -114,10 +136,15 @@ def format_retrieval(res: dict) -> str:
             f"{name} kind {100 * res[name]['ood kind@1']['share']:.0f}% / side "
             f"{100 * res[name]['ood side@1']['share']:.0f}% / dir {100 * res[name]['ood direction@1']['share']:.0f}%"
             for name in VARIANTS) + f" ({first['ood kind@1']['queries']} queries)")
+    diffs = [(k[len("R@1 minus "):], v) for k, v in first.items() if k.startswith("R@1 minus ")]
+    if diffs:
+        lines.append("router R@1 minus: " + ", ".join(
+            f"{name} {100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+            for name, d in diffs) + " (95 % bootstrap over videos)")
     w = meta["router_action_weight"]
     lines.append(f"router action weight: mean {w['mean']:.2f} (min {w['min']:.2f}, max {w['max']:.2f})")
     return "\n".join(lines)
 
 
 __all__ = ["VARIANTS", "attribute_hits", "direction_of", "evaluate_retrieval", "format_retrieval",
-           "ranks_of", "recall_table", "sides_of"]
+           "r1_interval", "ranks_of", "recall_table", "sides_of"]
