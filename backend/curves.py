@@ -80,6 +80,11 @@ def plot_llm_curves(log: str | Path, out: str | Path, title: str = "SFT") -> Pat
     ax.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), label=f"running mean of {k}")
     if val:
         ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation loss")
+        for key, label in (("val_caption_loss", "validation: captions + rank-1 videos"),
+                           ("val_video_loss", "validation: held-out videos, no words")):
+            part = [r for r in val if key in r]
+            if part:
+                ax.plot([r["step"] for r in part], [r[key] for r in part], "s--", label=label)
     ax.set_xlabel("step")
     ax.set_title(f"{title}: loss")
     ax.legend()

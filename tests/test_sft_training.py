@@ -281,3 +281,96 @@ def test_resumed_sft_sees_the_batches_an_uninterrupted_run_would(tiny_base, tmp_
     straight = run(tmp_path / "a", 4)
     run(tmp_path / "b", 2)
     assert run(tmp_path / "b", 4) == straight[2:]
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_sft_video_only_pairs_show_database_videos_without_words(tiny_base, tmp_path, share):  # noqa: F811
+    from backend.generation.motion_llm import NEUTRAL_TEXT, MotionLLM
+
+    ex = _examples()
+    vonly = [Example(NEUTRAL_TEXT, np.full(4, 13 + i), video_id=f"vid{i}", mid=f"video-vid{i}")
+             for i in range(3)]
+    db = FakeRetriever([e.video_id for e in ex + vonly], 0)
+    torch.manual_seed(0)
+    model = MotionLLM(make_config(tiny_base, num_prefix=17))
+    seen = []
+    build = model.build_batch
+
+    def spy(texts, videos, codes, **kw):
+        seen.append((list(texts), [len(c) for c in codes]))
+        return build(texts, videos, codes, **kw)
+
+    model.build_batch = spy
+    cfg = LLMTrainConfig(steps=3, batch_size=6, warmup=1, ckpt_every=10, threads=1, log_every=1,
+                         video_only=share, val_every=3)
+    train_sft(model, ex, db, cfg, tmp_path, video_only=vonly, val_examples=ex[:2], val_video=vonly[:2])
+    train_batches = [s for s in seen if len(s[0]) == 6]
+    assert len(train_batches) == 3
+    for texts, codes in train_batches:
+        if share:              # every slot is a video-only pair: no words, that video's motion
+            assert texts == [NEUTRAL_TEXT] * 6 and codes == [4] * 6     # the 4-code motions
+        else:
+            assert NEUTRAL_TEXT not in texts and codes == [5] * 6
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["video_only"] for r in rows if "video_only" in r] == [6 * int(share)] * 3
+    val = [r for r in rows if r.get("kind") == "val"][-1]
+    assert val["val_loss"] == pytest.approx((val["val_caption_loss"] + val["val_video_loss"]) / 2)
+    assert val["val_video_loss"] == pytest.approx(validation_loss(model, vonly[:2], db), rel=1e-4)
+    with pytest.raises(ValueError, match="video-only examples"):
+        train_sft(model, ex, db, LLMTrainConfig(steps=1, video_only=0.2), tmp_path / "b")
+
+
+class _CountingTokenizer(torch.nn.Module):
+    """A stand-in VQ-VAE: one code per 4 frames, the code = the frame block's mean of feature 0
+    (so plain and mirrored motions, and different motions, get told apart)."""
+
+    class config:      # noqa: N801 - the attribute the real one has
+        downsample = 4
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.calls = 0
+
+    def encode(self, x):
+        self.calls += 1
+        blocks = x[0, :, 0].reshape(-1, 4).mean(1)
+        return (blocks * 1000).round().long()[None]
+
+
+class _Identity:
+    def normalize(self, f):
+        return f
+
+
+def test_video_only_examples_are_the_database_motions(tmp_path):
+    from backend.data.video_motions import video_motion
+    from backend.generation.motion_llm import NEUTRAL_TEXT
+    from backend.generation.train_llm import video_only_examples
+    from motioncore.features import joints_to_features, mirror_features
+
+    def rec(index, split, source="synthetic", ood=False):
+        return {"id": f"emb{index:05d}", "source": source,
+                "spec": {"index": index, "ood": ood, "split": split, "seed": 4242, "start": 0, "end": 60}}
+
+    class DB:
+        records = [rec(1, "train"), rec(2, "test"), rec(3, "train", source="upload"),
+                   rec(801, "train", ood=True)]
+
+    class R:
+        db = DB()
+
+    tok = _CountingTokenizer()
+    train = video_only_examples(R(), tok, _Identity(), tmp_path, "train")
+    assert [e.video_id for e in train] == ["emb00001", "emb00801"]      # no upload, no test video
+    assert all(e.text == NEUTRAL_TEXT and e.mid == f"video-{e.video_id}" for e in train)
+    feats = joints_to_features(video_motion(801, True)[0][:60])
+    want = (torch.from_numpy(feats[:len(feats) // 4 * 4, 0].reshape(-1, 4).mean(1)) * 1000).round().long()
+    assert np.array_equal(train[1].codes, want.numpy())
+    mirrored = mirror_features(feats)
+    assert train[1].mirror_codes is not None and len(train[1].mirror_codes) == len(mirrored) // 4
+    test = video_only_examples(R(), tok, _Identity(), tmp_path, "test")
+    assert [e.video_id for e in test] == ["emb00002"]
+    calls = tok.calls
+    again = video_only_examples(R(), tok, _Identity(), tmp_path, "train")    # cached: no encoding
+    assert tok.calls == calls and np.array_equal(again[1].codes, train[1].codes)

@@ -189,11 +189,11 @@ def cmd_train_sft(args) -> int:
     from backend.retrieval.service import VideoRetriever
     from backend.curves import plot_llm_curves
     from backend.generation.train_llm import (LLMTrainConfig, VideoBank, build_examples,
-                                          self_video_ids, train_sft)
+                                          self_video_ids, train_sft, video_only_examples)
 
     shares = {"--self-video": args.self_video, "--random-video": args.random_video,
               "--drop-video": args.drop_video, "--caption-drop": args.caption_drop,
-              "--mirror": args.mirror}
+              "--mirror": args.mirror, "--video-only": args.video_only}
     bad = [f"{k} {v:g}" for k, v in shares.items() if not 0 <= v <= 1]
     if bad or args.self_video + args.random_video + args.drop_video > 1:
         raise ValueError(f"shares must lie in [0, 1] and --self-video + --random-video + "
@@ -227,6 +227,18 @@ def cmd_train_sft(args) -> int:
         print(f"{args.random_video:.0%} of captions shown a random video, {args.drop_video:.0%} none")
     if args.mirror:
         print(f"{args.mirror:.0%} of examples shown as their mirror image (left and right swapped)")
+    vonly, vval = [], []
+    if args.video != "none" and args.video_only > 0:
+        vonly = video_only_examples(retriever, vqvae, corpus.normalizer, work.parent, "train")
+        vval = video_only_examples(retriever, vqvae, corpus.normalizer, work.parent, "test")
+        random.Random(0).shuffle(vval)
+        vval = vval[:args.val_video_size]
+        if not vonly:
+            raise SystemExit("--video-only needs database videos with known motions (the embedded "
+                             "synthetic database); this database has none")
+        print(f"{args.video_only:.0%} of examples are video-only pairs ({len(vonly)} database "
+              f"videos of its train split, neutral caption, the motion each shows); "
+              f"{len(vval)} held-out database videos validate them")
     model = MotionLLM(_model_config(args, vqvae.config.nb_code))
     if args.init_from and not (work / "state.pt").is_file():
         from backend.generation.train_llm import warm_start
@@ -238,10 +250,11 @@ def cmd_train_sft(args) -> int:
                          caption_drop=args.caption_drop,
                          random_video=args.random_video if args.video != "none" else 0.0,
                          drop_video=args.drop_video if args.video != "none" else 0.0,
-                         mirror=args.mirror)
+                         mirror=args.mirror, video_only=args.video_only if vonly else 0.0)
     model = train_sft(model, examples, videos, cfg, work, resume=not args.no_resume,
                       val_examples=val_first, self_videos=selfs,
-                      random_pool=retriever.video_ids if retriever is not None else None)
+                      random_pool=retriever.video_ids if retriever is not None else None,
+                      video_only=vonly, val_video=vval)
     model.save_pretrained(work / "model")
     print(f"Model saved in {work / 'model'}")
     if args.curves:
@@ -500,6 +513,13 @@ def add(sub) -> None:
                    help="share of examples shown as their mirror image: the mirrored motion's "
                         "tokens, the caption with left and right swapped, the mirrored video "
                         "(so every side-naming caption has a counterpart differing only in the side)")
+    s.add_argument("--video-only", type=float, default=0.0,
+                   help="share of examples replaced by a video-only pair: a database video of its "
+                        "train split with a neutral caption -> the motion it shows (the synthetic "
+                        "database knows them). Kinds no caption names (OOD) reach the model this "
+                        "way only, never with their words")
+    s.add_argument("--val-video-size", type=int, default=120,
+                   help="held-out database videos (test split) validating the video-only pairs")
     s.add_argument("--self-db", default="self-train", help="database of the self videos")
     s.add_argument("--lora-mlp", action="store_true",
                    help="LoRA on the MLP projections too (more capacity than attention only)")

@@ -69,6 +69,7 @@ class LLMTrainConfig:
     random_video: float = 0.0           # SFT: share of captions shown a random database video
     drop_video: float = 0.0             # SFT: share of captions shown no video at all
     mirror: float = 0.0                 # SFT: share of examples shown as their mirror image
+    video_only: float = 0.0             # SFT: share of examples that are a database video + its motion, no words
     log_every: int = 10                 # training-loss rows in log.jsonl (McDPO: 1, its batches are noisy)
 
 
@@ -142,6 +143,52 @@ def build_examples(corpus, vqvae, retriever, mode: str, workdir: Path, split: st
                                  workdir / f"retrieval-{mode}-{split}{tag}.json")
     return [Example(t, codes[mid], videos.get(t), mid, mirror_codes=mirrored.get(mid))
             for mid, t in pairs]
+
+
+def _database_motion_features(record: dict) -> np.ndarray | None:
+    """(T, 263) features of the motion a synthetic database video shows (its window), or None
+    for a video without a known motion (a user's own footage)."""
+    from backend.data.video_motions import VIDEO_SEED, video_motion
+    from motioncore.features import joints_to_features
+
+    spec = record.get("spec") or {}
+    if record.get("source") != "synthetic" or "index" not in spec or spec.get("motion_file"):
+        return None
+    joints, _ = video_motion(int(spec["index"]), bool(spec.get("ood")), int(spec.get("seed", VIDEO_SEED)))
+    joints = joints[int(spec.get("start", 0)):int(spec.get("end", len(joints)))]
+    return joints_to_features(joints) if len(joints) > 1 else None
+
+
+@torch.no_grad()
+def video_only_examples(retriever, vqvae, normalizer, workdir: Path, split: str = "train") -> list[Example]:
+    """*Video-only pairs*: every synthetic database video of ``split`` (the database's own
+    split: ``train`` for training, ``test`` held out) with the neutral caption (``NEUTRAL_TEXT``)
+    and the VQ codes of the motion it shows, plain and mirrored. Their captions are never
+    used, so kinds that no text-motion pair contains (the OOD kinds) reach the generator only
+    as video -> motion, never with their words. Codes cached in ``workdir`` per split, database
+    and tokenizer."""
+    db = retriever.db
+    rows = [r for r in db.records if (r.get("spec") or {}).get("split") == split]
+    key = hashlib.sha1(json.dumps(sorted(r.get("key", r["id"]) for r in rows)).encode()).hexdigest()[:8]
+    cache = workdir / f"codes-videodb-{split}-{key}-{tokenizer_fingerprint(vqvae)}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            codes = {k: z[k] for k in z.files}
+    else:
+        down = vqvae.config.downsample
+        codes = {}
+        for r in tqdm(rows, desc=f"tokenizing database motions ({split})", leave=False):
+            f = _database_motion_features(r)
+            if f is None or len(f) < down * 2 + 1:
+                continue
+            for tag, g in (("", f[:MAX_FRAMES]), ("~m", mirror_features(f[:MAX_FRAMES + 1]))):
+                g = g[: len(g) // down * down]
+                x = torch.from_numpy(normalizer.normalize(g).astype(np.float32))[None]
+                codes[r["id"] + tag] = vqvae.encode(x)[0].numpy().astype(np.int64)
+        workdir.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache, lambda fh: np.savez(fh, **codes))
+    return [Example(NEUTRAL_TEXT, c, vid, f"video-{vid}", mirror_codes=codes.get(vid + "~m"))
+            for vid, c in codes.items() if not vid.endswith("~m")]
 
 
 def video_of(retriever, video_id: str | None, mirrored: bool = False) -> VideoFeatures | None:
@@ -339,7 +386,8 @@ def validation_loss(model: MotionLLM, examples: list[Example], videos, batch_siz
 
 def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrainConfig,
               workdir: Path, resume: bool = True, val_examples: list[Example] | None = None,
-              self_videos: dict[str, str] | None = None, random_pool: list[str] | None = None) -> MotionLLM:
+              self_videos: dict[str, str] | None = None, random_pool: list[str] | None = None,
+              video_only: list[Example] | None = None, val_video: list[Example] | None = None) -> MotionLLM:
     """Cross-entropy on the motion tokens of shuffled passes over ``examples``. Each drawn caption
     with a video is shown, instead of its rank-1 video:
     - with probability ``cfg.self_video`` the video of its own motion (``self_videos``: motion id ->
@@ -360,6 +408,8 @@ def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrai
         raise ValueError("random_video > 0 needs a random_pool of video ids")
     if cfg.self_video + cfg.random_video + cfg.drop_video > 1 + 1e-9:
         raise ValueError("self_video + random_video + drop_video must not exceed 1")
+    if cfg.video_only > 0 and not video_only:
+        raise ValueError("video_only > 0 needs video-only examples (video_only_examples)")
 
     def pick(rng, e):
         """(video id or None, kind) shown with example ``e``."""
@@ -379,6 +429,12 @@ def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrai
         rng = random.Random(cfg.seed * 1_000_003 + step)
         ex = [examples[i] for i in draw(step)]
         picks = [pick(rng, e) for e in ex]
+        if cfg.video_only > 0:                   # its own generator: video_only 0 draws as before
+            vrng = random.Random(cfg.seed * 9_000_011 + step)
+            for i in range(len(ex)):
+                if vrng.random() < cfg.video_only:
+                    ex[i] = vrng.choice(video_only)
+                    picks[i] = (ex[i].video_id, "video-only")
         vids = [v for v, _ in picks]
         texts = [NEUTRAL_TEXT if kind == "self" and rng.random() < cfg.caption_drop else e.text
                  for (_, kind), e in zip(picks, ex)]
@@ -394,12 +450,17 @@ def train_sft(model: MotionLLM, examples: list[Example], retriever, cfg: LLMTrai
         return core.loss(batch), {"self_videos": kinds.count("self"), "mirrored": sum(flips),
                                   "random_videos": kinds.count("random"),
                                   "no_videos": kinds.count("dropped"),
+                                  "video_only": kinds.count("video-only"),
                                   "captions_hidden": sum(t == NEUTRAL_TEXT for t in texts)}
 
     validate = None
     if val_examples:
         def validate(core):
-            return {"val_loss": validation_loss(core, val_examples, retriever)}
+            cap = validation_loss(core, val_examples, retriever)
+            if not val_video:
+                return {"val_loss": cap}
+            vid = validation_loss(core, val_video, retriever)
+            return {"val_loss": (cap + vid) / 2, "val_caption_loss": cap, "val_video_loss": vid}
 
     return _loop(model, cfg, workdir, resume, "SFT", step_fn, validate)
 
@@ -515,5 +576,5 @@ def train_mcdpo(policy: MotionLLM, reference: MotionLLM, prefs: list[Preference]
 
 
 __all__ = ["Example", "LLMTrainConfig", "Preference", "VideoBank", "build_examples", "decode_codes",
-           "make_preferences", "motion_codes", "retrieval_cache", "self_video_ids", "train_mcdpo",
+           "make_preferences", "motion_codes", "video_only_examples", "retrieval_cache", "self_video_ids", "train_mcdpo",
            "train_sft", "validation_loss", "video_of", "warm_start"]
