@@ -18,7 +18,9 @@ from backend.defaults import GUIDANCE, GUIDANCE_RANGE, TEMPERATURE
 from backend.evaluation.servable import ServableCheck
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
+from backend.generation.video_lead import VideoLead
 from backend.retrieval.service import VideoRetriever
+from backend.retrieval.train import captions_of
 from motioncore.clean import clean_motion, in_place as without_travel
 from motioncore.prompt import clean_prompt, is_truncated
 from motioncore.skeleton import FPS
@@ -41,6 +43,7 @@ class GenerationResult:
     timing: dict = field(default_factory=dict)
     truncated: bool = False
     mirrored: bool = False          # the video reached the model as its mirror image (sides matched)
+    video_lead: float = 0.0         # how much the video led the words (VideoLead; 1 = the video alone)
 
     @property
     def seconds(self) -> float:
@@ -50,6 +53,7 @@ class GenerationResult:
         return {"text": self.text, "model": self.model, "retrieval": self.retrieval, "seed": self.seed,
                 "video_id": self.video_id, "tokens": int(len(self.codes)), "frames": int(len(self.joints)),
                 "seconds": self.seconds, "truncated": self.truncated, "mirrored": self.mirrored,
+                "video_lead": round(float(self.video_lead), 3),
                 "hits": [h.to_json() for h in self.hits],
                 "timing_s": {k: round(v, 4) for k, v in self.timing.items()}}
 
@@ -95,6 +99,7 @@ class VimoRAGPipeline:
         self.evaluator = evaluator
         self.tokenizers = dict(tokenizers or {})
         self.servable = None      # backend.evaluation.servable.ServableCheck, when calibrated
+        self.video_lead = None    # backend.generation.video_lead.VideoLead, when calibrated
 
     @classmethod
     def load(cls, models=("mcdpo", "sft"), db: str = "embedded", evaluator: bool = True,
@@ -127,6 +132,9 @@ class VimoRAGPipeline:
 
         pipe = cls(retriever, vqvae, normalizer, llms, ev, tokenizers)
         pipe.servable = ServableCheck.from_pretrained(ck / "servable")
+        pipe.video_lead = VideoLead.from_pretrained(ck / "video-lead")
+        if pipe.video_lead is not None and getattr(retriever, "_minilm", None) is not None:
+            pipe.video_lead._encoder = retriever._minilm      # one sentence encoder per process
         return pipe
 
     # -------------------------------------------------------------------------------- core
@@ -179,7 +187,7 @@ class VimoRAGPipeline:
                  video_id: str | None = None, k: int = 5, max_tokens: int | None = None,
                  video=None, length_s: float | None = None, in_place: bool = False,
                  plant_feet: bool = True, guidance: float = GUIDANCE,
-                 match_sides: bool = True) -> GenerationResult:
+                 match_sides: bool = True, video_lead: bool = True) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -189,7 +197,11 @@ class VimoRAGPipeline:
         ``guidance``: text guidance (``MotionLLM.generate``; the no-video model has no video to
         weigh the words against, so it ignores it). ``match_sides``: a retrieved video (gemini or
         object retrieval) whose captions name only the other side than the words reaches the
-        model as its mirror image (``VideoRetriever.video_prior``); ``result.mirrored`` says so."""
+        model as its mirror image (``VideoRetriever.video_prior``); ``result.mirrored`` says so.
+        ``video_lead``: when the words name a motion the model only saw in videos (a cartwheel),
+        the retrieved video leads them (``backend.generation.video_lead``; needs the calibrated
+        ``checkpoints/video-lead``; gemini or object retrieval); ``result.video_lead`` is the
+        video's weight, and text guidance is off while it is above 0."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -210,10 +222,16 @@ class VimoRAGPipeline:
                         and self.retriever.mirrors(text, vid))
         prior = (video if (video is not None and retrieval == "given" and model != "novideo")
                  else self._video(vid, text if mirrored else None))
+        lead = 0.0
+        if (video_lead and self.video_lead is not None and prior is not None and hits
+                and retrieval in ("gemini", "object")):
+            caps = [c for h in hits[:self.video_lead.config.k]
+                    for c in captions_of(self.retriever.db.record(h.id))]
+            lead = float(self.video_lead.weights([text], [caps])[0])
+        g = 0.0 if prior is None else (-lead if lead > 0 else guidance)
         codes = llm.generate([text], [prior], greedy=greedy, top_k=top_k,
                              temperature=temperature, seed=seed, max_tokens=max_tokens,
-                             min_tokens=min_tokens,
-                             guidance=0.0 if prior is None else guidance)[0]
+                             min_tokens=min_tokens, guidance=g)[0]
         t2 = time.perf_counter()
         timing["generation"] = t2 - t1
         feats = self.decode(codes, model)
@@ -223,7 +241,7 @@ class VimoRAGPipeline:
         timing["decoding"] = time.perf_counter() - t2
         timing["total"] = time.perf_counter() - t0
         return GenerationResult(text, model, retrieval, seed, vid, hits, np.asarray(codes), feats,
-                                joints, timing, is_truncated(raw, text), mirrored)
+                                joints, timing, is_truncated(raw, text), mirrored, lead)
 
     def length_tokens(self, length_s: float, model: str) -> int:
         """Motion tokens for a clip of ``length_s`` seconds with ``model``'s tokenizer (at most

@@ -676,6 +676,23 @@ def test_text_guidance(llm):
         [c.tolist() for c in llm.generate(TEXTS, videos, **kw)]
     sampled = [llm.generate(TEXTS, videos, greedy=False, seed=4, guidance=g, **kw) for g in (0.0, 4.0)]
     assert any(not np.array_equal(a, b) for a, b in zip(*sampled))
-    for bad in (-1.0, 11.0):
+    for bad in (-1.5, 11.0, [0.0, 1.0]):         # out of range; one value per text or one for all
         with pytest.raises(ValueError, match="guidance"):
             llm.generate(TEXTS, guidance=bad)
+
+
+def test_video_leads_with_negative_guidance(llm):
+    """guidance -1 is the neutral caption alone (the video leads), per row of a mixed batch; -0.5
+    sits between the words and the video; 0 rows are plain."""
+    from backend.generation.motion_llm import NEUTRAL_TEXT
+
+    videos = [video(0), video(1), video(2)]
+    kw = {"max_tokens": 8, "min_tokens": 8}
+    neutral = llm.generate([NEUTRAL_TEXT] * 3, videos, **kw)
+    led = llm.generate(TEXTS, videos, guidance=-1.0, **kw)
+    assert [c.tolist() for c in led] == [c.tolist() for c in neutral]
+    plain = llm.generate(TEXTS, videos, **kw)
+    mixed = llm.generate(TEXTS, videos, guidance=[0.0, -1.0, 0.0], **kw)
+    assert mixed[0].tolist() == plain[0].tolist() and mixed[2].tolist() == plain[2].tolist()
+    assert mixed[1].tolist() == neutral[1].tolist()
+    assert len(llm.generate(TEXTS, videos, guidance=-0.5, **kw)) == 3

@@ -69,7 +69,8 @@ def cmd_eval_generation(args) -> int:
               file=sys.stderr)
         return 2
     generators = with_sampling([GENERATORS[n](corpus) for n in names], args.guidance,
-                               args.temperature, args.top_k, not args.no_side_match, args.int8)
+                               args.temperature, args.top_k, not args.no_side_match, args.int8,
+                               args.video_lead)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -120,7 +121,8 @@ def cmd_eval_follow(args) -> int:
         from backend.evaluation.rows import GENERATORS, expand, with_sampling
 
         gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
-                             args.temperature, args.top_k, not args.no_side_match, args.int8)
+                             args.temperature, args.top_k, not args.no_side_match, args.int8,
+                             args.video_lead)
     tables = {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -153,7 +155,7 @@ def cmd_eval_follow(args) -> int:
         for model in args.examples:
             motions = example_motions(pipe, model, args.seeds, temperature=args.temperature,
                                       top_k=args.top_k, guidance=args.guidance,
-                                      match_sides=not args.no_side_match)
+                                      match_sides=not args.no_side_match, video_lead=args.video_lead)
             examples[model] = score_examples(checker, motions)
             print(format_examples(model, examples[model]))
             print()
@@ -186,6 +188,33 @@ def cmd_eval_servable(args) -> int:
         record(dest, "python -m backend eval servable " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in (("captions", args.captions), ("model", args.model),
                                                         ("seed", args.seed), ("miss", args.miss))) + " --ship")
+        print(f"shipped {dest}")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def cmd_eval_video_lead(args) -> int:
+    from backend.checkpoints import checkpoints_dir, record, save_pretrained_atomic
+    from backend.data.dataset import open_corpus
+    from backend.generation.video_lead import calibrate
+    from backend.retrieval.service import VideoRetriever
+
+    set_threads(args.threads)
+    corpus = open_corpus()
+    train = [c.text for m in corpus.split_ids("train") for c in corpus.captions(m)]
+    lead, report = calibrate(train, VideoRetriever.open("embedded"), k=args.k, known_miss=args.known_miss,
+                             split=args.split)
+    print(f"{report['prompts']} database captions ({args.split} split) ({report['known']} of known kinds, "
+          f"{report['unknown']} of kinds only videos show); novelty median {report['novelty_known_median']:+.3f} "
+          f"vs {report['novelty_unknown_median']:+.3f}")
+    print(f"the video's weight rises from 0 at novelty {lead.config.low:+.3f} to 1 at {lead.config.high:+.3f}: "
+          f"{lead.config.known_led:.1%} of known-kind captions get some video lead, "
+          f"{lead.config.unknown_led:.1%} of video-only-kind captions a weight >= 0.5")
+    if args.ship:
+        dest = save_pretrained_atomic(lead, checkpoints_dir() / "video-lead")
+        record(dest, f"python -m backend eval video-lead --k {args.k} --known-miss {args.known_miss} "
+                     f"--split {args.split} --ship")
         print(f"shipped {dest}")
     if args.json:
         print(json.dumps(report))
@@ -292,6 +321,9 @@ def add(sub) -> None:
     g.add_argument("--int8", action="store_true",
                    help="LLM rows with int8 weights (LoRA merged, then dynamic int8 quantization): "
                         "the lossy fast path of `bench generate`, to compare against the default rows")
+    g.add_argument("--video-lead", action="store_true",
+                   help="rows with retrieval let the video lead words the model only saw in videos "
+                        "(checkpoints/video-lead, as the app does; `eval video-lead`)")
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     g.set_defaults(func=cmd_eval_generation)
@@ -327,6 +359,9 @@ def add(sub) -> None:
                         "captions name only the other side than the prompt comes mirrored, as in the app)")
     f.add_argument("--int8", action="store_true",
                    help="generator rows with int8 weights (as `eval generation --int8`)")
+    f.add_argument("--video-lead", action="store_true",
+                   help="rows with retrieval let the video lead words the model only saw in videos "
+                        "(checkpoints/video-lead, as the app does; `eval video-lead`)")
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     f.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
     f.set_defaults(func=cmd_eval_follow)
@@ -361,6 +396,25 @@ def add(sub) -> None:
     sv.add_argument("--ship", action="store_true", help="save to checkpoints/servable + MANIFEST")
     sv.add_argument("--json", action="store_true")
     sv.set_defaults(func=cmd_eval_servable)
+    vl = esub.add_parser(
+        "video-lead", help="calibrate when the retrieved video leads the generator (prompts of "
+                           "kinds it only saw in videos)",
+        description="Novelty of a prompt = best MiniLM cosine to its top-k retrieved videos' captions "
+                    "minus best cosine to the generator's training captions. Calibrated on the "
+                    "database's videos (their captions as prompts, own video left out): the "
+                    "video's weight is 0 up to the novelty that passes 1 - KNOWN_MISS of known-kind "
+                    "captions and 1 from the median novelty of video-only kinds. --ship writes "
+                    "checkpoints/video-lead/ (read by generate, the app and --video-lead).")
+    vl.add_argument("--k", type=int, default=5, help="retrieved videos whose captions are compared")
+    vl.add_argument("--known-miss", type=float, default=0.05,
+                    help="share of known-kind captions allowed any video lead")
+    vl.add_argument("--split", choices=["train", "test"], default="train",
+                    help="database videos whose captions calibrate (train: worded as users word "
+                         "prompts; test: held-out phrasings)")
+    vl.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    vl.add_argument("--ship", action="store_true", help="save to checkpoints/video-lead + MANIFEST")
+    vl.add_argument("--json", action="store_true")
+    vl.set_defaults(func=cmd_eval_video_lead)
     e = esub.add_parser("retrieval", help="text -> video R@1/5/10 and median rank",
                                   description="Held-out captions against held-out videos, for "
                                               "object-only, action-only, fixed 0.5/0.5 and the "

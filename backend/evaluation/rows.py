@@ -71,6 +71,8 @@ class LLMRow:
         self.llm = _llm(model)
         self.vqvae, self.normalizer = _tokenizer(self.llm.config.tokenizer)
         self._cache: dict[str, str] = {}
+        self.video_lead = None                  # a VideoLead: the video leads unknown words
+        self._lead: dict[str, float] = {}
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -88,14 +90,30 @@ class LLMRow:
             return [self.retriever.video_prior(v) for v in ids]
         return [self.retriever.video_prior(v, t) for v, t in zip(ids, texts)]
 
+    def lead_weights(self, texts: list[str]) -> np.ndarray:
+        """The video's weight per prompt (``VideoLead``; 0 without one or for random/no video)."""
+        if self.video_lead is None or self.mode not in ("gemini", "object"):
+            return np.zeros(len(texts))
+        from backend.generation.video_lead import retrieved_captions
+
+        todo = sorted({t for t in texts if t not in self._lead})
+        for s in range(0, len(todo), 256):
+            chunk = todo[s:s + 256]
+            caps = retrieved_captions(self.retriever, chunk, self.video_lead.config.k, mode=self.mode)
+            self._lead.update(zip(chunk, self.video_lead.weights(chunk, caps).tolist()))
+        return np.array([self._lead[t] for t in texts])
+
     def generate(self, items, rng: np.random.Generator) -> list[np.ndarray]:
         texts = [it.caption.text for it in items]
         vids = self.videos(texts, rng)
+        lead = self.lead_weights(texts)
+        guidance = np.where(lead > 0, -lead, self.guidance) if lead.any() else self.guidance
         out = []
         for s in range(0, len(texts), self.batch):
             codes = self.llm.generate(texts[s:s + self.batch], vids[s:s + self.batch], greedy=False,
                                       seed=int(rng.integers(2 ** 31)), min_tokens=4,
-                                      guidance=self.guidance, temperature=self.temperature,
+                                      guidance=(guidance[s:s + self.batch] if np.ndim(guidance)
+                                                else guidance), temperature=self.temperature,
                                       top_k=self.top_k)
             with torch.no_grad():
                 for c in codes:
@@ -119,14 +137,17 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
 
 
 def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 1.0,
-                  top_k: int = 0, match_sides: bool = True, int8: bool = False) -> list:
+                  top_k: int = 0, match_sides: bool = True, int8: bool = False,
+                  video_lead: bool = False) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
     against); Real and VQ-VAE rows are unchanged. ``match_sides=False``: retrieved videos reach
     the model as they are, never mirrored to the words' side. ``int8``: the LLM rows run their
     model with int8 weights (``MotionLLM.quantize_int8_``; a speed-up that must keep the tables
-    within their intervals before it becomes a default)."""
+    within their intervals before it becomes a default). ``video_lead``: rows with retrieval let
+    the video lead words the model only saw in videos (``checkpoints/video-lead``, as the
+    pipeline does)."""
     for g in generators:
         if not isinstance(g, LLMRow):
             continue
@@ -146,6 +167,14 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if int8:
             g.llm = _llm(g.model_name, True)
             notes.append("int8")
+        if video_lead and g.mode in ("gemini", "object"):
+            from backend.generation.video_lead import VideoLead
+
+            g.video_lead = VideoLead.from_pretrained()
+            if g.video_lead is None:
+                raise FileNotFoundError("--video-lead needs checkpoints/video-lead; run "
+                                        "`python -m backend eval video-lead --ship`")
+            notes.append("video lead")
         if notes:
             g.name = f"{g.name} ({', '.join(notes)})"
     return generators

@@ -621,8 +621,12 @@ class MotionLLM(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         lo, hi = GUIDANCE_RANGE
-        if not lo <= guidance <= hi:
-            raise ValueError(f"guidance must be in [{lo:g}, {hi:g}], got {guidance}")
+        for g in np.atleast_1d(np.asarray(guidance, dtype=float)):
+            if not -1.0 <= g <= hi:
+                raise ValueError(f"guidance must be in [{lo:g}, {hi:g}] (or down to -1: the video "
+                                 f"leads), got {g:g}")
+        if np.ndim(guidance) and len(guidance) != len(texts):
+            raise ValueError(f"{len(guidance)} guidance values for {len(texts)} texts")
         return max_tokens
 
     def _choose(self, logits, step, min_tokens, greedy, top_k, temperature, gen):
@@ -649,7 +653,7 @@ class MotionLLM(nn.Module):
     @torch.no_grad()
     def generate(self, texts, videos=None, *, max_tokens: int | None = None, min_tokens: int = 1,
                  greedy: bool = True, top_k: int = 0, temperature: float = 1.0,
-                 seed: int | None = None, guidance: float = 0.0) -> list[np.ndarray]:
+                 seed: int | None = None, guidance=0.0) -> list[np.ndarray]:
         """Motion codes for each text (optionally with its retrieved video), batched with a KV
         cache: the prompt is fed once, then one motion token per step. Each sequence stops at
         EOS or after ``max_tokens`` codes (default max_motion_tokens); EOS is suppressed for the
@@ -659,7 +663,10 @@ class MotionLLM(nn.Module):
         ``guidance`` g > 0 is classifier-free guidance on the words: every prompt also runs with
         ``NEUTRAL_TEXT`` instead of its caption (same video, same motion so far) and the logits
         become ``l_text + g * (l_text - l_neutral)``, i.e. what the caption adds over the video
-        alone is amplified. The two branches share one batch (2B rows); g = 0 is plain sampling."""
+        alone is amplified. The two branches share one batch (2B rows); g = 0 is plain sampling.
+        ``guidance`` may be one value per text; a value in [-1, 0) lets *the video lead*: the
+        logits move toward the neutral-caption branch, and -1 is the video alone (what a prompt
+        needs whose words name a motion the model never read, ``VideoLead``)."""
         max_tokens = self._check_generate_args(texts, max_tokens, min_tokens, top_k, temperature, guidance)
         was_training = self.training
         self.eval()
@@ -668,7 +675,9 @@ class MotionLLM(nn.Module):
 
             gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
             B = len(texts)
-            guided = guidance > 0
+            gvec = np.broadcast_to(np.asarray(guidance, dtype=np.float32), (B,))
+            guided = bool(np.any(gvec != 0))
+            gcol = torch.from_numpy(gvec.copy())[:, None].to(self.device)
             if guided:
                 vids = list(videos) if videos is not None else [None] * B
                 batch = self.build_batch(list(texts) + [NEUTRAL_TEXT] * B, vids + vids, padding="left")
@@ -686,7 +695,7 @@ class MotionLLM(nn.Module):
                 logits = self.motion_head(h).float()
                 if guided:
                     cond, neutral = logits[:B], logits[B:]
-                    logits = cond + guidance * (cond - neutral)
+                    logits = cond + gcol * (cond - neutral)
                 nxt = self._choose(logits, step, min_tokens, greedy, top_k, temperature, gen)
                 nxt = torch.where(finished, torch.full_like(nxt, self.vocab.pad), nxt)
                 steps.append(nxt)

@@ -1,0 +1,160 @@
+"""When the words name a motion the generator never read, let the retrieved video lead.
+
+The motion LLM learned the kinds of its text-motion pairs from their captions, and every other
+kind (the OOD kinds: cartwheel, backflip, crawl, roll) only as *video-only pairs*: a database
+video with the neutral caption -> the motion it shows (``train sft --video-only``). Given the
+neutral caption and a cartwheel video it writes a cartwheel; given "a person does a cartwheel"
+and the same video it writes what the words resemble among the captions it knows (a walk). So
+for such a prompt the video must lead.
+
+*Novelty* of a prompt = how much better the captions of its top-k retrieved videos describe it
+than any caption the generator was trained on (cosine similarity of MiniLM sentence embeddings:
+``max cos(prompt, retrieved captions) - max cos(prompt, training captions)``). A prompt of a
+known kind has a training caption as close as any video's ("jumps twice": -0.01); a prompt of a
+kind only the videos show does not ("does a backflip": +0.39). The video's weight rises linearly
+from 0 at novelty ``low`` to 1 at ``high`` and reaches the LLM as guidance ``-weight``
+(``MotionLLM.generate``: -1 = the neutral caption, the video alone).
+
+``calibrate`` sets ``low`` and ``high`` on the database's videos (their captions as prompts,
+their own video left out of the hits): ``low`` lets through all but ``known_miss`` of
+the captions of known kinds unchanged, ``high`` is the median novelty of captions of kinds only
+the videos show. Videos without captions (a user's own) add nothing: their prompts keep weight 0
+unless another retrieved video's captions match.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+CONFIG, EMBEDDINGS = "config.json", "train_captions.safetensors"
+
+
+@dataclass
+class VideoLeadConfig:
+    low: float = 0.05           # novelty at or below: the words lead (video weight 0)
+    high: float = 0.2           # novelty at or above: the video alone (weight 1)
+    k: int = 5                  # retrieved videos whose captions are compared
+    known_led: float = 0.0      # calibration: held-out captions of known kinds given weight > 0
+    unknown_led: float = 0.0    # calibration: held-out captions of video-only kinds given weight >= 0.5
+
+
+class VideoLead:
+    def __init__(self, config: VideoLeadConfig, train_embeddings: np.ndarray, encoder=None):
+        if config.high <= config.low:
+            raise ValueError(f"high ({config.high}) must exceed low ({config.low})")
+        self.config = config
+        self.train = np.asarray(train_embeddings, np.float32)        # (N, 384), unit rows
+        self._encoder = encoder
+
+    # ----------------------------------------------------------------------------- io
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        save_file({"embeddings": torch.from_numpy(self.train.astype(np.float16))}, str(folder / EMBEDDINGS))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path | None = None) -> "VideoLead | None":
+        """The calibrated check in ``folder`` (default ``checkpoints/video-lead``); None when it
+        is not there (then the words always lead, as before it existed)."""
+        from backend.checkpoints import checkpoints_dir
+
+        folder = Path(folder) if folder is not None else checkpoints_dir() / "video-lead"
+        if not (folder / CONFIG).is_file():
+            return None
+        cfg = VideoLeadConfig(**json.loads((folder / CONFIG).read_text()))
+        emb = load_file(str(folder / EMBEDDINGS))["embeddings"].float().numpy()
+        return cls(cfg, emb)
+
+    # ---------------------------------------------------------------------------- use
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from backend.data.text import get_minilm
+
+            self._encoder = get_minilm()
+        return self._encoder
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.train.shape[1]), np.float32)
+        e = self.encoder.encode(list(texts))
+        e = e.numpy() if hasattr(e, "numpy") else np.asarray(e)
+        return (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def novelty(self, texts: list[str], hit_captions: list[list[str]]) -> np.ndarray:
+        """Per prompt: best cosine to its retrieved videos' captions minus best cosine to the
+        training captions (``hit_captions[i]``: the captions of prompt i's top-k videos; empty:
+        nothing to compare, novelty -inf)."""
+        if len(texts) != len(hit_captions):
+            raise ValueError(f"{len(texts)} prompts for {len(hit_captions)} caption lists")
+        q = self._encode(texts)
+        flat = [c for caps in hit_captions for c in caps]
+        c = self._encode(flat)
+        s_train = (q @ self.train.T).max(1) if len(self.train) else np.full(len(texts), -1.0)
+        out = np.full(len(texts), -np.inf)
+        at = 0
+        for i, caps in enumerate(hit_captions):
+            if caps:
+                out[i] = float((c[at:at + len(caps)] @ q[i]).max()) - float(s_train[i])
+            at += len(caps)
+        return out
+
+    def weights_from_novelty(self, novelty: np.ndarray) -> np.ndarray:
+        lo, hi = self.config.low, self.config.high
+        return np.clip((np.asarray(novelty, float) - lo) / (hi - lo), 0.0, 1.0)
+
+    def weights(self, texts: list[str], hit_captions: list[list[str]]) -> np.ndarray:
+        """The video's weight in [0, 1] per prompt (0: the words lead, 1: the video alone)."""
+        return self.weights_from_novelty(self.novelty(texts, hit_captions))
+
+
+def retrieved_captions(retriever, texts: list[str], k: int, exclude: list[str | None] | None = None,
+                       mode: str = "gemini") -> list[list[str]]:
+    """Captions of each prompt's top-k retrieved videos (``exclude[i]``: a video id left out)."""
+    from backend.retrieval.train import captions_of
+
+    extra = 1 if exclude else 0
+    out = []
+    for i, hits in enumerate(retriever.search_many(texts, k=k + extra, mode=mode)):
+        ids = [h.id for h in hits if not (exclude and h.id == exclude[i])][:k]
+        out.append([c for v in ids for c in captions_of(retriever.db.record(v))])
+    return out
+
+
+def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: float = 0.05,
+              encoder=None, split: str = "train") -> tuple[VideoLead, dict]:
+    """A ``VideoLead`` from the generator's training captions and the captions of the database's
+    ``split`` videos, as prompts, each with its own video left out of the hits; videos marked
+    ``ood`` in their spec show kinds no training caption names. The train split's captions are
+    worded as users word prompts ("does a cartwheel"); the test split's use held-out phrasings
+    ("a sideways handspring"), far from every caption, known kind or not."""
+    from backend.retrieval.train import captions_of, split_of
+
+    lead = VideoLead(VideoLeadConfig(), np.zeros((0, 384), np.float32), encoder)
+    lead.train = lead._encode(sorted(set(train_captions)))
+    rows = [r for r in retriever.db.records if split_of(r) == split and captions_of(r)]
+    prompts = [(c, r["id"], bool((r.get("spec") or {}).get("ood"))) for r in rows for c in captions_of(r)]
+    if not prompts or not any(o for *_, o in prompts) or all(o for *_, o in prompts):
+        raise ValueError("calibration needs held-out captioned videos of both known and video-only kinds")
+    texts = [t for t, _, _ in prompts]
+    nov = lead.novelty(texts, retrieved_captions(retriever, texts, k, [v for _, v, _ in prompts]))
+    unknown = np.array([o for *_, o in prompts])
+    low = float(np.quantile(nov[~unknown], 1 - known_miss))
+    high = max(float(np.median(nov[unknown])), low + 0.05)
+    lead.config = VideoLeadConfig(low=round(low, 4), high=round(high, 4), k=k)
+    w = lead.weights_from_novelty(nov)
+    lead.config.known_led = round(float((w[~unknown] > 0).mean()), 4)
+    lead.config.unknown_led = round(float((w[unknown] >= 0.5).mean()), 4)
+    report = {"prompts": len(texts), "known": int((~unknown).sum()), "unknown": int(unknown.sum()),
+              "novelty_known_median": float(np.median(nov[~unknown])),
+              "novelty_unknown_median": float(np.median(nov[unknown])), **asdict(lead.config)}
+    return lead, report
+
+
+__all__ = ["VideoLead", "VideoLeadConfig", "calibrate", "retrieved_captions"]

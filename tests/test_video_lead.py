@@ -1,0 +1,157 @@
+"""VideoLead: the retrieved video leads words the generator only saw in videos."""
+from __future__ import annotations
+
+import re
+import zlib
+
+import numpy as np
+import pytest
+
+from backend.generation.video_lead import VideoLead, VideoLeadConfig, calibrate, retrieved_captions
+
+
+class BagOfWords:
+    """A stand-in sentence encoder: unit-length sums of fixed random word vectors."""
+
+    def encode(self, texts, batch_size=64):
+        out = np.zeros((len(texts), 64), np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"[a-z]+", t.lower()):
+                out[i] += np.random.default_rng(zlib.crc32(w.encode())).standard_normal(64)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+TRAIN = ["a person walks forward", "someone jumps twice", "a man kicks with the left leg",
+         "a person turns around", "someone runs forward quickly"]
+
+
+def _lead(low=0.05, high=0.2):
+    enc = BagOfWords()
+    return VideoLead(VideoLeadConfig(low=low, high=high), enc.encode(TRAIN), enc)
+
+
+def test_novelty_and_weights():
+    lead = _lead()
+    texts = ["someone jumps twice", "a person does a cartwheel"]
+    caps = [["a man jumps twice"], ["a person does a cartwheel to the right"]]
+    nov = lead.novelty(texts, caps)
+    assert nov[0] <= 0.0 < 0.2 < nov[1]         # a training caption says it best / only a video does
+    w = lead.weights(texts, caps)
+    assert w[0] == 0.0 and w[1] == 1.0
+    # the ramp between low and high, and nothing to compare without captions
+    assert lead.weights_from_novelty(np.array([0.125])) == pytest.approx([0.5])
+    assert lead.novelty(["a person does a cartwheel"], [[]])[0] == -np.inf
+    assert lead.weights(["a person does a cartwheel"], [[]])[0] == 0.0
+    with pytest.raises(ValueError, match="caption lists"):
+        lead.novelty(texts, caps[:1])
+    with pytest.raises(ValueError, match="must exceed"):
+        VideoLead(VideoLeadConfig(low=0.3, high=0.2), np.zeros((1, 64)))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    lead = _lead(0.01, 0.15)
+    lead.save_pretrained(tmp_path / "video-lead")
+    back = VideoLead.from_pretrained(tmp_path / "video-lead")
+    assert back.config == lead.config
+    assert np.allclose(back.train, lead.train, atol=1e-3)       # stored as float16
+    assert VideoLead.from_pretrained(tmp_path / "nowhere") is None
+
+
+class _Hit:
+    def __init__(self, vid):
+        self.id = vid
+
+
+class _DB:
+    def __init__(self, records):
+        self.records = records
+        self._by = {r["id"]: r for r in records}
+
+    def record(self, vid):
+        return self._by[vid]
+
+
+class FakeRetriever:
+    """Ranks videos by caption overlap with the query (bag of words), best first."""
+
+    def __init__(self, records):
+        self.db = _DB(records)
+        self.enc = BagOfWords()
+
+    def search_many(self, texts, k=5, mode="gemini"):
+        q = self.enc.encode(texts)
+        vids = [r["id"] for r in self.db.records]
+        v = np.stack([self.enc.encode(r["spec"]["captions"]).mean(0) for r in self.db.records])
+        return [[_Hit(vids[j]) for j in np.argsort(-(v @ qi))[:k]] for qi in q]
+
+
+def _rec(i, caps, ood, split="train"):
+    return {"id": f"v{i}", "spec": {"captions": caps, "ood": ood, "split": split}}
+
+
+def test_retrieved_captions_leave_the_own_video_out():
+    r = FakeRetriever([_rec(0, ["a person does a cartwheel"], True), _rec(1, ["someone jumps twice"], False)])
+    with_own = retrieved_captions(r, ["a person does a cartwheel"], k=1)
+    assert with_own == [["a person does a cartwheel"]]
+    without = retrieved_captions(r, ["a person does a cartwheel"], k=1, exclude=["v0"])
+    assert without == [["someone jumps twice"]]
+
+
+def test_calibrate_separates_video_only_kinds():
+    recs = [_rec(0, ["a person does a cartwheel", "someone turns a cartwheel"], True),
+            _rec(1, ["a man does a cartwheel to the left", "a cartwheel"], True),
+            _rec(2, ["someone does a backflip", "a person flips backward"], True),
+            _rec(3, ["a person does a backflip twice"], True),
+            _rec(4, ["a person walks forward", "someone walks forward slowly"], False),
+            _rec(5, ["someone jumps twice", "a man jumps twice"], False),
+            _rec(6, ["a man kicks with the left leg"], False),
+            _rec(7, ["a person turns around"], False),
+            _rec(8, ["a video of a held-out split"], False, split="test")]
+    lead, report = calibrate(TRAIN, FakeRetriever(recs), k=2, known_miss=0.0, encoder=BagOfWords())
+    assert report["unknown"] == 7 and report["known"] == 6           # the test-split video is not used
+    assert lead.config.low < lead.config.high
+    assert report["novelty_unknown_median"] > report["novelty_known_median"]
+    assert lead.config.known_led == 0.0 and lead.config.unknown_led >= 0.5
+    with pytest.raises(ValueError, match="both known"):
+        calibrate(TRAIN, FakeRetriever(recs[4:8]), encoder=BagOfWords())
+
+
+class _Stop(Exception):
+    pass
+
+
+def _pipeline_guidance(lead, text, retrieval="gemini", video_lead=True, guidance=0.0):
+    """The guidance the pipeline hands the LLM for ``text`` (the LLM stops the request there)."""
+    from types import SimpleNamespace
+
+    from backend.pipeline import VimoRAGPipeline
+
+    recs = [_rec(0, ["a person does a cartwheel", "someone turns a cartwheel"], True),
+            _rec(1, ["someone jumps twice"], False)]
+    r = FakeRetriever(recs)
+    r.search = lambda t, k=5, mode="gemini", rng=None: r.search_many([t], k)[0]
+    r.mirrors = lambda t, v: False
+    r.video_prior = lambda v, t=None: ("prior", v)
+    seen = {}
+
+    def generate(texts, videos, **kw):
+        seen.update(kw, videos=videos)
+        raise _Stop
+
+    llm = SimpleNamespace(generate=generate)
+    vq = SimpleNamespace(eval=lambda: vq)
+    pipe = VimoRAGPipeline(r, vq, None, {"mcdpo": llm})
+    pipe.video_lead = lead
+    with pytest.raises(_Stop):
+        pipe.generate(text, retrieval=retrieval, video_lead=video_lead, guidance=guidance)
+    return seen["guidance"], seen["videos"]
+
+
+def test_pipeline_lets_the_video_lead_unknown_words():
+    lead = _lead()
+    g, videos = _pipeline_guidance(lead, "a person does a cartwheel")
+    assert g == -1.0 and videos == [("prior", "v0")]           # the video alone
+    assert _pipeline_guidance(lead, "someone jumps twice", guidance=2.0)[0] == 2.0   # words lead
+    assert _pipeline_guidance(lead, "a person does a cartwheel", video_lead=False)[0] == 0.0
+    assert _pipeline_guidance(None, "a person does a cartwheel")[0] == 0.0    # not calibrated
+    assert _pipeline_guidance(lead, "a person does a cartwheel", retrieval="random")[0] == 0.0
