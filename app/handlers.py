@@ -175,6 +175,10 @@ def generate(service: AppService, req: Request, state: dict | None,
         ref = ("a random video, " if compare or retrieval == "random" else "") + (oc.video_id or "none")
         if oc.runs[0].result.mirrored:
             ref += ", read mirrored: it shows the other side than your words"
+        lead = float(getattr(oc.runs[0].result, "video_lead", 0.0) or 0.0)
+        if lead > 0:
+            ref += (f"; it led your words at weight {lead:.0%}: they name a motion the model "
+                    "knows only from videos")
         done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
                 f"(reference video: {views.md_text(ref)}; "
                 f"{views.timing_text(parts, time.perf_counter() - t_start, first_visible)}).")

@@ -26,6 +26,7 @@ class Result:
     codes: tuple = (1, 2, 3)
     seconds: float = 0.6
     mirrored: bool = False
+    video_lead: float = 0.0
 
     def summary(self):
         return {"video_id": self.video_id}
@@ -123,6 +124,19 @@ def test_a_mirrored_reference_video_is_said_in_the_status():
 
     page, final = _last(list(handlers.generate(Mirroring(), handlers.Request("kick left"), {})))
     assert "v1, read mirrored" in final["status"]
+
+
+def test_a_video_leading_the_words_is_said_in_the_status():
+    class Leading(FakeService):
+        def generate_motion(self, *a):
+            r = super().generate_motion(*a)
+            r.video_lead = 1.0
+            return r
+
+    page, final = _last(list(handlers.generate(Leading(), handlers.Request("a cartwheel"), {})))
+    assert "led your words at weight 100%" in final["status"]
+    _, plain = _last(list(handlers.generate(FakeService(), handlers.Request("a person walks"), {})))
+    assert "led your words" not in plain["status"]
 
 
 def test_compare_runs_both_models_and_a_warning_becomes_a_note():

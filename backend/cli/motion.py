@@ -51,14 +51,16 @@ def cmd_generate(args) -> int:
     res = pipe.generate(args.text, model=args.model, retrieval=retrieval, seed=args.seed,
                         temperature=args.temperature, top_k=args.top_k, video_id=args.video,
                         length_s=args.length, in_place=args.in_place, plant_feet=not args.no_foot_lock,
-                        guidance=args.guidance)
+                        guidance=args.guidance, video_lead=not args.no_video_lead)
     if res.truncated:
         print(f"note: the prompt was shortened to {len(res.text)} characters")
     for h in res.hits[:args.k]:
         print(f"  retrieved #{h.rank}: {h.id}  score {h.score:.3f} (action {h.action_score:.3f} x "
               f"{h.w_action:.2f}, object {h.object_score:.3f} x {h.w_object:.2f})")
     if res.video_id:
-        print(f"video prior: {res.video_id}")
+        print(f"video prior: {res.video_id}" + (f" (it led the words at weight {res.video_lead:.2f}: they "
+                                                 "name a motion the model knows only from videos)"
+                                                 if res.video_lead > 0 else ""))
     warn = pipe.servability_warning(res) if retrieval == "gemini" else None
     if warn:
         print(f"warning: {warn}")
@@ -157,6 +159,9 @@ def add(sub) -> None:
     g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, metavar="G",
                    help="text guidance: weigh the words G times more against the video "
                         "(0 = off; default %(default)s)")
+    g.add_argument("--no-video-lead", action="store_true",
+                   help="the words always lead (by default, when they name a motion the model "
+                        "knows only from videos, e.g. a cartwheel, the retrieved video leads them)")
     g.add_argument("--k", type=int, default=5, help="retrieved videos to list")
     g.add_argument("--length", type=float, default=0.0,
                    help="clip length in seconds, 1 to 9.8 (0 = the model decides)")
