@@ -18,9 +18,8 @@ from backend.defaults import GUIDANCE, GUIDANCE_RANGE, TEMPERATURE
 from backend.evaluation.servable import ServableCheck
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
-from backend.generation.video_lead import VideoLead
+from backend.generation.video_lead import VideoLead, hit_captions, lead_guidance
 from backend.retrieval.service import VideoRetriever
-from backend.retrieval.train import captions_of
 from motioncore.clean import clean_motion, in_place as without_travel
 from motioncore.prompt import clean_prompt, is_truncated
 from motioncore.skeleton import FPS
@@ -225,10 +224,9 @@ class VimoRAGPipeline:
         lead = 0.0
         if (video_lead and self.video_lead is not None and prior is not None and hits
                 and retrieval in ("gemini", "object")):
-            caps = [c for h in hits[:self.video_lead.config.k]
-                    for c in captions_of(self.retriever.db.record(h.id))]
+            caps = hit_captions(self.retriever.db, [h.id for h in hits[:self.video_lead.config.k]])
             lead = float(self.video_lead.weights([text], [caps])[0])
-        g = 0.0 if prior is None else (-lead if lead > 0 else guidance)
+        g = 0.0 if prior is None else lead_guidance(lead, guidance)
         codes = llm.generate([text], [prior], greedy=greedy, top_k=top_k,
                              temperature=temperature, seed=seed, max_tokens=max_tokens,
                              min_tokens=min_tokens, guidance=g)[0]

@@ -155,3 +155,10 @@ def test_pipeline_lets_the_video_lead_unknown_words():
     assert _pipeline_guidance(lead, "a person does a cartwheel", video_lead=False)[0] == 0.0
     assert _pipeline_guidance(None, "a person does a cartwheel")[0] == 0.0    # not calibrated
     assert _pipeline_guidance(lead, "a person does a cartwheel", retrieval="random")[0] == 0.0
+
+
+def test_lead_guidance_replaces_text_guidance_only_where_the_video_leads():
+    from backend.generation.video_lead import lead_guidance
+
+    assert lead_guidance(0.0, 2.0) == 2.0 and lead_guidance(0.4, 2.0) == -0.4
+    assert lead_guidance(np.array([0.0, 1.0, 0.5]), 1.5).tolist() == [1.5, -1.0, -0.5]

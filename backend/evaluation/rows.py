@@ -23,6 +23,7 @@ import torch
 from backend.checkpoints import checkpoints_dir
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.generation.motion_llm import MotionLLM
+from backend.generation.video_lead import VideoLead, lead_guidance, retrieved_captions
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
 from backend.retrieval.service import VideoRetriever
 
@@ -94,8 +95,6 @@ class LLMRow:
         """The video's weight per prompt (``VideoLead``; 0 without one or for random/no video)."""
         if self.video_lead is None or self.mode not in ("gemini", "object"):
             return np.zeros(len(texts))
-        from backend.generation.video_lead import retrieved_captions
-
         todo = sorted({t for t in texts if t not in self._lead})
         for s in range(0, len(todo), 256):
             chunk = todo[s:s + 256]
@@ -107,7 +106,7 @@ class LLMRow:
         texts = [it.caption.text for it in items]
         vids = self.videos(texts, rng)
         lead = self.lead_weights(texts)
-        guidance = np.where(lead > 0, -lead, self.guidance) if lead.any() else self.guidance
+        guidance = lead_guidance(lead, self.guidance) if lead.any() else self.guidance
         out = []
         for s in range(0, len(texts), self.batch):
             codes = self.llm.generate(texts[s:s + self.batch], vids[s:s + self.batch], greedy=False,
@@ -168,8 +167,6 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             g.llm = _llm(g.model_name, True)
             notes.append("int8")
         if video_lead and g.mode in ("gemini", "object"):
-            from backend.generation.video_lead import VideoLead
-
             g.video_lead = VideoLead.from_pretrained()
             if g.video_lead is None:
                 raise FileNotFoundError("--video-lead needs checkpoints/video-lead; run "

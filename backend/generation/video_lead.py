@@ -114,16 +114,28 @@ class VideoLead:
         return self.weights_from_novelty(self.novelty(texts, hit_captions))
 
 
+def lead_guidance(weight, guidance):
+    """The guidance the LLM gets: ``-weight`` where the video leads (weight > 0), else the text
+    guidance asked for (per prompt when ``weight`` is an array)."""
+    return np.where(np.asarray(weight) > 0, -np.asarray(weight), guidance) if np.ndim(weight) \
+        else (-float(weight) if weight > 0 else guidance)
+
+
+def hit_captions(db, ids) -> list[str]:
+    """Every caption of the database videos ``ids`` (videos without captions add none)."""
+    from backend.retrieval.train import captions_of
+
+    return [c for v in ids for c in captions_of(db.record(v))]
+
+
 def retrieved_captions(retriever, texts: list[str], k: int, exclude: list[str | None] | None = None,
                        mode: str = "gemini") -> list[list[str]]:
     """Captions of each prompt's top-k retrieved videos (``exclude[i]``: a video id left out)."""
-    from backend.retrieval.train import captions_of
-
     extra = 1 if exclude else 0
     out = []
     for i, hits in enumerate(retriever.search_many(texts, k=k + extra, mode=mode)):
         ids = [h.id for h in hits if not (exclude and h.id == exclude[i])][:k]
-        out.append([c for v in ids for c in captions_of(retriever.db.record(v))])
+        out.append(hit_captions(retriever.db, ids))
     return out
 
 
@@ -157,4 +169,4 @@ def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: floa
     return lead, report
 
 
-__all__ = ["VideoLead", "VideoLeadConfig", "calibrate", "retrieved_captions"]
+__all__ = ["VideoLead", "VideoLeadConfig", "calibrate", "hit_captions", "lead_guidance", "retrieved_captions"]
