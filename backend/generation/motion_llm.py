@@ -423,6 +423,8 @@ class MotionLLM(nn.Module):
         nn.init.zeros_(self.motion_head.bias)
         self.projector = VideoProjector(cfg.action_dim, cfg.object_dim, hidden, embed_scale, cfg.pose_dim)
         self._templates: dict[bool, tuple[list[int], list[int], list[int]]] = {}
+        self._lean = None          # LeanGemma3, built by merge_lora_ when the base is a Gemma 3
+        self.lean_decoding = True  # generate() uses it when present (False: transformers' own pass)
         self.eval()
 
     # --- parts of the base -----------------------------------------------------
@@ -685,9 +687,19 @@ class MotionLLM(nn.Module):
                 batch = self.build_batch(texts, videos, padding="left")
             batch = batch.to(self.device)
             rows = len(batch)
-            cache = DynamicCache(config=self.base_model.config)
             mask, pos = batch.attention_mask, batch.position_ids
-            h = self._body(self.embed(batch), mask, pos, cache)[:, -1]
+            lean = self._lean if self.lean_decoding else None
+            if lean is not None:
+                cache = lean.new_cache(rows, mask.shape[1] + max_tokens)
+
+                def body(embeds, mask, pos):
+                    return lean(embeds, mask, pos, cache)
+            else:
+                cache = DynamicCache(config=self.base_model.config)
+
+                def body(embeds, mask, pos):
+                    return self._body(embeds, mask, pos, cache)
+            h = body(self.embed(batch), mask, pos)[:, -1]
             finished = torch.zeros(B, dtype=torch.bool, device=self.device)
             ones = torch.ones(rows, 1, dtype=mask.dtype, device=self.device)
             steps = []
@@ -705,7 +717,7 @@ class MotionLLM(nn.Module):
                 mask = torch.cat([mask, ones], 1)
                 pos = pos[:, -1:] + 1
                 feed = torch.cat([nxt, nxt]) if guided else nxt
-                h = self._body(self.motion_embed(feed)[:, None], mask, pos, cache)[:, -1]
+                h = body(self.motion_embed(feed)[:, None], mask, pos)[:, -1]
             return self._finish(steps, B)
         finally:
             self.train(was_training)
@@ -753,7 +765,9 @@ class MotionLLM(nn.Module):
         adapter, for inference: each adapted layer then runs one matrix multiply instead of
         three. The shared base tensors are left as they are (the merged weights are new
         tensors, about 0.4 GB for the embedded base). Afterwards the model can generate but not
-        be trained or saved. Returns the number of layers merged."""
+        be trained or saved. For a Gemma 3 base whose projections are then all plain layers,
+        ``generate`` switches to ``LeanGemma3`` (fused projections, preallocated cache; the same
+        tokens, tested). Returns the number of layers merged."""
         from peft.tuners.lora import LoraLayer
 
         merged = 0
@@ -776,6 +790,9 @@ class MotionLLM(nn.Module):
             self._merged_names.append(name)
             merged += 1
         self.lora_merged = True
+        from backend.generation.lean_decoder import LeanGemma3
+
+        self._lean = LeanGemma3(self.decoder) if LeanGemma3.supports(self.decoder) else None
         return merged
 
     def quantize_int8_(self) -> int:
@@ -788,6 +805,8 @@ class MotionLLM(nn.Module):
             raise RuntimeError("quantize_int8_ needs merged LoRA weights: call merge_lora_() first")
         from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
         from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        self._lean = None   # the lean pass multiplies float weights; int8 layers run through transformers
 
         done = 0
         for name in self._merged_names:

@@ -1,0 +1,180 @@
+"""A lean inference pass for Gemma 3 text decoders: the same arithmetic as transformers'
+``Gemma3TextModel`` with far less work around it.
+
+Why: a motion token costs one pass through the 18-layer body for one position. transformers'
+general code spends much of that step outside the matrix multiplies (mask builders, cache
+bookkeeping, kwargs plumbing, seven separate projections a layer). Here each layer runs three
+matrix multiplies on fused weights (q|k|v, o, gate|up) plus down, with a preallocated KV cache
+and one mask per attention kind built once per call.
+
+Only for inference on a body whose projections are plain ``nn.Linear`` layers (after
+``MotionLLM.merge_lora_``). The fused weights are new tensors; each projection's weight is then
+re-pointed at its slice of them, so no memory is added and transformers' own forward still gives
+the same numbers (tests compare the two).
+
+    LeanGemma3.supports(decoder) -> bool
+    lean = LeanGemma3(decoder)
+    cache = lean.new_cache(rows, capacity)
+    h = lean(embeds (B, T, D), key_mask (B, S) bool over the whole sequence so far, position_ids (B, T), cache)
+        -> (B, T, D) final-norm hidden states; the cache advances by T
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _rms(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """Gemma's RMSNorm with ``scale`` = 1 + weight (computed in float32, as transformers does)."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * scale).type_as(x)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rot * sin
+
+
+@dataclass
+class _Layer:
+    kind: str             # "sliding_attention" or "full_attention"
+    qkv: torch.Tensor     # (H*hd + 2*K*hd, D)
+    o: torch.Tensor
+    gate_up: torch.Tensor  # (2*I, D)
+    down: torch.Tensor
+    in_norm: torch.Tensor
+    post_attn_norm: torch.Tensor
+    pre_ff_norm: torch.Tensor
+    post_ff_norm: torch.Tensor
+    q_norm: torch.Tensor
+    k_norm: torch.Tensor
+
+
+class LeanCache:
+    """Preallocated keys and values of every layer: (rows, kv_heads, capacity, head_dim)."""
+
+    def __init__(self, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype):
+        self.k = [torch.zeros(rows, kv_heads, capacity, head_dim, dtype=dtype) for _ in range(layers)]
+        self.v = [torch.zeros_like(self.k[0]) for _ in range(layers)]
+        self.length = 0
+        self.capacity = capacity
+
+
+class LeanGemma3:
+    """See the module docstring."""
+
+    @staticmethod
+    def supports(decoder) -> bool:
+        cfg = getattr(decoder, "config", None)
+        if type(decoder).__name__ != "Gemma3TextModel" or cfg is None:
+            return False
+        if cfg.attn_logit_softcapping is not None or getattr(cfg, "use_bidirectional_attention", False):
+            return False
+        if cfg.hidden_activation != "gelu_pytorch_tanh":
+            return False
+        for params in (cfg.rope_parameters or {}).values():
+            if params and params.get("rope_type", "default") not in ("default", "linear"):
+                return False
+        for layer in decoder.layers:
+            a, m = layer.self_attn, layer.mlp
+            for lin in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj):
+                if type(lin) is not nn.Linear or lin.bias is not None:
+                    return False
+        return True
+
+    @torch.no_grad()
+    def __init__(self, decoder):
+        if not self.supports(decoder):
+            raise ValueError("LeanGemma3 needs a Gemma 3 text body with plain Linear projections "
+                             "(merge LoRA first)")
+        cfg = decoder.config
+        self.decoder = decoder
+        self.eps = cfg.rms_norm_eps
+        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.scaling = cfg.query_pre_attn_scalar ** -0.5
+        self.window = cfg.sliding_window
+        self.rotary = decoder.rotary_emb
+        self.final_norm = 1.0 + decoder.norm.weight.float()
+        self.layers: list[_Layer] = []
+        for i, layer in enumerate(decoder.layers):
+            a, m = layer.self_attn, layer.mlp
+            qkv = self._fuse([a.q_proj, a.k_proj, a.v_proj])
+            gate_up = self._fuse([m.gate_proj, m.up_proj])
+            self.layers.append(_Layer(
+                cfg.layer_types[i], qkv, a.o_proj.weight, gate_up, m.down_proj.weight,
+                *(1.0 + n.weight.float() for n in (layer.input_layernorm, layer.post_attention_layernorm,
+                                                   layer.pre_feedforward_layernorm,
+                                                   layer.post_feedforward_layernorm, a.q_norm, a.k_norm))))
+        self.kinds = sorted({layer.kind for layer in self.layers})
+
+    @staticmethod
+    def _fuse(linears: list[nn.Linear]) -> torch.Tensor:
+        """One weight for several projections of the same input; each layer's weight becomes a view
+        of its rows (same values, no extra memory)."""
+        fused = torch.cat([lin.weight.detach() for lin in linears], 0).contiguous()
+        start = 0
+        for lin in linears:
+            rows = lin.weight.shape[0]
+            lin.weight = nn.Parameter(fused[start:start + rows], requires_grad=False)
+            start += rows
+        return fused
+
+    def new_cache(self, rows: int, capacity: int) -> LeanCache:
+        dtype = self.layers[0].o.dtype
+        return LeanCache(len(self.layers), rows, self.kv_heads, capacity, self.head_dim, dtype)
+
+    def _masks(self, key_mask: torch.Tensor, start: int, T: int) -> dict[str, torch.Tensor]:
+        """Additive masks (B, 1, T, S) per attention kind: causal, padding and (sliding) window.
+        A query may always see itself, so padded positions never produce NaN."""
+        S = start + T
+        q = torch.arange(start, S).view(T, 1)
+        k = torch.arange(S).view(1, S)
+        causal = k <= q
+        valid = key_mask[:, None, None, :S].bool()
+        masks = {}
+        for kind in self.kinds:
+            allowed = causal if kind != "sliding_attention" else causal & (q - k < self.window)
+            ok = (allowed[None, None] & valid) | (k == q)[None, None]
+            masks[kind] = torch.zeros(ok.shape, dtype=self.layers[0].o.dtype).masked_fill_(~ok, float("-inf"))
+        return masks
+
+    @torch.no_grad()
+    def __call__(self, embeds: torch.Tensor, key_mask: torch.Tensor, position_ids: torch.Tensor,
+                 cache: LeanCache) -> torch.Tensor:
+        B, T, _ = embeds.shape
+        start = cache.length
+        if start + T > cache.capacity:
+            raise ValueError(f"the cache holds {cache.capacity} positions; {start + T} needed")
+        H, K, hd = self.heads, self.kv_heads, self.head_dim
+        masks = self._masks(key_mask, start, T)
+        rope = {}
+        for kind in self.kinds:
+            cos, sin = self.rotary(embeds, position_ids, kind)
+            rope[kind] = (cos[:, None], sin[:, None])
+        x = embeds
+        end = start + T
+        for i, L in enumerate(self.layers):
+            h = _rms(x, L.in_norm, self.eps)
+            q, k, v = F.linear(h, L.qkv).split([H * hd, K * hd, K * hd], dim=-1)
+            q = _rms(q.view(B, T, H, hd).transpose(1, 2), L.q_norm, self.eps)
+            k = _rms(k.view(B, T, K, hd).transpose(1, 2), L.k_norm, self.eps)
+            cos, sin = rope[L.kind]
+            cache.k[i][:, :, start:end] = _rotate(k, cos, sin)
+            cache.v[i][:, :, start:end] = v.view(B, T, K, hd).transpose(1, 2)
+            keys, values = cache.k[i][:, :, :end], cache.v[i][:, :, :end]
+            if K != H:
+                keys = keys.repeat_interleave(H // K, dim=1)
+                values = values.repeat_interleave(H // K, dim=1)
+            att = F.scaled_dot_product_attention(_rotate(q, cos, sin), keys, values,
+                                                 attn_mask=masks[L.kind], scale=self.scaling)
+            att = F.linear(att.transpose(1, 2).reshape(B, T, H * hd), L.o)
+            x = x + _rms(att, L.post_attn_norm, self.eps)
+            gate, up = F.linear(_rms(x, L.pre_ff_norm, self.eps), L.gate_up).chunk(2, dim=-1)
+            ff = F.linear(F.gelu(gate, approximate="tanh") * up, L.down)
+            x = x + _rms(ff, L.post_ff_norm, self.eps)
+        cache.length = end
+        return _rms(x, self.final_norm, self.eps)

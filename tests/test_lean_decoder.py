@@ -1,0 +1,130 @@
+"""The lean Gemma 3 inference pass (backend/generation/lean_decoder.py) against transformers' own:
+same hidden states on a tiny random Gemma 3 with left padding, a prompt longer than the sliding
+window and a grouped KV head, and the same generated tokens through MotionLLM after merging."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from backend.generation.lean_decoder import LeanGemma3
+from backend.generation.motion_llm import MotionLLM, MotionLLMConfig, VideoFeatures
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(tmp_path_factory):
+    """A folder with a tiny random Gemma 3 (3 layers: two sliding-window of 6 positions, one
+    full; 4 query heads over 2 KV heads) and a small byte-level BPE tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny_gemma3")
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator(["a person walks forward", "someone jumps twice", "Video: Text: Motion:"] * 4,
+                           trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                           query_pre_attn_scalar=8, sliding_window=6,
+                           layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                           max_position_embeddings=256, initializer_range=0.3,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = Gemma3ForCausalLM(cfg)
+    with torch.no_grad():   # non-trivial norms (Gemma's start at zero: scale 1)
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.normal_(0, 0.3)
+    model.save_pretrained(d)
+    return d
+
+
+def _config(path):
+    return MotionLLMConfig.phi3(path, 16, lora_r=4, lora_alpha=8, lora_dropout=0.0, max_motion_tokens=12,
+                                action_dim=24, object_dim=20, max_text_tokens=32,
+                                lora_targets=["q_proj", "k_proj", "v_proj", "o_proj",
+                                              "gate_proj", "up_proj", "down_proj"])
+
+
+def _model(path, seed=1):
+    torch.manual_seed(seed)
+    model = MotionLLM(_config(path))
+    with torch.no_grad():   # a non-trivial adapter (LoRA B starts at zero)
+        for n, p in model.named_parameters():
+            if ".lora_B." in n:
+                p.normal_(0, 0.3)
+    return model
+
+
+def _video(seed):
+    rng = np.random.default_rng(seed)
+    return VideoFeatures(rng.standard_normal((16, 24)), rng.standard_normal(20))
+
+
+TEXTS = ["a person walks forward", "someone jumps twice and then walks forward slowly", "jumps"]
+
+
+def test_supports_only_plain_gemma_bodies(tiny_gemma):
+    model = _model(tiny_gemma)
+    assert not LeanGemma3.supports(model.decoder)        # LoRA layers still in place
+    with pytest.raises(ValueError, match="merge LoRA"):
+        LeanGemma3(model.decoder)
+    model.merge_lora_()
+    assert LeanGemma3.supports(model.decoder) and model._lean is not None
+
+
+def test_lean_pass_equals_transformers_prefill_and_steps(tiny_gemma):
+    """Hidden states of a left-padded batch whose longest row exceeds the sliding window, fed as one
+    prefill and then token by token, match transformers' forward with its own cache."""
+    from transformers import DynamicCache
+
+    model = _model(tiny_gemma)
+    model.merge_lora_()
+    lean = model._lean
+    batch = model.build_batch(TEXTS, [_video(0), None, _video(2)], padding="left")
+    assert batch.attention_mask.shape[1] > 6 and not bool(batch.attention_mask.all())
+    embeds, mask, pos = model.embed(batch), batch.attention_mask, batch.position_ids
+    with torch.no_grad():
+        ref_cache = DynamicCache(config=model.base_model.config)
+        ref = model._body(embeds, mask, pos, ref_cache)
+        cache = lean.new_cache(len(batch), mask.shape[1] + 5)
+        got = lean(embeds, mask, pos, cache)
+        real = mask.bool()
+        assert torch.allclose(got[real], ref[real], atol=1e-5, rtol=1e-4)
+        ones = torch.ones(len(batch), 1, dtype=mask.dtype)
+        for step in range(5):
+            x = model.motion_embed(torch.full((len(batch),), step + 3))[:, None]
+            mask = torch.cat([mask, ones], 1)
+            pos = pos[:, -1:] + 1
+            a = model._body(x, mask, pos, ref_cache)
+            b = lean(x, mask, pos, cache)
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), step
+        with pytest.raises(ValueError, match="cache holds"):
+            lean(x, torch.cat([mask, ones], 1), pos + 1, cache)
+
+
+def test_merged_model_generates_the_same_tokens_with_either_pass(tiny_gemma):
+    model = _model(tiny_gemma, seed=3)
+    videos = [_video(0), None, _video(2)]
+    kw = {"max_tokens": 10, "min_tokens": 10}
+    before = model.generate(TEXTS, videos, **kw)
+    model.merge_lora_()
+    assert model._lean is not None
+    lean = model.generate(TEXTS, videos, **kw)
+    sampled = model.generate(TEXTS, videos, greedy=False, top_k=8, seed=5, guidance=[0.0, 1.5, -0.5], **kw)
+    model.lean_decoding = False
+    plain = model.generate(TEXTS, videos, **kw)
+    sampled_plain = model.generate(TEXTS, videos, greedy=False, top_k=8, seed=5, guidance=[0.0, 1.5, -0.5], **kw)
+    assert [c.tolist() for c in lean] == [c.tolist() for c in plain] == [c.tolist() for c in before]
+    assert [c.tolist() for c in sampled] == [c.tolist() for c in sampled_plain]
+    model.lean_decoding = True
+    model.quantize_int8_()                       # int8 layers: back to transformers' pass
+    assert model._lean is None
+    assert [len(c) for c in model.generate(TEXTS, videos, **kw)] == [10, 10, 10]
