@@ -35,25 +35,34 @@ MAX_MOTION_TOKENS = 12          # 48 frames (2.4 s): keeps rendering in tests sh
 VIDEO_SIZE, VIDEO_FRAMES = 160, 30   # database videos: 1.5 s at 160 px
 
 
-def _tiny_phi3(folder: Path) -> Path:
-    """A tiny random Phi-3 causal LM + a byte-level BPE tokenizer (any text, emoji included)."""
-    import torch
+def tiny_tokenizer(folder: Path, texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer (any text, emoji included) trained on ``texts``, saved in
+    ``folder`` with <pad>/<s>/</s> as ids 0/1/2; returns it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    texts = ["a person does a cartwheel", "someone does a backflip", "a person crawls forward",
-             "a man walks forward and turns around", "a woman jumps twice and kicks",
-             "Write motion tokens for the described human motion", "Video: Text: Motion:"]
-    bpe.train_from_iterator(texts * 4, trainers.BpeTrainer(
-        vocab_size=360, special_tokens=["<pad>", "<s>", "</s>"], show_progress=False,
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"], show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
                                   pad_token="<pad>")
     tok.save_pretrained(folder)
+    return tok
+
+
+def _tiny_phi3(folder: Path) -> Path:
+    """A tiny random Phi-3 causal LM + a byte-level BPE tokenizer (any text, emoji included)."""
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    texts = ["a person does a cartwheel", "someone does a backflip", "a person crawls forward",
+             "a man walks forward and turns around", "a woman jumps twice and kicks",
+             "Write motion tokens for the described human motion", "Video: Text: Motion:"]
+    tok = tiny_tokenizer(folder, texts * 4, 360)
     torch.manual_seed(0)
     cfg = Phi3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,

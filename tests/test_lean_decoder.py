@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fake_stack import tiny_tokenizer
 
 from backend.generation.lean_decoder import LeanGemma3
 from backend.generation.motion_llm import MotionLLM, MotionLLMConfig, VideoFeatures
@@ -17,19 +18,10 @@ torch.set_num_threads(1)
 def tiny_gemma(tmp_path_factory):
     """A folder with a tiny random Gemma 3 (3 layers: two sliding-window of 6 positions, one
     full; 4 query heads over 2 KV heads) and a small byte-level BPE tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     d = tmp_path_factory.mktemp("tiny_gemma3")
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tk.train_from_iterator(["a person walks forward", "someone jumps twice", "Video: Text: Motion:"] * 4,
-                           trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    tok.save_pretrained(d)
+    tok = tiny_tokenizer(d, ["a person walks forward", "someone jumps twice", "Video: Text: Motion:"] * 4, 300)
     torch.manual_seed(0)
     cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
                            num_attention_heads=4, num_key_value_heads=2, head_dim=8,

@@ -14,6 +14,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from fake_stack import tiny_tokenizer
 
 from backend.generation.motion_llm import (IGNORE, MOTION, PREFIX, VIDEO_PLACEHOLDER, MotionLLM,
                                            MotionLLMConfig, PromptError, VideoFeatures,
@@ -29,21 +30,13 @@ K = 16  # codebook size of the tiny model
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """A folder holding a tiny random Phi-3 causal LM and a byte-level BPE tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
+    from transformers import Phi3Config, Phi3ForCausalLM
 
     d = tmp_path_factory.mktemp("tiny_phi3")
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     corpus = ["a person walks forward and waves", "someone jumps up and down twice",
               "a man kicks with his left leg", "Write motion tokens for the described human motion",
               "Video: Text: Motion:"] * 5
-    tk.train_from_iterator(corpus, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    tok.save_pretrained(d)
+    tok = tiny_tokenizer(d, corpus, 400)
     torch.manual_seed(0)
     cfg = Phi3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
