@@ -9,8 +9,9 @@ and one mask per attention kind built once per call.
 
 Only for inference on a body whose projections are plain ``nn.Linear`` layers (after
 ``MotionLLM.merge_lora_``). The fused weights are new tensors; each projection's weight is then
-re-pointed at its slice of them, so no memory is added and transformers' own forward still gives
-the same numbers (tests compare the two).
+re-pointed at its slice of them: no memory is added when every projection holds the model's own
+merged weights (LoRA on attention and MLP, as the shipped models), and transformers' own forward
+still gives the same numbers (tests compare the two).
 
     LeanGemma3.supports(decoder) -> bool
     lean = LeanGemma3(decoder)
