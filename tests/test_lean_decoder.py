@@ -102,6 +102,36 @@ def test_lean_pass_equals_transformers_prefill_and_steps(tiny_gemma):
             lean(x, torch.cat([mask, ones], 1), pos + 1, cache)
 
 
+def test_unpadded_decoding_skips_masks_and_still_equals_transformers(tiny_gemma):
+    """One unpadded row decoded from inside the sliding window (no mask at all) to beyond it (a
+    window mask for the sliding layers only): the same hidden states as transformers'."""
+    from transformers import DynamicCache
+
+    model = _model(tiny_gemma)
+    model.merge_lora_()
+    lean = model._lean
+    D = model.base_model.config.hidden_size
+    gen = torch.Generator().manual_seed(0)
+    embeds = torch.randn(1, 3, D, generator=gen)
+    mask = torch.ones(1, 3, dtype=torch.long)
+    pos = torch.arange(3)[None]
+    with torch.no_grad():
+        ref_cache = DynamicCache(config=model.base_model.config)
+        cache = lean.new_cache(1, 12)
+        assert torch.allclose(lean(embeds, mask, pos, cache), model._body(embeds, mask, pos, ref_cache),
+                              atol=1e-5, rtol=1e-4)
+        for step in range(7):
+            mask = torch.cat([mask, mask[:, :1]], 1)
+            pos = pos[:, -1:] + 1
+            masks = lean._masks(mask, cache.length, 1)
+            assert masks["full_attention"] is None
+            assert (masks["sliding_attention"] is None) == (mask.shape[1] <= 6), step
+            x = torch.randn(1, 1, D, generator=gen)
+            a = model._body(x, mask, pos, ref_cache)
+            b = lean(x, mask, pos, cache)
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), step
+
+
 def test_merged_model_generates_the_same_tokens_with_either_pass(tiny_gemma):
     model = _model(tiny_gemma, seed=3)
     videos = [_video(0), None, _video(2)]

@@ -28,16 +28,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _rms(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+def _rms(x: torch.Tensor, scale: torch.Tensor | None, eps: float) -> torch.Tensor:
     """Gemma's RMSNorm with ``scale`` = 1 + weight (computed in float32, as transformers does),
     as torch's fused kernel: one call instead of seven."""
-    return F.rms_norm(x.float(), scale.shape, scale, eps).type_as(x)
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, x.shape[-1:], scale, eps)
+    return F.rms_norm(x.float(), x.shape[-1:], scale, eps).type_as(x)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rot * sin
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of the half-split layout: ``x * cos + (-x2, x1) * sin``, with the sign
+    folded into ``sin_signed`` (its first half negated) so the rotation is one roll."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin_signed)
 
 
 @dataclass
@@ -51,8 +53,7 @@ class _Layer:
     post_attn_norm: torch.Tensor
     pre_ff_norm: torch.Tensor
     post_ff_norm: torch.Tensor
-    q_norm: torch.Tensor
-    k_norm: torch.Tensor
+    qk_norm: torch.Tensor  # (H + K, hd): q_norm for the query heads, k_norm for the key heads
 
 
 class LeanCache:
@@ -98,18 +99,26 @@ class LeanGemma3:
         self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.scaling = cfg.query_pre_attn_scalar ** -0.5
         self.window = cfg.sliding_window
-        self.rotary = decoder.rotary_emb
+        rotary = decoder.rotary_emb
+        # per attention kind: inverse frequencies and scaling (supports() admits only the rope
+        # types whose whole effect is in these two)
+        self.rope = {kind: (getattr(rotary, f"{kind}_inv_freq").float(),
+                            float(getattr(rotary, f"{kind}_attention_scaling")))
+                     for kind in sorted(set(cfg.layer_types))}
         self.final_norm = 1.0 + decoder.norm.weight.float()
         self.layers: list[_Layer] = []
         for i, layer in enumerate(decoder.layers):
             a, m = layer.self_attn, layer.mlp
             qkv = self._fuse([a.q_proj, a.k_proj, a.v_proj])
             gate_up = self._fuse([m.gate_proj, m.up_proj])
+            qk_norm = torch.cat([(1.0 + a.q_norm.weight.float()).expand(self.heads, -1),
+                                 (1.0 + a.k_norm.weight.float()).expand(self.kv_heads, -1)])
             self.layers.append(_Layer(
                 cfg.layer_types[i], qkv, a.o_proj.weight, gate_up, m.down_proj.weight,
                 *(1.0 + n.weight.float() for n in (layer.input_layernorm, layer.post_attention_layernorm,
                                                    layer.pre_feedforward_layernorm,
-                                                   layer.post_feedforward_layernorm, a.q_norm, a.k_norm))))
+                                                   layer.post_feedforward_layernorm)),
+                qk_norm.to(a.o_proj.weight.dtype)))
         self.kinds = sorted({layer.kind for layer in self.layers})
 
     @staticmethod
@@ -128,22 +137,40 @@ class LeanGemma3:
         dtype = self.layers[0].o.dtype
         return LeanCache(len(self.layers), rows, self.kv_heads, capacity, self.head_dim, dtype)
 
-    def _masks(self, key_mask: torch.Tensor, start: int, T: int) -> dict[str, torch.Tensor]:
+    def _masks(self, key_mask: torch.Tensor, start: int, T: int) -> dict[str, torch.Tensor | None]:
         """Additive masks (B, 1, (H/K)*T, S) per attention kind: causal, padding and (sliding)
         window, repeated for the query heads folded onto each KV head. A query may always see
-        itself, so padded positions never produce NaN."""
+        itself, so padded positions never produce NaN. None where nothing is masked: one new
+        position (decoding) over keys that are all real and all inside the window."""
         S = start + T
+        decoding = T == 1 and bool(key_mask[:, :S].all())
         q = torch.arange(start, S).view(T, 1)
         k = torch.arange(S).view(1, S)
         causal = k <= q
         valid = key_mask[:, None, None, :S].bool()
         masks = {}
         for kind in self.kinds:
-            allowed = causal if kind != "sliding_attention" else causal & (q - k < self.window)
+            sliding = kind == "sliding_attention"
+            if decoding and (not sliding or S <= self.window):
+                masks[kind] = None
+                continue
+            allowed = causal & (q - k < self.window) if sliding else causal
             ok = (allowed[None, None] & valid) | (k == q)[None, None]
             mask = torch.zeros(ok.shape, dtype=self.layers[0].o.dtype).masked_fill_(~ok, float("-inf"))
             masks[kind] = mask.repeat(1, 1, self.heads // self.kv_heads, 1)   # rows of the folded heads
         return masks
+
+    def _rope(self, position_ids: torch.Tensor, dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(cos, sin with its first half negated), each (B, T, 1, hd), per attention kind."""
+        out = {}
+        pos = position_ids[..., None].float()
+        for kind in self.kinds:
+            inv_freq, scaling = self.rope[kind]
+            freqs = pos * inv_freq                                   # (B, T, hd/2)
+            cos, sin = freqs.cos() * scaling, freqs.sin() * scaling
+            out[kind] = (torch.cat((cos, cos), -1)[:, :, None].to(dtype),
+                         torch.cat((-sin, sin), -1)[:, :, None].to(dtype))
+        return out
 
     @torch.no_grad()
     def __call__(self, embeds: torch.Tensor, key_mask: torch.Tensor, position_ids: torch.Tensor,
@@ -154,23 +181,20 @@ class LeanGemma3:
             raise ValueError(f"the cache holds {cache.capacity} positions; {start + T} needed")
         H, K, hd = self.heads, self.kv_heads, self.head_dim
         masks = self._masks(key_mask, start, T)
-        rope = {}
-        for kind in self.kinds:
-            cos, sin = self.rotary(embeds, position_ids, kind)
-            rope[kind] = (cos[:, None], sin[:, None])
+        rope = self._rope(position_ids, embeds.dtype)
         x = embeds
         end = start + T
         for i, L in enumerate(self.layers):
-            h = _rms(x, L.in_norm, self.eps)
-            q, k, v = F.linear(h, L.qkv).split([H * hd, K * hd, K * hd], dim=-1)
-            q = _rms(q.view(B, T, H, hd).transpose(1, 2), L.q_norm, self.eps)
-            k = _rms(k.view(B, T, K, hd).transpose(1, 2), L.k_norm, self.eps)
+            qkv = F.linear(_rms(x, L.in_norm, self.eps), L.qkv)
+            # queries and keys side by side (B, T, H + K, hd): one norm, one rotation
+            qk = _rms(qkv[..., :(H + K) * hd].view(B, T, H + K, hd), None, self.eps) * L.qk_norm
             cos, sin = rope[L.kind]
-            cache.k[i][:, :, start:end] = _rotate(k, cos, sin)
-            cache.v[i][:, :, start:end] = v.view(B, T, K, hd).transpose(1, 2)
+            qk = _rotate(qk, cos, sin)
+            cache.k[i][:, :, start:end] = qk[:, :, H:].transpose(1, 2)
+            cache.v[i][:, :, start:end] = qkv[..., (H + K) * hd:].view(B, T, K, hd).transpose(1, 2)
             # the H / K query heads of a KV head share its keys: fold them into the query rows
             # (B, K, (H/K)*T, hd) instead of copying keys and values for every head
-            q = _rotate(q, cos, sin).reshape(B, K, (H // K) * T, hd)
+            q = qk[:, :, :H].transpose(1, 2).reshape(B, K, (H // K) * T, hd)
             att = F.scaled_dot_product_attention(q, cache.k[i][:, :, :end], cache.v[i][:, :, :end],
                                                  attn_mask=masks[L.kind], scale=self.scaling)
             att = F.linear(att.view(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd), L.o)
