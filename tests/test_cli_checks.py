@@ -67,3 +67,20 @@ def test_train_sft_refuses_bad_shares_before_loading(monkeypatch, capsys, extra)
     monkeypatch.setattr(train, "load_stack", lambda *a, **k: pytest.fail("loaded the data first"))
     assert main(["train", "sft", "--steps", "1", *extra]) == 2
     assert "shares must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_train_sft_extra_train_needs_the_split(monkeypatch, capsys, tmp_path):
+    import backend.cli.train as train
+    import backend.generation.train_llm as train_llm
+
+    class Corpus:
+        root = tmp_path
+
+        def splits(self):
+            return ["train", "val", "test"]
+
+    monkeypatch.setattr(train, "load_stack", lambda *a, **k: (Corpus(), None, None))
+    monkeypatch.setattr(train_llm, "build_examples", lambda *a, **k: [])
+    args = ["train", "sft", "--steps", "1", "--video", "none", "--workdir", str(tmp_path / "w")]
+    assert main(args + ["--extra-train"]) == 2
+    assert "no train_extra split" in capsys.readouterr().err

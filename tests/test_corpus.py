@@ -132,6 +132,35 @@ def test_generator_never_trains_on_an_ood_text_motion_pair(small_corpus, tmp_pat
     assert not [e.text for e in examples if ood_words.search(e.text)]
 
 
+def test_extra_train_split_leaves_every_other_split_as_it_was(small_corpus, tmp_path):
+    """--extra adds generator-only train motions (in-distribution kinds, train phrasings) after
+    every other index: the splits, their files, captions and the normaliser are unchanged."""
+    from dataclasses import replace
+
+    extra = build_corpus(tmp_path / "extra", replace(SMALL, n_extra=12), progress=False)
+    c, base = MotionCorpus(extra), MotionCorpus(small_corpus)
+    assert len(c.split_ids("train_extra")) == 12 and "train_extra" not in base.splits()
+    assert not set(c.split_ids("train_extra")) & set((small_corpus / "all.txt").read_text().split())
+    for split in ("train", "val", "test", "ood_judge", "ood"):
+        assert c.split_ids(split) == base.split_ids(split)
+        for mid in c.split_ids(split):
+            assert (extra / "texts" / f"{mid}.txt").read_bytes() == (small_corpus / "texts" / f"{mid}.txt").read_bytes()
+            assert np.array_equal(c.features(mid), base.features(mid))
+    for name in ("Mean.npy", "Std.npy"):
+        assert (extra / name).read_bytes() == (small_corpus / name).read_bytes()
+    assert "n_extra" not in json.loads((small_corpus / "BUILD.json").read_text())["config"]
+    assert c.judge_splits() == base.judge_splits()
+    programs = [json.loads(line) for line in (extra / "programs.jsonl").read_text().splitlines()]
+    extras = [p for p in programs if p["split"] == "train_extra"]
+    assert len(extras) == 12
+    assert not {s["action"] for p in extras for s in p["segments"]} & set(OOD_KINDS)
+    from backend.data.captions import normalize_text, split_vocabulary
+
+    held = split_vocabulary()["held_out_markers"]
+    texts = [normalize_text(cap.text) for p in extras for cap in c.captions(p["id"])]
+    assert texts and not [t for t in texts if any(f" {m} " in t for m in held)]
+
+
 def test_mocap_dir_can_be_a_copy(tmp_path, monkeypatch):
     """VIMORAG_MOCAP_DIR serves the clips where pybullet is not installed (a bare GPU machine)."""
     import shutil

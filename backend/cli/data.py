@@ -18,7 +18,9 @@ def cmd_data_build(args) -> int:
         if args.ship:
             ship_normalizer(out)
         return 0
-    cfg = CorpusConfig(n_in_dist=args.n_in_dist, n_ood=args.n_ood, seed=args.seed)
+    if args.extra < 0:
+        raise SystemExit(f"--extra must be >= 0, got {args.extra}")
+    cfg = CorpusConfig(n_in_dist=args.n_in_dist, n_ood=args.n_ood, seed=args.seed, n_extra=args.extra)
     build_corpus(out, cfg)
     meta = json.loads((out / "BUILD.json").read_text())
     print(f"Wrote {sum(meta['counts'].values())} motions to {out}: " +
@@ -46,6 +48,10 @@ def add(sub) -> None:
     b.add_argument("--seed", type=int, default=2025)
     b.add_argument("--n-in-dist", type=int, default=3300, help="motions for train/val/test")
     b.add_argument("--n-ood", type=int, default=500, help="motions with out-of-distribution kinds")
+    b.add_argument("--extra", type=int, default=0,
+                   help="also write a train_extra split of this many more in-distribution motions "
+                        "(train phrasings; only `train sft --extra-train` reads it; every other split "
+                        "and the normaliser stay as without it)")
     b.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
     b.add_argument("--ship", action="store_true",
                    help="also copy Mean/Std to checkpoints/normalizer (+ MANIFEST)")

@@ -202,6 +202,14 @@ def cmd_train_sft(args) -> int:
     name = "novideo" if args.video == "none" else "sft"
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / f"llm-{name}"
     examples = build_examples(corpus, vqvae, retriever, args.video, work.parent, mirror=args.mirror > 0)
+    if args.extra_train:
+        if "train_extra" not in corpus.splits():
+            raise ValueError(f"--extra-train: {corpus.root} has no train_extra split; build it with "
+                             "`python -m backend data build --extra N --force`")
+        extra = build_examples(corpus, vqvae, retriever, args.video, work.parent, split="train_extra",
+                               mirror=args.mirror > 0)
+        print(f"+ {len(extra)} examples of the train_extra split")
+        examples += extra
     val = build_examples(corpus, vqvae, retriever, args.video, work.parent, split="val")
     seen, val_first = set(), []
     for e in val:                                  # one caption per validation motion
@@ -518,6 +526,9 @@ def add(sub) -> None:
                         "train split with a neutral caption -> the motion it shows (the synthetic "
                         "database knows them). Kinds no caption names (OOD) reach the model this "
                         "way only, never with their words")
+    s.add_argument("--extra-train", action="store_true",
+                   help="also train on the corpus's train_extra split (more in-distribution motions "
+                        "with train phrasings: `python -m backend data build --extra N --force`)")
     s.add_argument("--val-video-size", type=int, default=120,
                    help="held-out database videos (test split) validating the video-only pairs")
     s.add_argument("--self-db", default="self-train", help="database of the self videos")

@@ -13,6 +13,11 @@ halves, so those kinds never appear in any train/val/test pair: ``ood_judge`` tr
 judges (the evaluator and the instruction checker, never the generator) and ``ood`` is what
 every OOD table evaluates on. Val/test/OOD captions draw mostly on held-out
 phrasings (see ``captions``).
+
+``n_extra`` > 0 adds a ``train_extra`` split: more in-distribution motions, captioned with the
+train phrasings, drawn after every other index (so the other splits, their captions and the
+normaliser stay byte for byte what they were). Only the generator's SFT reads it (``train sft
+--extra-train``); the tokenizer, the judges and the normaliser keep to ``train``.
 """
 from __future__ import annotations
 
@@ -52,6 +57,7 @@ class CorpusConfig:
     val_fraction: float = 0.05
     test_fraction: float = 0.15
     captions_per_motion: int = 3
+    n_extra: int = 0          # train_extra: more generator-only train motions (see the docstring)
 
 
 def _speed(tempo: float) -> str:
@@ -137,11 +143,14 @@ def assign_splits(n_in: int, n_ood: int, cfg: CorpusConfig) -> dict[str, list[in
     n_val = int(round(cfg.val_fraction * n_in))
     n_test = int(round(cfg.test_fraction * n_in))
     ood = n_in + np.random.default_rng([cfg.seed, 8]).permutation(n_ood)
-    return {"val": sorted(order[:n_val].tolist()),
-            "test": sorted(order[n_val:n_val + n_test].tolist()),
-            "train": sorted(order[n_val + n_test:].tolist()),
-            "ood_judge": sorted(ood[:n_ood // 2].tolist()),
-            "ood": sorted(ood[n_ood // 2:].tolist())}
+    splits = {"val": sorted(order[:n_val].tolist()),
+              "test": sorted(order[n_val:n_val + n_test].tolist()),
+              "train": sorted(order[n_val + n_test:].tolist()),
+              "ood_judge": sorted(ood[:n_ood // 2].tolist()),
+              "ood": sorted(ood[n_ood // 2:].tolist())}
+    if cfg.n_extra:
+        splits["train_extra"] = list(range(n_in + n_ood, n_in + n_ood + cfg.n_extra))
+    return splits
 
 
 def motion_id(index: int) -> str:
@@ -162,17 +171,17 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), progre
         for sub in ("new_joint_vecs", "new_joints", "texts"):
             (tmp / sub).mkdir()
         programs, train_feats = [], []
-        total = cfg.n_in_dist + cfg.n_ood
+        total = cfg.n_in_dist + cfg.n_ood + cfg.n_extra
         for i in tqdm(range(total), desc="building motion corpus", disable=not progress,
                       unit="motion"):
-            m = make_motion(i, ood=i >= cfg.n_in_dist, cfg=cfg, clips=clips)
+            m = make_motion(i, ood=cfg.n_in_dist <= i < cfg.n_in_dist + cfg.n_ood, cfg=cfg, clips=clips)
             mid = motion_id(i)
             np.save(tmp / "new_joint_vecs" / f"{mid}.npy", m["features"])
             np.save(tmp / "new_joints" / f"{mid}.npy", m["joints"])
             split = split_of[i]
             rng = random.Random(cfg.seed * 1_000_003 + i)
             caps = caption_set(m["segments"], rng, n=cfg.captions_per_motion,
-                               held_out=split != "train")
+                               held_out=split not in ("train", "train_extra"))
             duration = len(m["features"]) / FPS
             (tmp / "texts" / f"{mid}.txt").write_text(
                 "".join(f"{text}#{' '.join(tokens)}#0.0#0.0\n" for text, tokens in caps))
@@ -189,8 +198,11 @@ def build_corpus(out_dir: str | Path, cfg: CorpusConfig = CorpusConfig(), progre
         with open(tmp / "programs.jsonl", "w") as fh:
             for p in programs:
                 fh.write(json.dumps(p) + "\n")
+        config = asdict(cfg)
+        if not cfg.n_extra:
+            del config["n_extra"]      # a corpus without extras keeps the BUILD.json it always had
         (tmp / "BUILD.json").write_text(json.dumps(
-            {"version": CORPUS_VERSION, "config": asdict(cfg),
+            {"version": CORPUS_VERSION, "config": config,
              "counts": {s: len(ids) for s, ids in splits.items()},
              "ood_kinds": list(OOD_KINDS), "in_dist_kinds": list(IN_DIST_KINDS)}, indent=2))
         if out_dir.exists():
