@@ -94,3 +94,15 @@ def test_clip_length_and_in_place_on_the_shipped_model(mcdpo_pipe):
     assert np.linalg.norm(moving.joints[-1, 0, [0, 2]] - moving.joints[0, 0, [0, 2]]) > 0.5
     assert np.abs(still.joints[:, 0, [0, 2]] - still.joints[0, 0, [0, 2]]).max() < 1e-5
     assert len(mcdpo_pipe.generate("a person jumps", seed=1, length_s=9.8).joints) == 196
+
+
+def test_look_reads_a_forward_walk_as_forward(mcdpo_pipe, tmp_path):
+    """`eval look` on the shipped model: a forward walk travels forward in the body's own frame
+    (guards the facts' sign convention against real generated motion, not only hand-made)."""
+    from backend.evaluation.look import look
+    from viewer.sheet import contact_sheet
+
+    (row,) = look(mcdpo_pipe, ["a person walks forward quickly"], seed=0, length_s=3.0)
+    assert row["forward_m"] > 0.5 and abs(row["left_m"]) < row["forward_m"], row
+    assert row["upside_down_pct"] == 0.0 and abs(row["lowest_m"]) < 0.05
+    assert contact_sheet([(row["prompt"], row["joints"])], tmp_path / "look.png").stat().st_size > 0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -274,6 +274,35 @@ def cmd_eval_retrieval(args) -> int:
     return 0
 
 
+def cmd_eval_look(args) -> int:
+    from backend.evaluation.look import PROMPTS, format_rows, look
+    from backend.pipeline import VimoRAGPipeline
+    from motioncore.io import atomic_write_text
+    from motioncore.prompt import PromptError, clean_prompt
+    from viewer.sheet import contact_sheet
+
+    prompts = args.prompt or list(PROMPTS)
+    try:
+        prompts = [clean_prompt(p) for p in prompts]
+    except PromptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    set_threads(args.threads)
+    pipe = VimoRAGPipeline.load(models=(args.model,), evaluator=False)
+    rows = look(pipe, prompts, model=args.model, seed=args.seed, temperature=args.temperature,
+                video_lead=not args.no_video_lead)
+    out = Path(args.out)
+    sheet = contact_sheet([(f"{r['prompt']} ({r['model']}, seed {r['seed']})", r["joints"]) for r in rows],
+                          out / "look.png", frames=args.frames)
+    facts = [{k: v for k, v in r.items() if k != "joints"} for r in rows]
+    atomic_write_text(out / "look.json", json.dumps(facts, indent=1) + "\n", "look.json")
+    print(format_rows(rows))
+    print(f"contact sheet: {sheet}; facts: {out / 'look.json'}")
+    if args.json:
+        print(json.dumps(facts))
+    return 0
+
+
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
     esub = command_group(sub, "eval", "evaluate a component (prints a table; --json adds figures)",
@@ -415,6 +444,25 @@ def add(sub) -> None:
     vl.add_argument("--ship", action="store_true", help="save to checkpoints/video-lead + MANIFEST")
     vl.add_argument("--json", action="store_true")
     vl.set_defaults(func=cmd_eval_video_lead)
+    lk = esub.add_parser(
+        "look", help="a look at new prompts: one motion each, a contact sheet and measured facts",
+        description="Generate one motion per prompt as the app does (retrieval, the LLM, clean-up), "
+                    "draw a few frames of each as stick figures into OUT/look.png, and measure "
+                    "what the words can be checked against (travel forward/left relative to the "
+                    "initial facing, speed, share of frames upside down, pelvis height, foot "
+                    "heights) into OUT/look.json. Without PROMPT: six wordings never trained on "
+                    "(an OOD kind, a count on one foot, backwards slowly, a side).")
+    lk.add_argument("prompt", nargs="*", help="prompts (default: backend.evaluation.look.PROMPTS)")
+    lk.add_argument("--model", default="mcdpo", choices=["mcdpo", "sft", "novideo"])
+    lk.add_argument("--seed", type=int, default=0)
+    lk.add_argument("--temperature", type=float, default=TEMPERATURE,
+                    help="sampling temperature (default: the app's, %(default)s)")
+    lk.add_argument("--no-video-lead", action="store_true", help="the words always lead")
+    lk.add_argument("--frames", type=int, default=8, help="frames drawn per motion")
+    lk.add_argument("--out", default="data/look", help="output folder (default: %(default)s)")
+    lk.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    lk.add_argument("--json", action="store_true", help="print the facts as JSON (last line)")
+    lk.set_defaults(func=cmd_eval_look)
     e = esub.add_parser("retrieval", help="text -> video R@1/5/10 and median rank",
                                   description="Held-out captions against held-out videos, for "
                                               "object-only, action-only, fixed 0.5/0.5 and the "
