@@ -34,6 +34,8 @@ def contact_sheet(rows: list[tuple[str, np.ndarray]], path, frames: int = 8, dpi
 
     if not rows:
         raise ValueError("a contact sheet needs at least one motion")
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
     fig, axes = plt.subplots(len(rows), frames, figsize=(2.0 * frames, 2.4 * len(rows)), squeeze=False)
     for i, (title, joints) in enumerate(rows):
         j = np.asarray(joints, dtype=np.float64)

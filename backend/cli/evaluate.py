@@ -281,6 +281,11 @@ def cmd_eval_look(args) -> int:
     from motioncore.prompt import PromptError, clean_prompt
     from viewer.sheet import contact_sheet
 
+    from backend.checkpoints import data_home
+
+    if args.frames < 1:
+        print("error: --frames must be at least 1", file=sys.stderr)
+        return 2
     prompts = args.prompt or list(PROMPTS)
     try:
         prompts = [clean_prompt(p) for p in prompts]
@@ -291,7 +296,7 @@ def cmd_eval_look(args) -> int:
     pipe = VimoRAGPipeline.load(models=(args.model,), evaluator=False)
     rows = look(pipe, prompts, model=args.model, seed=args.seed, temperature=args.temperature,
                 video_lead=not args.no_video_lead)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else data_home() / "look"
     sheet = contact_sheet([(f"{r['prompt']} ({r['model']}, seed {r['seed']})", r["joints"]) for r in rows],
                           out / "look.png", frames=args.frames)
     facts = [{k: v for k, v in r.items() if k != "joints"} for r in rows]
@@ -459,7 +464,7 @@ def add(sub) -> None:
                     help="sampling temperature (default: the app's, %(default)s)")
     lk.add_argument("--no-video-lead", action="store_true", help="the words always lead")
     lk.add_argument("--frames", type=int, default=8, help="frames drawn per motion")
-    lk.add_argument("--out", default="data/look", help="output folder (default: %(default)s)")
+    lk.add_argument("--out", help="output folder (default: data/look under the data folder)")
     lk.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     lk.add_argument("--json", action="store_true", help="print the facts as JSON (last line)")
     lk.set_defaults(func=cmd_eval_look)

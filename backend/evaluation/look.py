@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from motioncore.features import facing_direction
-from motioncore.skeleton import FPS, LEFT_FOOT, RIGHT_FOOT, lowest_point
+from motioncore.skeleton import FPS, LEFT_FOOT, NUM_JOINTS, RIGHT_FOOT, lowest_point
 
 # Wordings not in the corpus' caption templates: an OOD kind (cartwheel, backflip, crawl), a
 # count on one named foot, a direction with a speed, a side.
@@ -44,8 +44,8 @@ def motion_facts(joints: np.ndarray) -> dict:
     frames upside down (head below pelvis), the pelvis' height range, each foot's highest point
     and the lowest body part (``lowest_point``)."""
     p = np.asarray(joints, dtype=np.float64)
-    if p.ndim != 3 or p.shape[1:] != (22, 3) or len(p) < 2:
-        raise ValueError(f"expected joint positions (frames >= 2, 22, 3), got {p.shape}")
+    if p.ndim != 3 or p.shape[1:] != (NUM_JOINTS, 3) or len(p) < 2:
+        raise ValueError(f"expected joint positions (frames >= 2, {NUM_JOINTS}, 3), got {p.shape}")
     fwd, left = initial_axes(p)
     travel = p[-1, PELVIS] - p[0, PELVIS]
     step = np.linalg.norm(np.diff(p[:, PELVIS, [0, 2]], axis=0), axis=-1)
