@@ -125,6 +125,7 @@ def cmd_train_retriever(args) -> int:
     import torch
 
     from backend.checkpoints import data_home
+    from backend.retrieval.model import RetrieverConfig
     from backend.retrieval.train import train_channels
 
     torch.set_num_threads(args.threads)
@@ -132,6 +133,7 @@ def cmd_train_retriever(args) -> int:
     work.mkdir(parents=True, exist_ok=True)
     model = train_channels(training_db(args), steps=args.steps, batch=args.batch_size, lr=args.lr,
                            seed=args.seed, log=work / "log.jsonl", mirror=args.mirror,
+                           cfg=RetrieverConfig(text_cues=args.text_cues),
                            soft_positives=args.soft_positives)
     model.save_pretrained(work / "stage1")
     print(f"Stage-1 retriever saved in {work / 'stage1'} (train the router next: "
@@ -589,6 +591,10 @@ def add(sub) -> None:
                    help="give share S of each caption's contrastive target to the batch's other "
                         "videos showing the same motion (kinds, named sides, direction) instead of "
                         "pushing them away (default 0: exact video only)")
+    t.add_argument("--text-cues", action="store_true",
+                   help="the predicate head also reads word cues (left/right, backward/turning/"
+                        "forward, slow/fast, twice/three+ times) beside MiniLM's embedding, which "
+                        "hardly separates them; best with --mirror")
     _run(t, "data/runs/retriever", None, resume=False)
     t.set_defaults(func=cmd_train_retriever)
     t = tsub.add_parser("router", help="Gemini-MVR stage 2: the router (channels frozen)",

@@ -6,7 +6,9 @@ blocks that alternate attention over the joints of a frame and over the frames o
 are pooled over joints into per-frame features, get a temporal positional embedding, pass a
 transformer temporal encoder with a residual connection and are mean-pooled into ``a``. The
 text side embeds the sentence's *predicate* (the verb phrase: the subject is stripped) with
-frozen MiniLM and a trained projection into ``p``.
+frozen MiniLM and a trained projection into ``p``; with ``RetrieverConfig.text_cues`` the
+projection also reads a few word cues (sides, direction, speed, repetitions; ``cues.py``),
+which MiniLM's embedding hardly separates.
 
 Object channel. A pretrained video model (I3D, Kinetics-400; features computed at ingestion)
 gives the video feature, a trained linear map gives ``o``; frozen MiniLM on the whole caption
@@ -32,6 +34,7 @@ from torch import nn
 
 from backend.checkpoints import load_folder, save_folder
 from backend.data.text import get_minilm
+from backend.retrieval.cues import N_CUES, word_cues
 
 _SUBJECT = re.compile(
     r"^\s*(?:(?:a|an|the|one|some|this|that)\s+)?(?:young\s+|old\s+|single\s+)?"
@@ -57,6 +60,7 @@ class RetrieverConfig:
     heads: int = 4
     embed_dim: int = 256          # dim of a, p, o, g
     text_dim: int = 384           # MiniLM
+    text_cues: bool = False       # the predicate head also reads the word cues (``cues.py``)
     object_in: int = 1024         # I3D pooled features
     dropout: float = 0.1
     init_temperature: float = 0.07
@@ -119,8 +123,8 @@ class ActionEncoder(nn.Module):
         return frames, F.normalize(frames.mean(1), dim=-1)
 
 
-def _text_head(cfg: RetrieverConfig) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(cfg.text_dim, cfg.embed_dim * 2), nn.GELU(),
+def _text_head(cfg: RetrieverConfig, extra: int = 0) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cfg.text_dim + extra, cfg.embed_dim * 2), nn.GELU(),
                          nn.Dropout(cfg.dropout), nn.Linear(cfg.embed_dim * 2, cfg.embed_dim))
 
 
@@ -143,7 +147,7 @@ class GeminiMVR(nn.Module):
         super().__init__()
         self.config = cfg = cfg or RetrieverConfig()
         self.action = ActionEncoder(cfg)
-        self.predicate = _text_head(cfg)                 # MiniLM(predicate) -> p
+        self.predicate = _text_head(cfg, N_CUES if cfg.text_cues else 0)  # MiniLM(predicate) [+ cues] -> p
         self.object_video = nn.Linear(cfg.object_in, cfg.embed_dim)   # I3D -> o
         self.object_text = _text_head(cfg)               # MiniLM(caption) -> g
         self.router = ActionRouter(cfg.embed_dim)
@@ -159,7 +163,16 @@ class GeminiMVR(nn.Module):
 
     # ----------------------------------------------------------------------------- text side
     def encode_text(self, predicate_emb: torch.Tensor, caption_emb: torch.Tensor) -> dict:
-        """From frozen MiniLM embeddings of the predicate and of the whole caption."""
+        """From frozen MiniLM embeddings of the predicate and of the whole caption.
+        ``predicate_emb`` is (N, text_dim) or, as ``encode_captions`` gives it, (N, text_dim +
+        N_CUES) with the word cues last; the cues are read only with ``config.text_cues``."""
+        d = self.config.text_dim
+        if self.config.text_cues:
+            if predicate_emb.shape[-1] != d + N_CUES:
+                raise ValueError(f"this retriever reads word cues: predicate embeddings need {d} + "
+                                 f"{N_CUES} columns (encode_captions), got {predicate_emb.shape[-1]}")
+        else:
+            predicate_emb = predicate_emb[..., :d]
         return {"p": F.normalize(self.predicate(predicate_emb), dim=-1),
                 "g": F.normalize(self.object_text(caption_emb), dim=-1)}
 
@@ -184,12 +197,16 @@ class GeminiMVR(nn.Module):
 
 
 def encode_captions(captions: list[str], minilm=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen MiniLM embeddings (predicate, whole caption) of captions."""
+    """Frozen MiniLM embeddings of captions: (predicate with the caption's word cues appended
+    (N, 384 + N_CUES), whole caption (N, 384)). A retriever without ``text_cues`` ignores the
+    cue columns."""
     enc = minilm or get_minilm()
     with torch.no_grad():
         pred = enc.encode([extract_predicate(c) for c in captions])
         whole = enc.encode(list(captions))
-    return torch.as_tensor(pred, dtype=torch.float32), torch.as_tensor(whole, dtype=torch.float32)
+    pred = torch.as_tensor(pred, dtype=torch.float32)
+    cues = torch.from_numpy(word_cues(list(captions))).reshape(len(captions), N_CUES)
+    return torch.cat([pred.reshape(len(captions), -1), cues], 1), torch.as_tensor(whole, dtype=torch.float32)
 
 
 __all__ = ["ActionEncoder", "ActionRouter", "GeminiMVR", "KeypointEncoder", "RetrieverConfig",

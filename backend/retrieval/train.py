@@ -40,7 +40,7 @@ class CaptionedVideos:
     keypoints: torch.Tensor        # (N, T, J, 3)
     object: torch.Tensor           # (N, 1024)
     cap_video: torch.Tensor        # (C,) row of each caption
-    pred_emb: torch.Tensor         # (C, 384)
+    pred_emb: torch.Tensor         # (C, 384 + N_CUES): MiniLM of the predicate, then the word cues
     cap_emb: torch.Tensor          # (C, 384)
     captions: list[str]
     ids: list[str]

@@ -1,0 +1,78 @@
+"""Word cues beside the predicate embedding (backend/retrieval/cues.py, RetrieverConfig.text_cues)."""
+import numpy as np
+import pytest
+import torch
+
+from backend.retrieval.cues import CUE_NAMES, N_CUES, word_cues
+from backend.retrieval.model import GeminiMVR, RetrieverConfig, encode_captions
+from backend.retrieval.sides import mirror_caption
+
+TINY = dict(width=32, st_blocks=1, temporal_layers=1, heads=2, embed_dim=16, dropout=0.0)
+
+
+def cues_of(text):
+    return {name for name, v in zip(CUE_NAMES, word_cues([text])[0]) if v}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a man kicks with his left leg.", {"left"}),
+    ("someone spins clockwise twice.", {"right", "turning", "twice"}),
+    ("a person walks backwards slowly.", {"backward", "slow"}),
+    ("a person jogs forward quickly and turns right.", {"right", "turning", "fast"}),
+    ("she hops on the right foot three times.", {"right", "three+"}),
+    ("a person jumps in place.", set()),
+])
+def test_word_cues_on_hand_made_captions(text, expected):
+    assert cues_of(text) == expected
+
+
+def test_a_mirrored_caption_swaps_its_side_cues_only():
+    text = "a man turns left and then kicks with his left leg twice."
+    a, b = word_cues([text, mirror_caption(text)])
+    left, right = CUE_NAMES.index("left"), CUE_NAMES.index("right")
+    assert a[left] == 1 and a[right] == 0 and b[left] == 0 and b[right] == 1
+    keep = [i for i in range(N_CUES) if i not in (left, right)]
+    assert np.array_equal(a[keep], b[keep])
+
+
+class SameVector:
+    """A stand-in for MiniLM that cannot tell any two texts apart."""
+    def encode(self, texts):
+        return torch.ones(len(texts), 384)
+
+
+def test_cues_let_the_predicate_head_tell_sides_apart():
+    torch.manual_seed(0)
+    caps = ["a person kicks with the left leg.", "a person kicks with the right leg."]
+    pred, whole = encode_captions(caps, SameVector())
+    assert pred.shape == (2, 384 + N_CUES) and whole.shape == (2, 384)
+    plain = GeminiMVR(RetrieverConfig(**TINY)).eval()
+    cued = GeminiMVR(RetrieverConfig(text_cues=True, **TINY)).eval()
+    with torch.no_grad():
+        p_plain = plain.encode_text(pred, whole)["p"]
+        p_cued = cued.encode_text(pred, whole)["p"]
+    assert torch.allclose(p_plain[0], p_plain[1])          # same MiniLM input: same p
+    assert not torch.allclose(p_cued[0], p_cued[1], atol=1e-4)
+
+
+def test_a_plain_retriever_ignores_the_cue_columns_and_a_cued_one_needs_them():
+    torch.manual_seed(0)
+    plain = GeminiMVR(RetrieverConfig(**TINY)).eval()
+    x, g = torch.randn(3, 384), torch.randn(3, 384)
+    with torch.no_grad():
+        a = plain.encode_text(x, g)["p"]
+        b = plain.encode_text(torch.cat([x, torch.ones(3, N_CUES)], 1), g)["p"]
+    assert torch.allclose(a, b)
+    cued = GeminiMVR(RetrieverConfig(text_cues=True, **TINY)).eval()
+    with pytest.raises(ValueError, match="word cues"):
+        cued.encode_text(x, g)
+
+
+def test_text_cues_survive_save_and_load(tmp_path):
+    model = GeminiMVR(RetrieverConfig(text_cues=True, **TINY))
+    model.save_pretrained(tmp_path)
+    again = GeminiMVR.from_pretrained(tmp_path)
+    assert again.config.text_cues
+    pred, whole = encode_captions(["a person turns left."], SameVector())
+    with torch.no_grad():
+        assert torch.allclose(model.eval().encode_text(pred, whole)["p"], again.encode_text(pred, whole)["p"])
