@@ -76,3 +76,45 @@ def test_text_cues_survive_save_and_load(tmp_path):
     pred, whole = encode_captions(["a person turns left."], SameVector())
     with torch.no_grad():
         assert torch.allclose(model.eval().encode_text(pred, whole)["p"], again.encode_text(pred, whole)["p"])
+
+
+# ------------------------------------------------------------------ where the side is lost
+from backend.retrieval.side_probe import image_right, pair_agreement  # noqa: E402
+from backend.retrieval.videos.pose import COCO17_NAMES  # noqa: E402
+from motioncore.skeleton import JOINT_NAMES  # noqa: E402
+
+
+def test_image_right_of_a_camera_in_front_is_the_bodys_left():
+    # a body facing +z (yaw 0), its left at +x; a camera in front (azimuth 0) sees +x on its right
+    assert np.allclose(image_right(0.0, 0.0), [1.0, 0.0, 0.0])
+    # from behind (azimuth 180) the body's left is on the image's left
+    assert np.allclose(image_right(180.0, 0.0), [-1.0, 0.0, 0.0], atol=1e-12)
+    # the body turned to face +x (yaw 90 degrees), camera in front of it: image right is -z
+    assert np.allclose(image_right(0.0, np.pi / 2), [0.0, 0.0, -1.0], atol=1e-12)
+
+
+def _hand_made(swapped: bool):
+    F = 4
+    joints = np.zeros((F, len(JOINT_NAMES), 3))
+    kp = np.zeros((F, 17, 3), np.float32)
+    for name in ("shoulder", "hip", "wrist", "ankle"):
+        joints[:, JOINT_NAMES.index(f"left_{name}"), 0] = 0.2       # the body's left at +x
+        joints[:, JOINT_NAMES.index(f"right_{name}"), 0] = -0.2
+        left, right = (0.4, 0.6) if swapped else (0.6, 0.4)        # image x of the detections
+        kp[:, COCO17_NAMES.index(f"left_{name}")] = (left, 0.5, 0.9)
+        kp[:, COCO17_NAMES.index(f"right_{name}")] = (right, 0.5, 0.9)
+    return joints, kp
+
+
+def test_pair_agreement_counts_frames_whose_detected_order_matches_the_truth():
+    joints, kp = _hand_made(swapped=False)
+    front = image_right(0.0, 0.0)
+    assert pair_agreement(joints, kp, front) == {n: (4, 4) for n in ("shoulder", "hip", "wrist", "ankle")}
+    joints, kp = _hand_made(swapped=True)
+    assert pair_agreement(joints, kp, front)["hip"] == (0, 4)
+    # seen from behind, the swapped detections are the right ones
+    assert pair_agreement(joints, kp, image_right(180.0, 0.0))["hip"] == (4, 4)
+    # undetected joints and pairs seen edge-on are not judged
+    kp[:2, COCO17_NAMES.index("left_wrist"), 2] = 0.0
+    assert pair_agreement(joints, kp, front)["wrist"] == (0, 2)
+    assert pair_agreement(joints, kp, image_right(90.0, 0.0))["hip"] == (0, 0)

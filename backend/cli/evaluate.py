@@ -274,6 +274,24 @@ def cmd_eval_retrieval(args) -> int:
     return 0
 
 
+def cmd_eval_sides(args) -> int:
+    import torch
+
+    from backend.checkpoints import checkpoints_dir
+    from backend.retrieval.model import GeminiMVR
+    from backend.retrieval.side_probe import detector_agreement, format_probe, mirror_similarity
+
+    torch.set_num_threads(args.threads)
+    db = training_db(args)
+    d = Path(args.retriever) if args.retriever else checkpoints_dir() / "retriever"
+    det = detector_agreement(db, limit=args.limit or None)
+    sim = mirror_similarity(GeminiMVR.from_pretrained(d), db, split=args.split)
+    print(format_probe(det, sim))
+    if args.json:
+        print(json.dumps({"detector": det, "mirror": sim}))
+    return 0
+
+
 def cmd_eval_look(args) -> int:
     from backend.evaluation.look import PROMPTS, format_rows, look
     from backend.pipeline import VimoRAGPipeline
@@ -477,3 +495,16 @@ def add(sub) -> None:
     e.add_argument("--split", default="test")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval_retrieval)
+    sd = esub.add_parser("sides", help="where left/right is lost: pose detector, video side, text side",
+                         description="Three numbers for the retriever's side problem: how often the "
+                                     "pose detector's left/right order matches the rendered truth, "
+                                     "how far a video's action embedding is from its mirror image's, "
+                                     "and how far a caption's predicate embedding is from its mirror "
+                                     "caption's (backend/retrieval/side_probe.py).")
+    sd.add_argument("--retriever", help="retriever folder (default: checkpoints/retriever)")
+    sd.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
+    sd.add_argument("--split", default="test", help="split of the mirror comparisons (default: test)")
+    sd.add_argument("--limit", type=int, default=0, help="judge the detector on the first N videos (0 = all)")
+    sd.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    sd.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+    sd.set_defaults(func=cmd_eval_sides)
