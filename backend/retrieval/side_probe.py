@@ -18,8 +18,6 @@ not, the words are where the side is lost.
 """
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import torch
 
@@ -32,13 +30,6 @@ from motioncore.skeleton import JOINT_NAMES
 PAIRS = ("shoulder", "hip", "wrist", "ankle")
 MIN_SPREAD = 0.08        # metres across the view below which a pair's order is not judged
 MIN_CONF = 0.3
-
-
-def _spec(record: dict):
-    from backend.retrieval.videos.synth import VideoSpec
-
-    fields = set(inspect.signature(VideoSpec).parameters)
-    return VideoSpec(**{k: v for k, v in record["spec"].items() if k in fields})
 
 
 def image_right(azimuth_deg: float, facing_yaw: float) -> np.ndarray:
@@ -68,14 +59,14 @@ def pair_agreement(joints: np.ndarray, keypoints: np.ndarray, right: np.ndarray)
 def detector_agreement(db, limit: int | None = None) -> dict:
     """Share of judged frames whose detected left/right order matches the truth, per joint pair
     and over all, on the database's synthetic videos (see the module docstring)."""
-    from backend.retrieval.videos.synth import spec_joints
+    from backend.retrieval.videos.synth import VideoSpec, spec_joints
     from viewer.render import facing_yaw_of
 
     totals = {name: [0, 0] for name in PAIRS}
     per_video = []
     rows = [i for i, r in enumerate(db.records) if r.get("kind") == "synthetic" and r.get("spec")]
     for i in rows[:limit]:
-        spec = _spec(db.records[i])
+        spec = VideoSpec.from_json(db.records[i]["spec"])
         joints = spec_joints(spec)
         kp = np.asarray(db.keypoints[i], np.float32)
         idx = sample_indices(len(joints), len(kp))
