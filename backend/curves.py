@@ -106,3 +106,49 @@ def plot_llm_curves(log: str | Path, out: str | Path, title: str = "SFT") -> Pat
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_retriever_curves(log: str | Path, out: str | Path) -> Path:
+    """Gemini-MVR curves from its ``log.jsonl``: stage 1's InfoNCE of each channel, stage 2's
+    fused loss and the router's mean action weight (the last run in the log of each stage)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+
+    def last_run(stage: int) -> list[dict]:
+        run: list[dict] = []
+        for r in rows:
+            if r.get("stage") == stage:
+                run = [] if r["step"] == 0 else run
+                run.append(r)
+        return run
+
+    one, two = last_run(1), last_run(2)
+    if not one:
+        raise ValueError(f"{log} has no stage-1 rows")
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(11 if two else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    for key, label in (("action", "action channel (keypoints)"), ("object", "object channel (I3D)")):
+        ax.plot([r["step"] for r in one], [r[key] for r in one], label=label)
+    ax.set_xlabel("step")
+    ax.set_title("stage 1: InfoNCE per channel (one batch)")
+    ax.legend()
+    if two:
+        ax2 = axes[0, 1]
+        ax2.plot([r["step"] for r in two], [r["loss"] for r in two], label="fused InfoNCE")
+        ax2.set_xlabel("step")
+        ax2.legend(loc="upper left")
+        ax3 = ax2.twinx()
+        ax3.plot([r["step"] for r in two], [r["w_action"] for r in two], color="tab:red",
+                 label="mean action weight")
+        ax3.set_ylim(0, 1)
+        ax3.legend(loc="lower right")
+        ax2.set_title("stage 2: router (channels frozen)")
+    fig.tight_layout()
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(out)

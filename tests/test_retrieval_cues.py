@@ -118,3 +118,20 @@ def test_pair_agreement_counts_frames_whose_detected_order_matches_the_truth():
     kp[:2, COCO17_NAMES.index("left_wrist"), 2] = 0.0
     assert pair_agreement(joints, kp, front)["wrist"] == (0, 2)
     assert pair_agreement(joints, kp, image_right(90.0, 0.0))["hip"] == (0, 0)
+
+
+def test_retriever_curves_are_drawn_from_the_log_and_need_stage_one(tmp_path):
+    import json
+
+    from backend.curves import plot_retriever_curves
+
+    log = tmp_path / "log.jsonl"
+    rows = [{"stage": 1, "step": s, "action": 4 - s / 100, "object": 4 - s / 120} for s in (0, 50, 100)]
+    rows += [{"stage": 2, "step": s, "loss": 2 - s / 100, "w_action": 0.5 + s / 400} for s in (0, 50)]
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = plot_retriever_curves(log, tmp_path / "curves" / "r.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log.write_text(json.dumps(rows[-1]) + "\n")
+    with pytest.raises(ValueError, match="stage-1"):
+        plot_retriever_curves(log, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

@@ -160,6 +160,10 @@ def cmd_train_router(args) -> int:
     model.save_pretrained(work / "model")
     print(format_retrieval(evaluate_retrieval(model, db)))
     print(f"Retriever saved in {work / 'model'}")
+    if args.curves:
+        from backend.curves import plot_retriever_curves
+
+        print(f"Learning curves: {plot_retriever_curves(work / 'log.jsonl', args.curves)}")
     if args.ship:
         ship("retriever", model, dtype=torch.float16)
     return 0
@@ -602,5 +606,7 @@ def add(sub) -> None:
                                     "score; prints the retrieval table.")
     _schedule(t, 600, 1e-2, seed=True)
     t.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
+    t.add_argument("--curves", metavar="PNG",
+                   help="also draw both stages' learning curves from the run's log.jsonl into PNG")
     _run(t, "data/runs/retriever", "retriever", resume=False)
     t.set_defaults(func=cmd_train_router)
