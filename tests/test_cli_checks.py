@@ -84,3 +84,10 @@ def test_train_sft_extra_train_needs_the_split(monkeypatch, capsys, tmp_path):
     args = ["train", "sft", "--steps", "1", "--video", "none", "--workdir", str(tmp_path / "w")]
     assert main(args + ["--extra-train"]) == 2
     assert "no train_extra split" in capsys.readouterr().err
+
+
+def test_eval_sides_checks_its_arguments_before_reading_anything(tmp_path, capsys):
+    assert main(["eval", "sides", "--limit", "-1"]) == 2
+    assert "--limit must be 0" in capsys.readouterr().err
+    assert main(["eval", "sides", "--retriever", str(tmp_path / "missing")]) != 0
+    assert "not a Gemini-MVR retriever directory" in capsys.readouterr().err

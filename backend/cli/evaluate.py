@@ -281,11 +281,15 @@ def cmd_eval_sides(args) -> int:
     from backend.retrieval.model import GeminiMVR
     from backend.retrieval.side_probe import detector_agreement, format_probe, mirror_similarity
 
+    if args.limit < 0:
+        print("error: --limit must be 0 (all videos) or positive", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
-    db = training_db(args)
     d = Path(args.retriever) if args.retriever else checkpoints_dir() / "retriever"
+    model = GeminiMVR.from_pretrained(d)
+    db = training_db(args)
     det = detector_agreement(db, limit=args.limit or None)
-    sim = mirror_similarity(GeminiMVR.from_pretrained(d), db, split=args.split)
+    sim = mirror_similarity(model, db, split=args.split)
     print(format_probe(det, sim))
     if args.json:
         print(json.dumps({"detector": det, "mirror": sim}))
