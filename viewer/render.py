@@ -149,6 +149,14 @@ def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     return M
 
 
+def view_direction(azimuth_deg: float, elevation_deg: float, facing_yaw: float = 0.0) -> np.ndarray:
+    """Unit vector (3,) from the looked-at point towards the camera: ``azimuth_deg`` about +y from
+    ``facing_yaw`` (radians, 0 = +z), ``elevation_deg`` above the horizon (clipped to +-80)."""
+    az = np.radians(azimuth_deg) + facing_yaw
+    el = np.radians(np.clip(elevation_deg, -80.0, 80.0))
+    return np.array([np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el)])
+
+
 def camera_path(points: np.ndarray, cfg: RenderConfig, facing_yaw: float = 0.0,
                 pad: float = 0.0, floor_pad: float = 0.0) -> CameraPath:
     """Camera for every frame framing ``points`` (T, N, 3) (vertices or joints).
@@ -171,9 +179,7 @@ def camera_path(points: np.ndarray, cfg: RenderConfig, facing_yaw: float = 0.0,
         cy = float(0.5 * (lo[:, 1].min() + hi[:, 1].max()))
     target = np.stack([xz[:, 0], np.full(T, cy), xz[:, 1]], axis=-1)
 
-    az = np.radians(cfg.azimuth) + (facing_yaw if cfg.relative_azimuth else 0.0)
-    el = np.radians(np.clip(cfg.elevation, -80.0, 80.0))
-    d = np.array([np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el)])
+    d = view_direction(cfg.azimuth, cfg.elevation, facing_yaw if cfg.relative_azimuth else 0.0)
     basis = _look_at(d, np.zeros(3))[:3, :3]  # columns x, y, z of the camera
     yfov = np.radians(cfg.yfov)
     tan = np.tan(yfov / 2) * (1.0 - cfg.margin)

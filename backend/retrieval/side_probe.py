@@ -1,7 +1,7 @@
 """Where does left/right get lost between a caption and a video? (``python -m backend eval sides``)
 
-side@1 of every retriever trained so far is about a coin flip (README, *Gemini-MVR retrieval*).
-Three places could lose the side; each gets one number:
+side@1 of every retriever before session 15 was about a coin flip (README, *Where the side is
+lost*). Three places could lose the side; each gets one number:
 
 - ``detector_agreement``: the pose detector's left/right labels against the truth. For each
   synthetic database video the true joints are projected with the video's own camera direction;
@@ -26,7 +26,7 @@ from backend.retrieval.videos.decode import sample_indices
 from backend.retrieval.videos.pose import COCO17_NAMES
 from motioncore.skeleton import JOINT_NAMES
 
-# (body joint, COCO-17 joint) of each side, for the pairs the probe compares
+# joints named left_X / right_X in both the body skeleton and COCO-17, compared pairwise
 PAIRS = ("shoulder", "hip", "wrist", "ankle")
 MIN_SPREAD = 0.08        # metres across the view below which a pair's order is not judged
 MIN_CONF = 0.3
@@ -34,10 +34,11 @@ MIN_CONF = 0.3
 
 def image_right(azimuth_deg: float, facing_yaw: float) -> np.ndarray:
     """World direction (3,) of the image's +x axis for a camera at ``azimuth_deg`` from the
-    body's initial facing ``facing_yaw`` (the renderer's convention: 0 = in front of the body)."""
-    az = np.radians(azimuth_deg) + facing_yaw
-    d = np.array([np.sin(az), 0.0, np.cos(az)])        # from the body towards the camera
-    right = np.cross([0.0, 1.0, 0.0], d)
+    body's initial facing ``facing_yaw`` (the renderer's ``view_direction``: 0 = in front of the
+    body). The camera's x axis is horizontal, so its elevation does not matter."""
+    from viewer.render import view_direction
+
+    right = np.cross([0.0, 1.0, 0.0], view_direction(azimuth_deg, 0.0, facing_yaw))
     return right / np.linalg.norm(right)
 
 
