@@ -147,7 +147,7 @@ def cmd_train_router(args) -> int:
     from backend.retrieval.evaluate import evaluate_retrieval, format_retrieval
     from backend.retrieval.model import GeminiMVR
     from backend.checkpoints import data_home
-    from backend.retrieval.train import train_router
+    from backend.retrieval.train import train_router, training_caption_memory
 
     torch.set_num_threads(args.threads)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / "retriever"
@@ -155,7 +155,12 @@ def cmd_train_router(args) -> int:
         raise FileNotFoundError(f"no stage-1 retriever in {work / 'stage1'}; run "
                                 "`python -m backend train retriever` first")
     db = training_db(args)
-    model = train_router(GeminiMVR.from_pretrained(work / "stage1"), db, steps=args.steps,
+    model = GeminiMVR.from_pretrained(work / "stage1")
+    if args.caption_memory:
+        model.attach_caption_memory(training_caption_memory(db), k=args.caption_memory)
+        print(f"caption memory: {model.config.memory_size} training predicates, "
+              f"{model.config.memory_k} neighbours per query")
+    model = train_router(model, db, steps=args.steps,
                          lr=args.lr, seed=args.seed, log=work / "log.jsonl")
     model.save_pretrained(work / "model")
     print(format_retrieval(evaluate_retrieval(model, db)))
@@ -608,5 +613,9 @@ def add(sub) -> None:
     t.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
     t.add_argument("--curves", metavar="PNG",
                    help="also draw both stages' learning curves from the run's log.jsonl into PNG")
+    t.add_argument("--caption-memory", type=int, default=5, metavar="K",
+                   help="keep the training captions' predicate embeddings and mix a query's text "
+                        "embedding with those of its K nearest ones in MiniLM space, so verbs the "
+                        "training captions never used still find their videos (default 5; 0: off)")
     _run(t, "data/runs/retriever", "retriever", resume=False)
     t.set_defaults(func=cmd_train_router)

@@ -10,6 +10,15 @@ frozen MiniLM and a trained projection into ``p``; with ``RetrieverConfig.text_c
 projection also reads a few word cues (sides, direction, speed, repetitions; ``cues.py``),
 which MiniLM's embedding hardly separates.
 
+Caption memory (``RetrieverConfig.memory_size`` > 0, ``attach_caption_memory``). The trained
+projection generalises poorly to verbs its training captions never used ("creeping on all fours"
+landed near walking videos, although the keypoint side separates crawling from walking
+perfectly), while MiniLM itself knows such paraphrases. So the retriever keeps the predicate
+embeddings of its training captions; a query's ``p`` is mixed with the projections of its
+``memory_k`` nearest training predicates in MiniLM space (softmax weights at ``memory_tau``):
+``p = norm(mix * p_query + (1 - mix) * norm(sum_j w_j p_j))``. Training never uses the memory;
+it is attached after stage 1 (``train router --caption-memory``).
+
 Object channel. A pretrained video model (I3D, Kinetics-400; features computed at ingestion)
 gives the video feature, a trained linear map gives ``o``; frozen MiniLM on the whole caption
 and a trained projection give ``g``.
@@ -64,6 +73,10 @@ class RetrieverConfig:
     object_in: int = 1024         # I3D pooled features
     dropout: float = 0.1
     init_temperature: float = 0.07
+    memory_size: int = 0          # training-caption predicates kept for the caption memory (0: none)
+    memory_k: int = 5             # neighbours a query is mixed with
+    memory_tau: float = 0.05      # softmax temperature over their MiniLM cosines
+    memory_mix: float = 0.5       # share of the query's own projection
 
 
 class _Block(nn.Module):
@@ -153,6 +166,42 @@ class GeminiMVR(nn.Module):
         self.router = ActionRouter(cfg.embed_dim)
         scale = float(np.log(1 / cfg.init_temperature))
         self.logit_scale = nn.Parameter(torch.tensor([scale, scale, scale]))  # action, object, fused
+        if cfg.memory_size:
+            self.register_buffer("caption_memory", torch.zeros(cfg.memory_size, self._pred_width()))
+
+    def _pred_width(self) -> int:
+        return self.config.text_dim + (N_CUES if self.config.text_cues else 0)
+
+    def attach_caption_memory(self, predicate_emb: torch.Tensor, k: int = 5, tau: float = 0.05,
+                              mix: float = 0.5) -> "GeminiMVR":
+        """Keep ``predicate_emb`` ((N, text_dim [+ N_CUES]), as ``encode_captions`` gives it for
+        the training captions) as the caption memory (module docstring); replaces any earlier
+        one. ``k`` 0 removes it."""
+        if not 0.0 <= mix <= 1.0 or tau <= 0 or k < 0:
+            raise ValueError(f"caption memory needs k >= 0, tau > 0 and mix in [0, 1]; got {k}, {tau}, {mix}")
+        cfg = self.config
+        if "caption_memory" in self._buffers:
+            del self._buffers["caption_memory"]
+        if k == 0 or len(predicate_emb) == 0:
+            cfg.memory_size = 0
+            return self
+        mem = predicate_emb[:, :self._pred_width()].float()
+        if mem.shape[1] != self._pred_width():
+            raise ValueError(f"caption memory needs {self._pred_width()} columns, got {mem.shape[1]}")
+        cfg.memory_size, cfg.memory_k, cfg.memory_tau, cfg.memory_mix = len(mem), min(k, len(mem)), tau, mix
+        self.register_buffer("caption_memory", mem.to(self.logit_scale.device).clone())
+        return self
+
+    def _recall(self, pred: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Mix each query's projection ``p`` with those of its nearest memory predicates."""
+        cfg, d = self.config, self.config.text_dim
+        mem = self.caption_memory
+        sim = F.normalize(pred[..., :d], dim=-1) @ F.normalize(mem[:, :d], dim=-1).T
+        top = sim.topk(cfg.memory_k, dim=-1)
+        w = torch.softmax(top.values / cfg.memory_tau, dim=-1)
+        near = F.normalize(self.predicate(mem[top.indices]), dim=-1)       # (N, k, D)
+        recalled = F.normalize((w.unsqueeze(-1) * near).sum(-2), dim=-1)
+        return F.normalize(cfg.memory_mix * p + (1 - cfg.memory_mix) * recalled, dim=-1)
 
     # ---------------------------------------------------------------------------- video side
     def encode_video(self, keypoints: torch.Tensor, object_feats: torch.Tensor) -> dict:
@@ -173,8 +222,10 @@ class GeminiMVR(nn.Module):
                                  f"{N_CUES} columns (encode_captions), got {predicate_emb.shape[-1]}")
         else:
             predicate_emb = predicate_emb[..., :d]
-        return {"p": F.normalize(self.predicate(predicate_emb), dim=-1),
-                "g": F.normalize(self.object_text(caption_emb), dim=-1)}
+        p = F.normalize(self.predicate(predicate_emb), dim=-1)
+        if self.config.memory_size:
+            p = self._recall(predicate_emb, p)
+        return {"p": p, "g": F.normalize(self.object_text(caption_emb), dim=-1)}
 
     @staticmethod
     def fused_scores(text: dict, video: dict) -> dict:

@@ -83,6 +83,12 @@ class CaptionedVideos:
         return cls(keypoints, objects, torch.tensor(owner), pred, whole, caps, ids, motions)
 
 
+def training_caption_memory(db: VideoDatabase, minilm=None) -> torch.Tensor:
+    """Predicate embeddings (with word cues) of every training caption and of its mirror image
+    where it names a side: what ``GeminiMVR.attach_caption_memory`` keeps."""
+    return CaptionedVideos.from_database(db, "train", minilm, mirror=True).pred_emb
+
+
 def motion_key(kinds, captions: list[str]) -> tuple | None:
     """What a video shows, as far as retrieval is judged on it (``evaluate.attribute_hits``):
     its motion kinds in order, the sides its captions name and their most common direction.
@@ -242,4 +248,4 @@ def train_router(model: GeminiMVR, db: VideoDatabase, steps: int = 600, batch: i
 
 
 __all__ = ["CaptionedVideos", "augment", "captions_of", "info_nce", "mirror_caption",
-           "mirror_keypoints", "split_of", "train_channels", "train_router"]
+           "mirror_keypoints", "split_of", "train_channels", "train_router", "training_caption_memory"]
