@@ -5,7 +5,9 @@ import json
 import numpy as np
 import torch
 
-from backend.retrieval.evaluate import attribute_hits, direction_of, r1_interval, sides_of
+import torch.nn.functional as F
+
+from backend.retrieval.evaluate import attribute_hits, direction_of, kind_prototypes, r1_interval, sides_of
 
 
 def test_caption_attributes():
@@ -38,6 +40,27 @@ def test_attribute_hits_on_a_hand_made_ranking():
     assert res["direction@1"]["queries"] == 2 and res["direction@1"]["share"] == 0.5
     empty = attribute_hits(["a person jumps"], [frozenset()], np.array([0]), videos, kinds)
     assert empty["side@1"]["queries"] == 0 and np.isnan(empty["side@1"]["share"])
+
+
+def test_kind_at_1_apart_for_one_and_several_kinds():
+    videos = [["a man walks"], ["a man jumps"], ["a man walks, then jumps"]]
+    kinds = [frozenset({"walk"}), frozenset({"jump"}), frozenset({"walk", "jump"})]
+    queries = ["someone walks", "someone jumps", "walks then jumps", "walks then jumps"]
+    q_kinds = [kinds[0], kinds[1], kinds[2], kinds[2]]
+    rank1 = np.array([2, 1, 0, 2])           # a walk+jump video holds the walk; one of two combos right
+    res = attribute_hits(queries, q_kinds, rank1, videos, kinds)
+    assert res["kind@1 one kind"] == {"share": 1.0, "queries": 2}
+    assert res["kind@1 several kinds"] == {"share": 0.5, "queries": 2}
+    assert res["kind@1"]["share"] == 0.75
+
+
+def test_kind_prototypes_average_training_videos_and_fall_back_to_single_kinds():
+    a = F.normalize(torch.tensor([[1.0, 0, 0], [1.0, 0.2, 0], [0, 1.0, 0], [0, 0, 1.0]]), dim=-1)
+    train = [frozenset({"walk"}), frozenset({"walk"}), frozenset({"jump"}), frozenset({"kick"})]
+    q = kind_prototypes(a, train, [frozenset({"walk"}), frozenset({"jump", "kick"})])
+    assert torch.allclose(q[0], F.normalize(a[0] + a[1], dim=-1), atol=1e-6)
+    assert torch.allclose(q[1], F.normalize(a[2] + a[3], dim=-1), atol=1e-6)   # no such combo: sum
+    assert kind_prototypes(a, train, [frozenset({"cartwheel"})]) is None
 
 
 def test_r1_interval_resamples_videos_and_compares_on_the_same_queries():
