@@ -132,8 +132,8 @@ class VimoRAGPipeline:
         pipe = cls(retriever, vqvae, normalizer, llms, ev, tokenizers)
         pipe.servable = ServableCheck.from_pretrained(ck / "servable")
         pipe.video_lead = VideoLead.from_pretrained(ck / "video-lead")
-        if pipe.video_lead is not None and getattr(retriever, "_minilm", None) is not None:
-            pipe.video_lead._encoder = retriever._minilm      # one sentence encoder per process
+        if pipe.video_lead is not None:
+            pipe.video_lead.bind(retriever)       # its embedding; one sentence encoder per process
         return pipe
 
     # -------------------------------------------------------------------------------- core

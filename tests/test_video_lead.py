@@ -162,3 +162,59 @@ def test_lead_guidance_replaces_text_guidance_only_where_the_video_leads():
 
     assert lead_guidance(0.0, 2.0) == 2.0 and lead_guidance(0.4, 2.0) == -0.4
     assert lead_guidance(np.array([0.0, 1.0, 0.5]), 1.5).tolist() == [1.5, -1.0, -0.5]
+
+
+class SpaceRetriever(FakeRetriever):
+    """FakeRetriever with a text side of its own: ``encode_query`` embeds with a word table that
+    maps every wording of a kind to one vector (what a retriever trained on videos learns), and a
+    ``model`` whose predicate weights are that table (for the lead's fingerprint)."""
+
+    SYNONYMS = {"creeping": "crawls", "creeps": "crawls", "crawling": "crawls", "fours": "crawls"}
+
+    def __init__(self, records, seed=0):
+        import torch
+
+        super().__init__(records)
+        self.model = torch.nn.Module()
+        self.model.predicate = torch.nn.Linear(2, 2)
+        with torch.no_grad():
+            self.model.predicate.weight.fill_(float(seed))
+            self.model.predicate.bias.fill_(0.0)
+
+    def encode_query(self, texts):
+        canon = [" ".join(self.SYNONYMS.get(w, w) for w in re.findall(r"[a-z]+", t.lower())
+                          if w not in ("a", "guy", "is", "on", "all", "someone", "person")) for t in texts]
+        return {"p": self.enc.encode(canon)}
+
+
+def test_a_retriever_space_lead_reads_unseen_words_of_a_video_only_kind():
+    from backend.generation.video_lead import RetrieverText
+
+    recs = [_rec(0, ["a person crawls forward", "someone crawls"], True),
+            _rec(1, ["a person crawls slowly"], True),
+            _rec(2, ["a person walks forward", "someone walks forward slowly"], False),
+            _rec(3, ["someone jumps twice", "a man jumps twice"], False),
+            _rec(4, ["a person turns around"], False)]
+    r = SpaceRetriever(recs)
+    lead, _ = calibrate(TRAIN, r, k=2, known_miss=0.0, space="retriever")
+    assert lead.config.space == "retriever" and lead.config.retriever
+    caps = retrieved_captions(r, ["a guy is creeping forward"], k=2)
+    minilm_like = VideoLead(VideoLeadConfig(), BagOfWords().encode(TRAIN), BagOfWords())
+    # in the retriever's space the unseen verb is a crawl, far from every training caption
+    assert lead.novelty(["a guy is creeping forward"], caps)[0] > minilm_like.novelty(["a guy is creeping forward"], caps)[0]
+    assert isinstance(lead.encoder, RetrieverText)
+
+
+def test_a_retriever_space_lead_refuses_another_retriever_and_needs_one(tmp_path):
+    recs = [_rec(0, ["a person crawls forward"], True), _rec(1, ["someone jumps twice"], False)]
+    lead, _ = calibrate(TRAIN, SpaceRetriever(recs, seed=0), k=1, known_miss=0.0, space="retriever")
+    lead.save_pretrained(tmp_path / "lead")
+    back = VideoLead.from_pretrained(tmp_path / "lead")
+    with pytest.raises(RuntimeError, match="bind"):
+        back.weights(["a person crawls"], [["a person crawls forward"]])
+    with pytest.raises(ValueError, match="recalibrate"):
+        back.bind(SpaceRetriever(recs, seed=1))
+    back.bind(SpaceRetriever(recs, seed=0))
+    assert back.weights(["a person crawls"], [["a person crawls forward"]]).shape == (1,)
+    with pytest.raises(ValueError, match="space"):
+        VideoLead(VideoLeadConfig(space="clip"), np.zeros((1, 64)))

@@ -204,7 +204,7 @@ def cmd_eval_video_lead(args) -> int:
     corpus = open_corpus()
     train = [c.text for m in corpus.split_ids("train") for c in corpus.captions(m)]
     lead, report = calibrate(train, VideoRetriever.open("embedded"), k=args.k, known_miss=args.known_miss,
-                             split=args.split)
+                             split=args.split, space=args.space)
     print(f"{report['prompts']} database captions ({args.split} split) ({report['known']} of known kinds, "
           f"{report['unknown']} of kinds only videos show); novelty median {report['novelty_known_median']:+.3f} "
           f"vs {report['novelty_unknown_median']:+.3f}")
@@ -214,7 +214,7 @@ def cmd_eval_video_lead(args) -> int:
     if args.ship:
         dest = save_pretrained_atomic(lead, checkpoints_dir() / "video-lead")
         record(dest, f"python -m backend eval video-lead --k {args.k} --known-miss {args.known_miss} "
-                     f"--split {args.split} --ship")
+                     f"--split {args.split} --space {args.space} --ship")
         print(f"shipped {dest}")
     if args.json:
         print(json.dumps(report))
@@ -467,6 +467,10 @@ def add(sub) -> None:
     vl.add_argument("--split", choices=["train", "test"], default="train",
                     help="database videos whose captions calibrate (train: worded as users word "
                          "prompts; test: held-out phrasings)")
+    vl.add_argument("--space", choices=["retriever", "minilm"], default="retriever",
+                    help="embedding the cosines are taken in: the searching retriever's text "
+                         "embedding (default; separates video-only kinds in unseen words far "
+                         "better; the lead then belongs to that retriever) or MiniLM's")
     vl.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     vl.add_argument("--ship", action="store_true", help="save to checkpoints/video-lead + MANIFEST")
     vl.add_argument("--json", action="store_true")

@@ -171,6 +171,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             if g.video_lead is None:
                 raise FileNotFoundError("--video-lead needs checkpoints/video-lead; run "
                                         "`python -m backend eval video-lead --ship`")
+            g.video_lead.bind(g.retriever)
             notes.append("video lead")
         if notes:
             g.name = f"{g.name} ({', '.join(notes)})"

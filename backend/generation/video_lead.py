@@ -15,6 +15,15 @@ kind only the videos show does not ("does a backflip": +0.39). The video's weigh
 from 0 at novelty ``low`` to 1 at ``high`` and reaches the LLM as guidance ``-weight``
 (``MotionLLM.generate``: -1 = the neutral caption, the video alone).
 
+Which embedding judges the cosines (``VideoLeadConfig.space``): "minilm", the sentence encoder, or
+"retriever", the searching retriever's action-text embedding (``p``, with its caption memory;
+session 16). The retriever's embedding was trained to put captions near the videos of their kind,
+so a prompt of a video-only kind in words never trained on ("creeping forward on all fours") sits
+far from every generator caption there, while MiniLM finds it close to "walks forward" (on the
+database's held-out phrasings the share of video-only-kind captions above the 95th percentile of
+the known kinds' novelty is 77 % in the retriever's space, 32 % in MiniLM's). A lead calibrated in
+the retriever's space belongs to that retriever: ``bind`` refuses another one.
+
 ``calibrate`` sets ``low`` and ``high`` on the database's videos (their captions as prompts,
 their own video left out of the hits): ``low`` lets through all but ``known_miss`` of
 the captions of known kinds unchanged, ``high`` is the median novelty of captions of kinds only
@@ -23,6 +32,7 @@ unless another retrieved video's captions match.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,12 +51,39 @@ class VideoLeadConfig:
     k: int = 5                  # retrieved videos whose captions are compared
     known_led: float = 0.0      # calibration: held-out captions of known kinds given weight > 0
     unknown_led: float = 0.0    # calibration: held-out captions of video-only kinds given weight >= 0.5
+    space: str = "minilm"       # "minilm" or "retriever": the embedding the cosines are taken in
+    retriever: str = ""         # space "retriever": fingerprint of the retriever's text side
+
+
+SPACES = ("minilm", "retriever")
+
+
+class RetrieverText:
+    """A retriever's action-text embedding as a sentence encoder (``encode(texts) -> (N, D)``)."""
+
+    def __init__(self, retriever):
+        self.retriever = retriever
+
+    def encode(self, texts):
+        return self.retriever.encode_query(list(texts))["p"]
+
+
+def text_fingerprint(retriever) -> str:
+    """What a retriever-space lead depends on: the retriever's predicate head and caption memory."""
+    h = hashlib.sha256()
+    for name, t in sorted(retriever.model.state_dict().items()):
+        if name.startswith(("predicate.", "caption_memory")):
+            h.update(name.encode())
+            h.update(t.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class VideoLead:
     def __init__(self, config: VideoLeadConfig, train_embeddings: np.ndarray, encoder=None):
         if config.high <= config.low:
             raise ValueError(f"high ({config.high}) must exceed low ({config.low})")
+        if config.space not in SPACES:
+            raise ValueError(f"unknown video-lead space {config.space!r}; choose from {', '.join(SPACES)}")
         self.config = config
         self.train = np.asarray(train_embeddings, np.float32)        # (N, 384), unit rows
         self._encoder = encoder
@@ -71,9 +108,25 @@ class VideoLead:
         emb = load_file(str(folder / EMBEDDINGS))["embeddings"].float().numpy()
         return cls(cfg, emb)
 
+    def bind(self, retriever) -> "VideoLead":
+        """Use ``retriever`` for the embedding: its text side (space "retriever"; it must be the
+        retriever the lead was calibrated with) or its sentence encoder (space "minilm", shared
+        so a process loads MiniLM once)."""
+        if self.config.space == "retriever":
+            fp = text_fingerprint(retriever)
+            if fp != self.config.retriever:
+                raise ValueError(f"this video lead was calibrated with another retriever ({self.config.retriever} "
+                                 f"vs {fp}); recalibrate it: python -m backend eval video-lead --ship")
+            self._encoder = RetrieverText(retriever)
+        elif getattr(retriever, "_minilm", None) is not None:
+            self._encoder = retriever._minilm
+        return self
+
     # ---------------------------------------------------------------------------- use
     @property
     def encoder(self):
+        if self._encoder is None and self.config.space == "retriever":
+            raise RuntimeError("a retriever-space video lead needs its retriever: call bind(retriever)")
         if self._encoder is None:
             from backend.data.text import get_minilm
 
@@ -140,7 +193,7 @@ def retrieved_captions(retriever, texts: list[str], k: int, exclude: list[str | 
 
 
 def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: float = 0.05,
-              encoder=None, split: str = "train") -> tuple[VideoLead, dict]:
+              encoder=None, split: str = "train", space: str = "minilm") -> tuple[VideoLead, dict]:
     """A ``VideoLead`` from the generator's training captions and the captions of the database's
     ``split`` videos, as prompts, each with its own video left out of the hits; videos marked
     ``ood`` in their spec show kinds no training caption names. The train split's captions are
@@ -148,7 +201,10 @@ def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: floa
     ("a sideways handspring"), far from every caption, known kind or not."""
     from backend.retrieval.train import captions_of, split_of
 
-    lead = VideoLead(VideoLeadConfig(), np.zeros((0, 384), np.float32), encoder)
+    base = VideoLeadConfig(space=space, retriever=text_fingerprint(retriever) if space == "retriever" else "")
+    lead = VideoLead(base, np.zeros((0, 384), np.float32), encoder)
+    if space == "retriever":
+        lead.bind(retriever)
     lead.train = lead._encode(sorted(set(train_captions)))
     rows = [r for r in retriever.db.records if split_of(r) == split and captions_of(r)]
     prompts = [(c, r["id"], bool((r.get("spec") or {}).get("ood"))) for r in rows for c in captions_of(r)]
@@ -159,7 +215,8 @@ def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: floa
     unknown = np.array([o for *_, o in prompts])
     low = float(np.quantile(nov[~unknown], 1 - known_miss))
     high = max(float(np.median(nov[unknown])), low + 0.05)
-    lead.config = VideoLeadConfig(low=round(low, 4), high=round(high, 4), k=k)
+    lead.config = VideoLeadConfig(low=round(low, 4), high=round(high, 4), k=k, space=space,
+                                  retriever=base.retriever)
     w = lead.weights_from_novelty(nov)
     lead.config.known_led = round(float((w[~unknown] > 0).mean()), 4)
     lead.config.unknown_led = round(float((w[unknown] >= 0.5).mean()), 4)
@@ -169,4 +226,4 @@ def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: floa
     return lead, report
 
 
-__all__ = ["VideoLead", "VideoLeadConfig", "calibrate", "hit_captions", "lead_guidance", "retrieved_captions"]
+__all__ = ["RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "text_fingerprint", "hit_captions", "lead_guidance", "retrieved_captions"]
