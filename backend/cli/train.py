@@ -154,6 +154,8 @@ def cmd_train_router(args) -> int:
     if not (work / "stage1" / "model.safetensors").is_file():
         raise FileNotFoundError(f"no stage-1 retriever in {work / 'stage1'}; run "
                                 "`python -m backend train retriever` first")
+    if args.caption_memory < 0:
+        raise ValueError(f"--caption-memory must be 0 (off) or a positive number of neighbours, got {args.caption_memory}")
     db = training_db(args)
     model = GeminiMVR.from_pretrained(work / "stage1")
     if args.caption_memory:
