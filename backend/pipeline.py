@@ -16,6 +16,7 @@ import torch
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import GUIDANCE, GUIDANCE_RANGE, TEMPERATURE
 from backend.evaluation.servable import ServableCheck
+from backend.generation.compose import join_parts, split_prompt
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import VideoLead, hit_captions, lead_guidance
@@ -43,6 +44,9 @@ class GenerationResult:
     truncated: bool = False
     mirrored: bool = False          # the video reached the model as its mirror image (sides matched)
     video_lead: float = 0.0         # how much the video led the words (VideoLead; 1 = the video alone)
+    parts: list = field(default_factory=list)   # a chained prompt written part by part: one dict
+    #                                             per part (text, video_id, tokens, mirrored,
+    #                                             video_lead); empty when written whole
 
     @property
     def seconds(self) -> float:
@@ -52,7 +56,7 @@ class GenerationResult:
         return {"text": self.text, "model": self.model, "retrieval": self.retrieval, "seed": self.seed,
                 "video_id": self.video_id, "tokens": int(len(self.codes)), "frames": int(len(self.joints)),
                 "seconds": self.seconds, "truncated": self.truncated, "mirrored": self.mirrored,
-                "video_lead": round(float(self.video_lead), 3),
+                "video_lead": round(float(self.video_lead), 3), "parts": self.parts,
                 "hits": [h.to_json() for h in self.hits],
                 "timing_s": {k: round(v, 4) for k, v in self.timing.items()}}
 
@@ -186,7 +190,8 @@ class VimoRAGPipeline:
                  video_id: str | None = None, k: int = 5, max_tokens: int | None = None,
                  video=None, length_s: float | None = None, in_place: bool = False,
                  plant_feet: bool = True, guidance: float = GUIDANCE,
-                 match_sides: bool = True, video_lead: bool = True) -> GenerationResult:
+                 match_sides: bool = True, video_lead: bool = True,
+                 compose: bool = True) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -200,46 +205,71 @@ class VimoRAGPipeline:
         ``video_lead``: when the words name a motion the model only saw in videos (a cartwheel),
         the retrieved video leads them (``backend.generation.video_lead``; needs the calibrated
         ``checkpoints/video-lead``; gemini or object retrieval); ``result.video_lead`` is the
-        video's weight, and text guidance is off while it is above 0."""
+        video's weight, and text guidance is off while it is above 0.
+        ``compose``: a prompt that chains motions ("A, then B") is written part by part, each
+        part with its own retrieved video, in one batch, and the parts' codes are decoded as one
+        motion (``backend.generation.compose``; not with a chosen or uploaded video, which shows
+        one motion). ``result.parts`` lists the parts; ``hits``/``video_id`` are the first part's."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
                                             guidance=guidance)
+        parts = split_prompt(text) if compose and retrieval != "given" and video is None else [text]
         min_tokens = 4
         if length_s is not None:
-            max_tokens = min_tokens = self.length_tokens(length_s, model)
+            total = self.length_tokens(length_s, model)
+            if total < min_tokens * len(parts):
+                parts = [text]
+            share = [total // len(parts) + (i < total % len(parts)) for i in range(len(parts))]
+        else:
+            share = None
         timing = {}
         t0 = time.perf_counter()
-        hits = self.retrieve(text, retrieval, k, seed)
-        vid = video_id if retrieval == "given" else (hits[0].id if hits else None)
-        if model == "novideo":
-            vid = None
+        plans = []          # per part: hits, video id, mirrored, prior, lead
+        for part in parts:
+            hits = self.retrieve(part, retrieval, k, seed)
+            vid = video_id if retrieval == "given" else (hits[0].id if hits else None)
+            if model == "novideo":
+                vid = None
+            mirrored = bool(match_sides and vid is not None and retrieval in ("gemini", "object")
+                            and self.retriever.mirrors(part, vid))
+            prior = (video if (video is not None and retrieval == "given" and model != "novideo")
+                     else self._video(vid, part if mirrored else None))
+            lead = 0.0
+            if (video_lead and self.video_lead is not None and prior is not None and hits
+                    and retrieval in ("gemini", "object")):
+                caps = hit_captions(self.retriever.db, [h.id for h in hits[:self.video_lead.config.k]])
+                lead = float(self.video_lead.weights([part], [caps])[0])
+            plans.append((hits, vid, mirrored, prior, lead))
         t1 = time.perf_counter()
         timing["retrieval"] = t1 - t0
         llm = self.models[model]
-        mirrored = bool(match_sides and vid is not None and retrieval in ("gemini", "object")
-                        and self.retriever.mirrors(text, vid))
-        prior = (video if (video is not None and retrieval == "given" and model != "novideo")
-                 else self._video(vid, text if mirrored else None))
-        lead = 0.0
-        if (video_lead and self.video_lead is not None and prior is not None and hits
-                and retrieval in ("gemini", "object")):
-            caps = hit_captions(self.retriever.db, [h.id for h in hits[:self.video_lead.config.k]])
-            lead = float(self.video_lead.weights([text], [caps])[0])
-        g = 0.0 if prior is None else lead_guidance(lead, guidance)
-        codes = llm.generate([text], [prior], greedy=greedy, top_k=top_k,
-                             temperature=temperature, seed=seed, max_tokens=max_tokens,
-                             min_tokens=min_tokens, guidance=g)[0]
+        if share is not None:          # exact lengths: one call per distinct length
+            codes = [llm.generate([p], [plan[3]], greedy=greedy, top_k=top_k, temperature=temperature,
+                                  seed=seed, max_tokens=n, min_tokens=n,
+                                  guidance=0.0 if plan[3] is None else lead_guidance(plan[4], guidance))[0]
+                     for p, plan, n in zip(parts, plans, share)]
+        else:
+            g = [0.0 if plan[3] is None else lead_guidance(plan[4], guidance) for plan in plans]
+            codes = llm.generate(parts, [plan[3] for plan in plans], greedy=greedy, top_k=top_k,
+                                 temperature=temperature, seed=seed, max_tokens=max_tokens,
+                                 min_tokens=min_tokens, guidance=g if len(parts) > 1 else g[0])
+        joined = join_parts(codes, [0] * len(parts), 1)[0]
         t2 = time.perf_counter()
         timing["generation"] = t2 - t1
-        feats = self.decode(codes, model)
+        feats = self.decode(joined, model)
         joints = clean_motion(feats, plant_feet=plant_feet).joints
         if in_place:
             joints = without_travel(joints)
         timing["decoding"] = time.perf_counter() - t2
         timing["total"] = time.perf_counter() - t0
-        return GenerationResult(text, model, retrieval, seed, vid, hits, np.asarray(codes), feats,
-                                joints, timing, is_truncated(raw, text), mirrored, lead)
+        hits, vid, mirrored, _, lead = plans[0]
+        described = [] if len(parts) == 1 else [
+            {"text": p, "video_id": plan[1], "tokens": int(len(c)), "mirrored": plan[2],
+             "video_lead": round(float(plan[4]), 3)} for p, plan, c in zip(parts, plans, codes)]
+        return GenerationResult(text, model, retrieval, seed, vid, hits, joined, feats, joints, timing,
+                                is_truncated(raw, text), mirrored, max(plan[4] for plan in plans),
+                                described)
 
     def length_tokens(self, length_s: float, model: str) -> int:
         """Motion tokens for a clip of ``length_s`` seconds with ``model``'s tokenizer (at most

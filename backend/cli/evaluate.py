@@ -70,7 +70,7 @@ def cmd_eval_generation(args) -> int:
         return 2
     generators = with_sampling([GENERATORS[n](corpus) for n in names], args.guidance,
                                args.temperature, args.top_k, not args.no_side_match, args.int8,
-                               args.video_lead)
+                               args.video_lead, not args.whole_prompts)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -122,7 +122,7 @@ def cmd_eval_follow(args) -> int:
 
         gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
-                             args.video_lead)
+                             args.video_lead, not args.whole_prompts)
     tables = {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -155,7 +155,8 @@ def cmd_eval_follow(args) -> int:
         for model in args.examples:
             motions = example_motions(pipe, model, args.seeds, temperature=args.temperature,
                                       top_k=args.top_k, guidance=args.guidance,
-                                      match_sides=not args.no_side_match, video_lead=args.video_lead)
+                                      match_sides=not args.no_side_match, video_lead=args.video_lead,
+                                      compose=not args.whole_prompts)
             examples[model] = score_examples(checker, motions)
             print(format_examples(model, examples[model]))
             print()
@@ -377,6 +378,10 @@ def add(sub) -> None:
     g.add_argument("--int8", action="store_true",
                    help="LLM rows with int8 weights (LoRA merged, then dynamic int8 quantization): "
                         "the lossy fast path of `bench generate`, to compare against the default rows")
+    g.add_argument("--whole-prompts", action="store_true",
+                   help="write every prompt whole, even one that chains motions (\"A, then B\"); by default "
+                        "such a prompt is written part by part, each part with its own video, as the "
+                        "app does (backend/generation/compose.py)")
     g.add_argument("--video-lead", action="store_true",
                    help="rows with retrieval let the video lead words the model only saw in videos "
                         "(checkpoints/video-lead, as the app does; `eval video-lead`)")
@@ -415,6 +420,10 @@ def add(sub) -> None:
                         "captions name only the other side than the prompt comes mirrored, as in the app)")
     f.add_argument("--int8", action="store_true",
                    help="generator rows with int8 weights (as `eval generation --int8`)")
+    f.add_argument("--whole-prompts", action="store_true",
+                   help="write every prompt whole, even one that chains motions (\"A, then B\"); by default "
+                        "such a prompt is written part by part, each part with its own video, as the "
+                        "app does (backend/generation/compose.py)")
     f.add_argument("--video-lead", action="store_true",
                    help="rows with retrieval let the video lead words the model only saw in videos "
                         "(checkpoints/video-lead, as the app does; `eval video-lead`)")

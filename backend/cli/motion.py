@@ -51,7 +51,8 @@ def cmd_generate(args) -> int:
     res = pipe.generate(args.text, model=args.model, retrieval=retrieval, seed=args.seed,
                         temperature=args.temperature, top_k=args.top_k, video_id=args.video,
                         length_s=args.length, in_place=args.in_place, plant_feet=not args.no_foot_lock,
-                        guidance=args.guidance, video_lead=not args.no_video_lead)
+                        guidance=args.guidance, video_lead=not args.no_video_lead,
+                        compose=not args.whole_prompt)
     if res.truncated:
         print(f"note: the prompt was shortened to {len(res.text)} characters")
     for h in res.hits[:args.k]:
@@ -61,6 +62,9 @@ def cmd_generate(args) -> int:
         print(f"video prior: {res.video_id}" + (f" (it led the words at weight {res.video_lead:.2f}: they "
                                                  "name a motion the model knows only from videos)"
                                                  if res.video_lead > 0 else ""))
+    for i, p in enumerate(res.parts, 1):
+        print(f"part {i} of {len(res.parts)}: \"{p['text']}\" -> {p['tokens']} tokens, video {p['video_id']}"
+              + (f", lead {p['video_lead']:.2f}" if p["video_lead"] > 0 else ""))
     warn = pipe.servability_warning(res) if retrieval == "gemini" else None
     if warn:
         print(f"warning: {warn}")
@@ -162,6 +166,9 @@ def add(sub) -> None:
     g.add_argument("--no-video-lead", action="store_true",
                    help="the words always lead (by default, when they name a motion the model "
                         "knows only from videos, e.g. a cartwheel, the retrieved video leads them)")
+    g.add_argument("--whole-prompt", action="store_true",
+                   help="write the prompt whole even when it chains motions (by default \"A, then B\" "
+                        "is written part by part, each part with its own retrieved video)")
     g.add_argument("--k", type=int, default=5, help="retrieved videos to list")
     g.add_argument("--length", type=float, default=0.0,
                    help="clip length in seconds, 1 to 9.8 (0 = the model decides)")

@@ -126,7 +126,7 @@ EXAMPLE_PROMPTS: list[tuple[str, list[tuple[str, str, object]]]] = [
 
 def example_motions(pipeline, model: str, seeds: int = 3, retrieval: str = "gemini",
                     temperature: float = 1.0, top_k: int = 0, guidance: float = 0.0,
-                    match_sides: bool = True, video_lead: bool = False) -> dict:
+                    match_sides: bool = True, video_lead: bool = False, compose: bool = True) -> dict:
     """prompt -> the features of what ``pipeline`` generates for it (cleaned, as users get them),
     one per seed 0..seeds-1, sampled at ``temperature`` (from the ``top_k`` likeliest tokens);
     ``video_lead``: as the app, the video leads words the model only saw in videos."""
@@ -134,7 +134,8 @@ def example_motions(pipeline, model: str, seeds: int = 3, retrieval: str = "gemi
                                                           seed=s, temperature=temperature,
                                                           top_k=top_k, guidance=guidance,
                                                           match_sides=match_sides,
-                                                          video_lead=video_lead).joints)
+                                                          video_lead=video_lead,
+                                                          compose=compose).joints)
                      for s in range(seeds)]
             for prompt, _ in EXAMPLE_PROMPTS}
 

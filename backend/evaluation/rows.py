@@ -22,6 +22,7 @@ import torch
 
 from backend.checkpoints import checkpoints_dir
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
+from backend.generation.compose import join_parts, split_prompts
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.video_lead import VideoLead, lead_guidance, retrieved_captions
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
@@ -74,6 +75,7 @@ class LLMRow:
         self._cache: dict[str, str] = {}
         self.video_lead = None                  # a VideoLead: the video leads unknown words
         self._lead: dict[str, float] = {}
+        self.compose = True                     # "A, then B" prompts written part by part (compose.py)
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -103,22 +105,29 @@ class LLMRow:
         return np.array([self._lead[t] for t in texts])
 
     def generate(self, items, rng: np.random.Generator) -> list[np.ndarray]:
-        texts = [it.caption.text for it in items]
+        """Each item's caption -> decoded features; with ``compose`` (as the pipeline does) a
+        caption that chains motions is written part by part, each part with its own video."""
+        captions = [it.caption.text for it in items]
+        if self.compose:
+            texts, owners = split_prompts(captions)
+        else:
+            texts, owners = captions, list(range(len(captions)))
         vids = self.videos(texts, rng)
         lead = self.lead_weights(texts)
         guidance = lead_guidance(lead, self.guidance) if lead.any() else self.guidance
-        out = []
+        codes = []
         for s in range(0, len(texts), self.batch):
-            codes = self.llm.generate(texts[s:s + self.batch], vids[s:s + self.batch], greedy=False,
-                                      seed=int(rng.integers(2 ** 31)), min_tokens=4,
-                                      guidance=(guidance[s:s + self.batch] if np.ndim(guidance)
-                                                else guidance), temperature=self.temperature,
-                                      top_k=self.top_k)
-            with torch.no_grad():
-                for c in codes:
-                    c = np.asarray(c, np.int64) if len(c) else np.zeros(1, np.int64)
-                    x = self.vqvae.decode(torch.from_numpy(c)[None])[0].numpy()
-                    out.append(self.normalizer.denormalize(x))
+            codes += self.llm.generate(texts[s:s + self.batch], vids[s:s + self.batch], greedy=False,
+                                       seed=int(rng.integers(2 ** 31)), min_tokens=4,
+                                       guidance=(guidance[s:s + self.batch] if np.ndim(guidance)
+                                                 else guidance), temperature=self.temperature,
+                                       top_k=self.top_k)
+        out = []
+        with torch.no_grad():
+            for c in join_parts(codes, owners, len(captions)):
+                c = c if len(c) else np.zeros(1, np.int64)
+                x = self.vqvae.decode(torch.from_numpy(c)[None])[0].numpy()
+                out.append(self.normalizer.denormalize(x))
         return out
 
 
@@ -137,7 +146,7 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
 
 def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 1.0,
                   top_k: int = 0, match_sides: bool = True, int8: bool = False,
-                  video_lead: bool = False) -> list:
+                  video_lead: bool = False, compose: bool = True) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -146,7 +155,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     model with int8 weights (``MotionLLM.quantize_int8_``; a speed-up that must keep the tables
     within their intervals before it becomes a default). ``video_lead``: rows with retrieval let
     the video lead words the model only saw in videos (``checkpoints/video-lead``, as the
-    pipeline does)."""
+    pipeline does). ``compose=False``: every caption is written whole, even one that chains
+    motions (how every row before session 17 was measured; ``backend.generation.compose``)."""
     for g in generators:
         if not isinstance(g, LLMRow):
             continue
@@ -173,6 +183,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                                         "`python -m backend eval video-lead --ship`")
             g.video_lead.bind(g.retriever)
             notes.append("video lead")
+        if not compose:
+            g.compose = False
+            notes.append("whole prompts")
         if notes:
             g.name = f"{g.name} ({', '.join(notes)})"
     return generators

@@ -1,0 +1,127 @@
+"""Chained prompts ("A, then B") are split, written part by part and joined."""
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from backend.data.captions import caption_motion
+from backend.generation.compose import MAX_PARTS, join_parts, split_prompt, split_prompts
+
+
+@pytest.mark.parametrize("text, parts", [
+    ("a man first walks forward, then jumps twice.", ["a man walks forward.", "a man jumps twice."]),
+    ("someone starts by walking, and afterwards jumps.", ["someone walking.", "someone jumps."]),
+    ("a person walking forward and then jumping twice.",
+     ["a person walking forward.", "a person jumping twice."]),
+    ("the person is running forward, followed by kicking with the left leg",
+     ["the person running forward.", "the person kicking with the left leg."]),
+    ("a woman kicks, after that, she punches with her right hand.",
+     ["a woman kicks.", "a woman punches with her right hand."]),
+    ("a figure spins to the left before crawling", ["a figure spins to the left.", "a figure crawling."]),
+    ("walk forward, then turn around, and finally sit down",
+     ["walk forward.", "a person turn around.", "a person sit down."]),
+])
+def test_chained_prompts_split_into_prompts_of_their_own(text, parts):
+    assert split_prompt(text) == parts
+
+
+@pytest.mark.parametrize("text", [
+    "a person does a cartwheel",
+    "someone spins and kicks with the right leg.",          # a bare "and" is one motion as often as two
+    "a person sits up from lying on his back and stands up",
+    "a man walks forward while turning left",
+    "then",                                                  # nothing around the connector
+    ", then jumps",
+])
+def test_prompts_without_a_chain_stay_whole_and_unchanged(text):
+    assert split_prompt(text) == [text]
+
+
+def test_a_long_chain_keeps_its_tail_in_the_last_part():
+    text = "a person walks, then runs, then jumps, then kicks, then punches, then spins"
+    parts = split_prompt(text)
+    assert len(parts) == MAX_PARTS
+    assert parts[-1] == "a person kicks, then punches, then spins."
+
+
+def test_the_caption_grammar_splits_into_its_segments():
+    """On captions our corpus grammar writes (train and held-out phrasings), the parts are the
+    program's segments for most captions; misses are the bare-"and" joins left whole."""
+    rng, pyrng = np.random.default_rng(0), random.Random(0)
+    kinds = ["walk", "jump", "kick", "punch", "spin", "run", "dance_a", "getup_faceup"]
+    hits = total = 0
+    for i in range(300):
+        segs = [{"action": str(rng.choice(kinds)), "reps": 1, "side": None, "turn": None, "speed": "normal"}
+                for _ in range(int(rng.integers(1, 4)))]
+        text, _ = caption_motion(segs, pyrng, held_out=bool(i % 2))
+        parts = split_prompt(text)
+        total += 1
+        hits += len(parts) == len(segs)
+        assert len(parts) <= len(segs)          # never more parts than motions here
+        if len(parts) > 1:
+            assert all(p.endswith(".") and len(p.split()) >= 2 for p in parts)
+    assert hits / total >= 0.85
+
+
+def test_split_prompts_and_join_parts_keep_order_and_owners():
+    parts, owners = split_prompts(["a person walks, then jumps", "a man kicks"])
+    assert parts == ["a person walks.", "a person jumps.", "a man kicks"] and owners == [0, 0, 1]
+    codes = [np.array([1, 2]), np.array([3]), np.array([4, 5, 6])]
+    joined = join_parts(codes, owners, 2)
+    assert [j.tolist() for j in joined] == [[1, 2, 3], [4, 5, 6]]
+    assert join_parts([], [], 1)[0].tolist() == []
+    with pytest.raises(ValueError, match="2 code sequences for 3 parts"):
+        join_parts(codes[:2], owners, 2)
+
+
+class _Hit:
+    def __init__(self, vid, rank=1):
+        self.id, self.rank = vid, rank
+
+
+def _stub_pipeline(seen: dict):
+    """A pipeline whose retriever returns a video named after the part's first verb and whose
+    LLM writes as many codes as the part has words."""
+    from backend.pipeline import VimoRAGPipeline
+
+    r = SimpleNamespace()
+    r.search = lambda t, k=5, mode="gemini", rng=None: [_Hit("v-" + t.split()[2].strip("."))]
+    r.mirrors = lambda t, v: False
+    r.video_prior = lambda v, t=None: ("prior", v)
+
+    def generate(texts, videos, **kw):
+        seen.setdefault("calls", []).append((list(texts), list(videos), kw))
+        n = kw.get("max_tokens")
+        return [np.arange(n if n else len(t.split())) + 10 * i for i, t in enumerate(texts)]
+
+    pipe = VimoRAGPipeline(r, SimpleNamespace(eval=lambda: None), None, {"mcdpo": SimpleNamespace(generate=generate, config=SimpleNamespace(max_motion_tokens=49))})
+    pipe.video_lead = None
+    pipe.decode = lambda codes, model=None: np.zeros((4 * len(codes), 263), np.float32)
+    return pipe
+
+
+def test_the_pipeline_writes_a_chained_prompt_part_by_part(monkeypatch):
+    import backend.pipeline as pl
+
+    monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
+    seen: dict = {}
+    pipe = _stub_pipeline(seen)
+    res = pipe.generate("a person walks forward, then jumps twice")
+    texts, videos, _ = seen["calls"][0]
+    assert texts == ["a person walks forward.", "a person jumps twice."]     # one batch, both parts
+    assert videos == [("prior", "v-walks"), ("prior", "v-jumps")]          # each part its own video
+    assert res.codes.tolist() == [0, 1, 2, 3, 10, 11, 12, 13]             # joined in order
+    assert len(res.features) == 4 * 8 and res.video_id == "v-walks"
+    assert [p["video_id"] for p in res.parts] == ["v-walks", "v-jumps"]
+    assert [p["tokens"] for p in res.parts] == [4, 4]
+
+    seen.clear()                                  # whole: one part, no parts listed
+    res = pipe.generate("a person walks forward, then jumps twice", compose=False)
+    assert seen["calls"][0][0] == ["a person walks forward, then jumps twice"] and res.parts == []
+
+    seen.clear()                                  # an exact length is shared between the parts
+    res = pipe.generate("a person walks forward, then jumps twice", length_s=2.0)
+    assert [kw["max_tokens"] for _, _, kw in seen["calls"]] == [5, 5] and len(res.codes) == 10
