@@ -125,3 +125,28 @@ def test_the_pipeline_writes_a_chained_prompt_part_by_part(monkeypatch):
     seen.clear()                                  # an exact length is shared between the parts
     res = pipe.generate("a person walks forward, then jumps twice", length_s=2.0)
     assert [kw["max_tokens"] for _, _, kw in seen["calls"]] == [5, 5] and len(res.codes) == 10
+
+
+def test_composed_kind_at_1_scores_each_part_against_its_kind(monkeypatch):
+    """Retrieval as the pipeline does it: a chained caption hits when every part's rank-1 video
+    shows that part's kind; a caption sent whole is scored as plain kind@1."""
+    import torch
+
+    import backend.retrieval.evaluate as ev
+
+    where = {"a person walks.": 0, "a person jumps.": 2, "a person kicks": 2,
+             "a person walks, then kicks": 1}     # rank-1 video per text sent
+    monkeypatch.setattr(ev, "encode_captions", lambda texts, minilm=None: (list(texts), None))
+    model = SimpleNamespace(
+        encode_text=lambda pred, whole: pred,
+        fused_scores=lambda texts, video: {"fused": torch.nn.functional.one_hot(
+            torch.tensor([where[t] for t in texts]), 3).float()})
+    kinds = [frozenset({"walk"}), frozenset({"jump"}), frozenset({"kick"})]
+    caps = [["a man walks"], ["a man jumps"], ["a man kicks with the left leg"]]
+    res = ev.composed_kind_hits(model, None, ["a person walks, then jumps", "a person kicks"],
+                                [["walk", "jump"], ["kick"]], kinds, None, np.array([1, 2]), caps)
+    assert res["kind@1"] == {"share": 0.5, "queries": 2}      # the jump part found the kick video
+    assert res["parts"] == {"share": 0.5, "queries": 2}
+    assert res["side@1"]["queries"] == 0                       # no part names a side
+    whole = ev.composed_kind_hits(model, None, ["a person kicks"], [["kick"]], kinds, None, np.array([0]))
+    assert whole["kind@1"]["share"] == 0.0 and whole["parts"]["queries"] == 0   # sent whole: its own rank-1
