@@ -150,3 +150,13 @@ def test_composed_kind_at_1_scores_each_part_against_its_kind(monkeypatch):
     assert res["side@1"]["queries"] == 0                       # no part names a side
     whole = ev.composed_kind_hits(model, None, ["a person kicks"], [["kick"]], kinds, None, np.array([0]))
     assert whole["kind@1"]["share"] == 0.0 and whole["parts"]["queries"] == 0   # sent whole: its own rank-1
+
+
+def test_split_agreement_counts_parts_against_segments():
+    from backend.generation.compose import split_agreement
+
+    res = split_agreement(["a man walks, then jumps", "a man spins and kicks", "a man walks, then runs"],
+                          [2, 2, 1])
+    assert res == {"agree": 1 / 3, "fewer": 1 / 3, "more": 1 / 3, "captions": 3}
+    with pytest.raises(ValueError):
+        split_agreement(["a man walks"], [])

@@ -103,6 +103,7 @@ def cmd_eval_follow(args) -> int:
 
     from backend.data.dataset import open_corpus
     from backend.evaluation.follow import format_table, load_programs, score
+    from backend.generation.compose import split_agreement
     from backend.evaluation.generation import EvalItem, VQVAEReconstruction, load_split
     from backend.evaluation.checker import InstructionChecker
     from backend.generation.vqvae import MotionVQVAE
@@ -123,7 +124,7 @@ def cmd_eval_follow(args) -> int:
         gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
                              args.video_lead, not args.whole_prompts)
-    tables = {}
+    tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
             print(f"(split {split!r} not in {corpus.root}; skipped)")
@@ -145,6 +146,13 @@ def cmd_eval_follow(args) -> int:
             tables[split][g.name] = score(checker, progs, motions)
         print(f"{split}:")
         print(format_table(tables[split]))
+        if gens and any(getattr(g, "compose", False) for g in gens):
+            caps = [(c.text, len(programs[m])) for m in sorted(data) for c in data[m][1]]
+            agree = split_agreement([c for c, _ in caps], [n for _, n in caps])
+            prompt_split[split] = agree
+            print(f"chained prompts written part by part: the parts are the motion's segments for "
+                  f"{agree['agree']:.1%} of the {agree['captions']} {split} captions (fewer parts "
+                  f"{agree['fewer']:.1%}: written whole; more {agree['more']:.1%})")
         print()
     examples = {}
     if args.examples:
@@ -163,7 +171,7 @@ def cmd_eval_follow(args) -> int:
     print(f"checker: {folder}; data: {corpus.root}")
     if args.json:
         print(json.dumps({"checker": str(folder), "data": str(corpus.root), "tables": tables,
-                          "examples": examples}))
+                          "examples": examples, "prompt_split": prompt_split}))
     return 0
 
 

@@ -108,4 +108,16 @@ def join_parts(codes: list, owners: list[int], n: int) -> list[np.ndarray]:
     return [np.concatenate(p) if p else np.zeros(0, np.int64) for p in out]
 
 
-__all__ = ["MAX_PARTS", "join_parts", "split_prompt", "split_prompts"]
+def split_agreement(captions: list[str], segment_counts: list[int]) -> dict:
+    """How often ``split_prompt`` cuts a caption into as many parts as its motion has segments
+    (the corpus knows them): {"agree", "captions", "fewer", "more"} (shares but "captions")."""
+    if len(captions) != len(segment_counts):
+        raise ValueError(f"{len(captions)} captions for {len(segment_counts)} segment counts")
+    n = np.array([len(split_prompt(c)) for c in captions])
+    want = np.asarray(segment_counts)
+    total = max(1, len(n))
+    return {"agree": float((n == want).sum() / total), "fewer": float((n < want).sum() / total),
+            "more": float((n > want).sum() / total), "captions": int(len(n))}
+
+
+__all__ = ["MAX_PARTS", "join_parts", "split_agreement", "split_prompt", "split_prompts"]
