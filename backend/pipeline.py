@@ -16,13 +16,13 @@ import torch
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import GUIDANCE, GUIDANCE_RANGE, TEMPERATURE
 from backend.evaluation.servable import ServableCheck
-from backend.generation.compose import join_parts, split_prompt
+from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import VideoLead, hit_captions, lead_guidance
 from backend.retrieval.service import VideoRetriever
 from motioncore.clean import clean_motion, in_place as without_travel
-from motioncore.prompt import clean_prompt, is_truncated
+from motioncore.prompt import clean_prompt, is_truncated, split_prompt
 from motioncore.skeleton import FPS
 
 RETRIEVAL_MODES = ("gemini", "object", "random", "none", "given")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from backend.data.captions import caption_motion
-from backend.generation.compose import MAX_PARTS, join_parts, split_prompt, split_prompts
+from backend.generation.compose import join_parts
+from motioncore.prompt import MAX_PARTS, split_prompt, split_prompts
 
 
 @pytest.mark.parametrize("text, parts", [
@@ -153,7 +154,7 @@ def test_composed_kind_at_1_scores_each_part_against_its_kind(monkeypatch):
 
 
 def test_split_agreement_counts_parts_against_segments():
-    from backend.generation.compose import split_agreement
+    from motioncore.prompt import split_agreement
 
     res = split_agreement(["a man walks, then jumps", "a man spins and kicks", "a man walks, then runs"],
                           [2, 2, 1])

@@ -103,7 +103,7 @@ def cmd_eval_follow(args) -> int:
 
     from backend.data.dataset import open_corpus
     from backend.evaluation.follow import format_table, load_programs, score
-    from backend.generation.compose import split_agreement
+    from motioncore.prompt import split_agreement
     from backend.evaluation.generation import EvalItem, VQVAEReconstruction, load_split
     from backend.evaluation.checker import InstructionChecker
     from backend.generation.vqvae import MotionVQVAE

@@ -22,7 +22,8 @@ import torch
 
 from backend.checkpoints import checkpoints_dir
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
-from backend.generation.compose import join_parts, split_prompts
+from backend.generation.compose import join_parts
+from motioncore.prompt import split_prompts
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.video_lead import VideoLead, lead_guidance, retrieved_captions
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer

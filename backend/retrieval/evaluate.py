@@ -27,13 +27,17 @@ import numpy as np
 import torch
 
 from backend.data.corpus import OOD_KINDS
-from backend.generation.compose import split_prompts
+from motioncore.prompt import split_prompts
 from backend.retrieval.model import GeminiMVR, encode_captions
+from backend.retrieval.rerank import RERANK_DEPTH, RERANK_WEIGHT, agreement, attribute_cues, video_cues
 from backend.retrieval.sides import direction_of, sides_of, video_sides_and_direction
 from backend.retrieval.train import CaptionedVideos, captions_of
 from backend.retrieval.videos.database import VideoDatabase
 
-VARIANTS = ("object only", "action only", "fixed 0.5/0.5", "Gemini-MVR (router)")
+ROUTER = "Gemini-MVR (router)"
+RERANKED = "router + cue re-rank"
+ACTION_RERANKED = "action + cue re-rank"
+VARIANTS = ("object only", "action only", "fixed 0.5/0.5", ROUTER, ACTION_RERANKED, RERANKED)
 
 
 def ranks_of(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -110,8 +114,21 @@ def r1_interval(ranks: np.ndarray, groups: np.ndarray, other: np.ndarray | None 
     return {"value": float(hit.mean()), "low": float(lo), "high": float(hi)}
 
 
+def reranked_scores(fused: np.ndarray, query_captions: list[str], video_captions: list[list[str]],
+                    weight: float = RERANK_WEIGHT, depth: int = RERANK_DEPTH) -> np.ndarray:
+    """``fused`` (Q, N) with ``weight`` x the cue agreement (``backend.retrieval.rerank``) added
+    to each query's ``depth`` best videos, as ``VideoRetriever.search`` re-ranks them."""
+    bonus = agreement(attribute_cues(query_captions), video_cues(video_captions))
+    top = np.argsort(-fused, axis=1, kind="stable")[:, :depth]
+    out = fused.astype(np.float64).copy()
+    rows = np.arange(len(fused))[:, None]
+    out[rows, top] += weight * bonus[rows, top]
+    return out
+
+
 @torch.no_grad()
-def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test", minilm=None) -> dict:
+def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test", minilm=None,
+                       rerank_weight: float = RERANK_WEIGHT) -> dict:
     data = CaptionedVideos.from_database(db, split, minilm)
     model.eval()
     video = model.encode_video(data.keypoints, data.object)
@@ -119,18 +136,22 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
     s = model.fused_scores(text, video)
     truth = data.cap_video.numpy()
     act, obj = s["action"].numpy(), s["object"].numpy()
+    records = {r["id"]: r for r in db.records}
+    v_caps = [captions_of(records[i]) for i in data.ids]
+    fused = s["fused"].numpy()
     scorers = {"object only": obj, "action only": act, "fixed 0.5/0.5": 0.5 * act + 0.5 * obj,
-               "Gemini-MVR (router)": s["fused"].numpy()}
+               ROUTER: fused, ACTION_RERANKED: reranked_scores(act, data.captions, v_caps, rerank_weight),
+               RERANKED: reranked_scores(fused, data.captions, v_caps, rerank_weight)}
     ranks = {name: ranks_of(sc, truth) for name, sc in scorers.items()}
     out = {name: recall_table(r) for name, r in ranks.items()}
-    router = VARIANTS[-1]
+    router = ROUTER
     for name in VARIANTS:
         out[name]["R@1 interval"] = r1_interval(ranks[name], truth)
-        if name != router:
+        if name not in (router, RERANKED, ACTION_RERANKED):
             out[router][f"R@1 minus {name}"] = r1_interval(ranks[router], truth, ranks[name])
-    records = {r["id"]: r for r in db.records}
+        if name not in (RERANKED,):
+            out[RERANKED][f"R@1 minus {name}"] = r1_interval(ranks[RERANKED], truth, ranks[name])
     v_kinds = [frozenset(records[i].get("spec", {}).get("kinds") or []) for i in data.ids]
-    v_caps = [captions_of(records[i]) for i in data.ids]
     q_kinds = [v_kinds[t] for t in truth]
     ood_q = np.array([bool(k & set(OOD_KINDS)) for k in q_kinds])
     for name, sc in scorers.items():
@@ -150,7 +171,7 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
         out["video-side kind@1"] = {k: hits[k] for k in ("kind@1", "kind@1 one kind", "kind@1 several kinds")}
     out["composed kind@1"] = composed_kind_hits(model, video, data.captions, [
         list(dict.fromkeys(records[data.ids[t]].get("spec", {}).get("kinds") or [])) for t in truth],
-        v_kinds, minilm, s["fused"].numpy().argmax(1), v_caps)
+        v_kinds, minilm, scorers[RERANKED].argmax(1), v_caps, rerank_weight)
     w = video["w"].numpy()
     out["_meta"] = {"videos": len(data.ids), "captions": len(data.captions), "split": split,
                     "router_action_weight": {"mean": float(w[:, 0].mean()), "min": float(w[:, 0].min()),
@@ -161,15 +182,21 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
 @torch.no_grad()
 def composed_kind_hits(model: GeminiMVR, video: dict, captions: list[str], ordered_kinds: list[list[str]],
                        video_kinds: list[frozenset], minilm, whole_rank1: np.ndarray,
-                       video_captions: list[list[str]] | None = None) -> dict:
+                       video_captions: list[list[str]] | None = None,
+                       rerank_weight: float = 0.0) -> dict:
     """``composed kind@1`` (module docstring): {"kind@1", "parts", and with ``video_captions``
     "side@1", "direction@1"} as {"share", "queries"}; side and direction are judged per query
-    the pipeline sends (each part of a split caption, else the whole caption)."""
+    the pipeline sends (each part of a split caption, else the whole caption). ``rerank_weight``:
+    the parts' videos re-ranked by their cues as the pipeline's retriever does (needs
+    ``video_captions``; ``whole_rank1`` should then be the re-ranked one too)."""
     parts, owners = split_prompts(captions)
     n_parts = np.bincount(owners, minlength=len(captions))
     pred, whole = encode_captions(parts, minilm)
     t = model.encode_text(pred, whole)
-    rank1 = model.fused_scores(t, video)["fused"].numpy().argmax(1)
+    fused = model.fused_scores(t, video)["fused"].numpy()
+    if video_captions is not None and rerank_weight:
+        fused = reranked_scores(fused, parts, video_captions, rerank_weight)
+    rank1 = fused.argmax(1)
     by_caption: dict[int, list[int]] = {}
     for j, o in enumerate(owners):
         by_caption.setdefault(o, []).append(j)
@@ -205,7 +232,7 @@ def format_retrieval(res: dict) -> str:
         lines.append(f"{name:<22}{100 * r['R@1']:>7.1f}%{100 * r['R@5']:>7.1f}%"
                      f"{100 * r['R@10']:>7.1f}%{r['MedR']:>8.0f}"
                      + "".join(pct(r, k) for k in ("kind@1", "side@1", "direction@1")))
-    first = res[VARIANTS[-1]]
+    first = res[ROUTER]
     counts = ", ".join(f"{k} over {first[k]['queries']}" for k in ("kind@1", "side@1", "direction@1")
                        if k in first)
     lines.append(f"queries: {counts}")
@@ -233,10 +260,15 @@ def format_retrieval(res: dict) -> str:
         lines.append("router R@1 minus: " + ", ".join(
             f"{name} {100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
             for name, d in diffs) + " (95 % bootstrap over videos)")
+    diffs = [(k[len("R@1 minus "):], v) for k, v in res[RERANKED].items() if k.startswith("R@1 minus ")]
+    if diffs:
+        lines.append("re-ranked router R@1 minus: " + ", ".join(
+            f"{name} {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+            for name, d in diffs))
     w = meta["router_action_weight"]
     lines.append(f"router action weight: mean {w['mean']:.2f} (min {w['min']:.2f}, max {w['max']:.2f})")
     return "\n".join(lines)
 
 
-__all__ = ["VARIANTS", "attribute_hits", "composed_kind_hits", "direction_of", "evaluate_retrieval", "format_retrieval", "kind_prototypes",
+__all__ = ["ACTION_RERANKED", "RERANKED", "ROUTER", "VARIANTS", "reranked_scores", "attribute_hits", "composed_kind_hits", "direction_of", "evaluate_retrieval", "format_retrieval", "kind_prototypes",
            "r1_interval", "ranks_of", "recall_table", "sides_of"]

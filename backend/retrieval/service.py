@@ -32,6 +32,8 @@ from backend.checkpoints import checkpoints_dir
 from backend.retrieval.embcache import FIELDS, EmbeddingCache
 from backend.retrieval.index import FusedIndex, brute_force_fused, fuse_queries, fuse_videos
 from backend.retrieval.model import GeminiMVR, encode_captions
+from backend.retrieval.rerank import RERANK_DEPTH, RERANK_WEIGHT, agreement, attribute_cues, video_cues
+from backend.retrieval.rerank import rerank as rerank_order
 from backend.retrieval.sides import mirror_for, mirror_keypoints
 from backend.retrieval.train import captions_of
 from backend.retrieval.videos.database import (DatabaseError, VideoDatabase, VideoFeatures,
@@ -104,6 +106,8 @@ class VideoRetriever:
         self.emb: dict = {}                      # {"a", "o", "w", "frames"}: RowArrays (memory-mapped)
         self.cache: EmbeddingCache | None = None
         self.index: FusedIndex | None = None
+        self.rerank_weight = RERANK_WEIGHT        # cue re-ranking of the top videos (rerank.py); 0 = off
+        self._cues: dict[str, np.ndarray] = {}   # video id -> its captions' attribute codes
         self.refresh(progress)
 
     @classmethod
@@ -230,11 +234,14 @@ class VideoRetriever:
         a, o, w = self.emb["a"], self.emb["o"], self.emb["w"]
         if mode != "gemini":                      # full-scan modes read every row once
             a_all, o_all = a[:], o[:]
+        rerank = bool(self.rerank_weight) and mode != "random"
+        depth = min(n, max(k, RERANK_DEPTH)) if rerank else k
+        q_cues = attribute_cues(texts) if rerank else None
         out = []
         for i in range(len(texts)):
             p, g = q["p"][i], q["g"][i]
             if mode == "gemini":
-                _, ids = self.index.search(fuse_queries(p[None], g[None]), k)
+                _, ids = self.index.search(fuse_queries(p[None], g[None]), depth)
                 rows = np.array([self._row[v] for v in ids[0]])
             else:
                 s_act, s_obj = a_all @ p, o_all @ g
@@ -242,14 +249,27 @@ class VideoRetriever:
                     rows = (rng or np.random.default_rng()).choice(n, size=k, replace=False)
                 else:
                     score = {"action": s_act, "object": s_obj, "fixed": 0.5 * (s_act + s_obj)}[mode]
-                    rows = np.argsort(-score, kind="stable")[:k]
+                    rows = np.argsort(-score, kind="stable")[:depth]
             s_act_r, s_obj_r = a[rows] @ p, o[rows] @ g
             fused = w[rows, 0] * s_act_r + w[rows, 1] * s_obj_r
             score = {"gemini": fused, "action": s_act_r, "object": s_obj_r,
                      "fixed": 0.5 * (s_act_r + s_obj_r), "random": fused}[mode]
-            out.append([Hit(self._ids[r], j + 1, float(score[j]), float(s_act_r[j]), float(s_obj_r[j]),
-                            float(w[r, 0]), float(w[r, 1])) for j, r in enumerate(rows)])
+            order = np.arange(len(rows))
+            if rerank:
+                bonus = agreement(q_cues[i:i + 1], self._video_cues([self._ids[r] for r in rows]))[0]
+                order = rerank_order(score, bonus, self.rerank_weight)[:k]
+            out.append([Hit(self._ids[rows[j]], rank + 1, float(score[j]), float(s_act_r[j]),
+                            float(s_obj_r[j]), float(w[rows[j], 0]), float(w[rows[j], 1]))
+                        for rank, j in enumerate(order[:k])])
         return out
+
+    def _video_cues(self, ids: list[str]) -> np.ndarray:
+        """(N, 4) attribute codes of videos from their captions (-1 without captions), cached."""
+        todo = [v for v in ids if v not in self._cues]
+        if todo:
+            for v, c in zip(todo, video_cues([captions_of(self.db.record(v)) for v in todo])):
+                self._cues[v] = c
+        return np.stack([self._cues[v] for v in ids])
 
     # ---------------------------------------------------------------------- video access
     def encode_arrays(self, keypoints: np.ndarray, object_feats: np.ndarray) -> dict[str, np.ndarray]:
