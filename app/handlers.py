@@ -162,7 +162,8 @@ def generate(service: AppService, req: Request, state: dict | None,
             if oc.hits:
                 upd["gallery"] = [(str(t),
                                    f"{'▶ ' if h['id'] == oc.video_id else ''}#{h['rank']} "
-                                   f"{service.caption(h['id'])} · {h['score']:+.2f}")
+                                   f"{service.caption(h['id'])} · {h['score']:+.2f}"
+                                   + (f" · cues {h['cues']:+.0f}" if h.get("cues") else ""))
                                   for h, t in zip(oc.hits, thumbs)]
             parts["reference video"] = time.perf_counter() - t_ref
         details = {"prompt_used": text, "notes": notes, "mode": req.mode, "retrieval": retrieval,

@@ -106,10 +106,11 @@ def cmd_retrieve(args) -> int:
     t1 = time.perf_counter()
     hits = r.search(text, k=args.k, mode=args.mode, rng=np.random.default_rng(args.seed))
     t2 = time.perf_counter()
-    print(f"{'rank':<6}{'video':<24}{'score':>8}{'action':>9}{'object':>9}{'w_action':>10}{'w_object':>10}")
+    print(f"{'rank':<6}{'video':<24}{'score':>8}{'action':>9}{'object':>9}{'w_action':>10}{'w_object':>10}"
+          f"{'cues':>6}")
     for h in hits:
         print(f"{h.rank:<6}{h.id:<24}{h.score:>8.3f}{h.action_score:>9.3f}{h.object_score:>9.3f}"
-              f"{h.w_action:>10.2f}{h.w_object:>10.2f}")
+              f"{h.w_action:>10.2f}{h.w_object:>10.2f}{h.cues:>+6.0f}")
     print(f"({len(r.db)} videos; query {1000 * (t2 - t1):.1f} ms, loading {t1 - t0:.1f} s)")
     if args.json:
         print(json.dumps({"query": text, "mode": args.mode, "results": [h.to_json() for h in hits]}))
@@ -181,7 +182,10 @@ def add(sub) -> None:
 
     r = sub.add_parser("retrieve", help="retrieve videos for a text",
                        description="Rank the database's videos for TEXT with Gemini-MVR: fused "
-                                   "score, both channel scores and the router's weights.")
+                                   "score, both channel scores and the router's weights. The 20 best "
+                                   "are re-ranked by how the videos' captions agree with the side, "
+                                   "direction, speed and count the words ask ('cues': agreeing minus "
+                                   "disagreeing; not in random mode).")
     r.add_argument("text", metavar="TEXT")
     r.add_argument("--k", type=int, default=5)
     r.add_argument("--mode", default="gemini", choices=["gemini", "action", "object", "fixed", "random"],

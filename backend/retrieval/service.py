@@ -55,6 +55,7 @@ class Hit:
     object_score: float     # <g, o>
     w_action: float         # router weights of this video
     w_object: float
+    cues: float = 0.0       # cue agreement that re-ranked it (rerank.py): + agreeing, - disagreeing cues
 
     def to_json(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -254,12 +255,12 @@ class VideoRetriever:
             fused = w[rows, 0] * s_act_r + w[rows, 1] * s_obj_r
             score = {"gemini": fused, "action": s_act_r, "object": s_obj_r,
                      "fixed": 0.5 * (s_act_r + s_obj_r), "random": fused}[mode]
-            order = np.arange(len(rows))
+            order, bonus = np.arange(len(rows)), np.zeros(len(rows))
             if rerank:
                 bonus = agreement(q_cues[i:i + 1], self._video_cues([self._ids[r] for r in rows]))[0]
                 order = rerank_order(score, bonus, self.rerank_weight)[:k]
             out.append([Hit(self._ids[rows[j]], rank + 1, float(score[j]), float(s_act_r[j]),
-                            float(s_obj_r[j]), float(w[rows[j], 0]), float(w[rows[j], 1]))
+                            float(s_obj_r[j]), float(w[rows[j], 0]), float(w[rows[j], 1]), float(bonus[j]))
                         for rank, j in enumerate(order[:k])])
         return out
 
