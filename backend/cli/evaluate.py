@@ -70,7 +70,7 @@ def cmd_eval_generation(args) -> int:
         return 2
     generators = with_sampling([GENERATORS[n](corpus) for n in names], args.guidance,
                                args.temperature, args.top_k, not args.no_side_match, args.int8,
-                               args.video_lead, not args.whole_prompts)
+                               args.video_lead, not args.whole_prompts, not args.no_rerank)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -123,7 +123,7 @@ def cmd_eval_follow(args) -> int:
 
         gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
-                             args.video_lead, not args.whole_prompts)
+                             args.video_lead, not args.whole_prompts, not args.no_rerank)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -160,6 +160,8 @@ def cmd_eval_follow(args) -> int:
         from backend.pipeline import VimoRAGPipeline
 
         pipe = VimoRAGPipeline.load(models=tuple(args.examples), evaluator=False)
+        if args.no_rerank:
+            pipe.retriever.rerank_weight = 0.0
         for model in args.examples:
             motions = example_motions(pipe, model, args.seeds, temperature=args.temperature,
                                       top_k=args.top_k, guidance=args.guidance,
@@ -386,6 +388,9 @@ def add(sub) -> None:
     g.add_argument("--int8", action="store_true",
                    help="LLM rows with int8 weights (LoRA merged, then dynamic int8 quantization): "
                         "the lossy fast path of `bench generate`, to compare against the default rows")
+    g.add_argument("--no-rerank", action="store_true",
+                   help="retrieval by the learned scores alone, without re-ranking the top videos by their "
+                        "captions' cues (backend/retrieval/rerank.py), as before session 17")
     g.add_argument("--whole-prompts", action="store_true",
                    help="write every prompt whole, even one that chains motions (\"A, then B\"); by default "
                         "such a prompt is written part by part, each part with its own video, as the "
@@ -428,6 +433,9 @@ def add(sub) -> None:
                         "captions name only the other side than the prompt comes mirrored, as in the app)")
     f.add_argument("--int8", action="store_true",
                    help="generator rows with int8 weights (as `eval generation --int8`)")
+    f.add_argument("--no-rerank", action="store_true",
+                   help="retrieval by the learned scores alone, without re-ranking the top videos by their "
+                        "captions' cues (backend/retrieval/rerank.py), as before session 17")
     f.add_argument("--whole-prompts", action="store_true",
                    help="write every prompt whole, even one that chains motions (\"A, then B\"); by default "
                         "such a prompt is written part by part, each part with its own video, as the "

@@ -147,7 +147,7 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
 
 def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 1.0,
                   top_k: int = 0, match_sides: bool = True, int8: bool = False,
-                  video_lead: bool = False, compose: bool = True) -> list:
+                  video_lead: bool = False, compose: bool = True, rerank: bool = True) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -157,7 +157,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     within their intervals before it becomes a default). ``video_lead``: rows with retrieval let
     the video lead words the model only saw in videos (``checkpoints/video-lead``, as the
     pipeline does). ``compose=False``: every caption is written whole, even one that chains
-    motions (how every row before session 17 was measured; ``backend.generation.compose``)."""
+    motions (how every row before session 17 was measured; ``backend.generation.compose``).
+    ``rerank=False``: the retriever ranks by its learned scores alone, without the captions' cue
+    re-ranking (``backend.retrieval.rerank``; off for every row before session 17). The rows
+    share one retriever, so this holds for all of them."""
     for g in generators:
         if not isinstance(g, LLMRow):
             continue
@@ -187,6 +190,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if not compose:
             g.compose = False
             notes.append("whole prompts")
+        if not rerank and g.mode not in ("none", "random"):
+            g.retriever.rerank_weight = 0.0
+            notes.append("no cue re-rank")
         if notes:
             g.name = f"{g.name} ({', '.join(notes)})"
     return generators
