@@ -53,6 +53,17 @@ def cmd_eval_vqvae(args) -> int:
     return 0
 
 
+def add_session17_switches(parser) -> None:
+    """The two switches back to how the LLM rows were measured before session 17."""
+    parser.add_argument("--no-rerank", action="store_true",
+                        help="retrieval by the learned scores alone, without re-ranking the top videos "
+                             "by their captions' cues (backend/retrieval/rerank.py)")
+    parser.add_argument("--whole-prompts", action="store_true",
+                        help="write every prompt whole, even one that chains motions (\"A, then B\"); "
+                             "by default such a prompt is written part by part, each part with its own "
+                             "video, as the app does (backend/generation/compose.py)")
+
+
 def cmd_eval_generation(args) -> int:
     from backend.data.dataset import open_corpus
     from backend.evaluation.generation import (evaluate, format_plausibility, format_table,
@@ -388,13 +399,7 @@ def add(sub) -> None:
     g.add_argument("--int8", action="store_true",
                    help="LLM rows with int8 weights (LoRA merged, then dynamic int8 quantization): "
                         "the lossy fast path of `bench generate`, to compare against the default rows")
-    g.add_argument("--no-rerank", action="store_true",
-                   help="retrieval by the learned scores alone, without re-ranking the top videos by their "
-                        "captions' cues (backend/retrieval/rerank.py), as before session 17")
-    g.add_argument("--whole-prompts", action="store_true",
-                   help="write every prompt whole, even one that chains motions (\"A, then B\"); by default "
-                        "such a prompt is written part by part, each part with its own video, as the "
-                        "app does (backend/generation/compose.py)")
+    add_session17_switches(g)
     g.add_argument("--video-lead", action="store_true",
                    help="rows with retrieval let the video lead words the model only saw in videos "
                         "(checkpoints/video-lead, as the app does; `eval video-lead`)")
@@ -433,13 +438,7 @@ def add(sub) -> None:
                         "captions name only the other side than the prompt comes mirrored, as in the app)")
     f.add_argument("--int8", action="store_true",
                    help="generator rows with int8 weights (as `eval generation --int8`)")
-    f.add_argument("--no-rerank", action="store_true",
-                   help="retrieval by the learned scores alone, without re-ranking the top videos by their "
-                        "captions' cues (backend/retrieval/rerank.py), as before session 17")
-    f.add_argument("--whole-prompts", action="store_true",
-                   help="write every prompt whole, even one that chains motions (\"A, then B\"); by default "
-                        "such a prompt is written part by part, each part with its own video, as the "
-                        "app does (backend/generation/compose.py)")
+    add_session17_switches(f)
     f.add_argument("--video-lead", action="store_true",
                    help="rows with retrieval let the video lead words the model only saw in videos "
                         "(checkpoints/video-lead, as the app does; `eval video-lead`)")
