@@ -244,7 +244,7 @@ class VimoRAGPipeline:
         t1 = time.perf_counter()
         timing["retrieval"] = t1 - t0
         llm = self.models[model]
-        if share is not None:          # exact lengths: one call per distinct length
+        if share is not None:          # exact lengths: one call per part (each its own length)
             codes = [llm.generate([p], [plan[3]], greedy=greedy, top_k=top_k, temperature=temperature,
                                   seed=seed, max_tokens=n, min_tokens=n,
                                   guidance=0.0 if plan[3] is None else lead_guidance(plan[4], guidance))[0]
@@ -263,7 +263,7 @@ class VimoRAGPipeline:
             joints = without_travel(joints)
         timing["decoding"] = time.perf_counter() - t2
         timing["total"] = time.perf_counter() - t0
-        hits, vid, mirrored, _, lead = plans[0]
+        hits, vid, mirrored = plans[0][:3]
         described = [] if len(parts) == 1 else [
             {"text": p, "video_id": plan[1], "tokens": int(len(c)), "mirrored": plan[2],
              "video_lead": round(float(plan[4]), 3)} for p, plan, c in zip(parts, plans, codes)]

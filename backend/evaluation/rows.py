@@ -23,11 +23,11 @@ import torch
 from backend.checkpoints import checkpoints_dir
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.generation.compose import join_parts
-from motioncore.prompt import split_prompts
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.video_lead import VideoLead, lead_guidance, retrieved_captions
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
 from backend.retrieval.service import VideoRetriever
+from motioncore.prompt import split_prompts
 
 ROWS = {"novideo": ("novideo", "none", "LLM without video"),
         "sft-gemini": ("sft", "gemini", "SFT + Gemini-MVR"),
