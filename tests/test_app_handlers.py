@@ -139,6 +139,23 @@ def test_a_video_leading_the_words_is_said_in_the_status():
     assert "led your words" not in plain["status"]
 
 
+def test_a_chained_prompt_lists_its_parts_and_their_videos_in_the_status():
+    class Chaining(FakeService):
+        def generate_motion(self, *a):
+            r = super().generate_motion(*a)
+            r.video_lead = 1.0
+            r.parts = [{"text": "a person kicks.", "video_id": "v1", "tokens": 5, "mirrored": False,
+                        "video_lead": 0.0},
+                       {"text": "a person does a cartwheel.", "video_id": "v9", "tokens": 6,
+                        "mirrored": False, "video_lead": 1.0}]
+            return r
+
+    page, final = _last(list(handlers.generate(Chaining(), handlers.Request("kick, then cartwheel"), {})))
+    status = final["status"]
+    assert "chains 2 motions" in status and "v9, led by its video at 100%" in status
+    assert "led your words" not in status      # the lead belongs to the second part, not to v1
+
+
 def test_compare_runs_both_models_and_a_warning_becomes_a_note():
     svc = FakeService(warn="This prompt may not be servable.")
     page, final = _last(list(handlers.generate(

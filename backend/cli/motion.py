@@ -58,7 +58,7 @@ def cmd_generate(args) -> int:
     for h in res.hits[:args.k]:
         print(f"  retrieved #{h.rank}: {h.id}  score {h.score:.3f} (action {h.action_score:.3f} x "
               f"{h.w_action:.2f}, object {h.object_score:.3f} x {h.w_object:.2f}; cues {h.cues:+.0f})")
-    if res.video_id:
+    if res.video_id and not res.parts:
         print(f"video prior: {res.video_id}" + (f" (it led the words at weight {res.video_lead:.2f}: they "
                                                  "name a motion the model knows only from videos)"
                                                  if res.video_lead > 0 else ""))
