@@ -91,3 +91,12 @@ def test_eval_sides_checks_its_arguments_before_reading_anything(tmp_path, capsy
     assert "--limit must be 0" in capsys.readouterr().err
     assert main(["eval", "sides", "--retriever", str(tmp_path / "missing")]) != 0
     assert "not a Gemini-MVR retriever directory" in capsys.readouterr().err
+
+
+def test_eval_retrieval_refuses_a_negative_rerank_weight_before_loading(monkeypatch, capsys):
+    import backend.retrieval.model as model
+
+    monkeypatch.setattr(model.GeminiMVR, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: (_ for _ in ()).throw(AssertionError("loaded"))))
+    assert main(["eval", "retrieval", "--rerank-weight", "-0.1"]) == 2
+    assert "--rerank-weight must be 0 or more" in capsys.readouterr().err

@@ -289,7 +289,11 @@ def cmd_eval_retrieval(args) -> int:
     from backend.checkpoints import checkpoints_dir
 
     d = Path(args.retriever) if args.retriever else checkpoints_dir() / "retriever"
-    res = evaluate_retrieval(GeminiMVR.from_pretrained(d), training_db(args), split=args.split)
+    if args.rerank_weight is not None and args.rerank_weight < 0:
+        print("error: --rerank-weight must be 0 or more", file=sys.stderr)
+        return 2
+    kw = {} if args.rerank_weight is None else {"rerank_weight": args.rerank_weight}
+    res = evaluate_retrieval(GeminiMVR.from_pretrained(d), training_db(args), split=args.split, **kw)
     print(format_retrieval(res))
     if args.json:
         print(json.dumps(res))
@@ -520,11 +524,15 @@ def add(sub) -> None:
     lk.set_defaults(func=cmd_eval_look)
     e = esub.add_parser("retrieval", help="text -> video R@1/5/10 and median rank",
                                   description="Held-out captions against held-out videos, for "
-                                              "object-only, action-only, fixed 0.5/0.5 and the "
-                                              "trained router.")
+                                              "object-only, action-only, fixed 0.5/0.5, the "
+                                              "trained router, and the action channel and the "
+                                              "router re-ranked by the captions' cues.")
     e.add_argument("--retriever", help="retriever folder (default: checkpoints/retriever)")
     e.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
     e.add_argument("--split", default="test")
+    e.add_argument("--rerank-weight", type=float, default=None, metavar="W",
+                   help="score per agreeing cue in the re-ranked rows (default: the retriever's, "
+                        "backend/retrieval/rerank.py RERANK_WEIGHT); pick it on --split train")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval_retrieval)
     sd = esub.add_parser("sides", help="where left/right is lost: pose detector, video side, text side",
