@@ -15,47 +15,35 @@ learned one. A video without captions (a user's own) is neither raised nor lower
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 import numpy as np
 
-from backend.retrieval.cues import _FAST, _MORE, _SLOW, _TWICE
-from backend.retrieval.sides import direction_of, sides_of
+from backend.retrieval.cues import CUE_NAMES, word_cues
 
 GROUPS = ("side", "direction", "speed", "count")
 RERANK_DEPTH = 20           # the best videos re-ranked (the rest keep the learned order)
 RERANK_WEIGHT = 0.06        # score added per agreeing cue (chosen on the training queries: README)
-_ONCE = re.compile(r"\b(once|one time|a single)\b")
-
-_SIDES = {frozenset(): 0, frozenset({"left"}): 1, frozenset({"right"}): 2, frozenset({"left", "right"}): 3}
-_DIRS = {None: 0, "backward": 1, "turning": 2, "forward": 3}
-
-
-def _speed(t: str) -> int:
-    slow, fast = bool(_SLOW.search(t)), bool(_FAST.search(t))
-    return 0 if slow == fast else 1 if slow else 2
-
-
-def _count(t: str) -> int:
-    """1 (no count word or "once"), 2, or 3 (three or more)."""
-    if _MORE.search(t):
-        return 3
-    if _TWICE.search(t):
-        return 2
-    return 1
-
-
-def text_cues(text: str) -> np.ndarray:
-    """(4,) codes of one text: side (0 none, 1 left, 2 right, 3 both), direction (0 none, 1
-    backward, 2 turning, 3 forward), speed (0 normal, 1 slow, 2 fast), count (1, 2, 3+)."""
-    t = text.lower()
-    return np.array([_SIDES[sides_of(t)], _DIRS[direction_of(t)], _speed(t), _count(t)], np.int64)
+_C = {name: i for i, name in enumerate(CUE_NAMES)}
 
 
 def attribute_cues(texts: list[str]) -> np.ndarray:
-    """(N, 4) ``text_cues`` of each text."""
-    return np.stack([text_cues(t) for t in texts]) if texts else np.zeros((0, 4), np.int64)
+    """(N, 4) codes per text, read off ``word_cues``: side (0 none, 1 left, 2 right, 3 both),
+    direction (0 none, 1 backward, 2 turning, 3 forward), speed (0 normal or both words, 1 slow,
+    2 fast), count (1 = no count word, 2 = twice, 3 = three or more)."""
+    w = word_cues(list(texts)).astype(np.int64).reshape(len(texts), len(CUE_NAMES))
+    side = w[:, _C["left"]] + 2 * w[:, _C["right"]]
+    direction = np.select([w[:, _C["backward"]] == 1, w[:, _C["turning"]] == 1, w[:, _C["forward"]] == 1],
+                          [1, 2, 3], 0)
+    slow, fast = w[:, _C["slow"]], w[:, _C["fast"]]
+    speed = np.where(slow == fast, 0, np.where(slow == 1, 1, 2))
+    count = np.where(w[:, _C["three+"]] == 1, 3, np.where(w[:, _C["twice"]] == 1, 2, 1))
+    return np.stack([side, direction, speed, count], 1).astype(np.int64)
+
+
+def text_cues(text: str) -> np.ndarray:
+    """(4,) ``attribute_cues`` of one text."""
+    return attribute_cues([text])[0]
 
 
 def video_cues(captions: list[list[str]]) -> np.ndarray:
