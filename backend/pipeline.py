@@ -18,6 +18,7 @@ from backend.defaults import GUIDANCE, GUIDANCE_RANGE, TEMPERATURE
 from backend.evaluation.servable import ServableCheck
 from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
+from backend.generation.restate import Restater
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import VideoLead, hit_captions, lead_guidance
 from backend.retrieval.service import VideoRetriever
@@ -46,7 +47,9 @@ class GenerationResult:
     video_lead: float = 0.0         # how much the video led the words (VideoLead; 1 = the video alone)
     parts: list = field(default_factory=list)   # a chained prompt written part by part: one dict
     #                                             per part (text, video_id, tokens, mirrored,
-    #                                             video_lead); empty when written whole
+    #                                             video_lead, read_as); empty when written whole
+    read_as: list = field(default_factory=list)  # per part: what the LLM read instead of words it
+    #                                             never saw (backend.generation.restate), or None
 
     @property
     def seconds(self) -> float:
@@ -57,6 +60,7 @@ class GenerationResult:
                 "video_id": self.video_id, "tokens": int(len(self.codes)), "frames": int(len(self.joints)),
                 "seconds": self.seconds, "truncated": self.truncated, "mirrored": self.mirrored,
                 "video_lead": round(float(self.video_lead), 3), "parts": self.parts,
+                "read_as": self.read_as,
                 "hits": [h.to_json() for h in self.hits],
                 "timing_s": {k: round(v, 4) for k, v in self.timing.items()}}
 
@@ -103,6 +107,7 @@ class VimoRAGPipeline:
         self.tokenizers = dict(tokenizers or {})
         self.servable = None      # backend.evaluation.servable.ServableCheck, when calibrated
         self.video_lead = None    # backend.generation.video_lead.VideoLead, when calibrated
+        self.restater = None      # backend.generation.restate.Restater, when trained
 
     @classmethod
     def load(cls, models=("mcdpo", "sft"), db: str = "embedded", evaluator: bool = True,
@@ -138,6 +143,7 @@ class VimoRAGPipeline:
         pipe.video_lead = VideoLead.from_pretrained(ck / "video-lead")
         if pipe.video_lead is not None:
             pipe.video_lead.bind(retriever)       # its embedding; one sentence encoder per process
+        pipe.restater = Restater.from_pretrained(ck / "restater")
         return pipe
 
     # -------------------------------------------------------------------------------- core
@@ -191,7 +197,7 @@ class VimoRAGPipeline:
                  video=None, length_s: float | None = None, in_place: bool = False,
                  plant_feet: bool = True, guidance: float = GUIDANCE,
                  match_sides: bool = True, video_lead: bool = True,
-                 compose: bool = True) -> GenerationResult:
+                 compose: bool = True, restate: bool = True) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -209,7 +215,11 @@ class VimoRAGPipeline:
         ``compose``: a prompt that chains motions ("A, then B") is written part by part, each
         part with its own retrieved video, in one batch, and the parts' codes are decoded as one
         motion (``backend.generation.compose``; not with a chosen or uploaded video, which shows
-        one motion). ``result.parts`` lists the parts; ``hits``/``video_id`` are the first part's."""
+        one motion). ``result.parts`` lists the parts; ``hits``/``video_id`` are the first part's.
+        ``restate``: a part in words the LLM never read reaches it in training phrasing, read by
+        the base LM (``backend.generation.restate``; needs ``checkpoints/restater``); retrieval,
+        side matching and the video lead keep the words, and never a part the video leads.
+        ``result.read_as`` says per part what the LLM read (None: the words as typed)."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -243,15 +253,21 @@ class VimoRAGPipeline:
             plans.append((hits, vid, mirrored, prior, lead))
         t1 = time.perf_counter()
         timing["retrieval"] = t1 - t0
+        said: list = [None] * len(parts)
+        if restate and self.restater is not None:
+            said = self.restater.restate(parts, skip=[plan[4] > 0 for plan in plans])
+            timing["reading"] = time.perf_counter() - t1
+            t1 = time.perf_counter()
+        said_parts = [r or p for r, p in zip(said, parts)]
         llm = self.models[model]
         if share is not None:          # exact lengths: one call per part (each its own length)
             codes = [llm.generate([p], [plan[3]], greedy=greedy, top_k=top_k, temperature=temperature,
                                   seed=seed, max_tokens=n, min_tokens=n,
                                   guidance=0.0 if plan[3] is None else lead_guidance(plan[4], guidance))[0]
-                     for p, plan, n in zip(parts, plans, share)]
+                     for p, plan, n in zip(said_parts, plans, share)]
         else:
             g = [0.0 if plan[3] is None else lead_guidance(plan[4], guidance) for plan in plans]
-            codes = llm.generate(parts, [plan[3] for plan in plans], greedy=greedy, top_k=top_k,
+            codes = llm.generate(said_parts, [plan[3] for plan in plans], greedy=greedy, top_k=top_k,
                                  temperature=temperature, seed=seed, max_tokens=max_tokens,
                                  min_tokens=min_tokens, guidance=g if len(parts) > 1 else g[0])
         joined = join_parts(codes, [0] * len(parts), 1)[0]
@@ -266,10 +282,11 @@ class VimoRAGPipeline:
         hits, vid, mirrored = plans[0][:3]
         described = [] if len(parts) == 1 else [
             {"text": p, "video_id": plan[1], "tokens": int(len(c)), "mirrored": plan[2],
-             "video_lead": round(float(plan[4]), 3)} for p, plan, c in zip(parts, plans, codes)]
+             "video_lead": round(float(plan[4]), 3), "read_as": r}
+            for p, plan, c, r in zip(parts, plans, codes, said)]
         return GenerationResult(text, model, retrieval, seed, vid, hits, joined, feats, joints, timing,
                                 is_truncated(raw, text), mirrored, max(plan[4] for plan in plans),
-                                described)
+                                described, said)
 
     def length_tokens(self, length_s: float, model: str) -> int:
         """Motion tokens for a clip of ``length_s`` seconds with ``model``'s tokenizer (at most

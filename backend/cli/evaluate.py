@@ -54,7 +54,11 @@ def cmd_eval_vqvae(args) -> int:
 
 
 def add_session17_switches(parser) -> None:
-    """The two switches back to how the LLM rows were measured before session 17."""
+    """The switches back to how the LLM rows were measured before sessions 17 and 18."""
+    parser.add_argument("--words-as-typed", action="store_true",
+                        help="the LLM reads every prompt part as typed; by default a part in words it "
+                             "never read reaches it in training phrasing, as the app does "
+                             "(checkpoints/restater, backend/generation/restate.py)")
     parser.add_argument("--no-rerank", action="store_true",
                         help="retrieval by the learned scores alone, without re-ranking the top videos "
                              "by their captions' cues (backend/retrieval/rerank.py)")
@@ -81,7 +85,8 @@ def cmd_eval_generation(args) -> int:
         return 2
     generators = with_sampling([GENERATORS[n](corpus) for n in names], args.guidance,
                                args.temperature, args.top_k, not args.no_side_match, args.int8,
-                               args.video_lead, not args.whole_prompts, not args.no_rerank)
+                               args.video_lead, not args.whole_prompts, not args.no_rerank,
+                             not args.words_as_typed)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -134,7 +139,8 @@ def cmd_eval_follow(args) -> int:
 
         gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
-                             args.video_lead, not args.whole_prompts, not args.no_rerank)
+                             args.video_lead, not args.whole_prompts, not args.no_rerank,
+                             not args.words_as_typed)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

@@ -52,7 +52,7 @@ def cmd_generate(args) -> int:
                         temperature=args.temperature, top_k=args.top_k, video_id=args.video,
                         length_s=args.length, in_place=args.in_place, plant_feet=not args.no_foot_lock,
                         guidance=args.guidance, video_lead=not args.no_video_lead,
-                        compose=not args.whole_prompt)
+                        compose=not args.whole_prompt, restate=not args.words_as_typed)
     if res.truncated:
         print(f"note: the prompt was shortened to {len(res.text)} characters")
     for h in res.hits[:args.k]:
@@ -64,7 +64,10 @@ def cmd_generate(args) -> int:
                                                  if res.video_lead > 0 else ""))
     for i, p in enumerate(res.parts, 1):
         print(f"part {i} of {len(res.parts)}: \"{p['text']}\" -> {p['tokens']} tokens, video {p['video_id']}"
-              + (f", lead {p['video_lead']:.2f}" if p["video_lead"] > 0 else ""))
+              + (f", lead {p['video_lead']:.2f}" if p["video_lead"] > 0 else "")
+              + (f"; read as \"{p['read_as']}\"" if p["read_as"] else ""))
+    if not res.parts and res.read_as and res.read_as[0]:
+        print(f"read as: \"{res.read_as[0]}\" (words the model never saw, said in its training words)")
     warn = pipe.servability_warning(res) if retrieval == "gemini" else None
     if warn:
         print(f"warning: {warn}")
@@ -74,7 +77,7 @@ def cmd_generate(args) -> int:
     export_s = time.perf_counter() - t1
     np.save(Path(args.out) / f"{args.stem}_codes.npy", res.codes)
     print(f"{len(res.codes)} motion tokens -> {res.seconds:.1f} s of motion; retrieval "
-          f"{res.timing['retrieval']:.3f} s, generation {res.timing['generation']:.3f} s, decoding "
+          f"{res.timing['retrieval']:.3f} s, reading {res.timing.get('reading', 0.0):.3f} s, generation {res.timing['generation']:.3f} s, decoding "
           f"{res.timing['decoding']:.3f} s; export {export_s:.1f} s; loading {load_s:.1f} s")
     for fmt, p in files.items():
         print(f"  {fmt}: {p}")
@@ -169,6 +172,10 @@ def add(sub) -> None:
     g.add_argument("--whole-prompt", action="store_true",
                    help="write the prompt whole even when it chains motions (by default \"A, then B\" "
                         "is written part by part, each part with its own retrieved video)")
+    g.add_argument("--words-as-typed", action="store_true",
+                   help="the model reads the prompt as typed (by default words it never saw in "
+                        "training are read by its base LM and said again in its training words; "
+                        "the output shows how: \"read as\")")
     g.add_argument("--k", type=int, default=5, help="retrieved videos to list")
     g.add_argument("--length", type=float, default=0.0,
                    help="clip length in seconds, 1 to 9.8 (0 = the model decides)")

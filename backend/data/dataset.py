@@ -11,6 +11,7 @@ it describes the sub-clip ``[start*20, end*20)`` as in HumanML3D.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -120,6 +121,14 @@ class MotionCorpus:
         if not lines:
             raise CorpusError(f"motion {mid}: {path} has no captions")
         return [parse_caption_line(ln, f"{path}:{i + 1}") for i, ln in enumerate(lines)]
+
+    def programs(self) -> dict[str, list[dict]]:
+        """Motion id -> its segments ({action, reps, side, turn, speed}) from ``programs.jsonl``
+        (the embedded corpus has it; HumanML3D does not: then {})."""
+        path = self.root / "programs.jsonl"
+        if not path.is_file():
+            return {}
+        return {p["id"]: p["segments"] for p in map(json.loads, path.read_text().splitlines()) if p}
 
     def load_features(self, split: str, min_frames: int = 1, max_frames: int | None = None,
                       progress: bool = False) -> dict[str, np.ndarray]:

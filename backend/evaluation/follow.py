@@ -202,11 +202,11 @@ class CheckerTrainConfig:
 
 
 def load_programs(corpus) -> dict[str, list[dict]]:
-    path = Path(corpus.root) / "programs.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: instruction following needs the corpus's "
-                                "programs (the embedded corpus has them; HumanML3D does not)")
-    return {p["id"]: p["segments"] for p in map(json.loads, path.read_text().splitlines())}
+    programs = corpus.programs()
+    if not programs:
+        raise FileNotFoundError(f"{Path(corpus.root) / 'programs.jsonl'} is missing: instruction following "
+                                "needs the corpus's programs (the embedded corpus has them; HumanML3D does not)")
+    return programs
 
 
 def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_dir: Path,

@@ -24,6 +24,7 @@ from backend.checkpoints import checkpoints_dir
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
+from backend.generation.restate import Restater
 from backend.generation.video_lead import VideoLead, lead_guidance, retrieved_captions
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
 from backend.retrieval.service import VideoRetriever
@@ -77,6 +78,8 @@ class LLMRow:
         self.video_lead = None                  # a VideoLead: the video leads unknown words
         self._lead: dict[str, float] = {}
         self.compose = True                     # "A, then B" prompts written part by part (compose.py)
+        self.restater = None                    # a Restater: unseen words said again in training words
+        self._said: dict = {}
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -105,6 +108,14 @@ class LLMRow:
             self._lead.update(zip(chunk, self.video_lead.weights(chunk, caps).tolist()))
         return np.array([self._lead[t] for t in texts])
 
+    def restated(self, texts: list[str], lead: np.ndarray) -> list[str | None]:
+        """``Restater.restate`` of each text (cached; parts the video leads are kept)."""
+        key = [(t, bool(w > 0)) for t, w in zip(texts, lead)]
+        todo = sorted({k for k in key if k not in self._said})
+        for k, r in zip(todo, self.restater.restate([t for t, _ in todo], skip=[led for _, led in todo])):
+            self._said[k] = r
+        return [self._said[k] for k in key]
+
     def generate(self, items, rng: np.random.Generator) -> list[np.ndarray]:
         """Each item's caption -> decoded features; with ``compose`` (as the pipeline does) a
         caption that chains motions is written part by part, each part with its own video."""
@@ -116,9 +127,12 @@ class LLMRow:
         vids = self.videos(texts, rng)
         lead = self.lead_weights(texts)
         guidance = lead_guidance(lead, self.guidance) if lead.any() else self.guidance
+        said = texts
+        if self.restater is not None:        # the LLM reads restated parts; retrieval and lead the words
+            said = [r or t for r, t in zip(self.restated(texts, lead), texts)]
         codes = []
         for s in range(0, len(texts), self.batch):
-            codes += self.llm.generate(texts[s:s + self.batch], vids[s:s + self.batch], greedy=False,
+            codes += self.llm.generate(said[s:s + self.batch], vids[s:s + self.batch], greedy=False,
                                        seed=int(rng.integers(2 ** 31)), min_tokens=4,
                                        guidance=(guidance[s:s + self.batch] if np.ndim(guidance)
                                                  else guidance), temperature=self.temperature,
@@ -147,7 +161,8 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
 
 def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 1.0,
                   top_k: int = 0, match_sides: bool = True, int8: bool = False,
-                  video_lead: bool = False, compose: bool = True, rerank: bool = True) -> list:
+                  video_lead: bool = False, compose: bool = True, rerank: bool = True,
+                  restate: bool = True) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -160,7 +175,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     motions (how every row before session 17 was measured; ``backend.generation.compose``).
     ``rerank=False``: the retriever ranks by its learned scores alone, without the captions' cue
     re-ranking (``backend.retrieval.rerank``; off for every row before session 17). The rows
-    share one retriever, so this holds for all of them."""
+    share one retriever, so this holds for all of them. ``restate``: prompt parts in words the LLM
+    never read reach it in training phrasing (``checkpoints/restater``, as the pipeline does;
+    session 18); ``restate=False``: the words as typed (every row before session 18)."""
+    restater = Restater.from_pretrained() if restate else None
     for g in generators:
         if not isinstance(g, LLMRow):
             continue
@@ -193,6 +211,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if not rerank and g.mode not in ("none", "random"):
             g.retriever.rerank_weight = 0.0
             notes.append("no cue re-rank")
+        if restater is not None:
+            g.restater = restater
+        elif not restate:
+            notes.append("words as typed")
         if notes:
             g.name = f"{g.name} ({', '.join(notes)})"
     return generators

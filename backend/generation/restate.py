@@ -1,0 +1,291 @@
+"""Say a prompt again in the words the motion LLM was trained on (``Restater``).
+
+The embedded motion LLM learned its text-motion pairs from captions of a small vocabulary (about
+160 words); words it never read ("thrice", "swiftly", "pirouettes") it follows far less often
+(session 17: a count in training words is followed 68 % of the time, in unseen words 16 %). The
+frozen base LM it is built on knows more English than its fine-tuning taught it: the base's
+middle-layer states (mean over a part's tokens; layers 6 and 8 of Gemma 3 270M) carry what
+unseen words mean. A sentence encoder does not do this here: on the same captions a linear read of
+MiniLM's embedding gets 37 % of unseen count words right, of the base's layer 8 79 % (throwaway
+probes, session 18).
+
+``Restater`` is that read: one linear head per attribute of a motion segment (kind, count of a
+counted kind, extent of the others, speed, limb side, turn) plus a *single* head (does the part name one motion?), trained on the
+parts of the training captions and their programs (``python -m backend train restater``; the
+training captions only, so every unseen word stays unseen). ``restate`` gives, for each prompt
+part whose words are not all in the training vocabulary, the part written again from what the
+heads read, in training phrasing (``backend.data.captions.plain_caption``), when the reading is
+confident: kind probability >= ``gate`` and single probability >= ``single_gate``; otherwise None
+(the words are kept). Parts the retrieved video leads (``video_lead``: a kind the model only knows
+from videos) are never restated. The pipeline gives the LLM the restated part; retrieval, side
+matching and the video lead keep the user's words, and the result says how each part was read.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from backend.data.captions import ACTIONS, COUNTED_ACTIONS, SIDE_ACTIONS, plain_caption
+from motioncore.prompt import split_prompt
+
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+HEADS = ("action", "reps", "extent", "speed", "side", "turn")
+_WORD = re.compile(r"[a-z]+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words of ``text`` (what the vocabulary test looks at)."""
+    return _WORD.findall(text.lower())
+
+
+@dataclass
+class RestaterConfig:
+    base: str = "embedded"                   # the motion LLM's base, whose states are read
+    layers: tuple[int, ...] = (6, 8)         # hidden states averaged over the part's tokens
+    c: float = 0.1                           # inverse L2 strength of the heads (as scikit-learn's C)
+    gate: float = 0.9                        # probability needed to restate a part (see `sure_of`)
+    sure_of: str = "kind"                    # "all": every attribute written (kind, count of a
+    #                                          counted kind, speed, side of a sided kind, turn)
+    #                                          must reach `gate`; "kind" (default): the kind alone
+    single_gate: float = 0.5                 # probability that the part names one motion
+    classes: dict = field(default_factory=dict)   # head -> class labels ("None" = no side/turn)
+    vocabulary: list = field(default_factory=list)  # every word of the training captions
+    train_parts: int = 0                     # training record
+    train_accuracy: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.layers = tuple(int(x) for x in self.layers)
+        if not self.layers or min(self.layers) < 1:
+            raise ValueError(f"layers must be >= 1, got {self.layers}")
+        if self.sure_of not in ("all", "kind"):
+            raise ValueError(f"sure_of must be 'all' or 'kind', got {self.sure_of!r}")
+
+
+_TRUNKS: dict = {}
+_TRUNK_LOCK = threading.Lock()
+
+
+def base_trunk(base: str, depth: int):
+    """(the base LM's first ``depth`` decoder layers as a module sharing the base's weights,
+    tokenizer), once per process. Hidden state ``l < depth`` is computed exactly as in the whole
+    model (the final norm only ever touches the last one)."""
+    with _TRUNK_LOCK:
+        if (base, depth) not in _TRUNKS:
+            from backend.generation.motion_llm import load_base
+
+            model, tok = load_base(base)
+            inner = model.model
+            trunk = copy.copy(inner)
+            trunk._modules = dict(inner._modules)        # never touch the shared model's own layers
+            trunk.layers = nn.ModuleList(list(inner.layers)[:depth])
+            _TRUNKS[(base, depth)] = (trunk, tok)
+        return _TRUNKS[(base, depth)]
+
+
+@torch.no_grad()
+def raw_features(texts: list[str], config: RestaterConfig, batch_size: int = 64,
+                 progress: bool = False) -> np.ndarray:
+    """(N, hidden x len(layers)): the base's hidden states at ``config.layers``, each averaged over
+    the text's tokens (padding and BOS left out)."""
+    model, tok = base_trunk(config.base, max(config.layers) + 1)
+    out = []
+    chunks = range(0, len(texts), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        chunks = tqdm(chunks, desc="reading caption parts", unit="batch")
+    for s in chunks:
+        b = tok(list(texts[s:s + batch_size]), return_tensors="pt", padding=True)
+        pos = (b["attention_mask"].cumsum(-1) - 1).clamp_min(0)      # a text reads the same padded or not
+        h = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=pos,
+                  output_hidden_states=True).hidden_states
+        m = b["attention_mask"][..., None].float()
+        if tok.bos_token_id is not None:
+            m = m * (b["input_ids"] != tok.bos_token_id)[..., None].float()
+        m = m / m.sum(1, keepdim=True).clamp_min(1.0)
+        out.append(torch.cat([(h[layer] * m).sum(1) for layer in config.layers], 1).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+class Restater:
+    def __init__(self, config: RestaterConfig, mean: np.ndarray, std: np.ndarray,
+                 heads: dict[str, tuple[np.ndarray, np.ndarray]]):
+        missing = [h for h in (*HEADS, "single") if h not in heads]
+        if missing:
+            raise ValueError(f"restater heads missing: {', '.join(missing)}")
+        self.config = config
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        self.heads = {k: (np.asarray(w, np.float32), np.asarray(b, np.float32)) for k, (w, b) in heads.items()}
+        self.vocabulary = frozenset(config.vocabulary)
+
+    # ----------------------------------------------------------------------------- io
+    def save_pretrained(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG).write_text(json.dumps(asdict(self.config), indent=1) + "\n")
+        tensors = {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
+        for k, (w, b) in self.heads.items():
+            tensors[f"{k}.weight"], tensors[f"{k}.bias"] = torch.from_numpy(w), torch.from_numpy(b)
+        save_file(tensors, str(folder / WEIGHTS))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path | None = None) -> "Restater | None":
+        """The trained restater in ``folder`` (default ``checkpoints/restater``); None when it is
+        not there (the words then always reach the LLM as typed)."""
+        from backend.checkpoints import checkpoints_dir
+
+        folder = Path(folder) if folder is not None else checkpoints_dir() / "restater"
+        if not (folder / CONFIG).is_file():
+            return None
+        cfg = RestaterConfig(**json.loads((folder / CONFIG).read_text()))
+        t = {k: v.float().numpy() for k, v in load_file(str(folder / WEIGHTS)).items()}
+        heads = {k: (t[f"{k}.weight"], t[f"{k}.bias"]) for k in (*HEADS, "single")}
+        return cls(cfg, t["mean"], t["std"], heads)
+
+    # ------------------------------------------------------------------------ reading
+    def features(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """(N, D) standardized features of ``texts`` (what the heads read)."""
+        return (raw_features(texts, self.config, batch_size, progress) - self.mean) / self.std
+
+    def probabilities(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Head -> (N, classes) probabilities for standardized features ``x``."""
+        out = {}
+        for k, (w, b) in self.heads.items():
+            z = x @ w.T + b
+            z = np.exp(z - z.max(1, keepdims=True))
+            out[k] = z / z.sum(1, keepdims=True)
+        return out
+
+    def read(self, texts: list[str]) -> list[dict]:
+        """Per text: the segment the heads read ({action, reps, side, turn, speed}) with
+        ``confidence`` (the kind's probability, or with ``sure_of`` "all" the least probability of
+        the attributes the segment's caption states) and ``single`` (probability it names one
+        motion)."""
+        if not texts:
+            return []
+        p = self.probabilities(self.features(list(texts)))
+        out = []
+        for i in range(len(texts)):
+            lab = {k: self.config.classes[k][int(p[k][i].argmax())] for k in HEADS}
+            reps = lab["reps"] if lab["action"] in COUNTED_ACTIONS else lab["extent"]
+            sure = {"kind": float(p["action"][i].max()), "speed": float(p["speed"][i].max()),
+                    "turn": float(p["turn"][i].max())}
+            if lab["action"] in COUNTED_ACTIONS:
+                sure["count"] = float(p["reps"][i].max())
+            if lab["action"] in SIDE_ACTIONS:
+                sure["side"] = float(p["side"][i].max())
+            out.append({"action": lab["action"], "reps": int(reps), "speed": lab["speed"],
+                        "side": None if lab["side"] == "None" else lab["side"],
+                        "turn": None if lab["turn"] == "None" else lab["turn"],
+                        "confidence": sure["kind"] if self.config.sure_of == "kind" else min(sure.values()),
+                        "single": float(p["single"][i][self.config.classes["single"].index("1")])})
+        return out
+
+    def unknown_words(self, text: str) -> list[str]:
+        return [w for w in words(text) if w not in self.vocabulary]
+
+    def restate(self, texts: list[str], skip=None) -> list[str | None]:
+        """Per text: the text in training phrasing, or None where it is kept as typed (all its
+        words known, ``skip[i]`` true, or the reading not confident enough)."""
+        skip = [False] * len(texts) if skip is None else [bool(s) for s in skip]
+        todo = [i for i, t in enumerate(texts) if not skip[i] and self.unknown_words(t)]
+        out: list[str | None] = [None] * len(texts)
+        for i, r in zip(todo, self.read([texts[i] for i in todo])):
+            if r["confidence"] >= self.config.gate and r["single"] >= self.config.single_gate:
+                out[i] = plain_caption({k: r[k] for k in ("action", "reps", "speed", "side", "turn")})
+        return out
+
+
+# ---------------------------------------------------------------------------- training
+def training_parts(corpus, split: str = "train") -> tuple[list[str], list[dict], list[str]]:
+    """(parts, their segments, multi-motion parts) of ``split``'s captions: a caption cut by
+    ``split_prompt`` into as many parts as its program has segments gives one (part, segment) per
+    segment; an uncut caption of several segments is a multi-motion part (the single head's 0)."""
+    programs = corpus.programs()
+    parts, segs, multi = [], [], []
+    for mid in corpus.split_ids(split):
+        prog = programs.get(mid)
+        if not prog:
+            continue
+        for cap in corpus.captions(mid):
+            ps = split_prompt(cap.text)
+            if len(ps) == len(prog):
+                parts += ps
+                segs += prog
+            elif len(ps) == 1:
+                multi.append(ps[0])
+    return parts, segs, multi
+
+
+def fit_softmax(x: np.ndarray, y: np.ndarray, classes: int, c: float, iters: int = 200
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression: mean cross-entropy + ||W||^2 / (2 c N) (scikit-learn's
+    objective divided by N), fitted with L-BFGS. Returns (W (classes, D), b (classes,))."""
+    torch.manual_seed(0)
+    X, Y = torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(y, np.int64))
+    W = torch.zeros(classes, X.shape[1], requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
+    lam = 1.0 / (2.0 * c * len(X))
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(X @ W.T + b, Y) + lam * (W * W).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return W.detach().numpy(), b.detach().numpy()
+
+
+def train_restater(corpus, config: RestaterConfig | None = None, progress: bool = True) -> Restater:
+    """Fit the heads on the train split's caption parts (see the module docstring)."""
+    config = copy.deepcopy(config or RestaterConfig())
+    parts, segs, multi = training_parts(corpus, "train")
+    if not parts:
+        raise ValueError("no training caption parts with programs: the restater needs the embedded "
+                         "corpus's programs.jsonl")
+    config.vocabulary = sorted({w for t in parts + multi for w in words(t)})
+    raw = raw_features(parts + multi, config, progress=progress)
+    mean, std = raw.mean(0), raw.std(0) + 1e-6
+    x = (raw - mean) / std
+    xs, xm = x[:len(parts)], x[len(parts):]
+    heads, acc = {}, {}
+    counted = np.array([s["action"] in COUNTED_ACTIONS for s in segs])
+    sided = np.array([s["action"] in SIDE_ACTIONS for s in segs])
+    every = np.ones(len(segs), bool)
+    reps = [str(int(s.get("reps") or 1)) for s in segs]
+    labels = {"action": ([s["action"] for s in segs], every),
+              "reps": (reps, counted),             # a count: "twice", "three times"
+              "extent": (reps, ~counted),          # how long the others go on: "for a while"
+              "speed": ([s.get("speed") or "normal" for s in segs], every),
+              "side": ([str(s.get("side")) for s in segs], sided),
+              "turn": ([str(s.get("turn")) for s in segs], every)}
+    for k, (ys, rows) in labels.items():
+        if not rows.any():
+            rows = every
+        ys = [y for y, r in zip(ys, rows) if r]
+        cls = sorted(set(ys), key=lambda v: (ACTIONS.index(v) if k == "action" else 0, v))
+        y = np.array([cls.index(v) for v in ys])
+        heads[k] = fit_softmax(xs[rows], y, len(cls), config.c)
+        acc[k] = float(((xs[rows] @ heads[k][0].T + heads[k][1]).argmax(1) == y).mean())
+        config.classes[k] = cls
+    y1 = np.r_[np.ones(len(xs), np.int64), np.zeros(len(xm), np.int64)]
+    config.classes["single"] = ["0", "1"]
+    heads["single"] = fit_softmax(x, y1, 2, config.c)
+    acc["single"] = float(((x @ heads["single"][0].T + heads["single"][1]).argmax(1) == y1).mean())
+    config.train_parts, config.train_accuracy = len(parts), {k: round(v, 4) for k, v in acc.items()}
+    return Restater(config, mean, std, heads)
+
+
+__all__ = ["HEADS", "Restater", "RestaterConfig", "fit_softmax", "train_restater", "training_parts", "words"]

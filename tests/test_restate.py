@@ -1,0 +1,159 @@
+"""The restater: reading prompt parts in words the motion LLM never saw (backend/generation/restate.py)."""
+import numpy as np
+import pytest
+
+from backend.data.captions import plain_caption, split_vocabulary
+from backend.generation import restate as rs
+from backend.generation.restate import HEADS, Restater, RestaterConfig, fit_softmax, words
+
+
+def test_fit_softmax_separates_separable_classes_and_c_shrinks_weights():
+    rng = np.random.default_rng(0)
+    centers = np.array([[4.0, 0.0], [-4.0, 0.0], [0.0, 4.0]])
+    y = rng.integers(3, size=300)
+    x = centers[y] + rng.normal(size=(300, 2))
+    w, b = fit_softmax(x, y, 3, c=1.0)
+    assert ((x @ w.T + b).argmax(1) == y).mean() > 0.97
+    w_small, _ = fit_softmax(x, y, 3, c=1e-3)
+    assert np.linalg.norm(w_small) < 0.5 * np.linalg.norm(w)
+
+
+def test_plain_caption_is_fixed_and_in_training_words_only():
+    seg = {"action": "jump", "reps": 3, "speed": "fast", "side": None, "turn": None}
+    text = plain_caption(seg)
+    assert text == plain_caption(dict(seg))
+    assert "three times" in text and text.startswith("a person ")
+    train = " ".join(split_vocabulary()["train_surfaces"]).lower()
+    held = split_vocabulary()["held_out_markers"]
+    assert not any(m in text for m in held)
+    assert plain_caption({**seg, "reps": 2}) != text
+    kick = plain_caption({"action": "kick", "reps": 1, "speed": "normal", "side": "left", "turn": None})
+    assert "left" in kick and all(w in train for w in words(kick))
+
+
+def _toy(gate=0.9, single_gate=0.5):
+    """A restater whose features are two numbers: kind (0 jump / 1 walk) and confidence."""
+    classes = {"action": ["jump", "walk"], "reps": ["1", "3"], "extent": ["1"], "speed": ["normal"], "side": ["None"],
+               "turn": ["None"], "single": ["0", "1"]}
+    cfg = RestaterConfig(layers=(1,), gate=gate, single_gate=single_gate, classes=classes,
+                         vocabulary=["a", "person", "jumps", "walks", "once", "three", "times"])
+    heads = {"action": (np.array([[10.0, 0.0], [-10.0, 0.0]]), np.zeros(2)),
+             "reps": (np.array([[0.0, -10.0], [0.0, 10.0]]), np.zeros(2)),
+             "extent": (np.zeros((1, 2)), np.zeros(1)),
+             "speed": (np.zeros((1, 2)), np.zeros(1)), "side": (np.zeros((1, 2)), np.zeros(1)),
+             "turn": (np.zeros((1, 2)), np.zeros(1)),
+             "single": (np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([0.0, 1.0]))}
+    return Restater(cfg, np.zeros(2), np.ones(2), heads)
+
+
+def test_restate_keeps_known_words_skipped_and_unsure_parts(monkeypatch):
+    feats = {"a person jumps thrice": [1.0, 1.0], "a person leaps": [1.0, -1.0],
+             "a person hops about": [0.01, 0.0], "a person jumps": [1.0, 1.0]}
+    seen = []
+
+    def fake(texts, config, batch_size=64, progress=False):
+        seen.extend(texts)
+        return np.array([feats[t] for t in texts], np.float32)
+
+    monkeypatch.setattr(rs, "raw_features", fake)
+    r = _toy()
+    out = r.restate(["a person jumps thrice", "a person jumps", "a person leaps", "a person hops about",
+                     "a person jumps thrice"], skip=[False, False, False, False, True])
+    assert out[0] == plain_caption({"action": "jump", "reps": 3, "speed": "normal", "side": None, "turn": None})
+    assert out[1] is None                       # every word known: never read
+    assert out[2] == plain_caption({"action": "jump", "reps": 1, "speed": "normal", "side": None, "turn": None})
+    assert out[3] is None                       # kind probability ~0.5 < gate 0.9
+    assert out[4] is None                       # the video leads this part
+    assert "a person jumps" not in seen         # known words cost no reading
+    reading = r.read(["a person jumps thrice"])[0]
+    assert reading["action"] == "jump" and reading["reps"] == 3 and reading["confidence"] > 0.99
+    assert r.unknown_words("A person JUMPS thrice!") == ["thrice"]
+    assert _toy(single_gate=0.99).restate(["a person jumps thrice"]) == [None]   # one motion? unsure
+
+
+def test_restater_round_trip(tmp_path, monkeypatch):
+    r = _toy()
+    r.save_pretrained(tmp_path / "restater")
+    back = Restater.from_pretrained(tmp_path / "restater")
+    assert back.config == r.config
+    for k in (*HEADS, "single"):
+        np.testing.assert_array_equal(back.heads[k][0], r.heads[k][0])
+    assert Restater.from_pretrained(tmp_path / "nothing") is None
+    with pytest.raises(ValueError, match="heads missing"):
+        Restater(r.config, r.mean, r.std, {"action": r.heads["action"]})
+
+
+def test_training_parts_pair_each_cut_part_with_its_segment():
+    class Cap:
+        def __init__(self, text):
+            self.text = text
+
+    class Corpus:
+        def programs(self):
+            return {"m1": [{"action": "walk"}, {"action": "jump"}], "m2": [{"action": "kick"}]}
+
+        def split_ids(self, split):
+            return ["m1", "m2", "m3"]
+
+        def captions(self, mid):
+            return {"m1": [Cap("a person walks forward, then jumps."), Cap("a person walks forward and jumps.")],
+                    "m2": [Cap("someone kicks.")], "m3": [Cap("no program")]}[mid]
+
+    parts, segs, multi = rs.training_parts(Corpus())
+    assert [s["action"] for s in segs] == ["walk", "jump", "kick"]
+    assert len(parts) == 3 and parts[2].startswith("someone kicks")
+    assert multi == ["a person walks forward and jumps."]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    r = Restater.from_pretrained()
+    if r is None:
+        pytest.fail("checkpoints/restater is missing: python -m backend train restater --ship")
+    return r
+
+
+def test_shipped_restater_reads_unseen_count_and_speed_words(shipped):
+    said = shipped.restate(["a character leaps into the air thrice.", "a guy twirls clockwise swiftly.",
+                            "a person walks forward."])
+    jump3 = {"action": "jump", "reps": 3, "speed": "normal", "side": None, "turn": None}
+    assert said[0] == plain_caption(jump3)
+    assert said[1] is None or ("spin" in said[1] and "fast" in said[1])
+    assert said[2] is None
+    read = shipped.read(["a guy twirls clockwise swiftly.", "someone springs into the air a couple of times."])
+    assert (read[0]["action"], read[0]["speed"]) == ("spin", "fast")
+    assert (read[1]["action"], read[1]["reps"]) == ("jump", 2)
+    assert all(w in shipped.vocabulary for s in said if s for w in words(s))
+
+
+def test_the_pipeline_hands_the_llm_restated_parts_and_retrieval_the_words(monkeypatch):
+    """Retrieval sees the user's words, the LLM the restated part; a part the video leads and a
+    part in known words are kept; the result says what was read."""
+    from types import SimpleNamespace
+
+    import backend.pipeline as pl
+    from tests.test_compose import _stub_pipeline
+
+    monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
+    seen: dict = {}
+    pipe = _stub_pipeline(seen)
+    searched = []
+    search = pipe.retriever.search
+    pipe.retriever.search = lambda t, **kw: searched.append(t) or search(t, **kw)
+    asked = {}
+
+    def restate(texts, skip=None):
+        asked["texts"], asked["skip"] = list(texts), list(skip)
+        return ["a person jumps three times." if "thrice" in t else None for t in texts]
+
+    pipe.restater = SimpleNamespace(restate=restate)
+    res = pipe.generate("a person walks forward, then hops thrice")
+    assert searched == ["a person walks forward.", "a person hops thrice."]
+    assert seen["calls"][0][0] == ["a person walks forward.", "a person jumps three times."]
+    assert res.read_as == [None, "a person jumps three times."]
+    assert [p["read_as"] for p in res.parts] == res.read_as
+    assert asked["skip"] == [False, False]
+    seen.clear()
+    res = pipe.generate("a person hops thrice", restate=False)
+    assert seen["calls"][0][0] == ["a person hops thrice"] and res.read_as == [None]
+    assert res.summary()["read_as"] == [None]
