@@ -349,7 +349,7 @@ def cmd_eval_look(args) -> int:
     set_threads(args.threads)
     pipe = VimoRAGPipeline.load(models=(args.model,), evaluator=False)
     rows = look(pipe, prompts, model=args.model, seed=args.seed, temperature=args.temperature,
-                video_lead=not args.no_video_lead)
+                video_lead=not args.no_video_lead, restate=not args.words_as_typed)
     out = Path(args.out) if args.out else data_home() / "look"
     sheet = contact_sheet([(f"{r['prompt']} ({r['model']}, seed {r['seed']})", r["joints"]) for r in rows],
                           out / "look.png", frames=args.frames)
@@ -523,6 +523,8 @@ def add(sub) -> None:
     lk.add_argument("--temperature", type=float, default=TEMPERATURE,
                     help="sampling temperature (default: the app's, %(default)s)")
     lk.add_argument("--no-video-lead", action="store_true", help="the words always lead")
+    lk.add_argument("--words-as-typed", action="store_true",
+                    help="the LLM reads the prompts as typed (no restating of unseen words)")
     lk.add_argument("--frames", type=int, default=8, help="frames drawn per motion")
     lk.add_argument("--out", help="output folder (default: data/look under the data folder)")
     lk.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -630,7 +630,7 @@ def add(sub) -> None:
     r.add_argument("--sure-of", choices=["all", "kind"], default="kind",
                    help="kind: the kind's probability must reach --gate; all: every attribute the "
                         "restated part states must (fewer parts restated; test following 63.5 vs "
-                        "66.1 %%, README) (default kind)")
+                        "66.2 %%, README) (default kind)")
     r.add_argument("--single-gate", type=float, default=0.5,
                    help="probability that a part names one motion, needed to restate it (default 0.5)")
     _run(r, "data/runs/restater", "restater", resume=False)

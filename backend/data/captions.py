@@ -599,11 +599,11 @@ def caption_motion(segments: list[dict], rng: random.Random, held_out: bool = Fa
     return _compose(segments, rng, held_out)
 
 
-def plain_caption(segment: dict) -> str:
-    """One segment in training phrasing, always the same words for the same segment: subject
-    "a person", the simple form, templates drawn by a fixed generator (what ``Restater`` hands
-    the motion LLM)."""
-    return _compose([segment], random.Random(0), False, "a person", "simple")[0]
+def plain_caption(segment: dict, seed: int = 0) -> str:
+    """One segment in training phrasing, always the same words for the same segment and seed:
+    subject "a person", the simple form, templates drawn by ``random.Random(seed)`` (what
+    ``Restater`` hands the motion LLM)."""
+    return _compose([segment], random.Random(seed), False, "a person", "simple")[0]
 
 
 def caption_set(segments: list[dict], rng: random.Random, n: int = 3, held_out: bool = False

@@ -71,6 +71,7 @@ def look(pipeline, prompts=PROMPTS, model: str = "mcdpo", seed: int = 0, **gener
         r = pipeline.generate(prompt, model=model, seed=seed, **generate_kw)
         rows.append({"prompt": prompt, "model": model, "seed": seed, "video": r.video_id,
                      "video_lead": round(float(r.video_lead), 2), "mirrored": bool(r.mirrored),
+                     "read_as": [x for x in r.read_as if x],
                      **motion_facts(r.joints), "joints": r.joints})
     return rows
 
@@ -82,5 +83,6 @@ def format_rows(rows: list[dict]) -> str:
         lines.append(f"| {r['prompt']} | {r['seconds']} | {r['forward_m']} | {r['left_m']} | "
                      f"{r['speed_mps']} | {r['upside_down_pct']} % | {r['pelvis_height_m'][0]}-"
                      f"{r['pelvis_height_m'][1]} | {r['left_foot_top_m']} / {r['right_foot_top_m']} | "
-                     f"{r['video']} ({r['video_lead']}) |")
+                     f"{r['video']} ({r['video_lead']}) |"
+                     + (f" read as: {' / '.join(r['read_as'])}" if r.get("read_as") else ""))
     return "\n".join(lines)

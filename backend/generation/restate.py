@@ -202,8 +202,19 @@ class Restater:
         out: list[str | None] = [None] * len(texts)
         for i, r in zip(todo, self.read([texts[i] for i in todo])):
             if r["confidence"] >= self.config.gate and r["single"] >= self.config.single_gate:
-                out[i] = plain_caption({k: r[k] for k in ("action", "reps", "speed", "side", "turn")})
+                out[i] = self.render({k: r[k] for k in ("action", "reps", "speed", "side", "turn")})
         return out
+
+    def render(self, segment: dict, tries: int = 16) -> str:
+        """``segment`` in training phrasing, with templates whose words all occur in the training
+        captions (the grammar has templates the sampled captions never used): the first of
+        ``tries`` fixed draws that qualifies, else the first draw."""
+        first = plain_caption(segment, 0)
+        for seed in range(tries):
+            text = first if seed == 0 else plain_caption(segment, seed)
+            if not self.unknown_words(text):
+                return text
+        return first
 
 
 # ---------------------------------------------------------------------------- training
