@@ -255,7 +255,7 @@ class VimoRAGPipeline:
         timing["retrieval"] = t1 - t0
         said: list = [None] * len(parts)
         if restate and self.restater is not None:
-            said = self.restater.restate(parts, skip=[plan[4] > 0 for plan in plans])
+            said = self.restater.restate(parts, skip=[self.restater.keeps(plan[4]) for plan in plans])
             timing["reading"] = time.perf_counter() - t1
             t1 = time.perf_counter()
         said_parts = [r or p for r, p in zip(said, parts)]

@@ -146,7 +146,7 @@ def test_the_pipeline_hands_the_llm_restated_parts_and_retrieval_the_words(monke
         asked["texts"], asked["skip"] = list(texts), list(skip)
         return ["a person jumps three times." if "thrice" in t else None for t in texts]
 
-    pipe.restater = SimpleNamespace(restate=restate)
+    pipe.restater = SimpleNamespace(restate=restate, keeps=lambda lead: lead > 0)
     res = pipe.generate("a person walks forward, then hops thrice")
     assert searched == ["a person walks forward.", "a person hops thrice."]
     assert seen["calls"][0][0] == ["a person walks forward.", "a person jumps three times."]

@@ -114,9 +114,9 @@ def test_look_reads_a_forward_walk_as_forward(mcdpo_pipe, tmp_path):
 def test_unseen_count_words_reach_the_model_in_its_own_words(mcdpo_pipe):
     """Restated prompts (README): "thrice" is no training word; the shipped restater reads it and
     the LLM gets "three times"; retrieval still searched the user's words."""
-    r = mcdpo_pipe.generate("a guy bounces up thrice", seed=0)
+    r = mcdpo_pipe.generate("a guy leaps into the air thrice", seed=0)
     assert r.read_as[0] is not None and "three times" in r.read_as[0], r.read_as
     assert r.hits and "reading" in r.timing
-    typed = mcdpo_pipe.generate("a guy bounces up thrice", seed=0, restate=False)
+    typed = mcdpo_pipe.generate("a guy leaps into the air thrice", seed=0, restate=False)
     assert typed.read_as == [None] and [h.id for h in typed.hits] == [h.id for h in r.hits]
     assert mcdpo_pipe.generate("a person jumps twice", seed=0).read_as == [None]   # training words

@@ -110,7 +110,7 @@ class LLMRow:
 
     def restated(self, texts: list[str], lead: np.ndarray) -> list[str | None]:
         """``Restater.restate`` of each text (cached; parts the video leads are kept)."""
-        key = [(t, bool(w > 0)) for t, w in zip(texts, lead)]
+        key = [(t, self.restater.keeps(w)) for t, w in zip(texts, lead)]
         todo = sorted({k for k in key if k not in self._said})
         for k, r in zip(todo, self.restater.restate([t for t, _ in todo], skip=[led for _, led in todo])):
             self._said[k] = r

@@ -17,7 +17,7 @@ part whose words are not all in the training vocabulary, the part written again 
 heads read, in training phrasing (``backend.data.captions.plain_caption``), when the reading is
 confident: kind probability >= ``gate`` and single probability >= ``single_gate``; otherwise None
 (the words are kept). Parts the retrieved video leads (``video_lead``: a kind the model only knows
-from videos) are never restated. The pipeline gives the LLM the restated part; retrieval, side
+from videos, weight above ``led_above``) are never restated. The pipeline gives the LLM the restated part; retrieval, side
 matching and the video lead keep the user's words, and the result says how each part was read.
 """
 from __future__ import annotations
@@ -57,6 +57,7 @@ class RestaterConfig:
     #                                          counted kind, speed, side of a sided kind, turn)
     #                                          must reach `gate`; "kind" (default): the kind alone
     single_gate: float = 0.5                 # probability that the part names one motion
+    led_above: float = 0.5                   # parts whose video lead is above this keep their words
     classes: dict = field(default_factory=dict)   # head -> class labels ("None" = no side/turn)
     vocabulary: list = field(default_factory=list)  # every word of the training captions
     train_parts: int = 0                     # training record
@@ -193,6 +194,10 @@ class Restater:
 
     def unknown_words(self, text: str) -> list[str]:
         return [w for w in words(text) if w not in self.vocabulary]
+
+    def keeps(self, lead: float) -> bool:
+        """Does a part the retrieved video leads at weight ``lead`` keep its words?"""
+        return float(lead) > self.config.led_above
 
     def restate(self, texts: list[str], skip=None) -> list[str | None]:
         """Per text: the text in training phrasing, or None where it is kept as typed (all its
