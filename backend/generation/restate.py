@@ -17,8 +17,9 @@ part whose words are not all in the training vocabulary, the part written again 
 heads read, in training phrasing (``backend.data.captions.plain_caption``), when the reading is
 confident: kind probability >= ``gate`` and single probability >= ``single_gate``; otherwise None
 (the words are kept). Parts the retrieved video leads (``video_lead``: a kind the model only knows
-from videos, weight above ``led_above``) are never restated. The pipeline gives the LLM the restated part; retrieval, side
-matching and the video lead keep the user's words, and the result says how each part was read.
+from videos) at a weight above ``led_above`` are never restated. The pipeline gives the LLM the
+restated part; retrieval, side matching and the video lead keep the user's words, and the result
+says how each part was read.
 """
 from __future__ import annotations
 
