@@ -217,8 +217,9 @@ class VimoRAGPipeline:
         motion (``backend.generation.compose``; not with a chosen or uploaded video, which shows
         one motion). ``result.parts`` lists the parts; ``hits``/``video_id`` are the first part's.
         ``restate``: a part in words the LLM never read reaches it in training phrasing, read by
-        the base LM (``backend.generation.restate``; needs ``checkpoints/restater``); retrieval,
-        side matching and the video lead keep the words, and never a part the video leads.
+        the base LM (``backend.generation.restate``; needs ``checkpoints/restater`` made for the
+        model's base); retrieval, side matching and the video lead keep the words, and a part the
+        video leads (above the restater's ``led_above``) is never restated.
         ``result.read_as`` says per part what the LLM read (None: the words as typed)."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
@@ -253,13 +254,13 @@ class VimoRAGPipeline:
             plans.append((hits, vid, mirrored, prior, lead))
         t1 = time.perf_counter()
         timing["retrieval"] = t1 - t0
+        llm = self.models[model]
         said: list = [None] * len(parts)
-        if restate and self.restater is not None:
+        if restate and self.restater is not None and self.restater.serves(llm):
             said = self.restater.restate(parts, skip=[self.restater.keeps(plan[4]) for plan in plans])
             timing["reading"] = time.perf_counter() - t1
             t1 = time.perf_counter()
         said_parts = [r or p for r, p in zip(said, parts)]
-        llm = self.models[model]
         if share is not None:          # exact lengths: one call per part (each its own length)
             codes = [llm.generate([p], [plan[3]], greedy=greedy, top_k=top_k, temperature=temperature,
                                   seed=seed, max_tokens=n, min_tokens=n,

@@ -69,6 +69,10 @@ def test_restate_keeps_known_words_skipped_and_unsure_parts(monkeypatch):
     assert reading["action"] == "jump" and reading["reps"] == 3 and reading["confidence"] > 0.99
     assert r.unknown_words("A person JUMPS thrice!") == ["thrice"]
     assert _toy(single_gate=0.99).restate(["a person jumps thrice"]) == [None]   # one motion? unsure
+    from types import SimpleNamespace
+
+    assert r.serves(SimpleNamespace(config=SimpleNamespace(base="embedded")))
+    assert not r.serves(SimpleNamespace(config=SimpleNamespace(base="/models/phi-3-mini")))
 
 
 def test_restater_round_trip(tmp_path, monkeypatch):
@@ -146,7 +150,7 @@ def test_the_pipeline_hands_the_llm_restated_parts_and_retrieval_the_words(monke
         asked["texts"], asked["skip"] = list(texts), list(skip)
         return ["a person jumps three times." if "thrice" in t else None for t in texts]
 
-    pipe.restater = SimpleNamespace(restate=restate, keeps=lambda lead: lead > 0)
+    pipe.restater = SimpleNamespace(restate=restate, keeps=lambda lead: lead > 0, serves=lambda llm: True)
     res = pipe.generate("a person walks forward, then hops thrice")
     assert searched == ["a person walks forward.", "a person hops thrice."]
     assert seen["calls"][0][0] == ["a person walks forward.", "a person jumps three times."]

@@ -196,6 +196,11 @@ class Restater:
     def unknown_words(self, text: str) -> list[str]:
         return [w for w in words(text) if w not in self.vocabulary]
 
+    def serves(self, llm) -> bool:
+        """Is this restater for ``llm``: the same base (its states are what the heads read; the
+        training words are that model's)? A motion LLM on another base reads the words as typed."""
+        return getattr(getattr(llm, "config", None), "base", None) == self.config.base
+
     def keeps(self, lead: float) -> bool:
         """Does a part the retrieved video leads at weight ``lead`` keep its words?"""
         return float(lead) > self.config.led_above
