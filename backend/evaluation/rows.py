@@ -211,7 +211,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if not rerank and g.mode not in ("none", "random"):
             g.retriever.rerank_weight = 0.0
             notes.append("no cue re-rank")
-        if restater is not None and restater.serves(g.llm):
+        if restater is not None and restater.serves(getattr(g, "llm", None)):
             g.restater = restater
         elif not restate:
             notes.append("words as typed")
