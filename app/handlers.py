@@ -186,11 +186,16 @@ def generate(service: AppService, req: Request, state: dict | None,
                     + ", then ".join(f"“{p['text'][:60]}” ({p['video_id'] or 'no video'}"
                                      + (f", led by its video at {p['video_lead']:.0%}" if p["video_lead"] else "")
                                      + (f", read as “{p['read_as']}”" if p.get("read_as") else "")
+                                     + (f", best of {p['pick']['samples']} samples" if p.get("pick") else "")
                                      + ")" for p in chain))
         read_as = getattr(oc.runs[0].result, "read_as", None) or []
         if not chain and read_as and read_as[0]:
             ref += (f"; the model never saw some of your words in training: it read them as "
                     f"“{read_as[0]}”")
+        picks = getattr(oc.runs[0].result, "picks", None) or []
+        if not chain and picks and picks[0]:
+            ref += (f"; best of {picks[0]['samples']} samples: the one that looked most like what "
+                    "your words ask was kept")
         done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
                 f"(reference video: {views.md_text(ref)}; "
                 f"{views.timing_text(parts, time.perf_counter() - t_start, first_visible)}).")

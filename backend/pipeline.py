@@ -15,6 +15,7 @@ import torch
 
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import GUIDANCE, GUIDANCE_RANGE, TEMPERATURE
+from backend.evaluation.pick import Picker
 from backend.evaluation.servable import ServableCheck
 from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
@@ -50,6 +51,8 @@ class GenerationResult:
     #                                             video_lead, read_as); empty when written whole
     read_as: list = field(default_factory=list)  # per part: what the LLM read instead of words it
     #                                             never saw (backend.generation.restate), or None
+    picks: list = field(default_factory=list)    # per part: {"samples", "chosen", "score"} when the
+    #                                             picker chose among samples (evaluation.pick), or None
 
     @property
     def seconds(self) -> float:
@@ -60,7 +63,7 @@ class GenerationResult:
                 "video_id": self.video_id, "tokens": int(len(self.codes)), "frames": int(len(self.joints)),
                 "seconds": self.seconds, "truncated": self.truncated, "mirrored": self.mirrored,
                 "video_lead": round(float(self.video_lead), 3), "parts": self.parts,
-                "read_as": self.read_as,
+                "read_as": self.read_as, "picks": self.picks,
                 "hits": [h.to_json() for h in self.hits],
                 "timing_s": {k: round(v, 4) for k, v in self.timing.items()}}
 
@@ -108,6 +111,7 @@ class VimoRAGPipeline:
         self.servable = None      # backend.evaluation.servable.ServableCheck, when calibrated
         self.video_lead = None    # backend.generation.video_lead.VideoLead, when calibrated
         self.restater = None      # backend.generation.restate.Restater, when trained
+        self.picker = None        # backend.evaluation.pick.Picker, when trained (best-of-N)
 
     @classmethod
     def load(cls, models=("mcdpo", "sft"), db: str = "embedded", evaluator: bool = True,
@@ -144,6 +148,7 @@ class VimoRAGPipeline:
         if pipe.video_lead is not None:
             pipe.video_lead.bind(retriever)       # its embedding; one sentence encoder per process
         pipe.restater = Restater.from_pretrained(ck / "restater")
+        pipe.picker = Picker.from_pretrained(ck / "picker")
         return pipe
 
     # -------------------------------------------------------------------------------- core
@@ -197,7 +202,7 @@ class VimoRAGPipeline:
                  video=None, length_s: float | None = None, in_place: bool = False,
                  plant_feet: bool = True, guidance: float = GUIDANCE,
                  match_sides: bool = True, video_lead: bool = True,
-                 compose: bool = True, restate: bool = True) -> GenerationResult:
+                 compose: bool = True, restate: bool = True, pick: bool = True) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -220,7 +225,12 @@ class VimoRAGPipeline:
         the base LM (``backend.generation.restate``; needs ``checkpoints/restater`` made for the
         model's base); retrieval, side matching and the video lead keep the words, and a part the
         video leads (above the restater's ``led_above``) is never restated.
-        ``result.read_as`` says per part what the LLM read (None: the words as typed)."""
+        ``result.read_as`` says per part what the LLM read (None: the words as typed).
+        ``pick``: a part whose reading is confident (the restater's, of the words as typed) is
+        sampled ``picker.samples`` times in the same batch and the picker keeps the sample that
+        does most of what the reading asks (``backend.evaluation.pick``; needs
+        ``checkpoints/picker`` and the restater; not with ``greedy``); ``result.picks`` says per
+        part how many samples there were and which was kept."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -256,24 +266,43 @@ class VimoRAGPipeline:
         timing["retrieval"] = t1 - t0
         llm = self.models[model]
         said: list = [None] * len(parts)
-        if restate and self.restater is not None and self.restater.serves(llm):
-            said = self.restater.restate(parts, skip=[self.restater.keeps(plan[4]) for plan in plans])
+        asked: list = [[] for _ in parts]
+        reads = self.restater is not None and self.restater.serves(llm)
+        picking = pick and reads and self.picker is not None and not greedy
+        if reads and (restate or picking):
+            skip = [self.restater.keeps(plan[4]) for plan in plans]
+            readings = self.restater.understood(parts, skip, known_too=picking)
+            if restate:
+                said = self.restater.restated(parts, readings)
+            if picking:
+                asked = Picker.asked(readings)
             timing["reading"] = time.perf_counter() - t1
             t1 = time.perf_counter()
         said_parts = [r or p for r, p in zip(said, parts)]
+        owners = self.picker.rows(asked) if picking else list(range(len(parts)))
+        g = [0.0 if plan[3] is None else lead_guidance(plan[4], guidance) for plan in plans]
         if share is not None:          # exact lengths: one call per part (each its own length)
-            codes = [llm.generate([p], [plan[3]], greedy=greedy, top_k=top_k, temperature=temperature,
-                                  seed=seed, max_tokens=n, min_tokens=n,
-                                  guidance=0.0 if plan[3] is None else lead_guidance(plan[4], guidance))[0]
-                     for p, plan, n in zip(said_parts, plans, share)]
+            rows = []
+            for i, n in enumerate(share):
+                k = owners.count(i)
+                rows += llm.generate([said_parts[i]] * k, [plans[i][3]] * k, greedy=greedy, top_k=top_k,
+                                     temperature=temperature, seed=seed, max_tokens=n, min_tokens=n,
+                                     guidance=g[i])
         else:
-            g = [0.0 if plan[3] is None else lead_guidance(plan[4], guidance) for plan in plans]
-            codes = llm.generate(said_parts, [plan[3] for plan in plans], greedy=greedy, top_k=top_k,
-                                 temperature=temperature, seed=seed, max_tokens=max_tokens,
-                                 min_tokens=min_tokens, guidance=g if len(parts) > 1 else g[0])
-        joined = join_parts(codes, [0] * len(parts), 1)[0]
+            rows = llm.generate([said_parts[o] for o in owners], [plans[o][3] for o in owners],
+                                greedy=greedy, top_k=top_k, temperature=temperature, seed=seed,
+                                max_tokens=max_tokens, min_tokens=min_tokens,
+                                guidance=[g[o] for o in owners] if len(owners) > 1 else g[0])
         t2 = time.perf_counter()
         timing["generation"] = t2 - t1
+        picks: list = [None] * len(parts)
+        if len(owners) > len(parts):
+            codes, picks = self.picker.choose(rows, owners, asked, lambda c: self.decode(c, model))
+            timing["picking"] = time.perf_counter() - t2
+            t2 = time.perf_counter()
+        else:
+            codes = rows
+        joined = join_parts(codes, [0] * len(parts), 1)[0]
         feats = self.decode(joined, model)
         joints = clean_motion(feats, plant_feet=plant_feet).joints
         if in_place:
@@ -283,11 +312,11 @@ class VimoRAGPipeline:
         hits, vid, mirrored = plans[0][:3]
         described = [] if len(parts) == 1 else [
             {"text": p, "video_id": plan[1], "tokens": int(len(c)), "mirrored": plan[2],
-             "video_lead": round(float(plan[4]), 3), "read_as": r}
-            for p, plan, c, r in zip(parts, plans, codes, said)]
+             "video_lead": round(float(plan[4]), 3), "read_as": r, "pick": k}
+            for p, plan, c, r, k in zip(parts, plans, codes, said, picks)]
         return GenerationResult(text, model, retrieval, seed, vid, hits, joined, feats, joints, timing,
                                 is_truncated(raw, text), mirrored, max(plan[4] for plan in plans),
-                                described, said)
+                                described, said, picks)
 
     def length_tokens(self, length_s: float, model: str) -> int:
         """Motion tokens for a clip of ``length_s`` seconds with ``model``'s tokenizer (at most

@@ -146,11 +146,15 @@ def test_the_pipeline_hands_the_llm_restated_parts_and_retrieval_the_words(monke
     pipe.retriever.search = lambda t, **kw: searched.append(t) or search(t, **kw)
     asked = {}
 
-    def restate(texts, skip=None):
+    def understood(texts, skip=None, known_too=True):
         asked["texts"], asked["skip"] = list(texts), list(skip)
-        return ["a person jumps three times." if "thrice" in t else None for t in texts]
+        return [{"action": "jump", "reps": 3} if "thrice" in t else None for t in texts]
 
-    pipe.restater = SimpleNamespace(restate=restate, keeps=lambda lead: lead > 0, serves=lambda llm: True)
+    def restated(texts, readings):
+        return ["a person jumps three times." if r else None for r in readings]
+
+    pipe.restater = SimpleNamespace(understood=understood, restated=restated, keeps=lambda lead: lead > 0,
+                                    serves=lambda llm: True)
     res = pipe.generate("a person walks forward, then hops thrice")
     assert searched == ["a person walks forward.", "a person hops thrice."]
     assert seen["calls"][0][0] == ["a person walks forward.", "a person jumps three times."]

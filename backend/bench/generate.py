@@ -65,7 +65,8 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
 
     def run_pipeline(text: str, seed: int) -> dict:
         res = pipe.generate(text, model, seed=seed, length_s=seconds)
-        return {"reading": 0.0, **res.timing, "tokens": len(res.codes), "restated": any(res.read_as)}
+        return {"reading": 0.0, "picking": 0.0, **res.timing, "tokens": len(res.codes),
+                "restated": any(res.read_as), "picked": any(res.picks)}
 
     run(False, prompt(0), 0)                         # warm-up (first-call allocations)
     run(False, prompt(0), 0, unmerged)
@@ -93,6 +94,9 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
     # the pipeline also reads prompts in words the LLM never saw (backend/generation/restate.py)
     out["pipeline"]["reading"] = round(med(whole, "reading"), 4)
     out["pipeline"]["restated"] = sum(r["restated"] for r in whole)
+    # and samples each part it reads several times, keeping the picker's choice (evaluation/pick.py)
+    out["pipeline"]["picking"] = round(med(whole, "picking"), 4)
+    out["pipeline"]["picked"] = sum(r["picked"] for r in whole)
     out["lean_speedup"] = round(out["transformers"]["generation"] / out["fast"]["generation"], 2)
     out["speedup"] = round(out["naive"]["total"] / out["fast"]["total"], 2)
     out["merge_speedup"] = round(out["unmerged"]["generation"] / out["fast"]["generation"], 2)
@@ -178,6 +182,10 @@ def format_bench_generate(res: dict) -> str:
     if "reading" in res["pipeline"]:
         lines.append(f"pipeline: reading unseen words {res['pipeline']['reading']:.3f}s median (within its total; "
                      f"{res['pipeline']['restated']} of {res['repeats']} prompts restated)")
+    if "picking" in res["pipeline"]:
+        lines.append(f"pipeline: picking among samples {res['pipeline']['picking']:.3f}s median (within its "
+                     f"total; {res['pipeline']['picked']} of {res['repeats']} prompts sampled several "
+                     "times, backend/evaluation/pick.py)")
     lines.append(f"lean pass: generation {res['lean_speedup']:.2f}x faster than transformers' own; "
                  f"merged LoRA: {res['merge_speedup']:.2f}x faster than unmerged; "
                  f"int8 weights: {res['int8_speedup']:.2f}x faster than fast, lossy: KL "

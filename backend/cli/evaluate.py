@@ -59,6 +59,10 @@ def add_session17_switches(parser) -> None:
                         help="the LLM reads every prompt part as typed; by default a part in words it "
                              "never read reaches it in training phrasing, as the app does "
                              "(checkpoints/restater, backend/generation/restate.py)")
+    parser.add_argument("--pick", type=int, default=0, metavar="N",
+                        help="sample each prompt part the restater reads confidently N times and keep "
+                             "the motion the picker sees doing most of what it asks "
+                             "(checkpoints/picker, backend/evaluation/pick.py; 0: one sample)")
     parser.add_argument("--no-rerank", action="store_true",
                         help="retrieval by the learned scores alone, without re-ranking the top videos "
                              "by their captions' cues (backend/retrieval/rerank.py)")
@@ -86,7 +90,7 @@ def cmd_eval_generation(args) -> int:
     generators = with_sampling([GENERATORS[n](corpus) for n in names], args.guidance,
                                args.temperature, args.top_k, not args.no_side_match, args.int8,
                                args.video_lead, not args.whole_prompts, not args.no_rerank,
-                             not args.words_as_typed)
+                             not args.words_as_typed, args.pick)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -140,7 +144,7 @@ def cmd_eval_follow(args) -> int:
         gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
                              args.video_lead, not args.whole_prompts, not args.no_rerank,
-                             not args.words_as_typed)
+                             not args.words_as_typed, args.pick)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

@@ -52,7 +52,8 @@ def cmd_generate(args) -> int:
                         temperature=args.temperature, top_k=args.top_k, video_id=args.video,
                         length_s=args.length, in_place=args.in_place, plant_feet=not args.no_foot_lock,
                         guidance=args.guidance, video_lead=not args.no_video_lead,
-                        compose=not args.whole_prompt, restate=not args.words_as_typed)
+                        compose=not args.whole_prompt, restate=not args.words_as_typed,
+                        pick=not args.one_sample)
     if res.truncated:
         print(f"note: the prompt was shortened to {len(res.text)} characters")
     for h in res.hits[:args.k]:
@@ -65,9 +66,14 @@ def cmd_generate(args) -> int:
     for i, p in enumerate(res.parts, 1):
         print(f"part {i} of {len(res.parts)}: \"{p['text']}\" -> {p['tokens']} tokens, video {p['video_id']}"
               + (f", lead {p['video_lead']:.2f}" if p["video_lead"] > 0 else "")
-              + (f"; read as \"{p['read_as']}\"" if p["read_as"] else ""))
+              + (f"; read as \"{p['read_as']}\"" if p["read_as"] else "")
+              + (f"; picked sample {p['pick']['chosen'] + 1} of {p['pick']['samples']}" if p.get("pick") else ""))
     if not res.parts and res.read_as and res.read_as[0]:
         print(f"read as: \"{res.read_as[0]}\" (words the model never saw, said in its training words)")
+    if not res.parts and res.picks and res.picks[0]:
+        pk = res.picks[0]
+        print(f"picked sample {pk['chosen'] + 1} of {pk['samples']} (the picker sees {pk['score']:.0%} of what "
+              "the words ask in it)")
     warn = pipe.servability_warning(res) if retrieval == "gemini" else None
     if warn:
         print(f"warning: {warn}")
@@ -176,6 +182,10 @@ def add(sub) -> None:
                    help="the model reads the prompt as typed (by default words it never saw in "
                         "training are read by its base LM and said again in its training words; "
                         "the output shows how: \"read as\")")
+    g.add_argument("--one-sample", action="store_true",
+                   help="one sample per prompt part (by default a part whose words the restater reads "
+                        "confidently is sampled several times and the picker keeps the one that does "
+                        "most of what they ask; the output says which)")
     g.add_argument("--k", type=int, default=5, help="retrieved videos to list")
     g.add_argument("--length", type=float, default=0.0,
                    help="clip length in seconds, 1 to 9.8 (0 = the model decides)")

@@ -101,8 +101,10 @@ def cmd_train_checker(args) -> int:
     from backend.checkpoints import data_home
 
     corpus = open_corpus(args.data)
-    splits = corpus.judge_splits()
-    print(f"Training the instruction checker on the {' + '.join(splits)} split(s)")
+    # the judge also learns the ood_judge half; the picker only the generator's own train split,
+    # so that what it prefers is not what the judge was taught on motions the generator never saw
+    splits = corpus.judge_splits() if args.role == "checker" else ("train",)
+    print(f"Training the instruction checker ({args.role}) on the {' + '.join(splits)} split(s)")
     if args.device == "cuda":
         import torch
 
@@ -113,11 +115,11 @@ def cmd_train_checker(args) -> int:
                              weight_decay=args.weight_decay, mirror=args.mirror,
                              val_every=args.val_every, device=args.device, seed=args.seed,
                              time_budget_s=60 * args.minutes)
-    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "checker"
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / args.role
     model = train_checker(corpus, splits, cfg, work)
     print(f"Trained checker saved in {work / 'model'}")
     if args.ship:
-        ship("checker", model, dtype=_dtype(args.ship_dtype))
+        ship(args.role, model, dtype=_dtype(args.ship_dtype))
     return 0
 
 
@@ -522,7 +524,12 @@ def add(sub) -> None:
     c.add_argument("--minutes", type=float, default=0.0,
                    help="stop training after this many minutes (0: run every step)")
     c.add_argument("--seed", type=int, default=0)
-    _run(c, "data/runs/checker", "checker", resume=False, ship_dtype="float16")
+    c.add_argument("--role", choices=["checker", "picker"], default="checker",
+                   help="checker (default): the judge of `eval follow`, trained on the judge splits "
+                        "and shipped to checkpoints/checker; picker: the one that chooses among "
+                        "sampled motions at inference (best-of-N), trained on the train split "
+                        "only, shipped to checkpoints/picker")
+    _run(c, "data/runs/ROLE", "checker or checkpoints/picker (--role)", resume=False, ship_dtype="float16")
     c.set_defaults(func=cmd_train_checker)
 
     def llm_options(p, steps, lr, ship):

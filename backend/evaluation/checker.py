@@ -88,19 +88,25 @@ class InstructionChecker(nn.Module):
         return res
 
     @torch.no_grad()
-    def predict(self, features: list[np.ndarray], batch: int = 64) -> list[dict]:
-        """Per motion: {"presence": (16,) probabilities, "reps"/"speed"/"side"/"turn": (16,)
-        predicted class index per kind}."""
+    def probabilities(self, features: list[np.ndarray], batch: int = 64) -> list[dict]:
+        """Per motion: {"presence": (16,) probabilities, "reps"/"speed"/"side"/"turn": (16, n)
+        class probabilities per kind}."""
         self.eval()
         out = []
         for i in range(0, len(features), batch):
             x, lengths = self.batch(features[i:i + batch])
             r = self.forward(x, lengths)
             p = torch.sigmoid(r["presence"]).cpu().numpy()
-            cls = {name: r[name].argmax(-1).cpu().numpy() for name in HEADS}
+            cls = {name: torch.softmax(r[name], -1).cpu().numpy() for name in HEADS}
             for b in range(len(p)):
                 out.append({"presence": p[b], **{name: cls[name][b] for name in HEADS}})
         return out
+
+    def predict(self, features: list[np.ndarray], batch: int = 64) -> list[dict]:
+        """Per motion: {"presence": (16,) probabilities, "reps"/"speed"/"side"/"turn": (16,)
+        predicted class index per kind}."""
+        return [{"presence": p["presence"], **{name: p[name].argmax(-1) for name in HEADS}}
+                for p in self.probabilities(features, batch)]
 
     def save_pretrained(self, directory, dtype=None):
         save_folder(directory, self.state_dict(), self.config, dtype)

@@ -22,6 +22,7 @@ import torch
 
 from backend.checkpoints import checkpoints_dir
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
+from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.restate import Restater
@@ -79,7 +80,9 @@ class LLMRow:
         self._lead: dict[str, float] = {}
         self.compose = True                     # "A, then B" prompts written part by part (compose.py)
         self.restater = None                    # a Restater: unseen words said again in training words
-        self._said: dict = {}
+        self.picker = None                      # a Picker: best of N samples per part (with the restater)
+        self.restate_words = True               # False: the restater only reads (for the picker)
+        self._read: dict = {}
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -108,13 +111,13 @@ class LLMRow:
             self._lead.update(zip(chunk, self.video_lead.weights(chunk, caps).tolist()))
         return np.array([self._lead[t] for t in texts])
 
-    def restated(self, texts: list[str], lead: np.ndarray) -> list[str | None]:
-        """``Restater.restate`` of each text (cached; parts the video leads are kept)."""
+    def readings(self, texts: list[str], lead: np.ndarray) -> list[dict | None]:
+        """``Restater.understood`` of each text (cached; parts the video leads are not read)."""
         key = [(t, self.restater.keeps(w)) for t, w in zip(texts, lead)]
-        todo = sorted({k for k in key if k not in self._said})
-        for k, r in zip(todo, self.restater.restate([t for t, _ in todo], skip=[led for _, led in todo])):
-            self._said[k] = r
-        return [self._said[k] for k in key]
+        todo = sorted({k for k in key if k not in self._read})
+        for k, r in zip(todo, self.restater.understood([t for t, _ in todo], skip=[led for _, led in todo])):
+            self._read[k] = r
+        return [self._read[k] for k in key]
 
     def generate(self, items, rng: np.random.Generator) -> list[np.ndarray]:
         """Each item's caption -> decoded features; with ``compose`` (as the pipeline does) a
@@ -127,23 +130,30 @@ class LLMRow:
         vids = self.videos(texts, rng)
         lead = self.lead_weights(texts)
         guidance = lead_guidance(lead, self.guidance) if lead.any() else self.guidance
-        said = texts
+        said, asked = texts, [[] for _ in texts]
         if self.restater is not None:        # the LLM reads restated parts; retrieval and lead the words
-            said = [r or t for r, t in zip(self.restated(texts, lead), texts)]
+            readings = self.readings(texts, lead)
+            if self.restate_words:
+                said = [r or t for r, t in zip(self.restater.restated(texts, readings), texts)]
+            if self.picker is not None:
+                asked = Picker.asked(readings)
+        rows = self.picker.rows(asked) if self.picker is not None else list(range(len(texts)))
+        guidance = np.broadcast_to(np.asarray(guidance, float), (len(texts),))
         codes = []
-        for s in range(0, len(texts), self.batch):
-            codes += self.llm.generate(said[s:s + self.batch], vids[s:s + self.batch], greedy=False,
+        for s in range(0, len(rows), self.batch):
+            r = rows[s:s + self.batch]
+            codes += self.llm.generate([said[i] for i in r], [vids[i] for i in r], greedy=False,
                                        seed=int(rng.integers(2 ** 31)), min_tokens=4,
-                                       guidance=(guidance[s:s + self.batch] if np.ndim(guidance)
-                                                 else guidance), temperature=self.temperature,
+                                       guidance=[float(guidance[i]) for i in r], temperature=self.temperature,
                                        top_k=self.top_k)
-        out = []
-        with torch.no_grad():
-            for c in join_parts(codes, owners, len(captions)):
-                c = c if len(c) else np.zeros(1, np.int64)
-                x = self.vqvae.decode(torch.from_numpy(c)[None])[0].numpy()
-                out.append(self.normalizer.denormalize(x))
-        return out
+        if len(rows) > len(texts):
+            codes, _ = self.picker.choose(codes, rows, asked, self._decode)
+        return [self._decode(c) for c in join_parts(codes, owners, len(captions))]
+
+    @torch.no_grad()
+    def _decode(self, codes: np.ndarray) -> np.ndarray:
+        c = codes if len(codes) else np.zeros(1, np.int64)
+        return self.normalizer.denormalize(self.vqvae.decode(torch.from_numpy(c)[None])[0].numpy())
 
 
 def _llm_row(key: str):
@@ -162,7 +172,7 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
 def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 1.0,
                   top_k: int = 0, match_sides: bool = True, int8: bool = False,
                   video_lead: bool = False, compose: bool = True, rerank: bool = True,
-                  restate: bool = True) -> list:
+                  restate: bool = True, pick: int = 0) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -177,8 +187,17 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     re-ranking (``backend.retrieval.rerank``; off for every row before session 17). The rows
     share one retriever, so this holds for all of them. ``restate``: prompt parts in words the LLM
     never read reach it in training phrasing (``checkpoints/restater``, as the pipeline does;
-    session 18); ``restate=False``: the words as typed (every row before session 18)."""
-    restater = Restater.from_pretrained() if restate else None
+    session 18); ``restate=False``: the words as typed (every row before session 18). ``pick``
+    N > 1: each part the restater reads confidently is sampled N times and the picker keeps one
+    (``backend.evaluation.pick``, as the pipeline does; needs ``checkpoints/picker``; rows with
+    words as typed still read the words for the picker)."""
+    restater = Restater.from_pretrained() if (restate or pick > 1) else None
+    picker = None
+    if pick > 1:
+        picker = Picker.from_pretrained(samples=pick)
+        if picker is None:
+            raise FileNotFoundError("picking needs checkpoints/picker; run `python -m backend train "
+                                    "checker --role picker --ship`")
     for g in generators:
         if not isinstance(g, LLMRow):
             continue
@@ -213,7 +232,11 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             notes.append("no cue re-rank")
         if restater is not None and restater.serves(getattr(g, "llm", None)):
             g.restater = restater
-        elif not restate:
+            g.restate_words = bool(restate)
+            if picker is not None:
+                g.picker = picker
+                notes.append(f"best of {pick}")
+        if not restate:
             notes.append("words as typed")
         if notes:
             g.name = f"{g.name} ({', '.join(notes)})"

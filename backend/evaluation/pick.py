@@ -1,0 +1,102 @@
+"""Best-of-N: sample a prompt part several times and keep the motion that does what it asks.
+
+The motion LLM samples; some samples follow the words (the count, the speed, the side) and
+some do not (session 18: a count in training words is followed 68 % of the time). What a part
+asks is known before any motion exists: the ``Restater`` reads its kind, count, speed, side and
+turn off the base LM's states. The *picker*, an ``InstructionChecker`` trained on the generator's
+own train split only (``python -m backend train checker --role picker --ship``; the judge of
+``eval follow`` is another checker, also trained on the OOD judge half), reads the same
+attributes off each sampled motion, and ``Picker.choose`` keeps the sample with the highest
+expected share of them satisfied (``scores``); ties keep the earliest sample.
+
+A part is picked for only when the reading is confident (the restater's gates) and the video
+does not lead it (a kind the model only knows from videos: the restater cannot read those).
+Other parts get one sample, as without a picker.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from backend.evaluation.checker import KINDS, SIDES, SPEEDS, TURNS, InstructionChecker
+from backend.evaluation.follow import asked_attributes
+
+SAMPLES = 4          # default samples per picked part
+
+
+class Picker:
+    def __init__(self, checker: InstructionChecker, samples: int = SAMPLES):
+        if int(samples) < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        self.checker, self.samples = checker.eval(), int(samples)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path | None = None, samples: int = SAMPLES) -> "Picker | None":
+        """The shipped picker (``checkpoints/picker``), or None when it is not there (every part
+        then gets one sample)."""
+        from backend.checkpoints import checkpoints_dir
+
+        folder = Path(folder) if folder is not None else checkpoints_dir() / "picker"
+        if not (folder / "model.safetensors").is_file():
+            return None
+        return cls(InstructionChecker.from_pretrained(folder), samples)
+
+    @staticmethod
+    def asked(readings: list[dict | None]) -> list[list[tuple[str, str, object]]]:
+        """What each part asks (``follow.asked_attributes`` of its reading; [] for None)."""
+        return [asked_attributes([r]) if r else [] for r in readings]
+
+    def scores(self, features: list[np.ndarray], asked: list[list[tuple[str, str, object]]]) -> np.ndarray:
+        """Per motion, the expected share of its ``asked`` attributes satisfied under the
+        picker's probabilities (a count of a kind counts only as far as the kind is there);
+        NaN where nothing is asked."""
+        out = np.full(len(features), np.nan)
+        for i, (p, want) in enumerate(zip(self.checker.probabilities(features), asked)):
+            if not want:
+                continue
+            hits = []
+            for attr, kind, value in want:
+                k = KINDS.index(kind)
+                there = float(p["presence"][k])
+                if attr == "kind":
+                    hits.append(there)
+                    continue
+                head, labels = {"count": ("reps", None), "side": ("side", SIDES),
+                                "direction": ("turn", TURNS), "speed": ("speed", SPEEDS)}[attr]
+                j = int(value) - 1 if labels is None else labels.index(value)
+                hits.append(there * float(p[head][k][j]))
+            out[i] = float(np.mean(hits))
+        return out
+
+    def rows(self, asked: list[list], greedy: bool = False) -> list[int]:
+        """Which part each generated row belongs to: ``samples`` rows for a part that asks
+        something (one when sampling is greedy: its samples would all be the same), else one."""
+        n = [1 if greedy or not a else self.samples for a in asked]
+        return [i for i, k in enumerate(n) for _ in range(k)]
+
+    def choose(self, codes: list[np.ndarray], owners: list[int], asked: list[list],
+               decode: Callable[[np.ndarray], np.ndarray]) -> tuple[list[np.ndarray], list[dict | None]]:
+        """``codes``: generated rows, row r for part ``owners[r]`` (as ``rows`` lays them out);
+        ``decode``: codes -> (T, 263) features. Returns per part the chosen codes and what the
+        choice was ({"samples", "chosen", "score"}; None for a part with one sample)."""
+        groups: dict[int, list[int]] = defaultdict(list)
+        for r, o in enumerate(owners):
+            groups[o].append(r)
+        chosen, info = [], []
+        for part in range(len(groups)):
+            rows = groups[part]
+            if len(rows) == 1:
+                chosen.append(codes[rows[0]])
+                info.append(None)
+                continue
+            s = self.scores([decode(codes[r]) for r in rows], [asked[part]] * len(rows))
+            j = int(np.argmax(s))          # the first of equal scores
+            chosen.append(codes[rows[j]])
+            info.append({"samples": len(rows), "chosen": j, "score": round(float(s[j]), 3)})
+        return chosen, info
+
+
+__all__ = ["Picker", "SAMPLES"]

@@ -1,0 +1,126 @@
+"""Best-of-N with the picker (backend/evaluation/pick.py): scores, choices and the pipeline's use."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from backend.evaluation.checker import KINDS, InstructionChecker
+from backend.evaluation.pick import Picker
+
+
+class _Fixed(InstructionChecker):
+    """A checker whose probabilities are set by hand: motion i (features filled with i) is a
+    jump done i + 1 times for sure, at presence 0.9 (a walk: presence 0)."""
+
+    def probabilities(self, features, batch=64):
+        out = []
+        for f in features:
+            i = int(round(float(np.asarray(f)[0, 0])))
+            p = {"presence": np.zeros(len(KINDS)), "reps": np.zeros((len(KINDS), 5)),
+                 "speed": np.full((len(KINDS), 3), 1 / 3), "side": np.full((len(KINDS), 2), 0.5),
+                 "turn": np.full((len(KINDS), 3), 1 / 3)}
+            p["presence"][KINDS.index("jump")] = 0.9
+            p["reps"][KINDS.index("jump"), min(i, 4)] = 1.0
+            out.append(p)
+        return out
+
+
+def _motion(i):
+    return np.full((8, 263), float(i), np.float32)
+
+
+def test_scores_are_the_expected_share_of_what_is_asked():
+    picker = Picker(_Fixed())
+    jump2 = Picker.asked([{"action": "jump", "reps": 2, "speed": "normal", "side": None, "turn": None}])[0]
+    assert ("count", "jump", 2) in jump2 and ("kind", "jump", True) in jump2
+    s = picker.scores([_motion(0), _motion(1)], [jump2, jump2])
+    assert s[0] == pytest.approx((0.9 + 0.0) / 2) and s[1] == pytest.approx((0.9 + 0.9) / 2)
+    walk = Picker.asked([{"action": "walk", "reps": 1, "speed": "normal", "side": None, "turn": None}])[0]
+    assert picker.scores([_motion(1)], [walk])[0] == pytest.approx(0.0)    # no walk, so no straight walk
+    assert np.isnan(picker.scores([_motion(1)], [[]])[0])                  # nothing asked
+    assert Picker.asked([None]) == [[]]
+
+
+def test_choose_keeps_the_best_sample_per_part_and_the_first_of_equals():
+    picker = Picker(_Fixed(), samples=3)
+    jump3 = Picker.asked([{"action": "jump", "reps": 3, "speed": "normal", "side": None, "turn": None}])[0]
+    asked = [jump3, [], jump3]
+    owners = picker.rows(asked)
+    assert owners == [0, 0, 0, 1, 2, 2, 2]
+    assert picker.rows(asked, greedy=True) == [0, 1, 2]
+    codes = [np.array([c]) for c in (0, 2, 1, 7, 4, 4, 0)]     # a code c decodes to motion c
+    chosen, info = picker.choose(codes, owners, asked, lambda c: _motion(int(c[0])))
+    assert [int(c[0]) for c in chosen] == [2, 7, 4]              # 3 jumps; the only one; the first of two 4+
+    assert info[0] == {"samples": 3, "chosen": 1, "score": pytest.approx(0.9)}
+    assert info[1] is None and info[2]["chosen"] == 0
+    with pytest.raises(ValueError, match="samples"):
+        Picker(_Fixed(), samples=0)
+
+
+def test_picker_round_trip_and_missing(tmp_path):
+    InstructionChecker().save_pretrained(tmp_path / "picker")
+    assert Picker.from_pretrained(tmp_path / "picker", samples=2).samples == 2
+    assert Picker.from_pretrained(tmp_path / "none") is None
+
+
+def test_the_pipeline_samples_read_parts_n_times_and_keeps_the_picked_one(monkeypatch):
+    import backend.pipeline as pl
+    from test_compose import _stub_pipeline      # pytest puts tests/ on sys.path
+
+    monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
+    seen: dict = {}
+    pipe = _stub_pipeline(seen)
+    read = {}
+
+    def understood(texts, skip=None, known_too=True):
+        read["known_too"] = known_too
+        return [{"action": "jump", "reps": 2, "speed": "normal", "side": None, "turn": None}
+                if "jumps" in t else None for t in texts]
+
+    pipe.restater = SimpleNamespace(understood=understood, restated=lambda t, r: [None] * len(t),
+                                    keeps=lambda lead: False, serves=lambda llm: True)
+    pipe.picker = Picker(_Fixed(), samples=3)
+    # the stub LLM writes codes 10*i + (0..words-1) for row i; decode makes motion (first code)
+    pipe.decode = lambda codes, model=None: np.full((4 * len(codes), 263), float(codes[0] // 10 - 1), np.float32)
+    res = pipe.generate("a person walks forward, then jumps twice")
+    texts = seen["calls"][0][0]
+    assert texts == ["a person walks forward."] + ["a person jumps twice."] * 3   # one batch
+    assert read["known_too"] is True
+    # rows 1, 2, 3 are the jump's samples, decoded as motions 0, 1, 2: the second (2 jumps) wins
+    assert res.picks == [None, {"samples": 3, "chosen": 1, "score": pytest.approx(0.9)}]
+    assert res.codes.tolist() == [0, 1, 2, 3, 20, 21, 22, 23]
+    assert res.parts[1]["pick"]["chosen"] == 1 and "picking" in res.timing
+    for kw in ({"pick": False}, {"greedy": True}):
+        seen.clear()
+        res = pipe.generate("a person walks forward, then jumps twice", **kw)
+        assert len(seen["calls"][0][0]) == 2 and res.picks == [None, None]
+    seen.clear()                                  # exact lengths: the samples share the part's call
+    res = pipe.generate("a person walks forward, then jumps twice", length_s=2.0)
+    assert [len(c[0]) for c in seen["calls"]] == [1, 3] and len(res.codes) == 10
+
+
+def test_eval_rows_pick_among_samples_of_read_parts(monkeypatch):
+    from backend.evaluation import rows as rw
+
+    row = rw.LLMRow.__new__(rw.LLMRow)
+    calls = []
+
+    def generate(texts, videos, **kw):
+        calls.append(list(texts))
+        return [np.array([i]) for i in range(len(texts))]       # row i -> motion i (i + 1 jumps)
+
+    row.llm = SimpleNamespace(generate=generate)
+    row.compose, row.batch, row.guidance, row.temperature, row.top_k = True, 32, 0.0, 1.0, 0
+    row.video_lead, row.mode, row._lead, row._read = None, "none", {}, {}
+    row.videos = lambda texts, rng: [None] * len(texts)
+    row.restate_words = False
+    row.restater = SimpleNamespace(
+        keeps=lambda w: False,
+        understood=lambda texts, skip=None: [{"action": "jump", "reps": 3, "speed": "normal", "side": None,
+                                              "turn": None} if "jumps" in t else None for t in texts])
+    row.picker = Picker(_Fixed(), samples=4)
+    row._decode = lambda c: _motion(int(c[0]))
+    items = [SimpleNamespace(caption=SimpleNamespace(text="a person jumps three times"))]
+    out = row.generate(items, np.random.default_rng(0))
+    assert calls == [["a person jumps three times"] * 4]
+    assert out[0][0, 0] == 2.0                    # the third sample: three jumps
