@@ -11,3 +11,7 @@ TEMPERATURE = 0.7
 """Sampling temperature of the motion LLM for users (app, ``generate``, the pipeline). The
 evaluation commands keep 1.0 unless told (``--temperature``), so their tables stay comparable.
 How it was chosen: README, *Sampling temperature*."""
+
+SAMPLES = 4
+"""Samples per prompt part the picker chooses among (``backend.evaluation.pick``; the pipeline,
+the app and the evaluation rows). How it was chosen: README, *Picked samples*."""

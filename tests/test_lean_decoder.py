@@ -150,3 +150,28 @@ def test_merged_model_generates_the_same_tokens_with_either_pass(tiny_gemma):
     model.quantize_int8_()                       # int8 layers: back to transformers' pass
     assert model._lean is None
     assert [len(c) for c in model.generate(TEXTS, videos, **kw)] == [10, 10, 10]
+
+
+def test_repeated_rows_share_the_prompt_pass_and_sample_as_separate_rows(tiny_gemma):
+    """Several samples of one prompt (best-of-N): rows with the same words and video object run
+    the prompt once and copy its cache; the samples equal those of the unshared pass."""
+    model = _model(tiny_gemma, seed=4)
+    model.merge_lora_()
+    v = _video(1)
+    texts = [TEXTS[0]] * 3 + [TEXTS[1]] * 2
+    videos = [v, v, v, None, None]
+    kw = {"max_tokens": 8, "min_tokens": 2, "greedy": False, "top_k": 8, "seed": 11}
+    calls = []
+    lean = model._lean
+    pass_ = type(lean).__call__
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(type(lean), "__call__", lambda self, embeds, *a: calls.append(len(embeds)) or pass_(self, embeds, *a))
+    try:
+        shared = model.generate(texts, videos, guidance=[0.0, 0.0, 0.0, 1.5, 1.5], **kw)
+    finally:
+        monkey.undo()
+    assert calls[0] == 2 * 2 and calls[1] == 2 * 5   # 2 prompts (+ neutral rows), then every row
+    model.lean_decoding = False                  # transformers' pass: every row its own prompt
+    plain = model.generate(texts, videos, guidance=[0.0, 0.0, 0.0, 1.5, 1.5], **kw)
+    assert [c.tolist() for c in shared] == [c.tolist() for c in plain]
+    assert len({tuple(c.tolist()) for c in shared[:3]}) > 1      # the samples differ

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -59,10 +59,11 @@ def add_session17_switches(parser) -> None:
                         help="the LLM reads every prompt part as typed; by default a part in words it "
                              "never read reaches it in training phrasing, as the app does "
                              "(checkpoints/restater, backend/generation/restate.py)")
-    parser.add_argument("--pick", type=int, default=0, metavar="N",
+    parser.add_argument("--pick", type=int, default=SAMPLES, metavar="N",
                         help="sample each prompt part the restater reads confidently N times and keep "
-                             "the motion the picker sees doing most of what it asks "
-                             "(checkpoints/picker, backend/evaluation/pick.py; 0: one sample)")
+                             "the motion the picker sees doing most of what it asks, as the app does "
+                             "(checkpoints/picker, backend/evaluation/pick.py; default %(default)s; "
+                             "1: one sample, as every row before session 19)")
     parser.add_argument("--no-rerank", action="store_true",
                         help="retrieval by the learned scores alone, without re-ranking the top videos "
                              "by their captions' cues (backend/retrieval/rerank.py)")

@@ -72,6 +72,7 @@ def look(pipeline, prompts=PROMPTS, model: str = "mcdpo", seed: int = 0, **gener
         rows.append({"prompt": prompt, "model": model, "seed": seed, "video": r.video_id,
                      "video_lead": round(float(r.video_lead), 2), "mirrored": bool(r.mirrored),
                      "read_as": [x for x in r.read_as if x],
+                     "picked": [f"{p['chosen'] + 1} of {p['samples']}" for p in r.picks if p],
                      **motion_facts(r.joints), "joints": r.joints})
     return rows
 
@@ -84,5 +85,6 @@ def format_rows(rows: list[dict]) -> str:
                      f"{r['speed_mps']} | {r['upside_down_pct']} % | {r['pelvis_height_m'][0]}-"
                      f"{r['pelvis_height_m'][1]} | {r['left_foot_top_m']} / {r['right_foot_top_m']} | "
                      f"{r['video']} ({r['video_lead']}) |"
-                     + (f" read as: {' / '.join(r['read_as'])}" if r.get("read_as") else ""))
+                     + (f" read as: {' / '.join(r['read_as'])}" if r.get("read_as") else "")
+                     + (f" picked: {', '.join(r['picked'])}" if r.get("picked") else ""))
     return "\n".join(lines)

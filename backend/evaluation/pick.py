@@ -21,10 +21,9 @@ from typing import Callable
 
 import numpy as np
 
+from backend.defaults import SAMPLES
 from backend.evaluation.checker import KINDS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
-
-SAMPLES = 4          # default samples per picked part
 
 
 class Picker:

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
@@ -140,7 +141,8 @@ class LLMRow:
         rows = self.picker.rows(asked) if self.picker is not None else list(range(len(texts)))
         guidance = np.broadcast_to(np.asarray(guidance, float), (len(texts),))
         codes = []
-        for s in range(0, len(rows), self.batch):
+        for s in tqdm(range(0, len(rows), self.batch), desc=f"{self.name}: sampling", unit="batch",
+                      leave=False, disable=None):        # shown on a terminal only
             r = rows[s:s + self.batch]
             codes += self.llm.generate([said[i] for i in r], [vids[i] for i in r], greedy=False,
                                        seed=int(rng.integers(2 ** 31)), min_tokens=4,

@@ -680,17 +680,28 @@ class MotionLLM(nn.Module):
             gvec = np.broadcast_to(np.asarray(guidance, dtype=np.float32), (B,))
             guided = bool(np.any(gvec != 0))
             gcol = torch.from_numpy(gvec.copy())[:, None].to(self.device)
-            if guided:
-                vids = list(videos) if videos is not None else [None] * B
-                batch = self.build_batch(list(texts) + [NEUTRAL_TEXT] * B, vids + vids, padding="left")
-            else:
-                batch = self.build_batch(texts, videos, padding="left")
-            batch = batch.to(self.device)
-            rows = len(batch)
-            mask, pos = batch.attention_mask, batch.position_ids
+            vids = list(videos) if videos is not None else [None] * B
             lean = self._lean if self.lean_decoding else None
+            # rows that repeat an earlier row (the same words and the same video object: several
+            # samples of one prompt) share its prompt pass; the lean cache is then copied per row
+            first: dict = {}
+            src = [first.setdefault((t, id(v)), len(first)) for t, v in zip(texts, vids)]
+            if lean is None or len(first) == B:
+                src = list(range(B))
+            U = max(src) + 1
+            utexts = [texts[src.index(u)] for u in range(U)]
+            uvids = [vids[src.index(u)] for u in range(U)]
+            if guided:
+                batch = self.build_batch(utexts + [NEUTRAL_TEXT] * U, uvids + uvids, padding="left")
+                index = src + [U + s for s in src]
+            else:
+                batch = self.build_batch(utexts, uvids if videos is not None else None, padding="left")
+                index = src
+            batch = batch.to(self.device)
+            rows = len(index)
+            mask, pos = batch.attention_mask, batch.position_ids
             if lean is not None:
-                cache = lean.new_cache(rows, mask.shape[1] + max_tokens)
+                cache = lean.new_cache(len(batch), mask.shape[1] + max_tokens)
 
                 def body(embeds, mask, pos):
                     return lean(embeds, mask, pos, cache)
@@ -700,6 +711,11 @@ class MotionLLM(nn.Module):
                 def body(embeds, mask, pos):
                     return self._body(embeds, mask, pos, cache)
             h = body(self.embed(batch), mask, pos)[:, -1]
+            if rows > len(batch):
+                at = torch.tensor(index, device=self.device)
+                cache.k = [k.index_select(0, at) for k in cache.k]
+                cache.v = [v.index_select(0, at) for v in cache.v]
+                h, mask, pos = h[at], mask[at], pos[at]
             finished = torch.zeros(B, dtype=torch.bool, device=self.device)
             ones = torch.ones(rows, 1, dtype=mask.dtype, device=self.device)
             steps = []
