@@ -271,11 +271,12 @@ class VimoRAGPipeline:
         picking = pick and reads and self.picker is not None and not greedy
         if reads and (restate or picking):
             skip = [self.restater.keeps(plan[4]) for plan in plans]
-            readings = self.restater.understood(parts, skip, known_too=picking)
+            gate = min(self.restater.config.gate, self.picker.gate) if picking else None
+            readings = self.restater.understood(parts, skip, known_too=picking, gate=gate)
             if restate:
                 said = self.restater.restated(parts, readings)
             if picking:
-                asked = Picker.asked(readings)
+                asked = self.picker.asked(readings)
             timing["reading"] = time.perf_counter() - t1
             t1 = time.perf_counter()
         said_parts = [r or p for r, p in zip(said, parts)]

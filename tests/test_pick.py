@@ -31,19 +31,21 @@ def _motion(i):
 
 def test_scores_are_the_expected_share_of_what_is_asked():
     picker = Picker(_Fixed())
-    jump2 = Picker.asked([{"action": "jump", "reps": 2, "speed": "normal", "side": None, "turn": None}])[0]
+    jump2 = picker.asked([{"action": "jump", "reps": 2, "speed": "normal", "side": None, "turn": None}])[0]
     assert ("count", "jump", 2) in jump2 and ("kind", "jump", True) in jump2
     s = picker.scores([_motion(0), _motion(1)], [jump2, jump2])
     assert s[0] == pytest.approx((0.9 + 0.0) / 2) and s[1] == pytest.approx((0.9 + 0.9) / 2)
-    walk = Picker.asked([{"action": "walk", "reps": 1, "speed": "normal", "side": None, "turn": None}])[0]
+    walk = picker.asked([{"action": "walk", "reps": 1, "speed": "normal", "side": None, "turn": None}])[0]
     assert picker.scores([_motion(1)], [walk])[0] == pytest.approx(0.0)    # no walk, so no straight walk
     assert np.isnan(picker.scores([_motion(1)], [[]])[0])                  # nothing asked
-    assert Picker.asked([None]) == [[]]
+    assert picker.asked([None]) == [[]]
+    unsure = {"action": "jump", "reps": 2, "speed": "normal", "side": None, "turn": None, "confidence": 0.6}
+    assert picker.asked([unsure]) == [[]] and Picker(_Fixed(), gate=0.5).asked([unsure]) == [jump2]
 
 
 def test_choose_keeps_the_best_sample_per_part_and_the_first_of_equals():
     picker = Picker(_Fixed(), samples=3)
-    jump3 = Picker.asked([{"action": "jump", "reps": 3, "speed": "normal", "side": None, "turn": None}])[0]
+    jump3 = picker.asked([{"action": "jump", "reps": 3, "speed": "normal", "side": None, "turn": None}])[0]
     asked = [jump3, [], jump3]
     owners = picker.rows(asked)
     assert owners == [0, 0, 0, 1, 2, 2, 2]
@@ -72,20 +74,21 @@ def test_the_pipeline_samples_read_parts_n_times_and_keeps_the_picked_one(monkey
     pipe = _stub_pipeline(seen)
     read = {}
 
-    def understood(texts, skip=None, known_too=True):
-        read["known_too"] = known_too
+    def understood(texts, skip=None, known_too=True, gate=None):
+        read["known_too"], read["gate"] = known_too, gate
         return [{"action": "jump", "reps": 2, "speed": "normal", "side": None, "turn": None}
                 if "jumps" in t else None for t in texts]
 
     pipe.restater = SimpleNamespace(understood=understood, restated=lambda t, r: [None] * len(t),
-                                    keeps=lambda lead: False, serves=lambda llm: True)
-    pipe.picker = Picker(_Fixed(), samples=3)
+                                    keeps=lambda lead: False, serves=lambda llm: True,
+                                    config=SimpleNamespace(gate=0.9))
+    pipe.picker = Picker(_Fixed(), samples=3, gate=0.7)
     # the stub LLM writes codes 10*i + (0..words-1) for row i; decode makes motion (first code)
     pipe.decode = lambda codes, model=None: np.full((4 * len(codes), 263), float(codes[0] // 10 - 1), np.float32)
     res = pipe.generate("a person walks forward, then jumps twice")
     texts = seen["calls"][0][0]
     assert texts == ["a person walks forward."] + ["a person jumps twice."] * 3   # one batch
-    assert read["known_too"] is True
+    assert read["known_too"] is True and read["gate"] == 0.7     # read as far as the picker needs
     # rows 1, 2, 3 are the jump's samples, decoded as motions 0, 1, 2: the second (2 jumps) wins
     assert res.picks == [None, {"samples": 3, "chosen": 1, "score": pytest.approx(0.9)}]
     assert res.codes.tolist() == [0, 1, 2, 3, 20, 21, 22, 23]
@@ -111,12 +114,13 @@ def test_eval_rows_pick_among_samples_of_read_parts(monkeypatch):
 
     row.llm = SimpleNamespace(generate=generate)
     row.compose, row.batch, row.guidance, row.temperature, row.top_k = True, 32, 0.0, 1.0, 0
+    row.name = "McDPO (stub)"
     row.video_lead, row.mode, row._lead, row._read = None, "none", {}, {}
     row.videos = lambda texts, rng: [None] * len(texts)
     row.restate_words = False
     row.restater = SimpleNamespace(
-        keeps=lambda w: False,
-        understood=lambda texts, skip=None: [{"action": "jump", "reps": 3, "speed": "normal", "side": None,
+        keeps=lambda w: False, config=SimpleNamespace(gate=0.9),
+        understood=lambda texts, skip=None, gate=None: [{"action": "jump", "reps": 3, "speed": "normal", "side": None,
                                               "turn": None} if "jumps" in t else None for t in texts])
     row.picker = Picker(_Fixed(), samples=4)
     row._decode = lambda c: _motion(int(c[0]))

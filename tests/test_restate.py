@@ -146,7 +146,7 @@ def test_the_pipeline_hands_the_llm_restated_parts_and_retrieval_the_words(monke
     pipe.retriever.search = lambda t, **kw: searched.append(t) or search(t, **kw)
     asked = {}
 
-    def understood(texts, skip=None, known_too=True):
+    def understood(texts, skip=None, known_too=True, gate=None):
         asked["texts"], asked["skip"] = list(texts), list(skip)
         return [{"action": "jump", "reps": 3} if "thrice" in t else None for t in texts]
 

@@ -25,12 +25,15 @@ from backend.defaults import SAMPLES
 from backend.evaluation.checker import KINDS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
 
+PICK_GATE = 0.9      # as the restater's: picking for a part whose kind is read with p >= 0.9
+
 
 class Picker:
-    def __init__(self, checker: InstructionChecker, samples: int = SAMPLES):
+    def __init__(self, checker: InstructionChecker, samples: int = SAMPLES, gate: float = PICK_GATE):
         if int(samples) < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
         self.checker, self.samples = checker.eval(), int(samples)
+        self.gate = float(gate)       # the reading's kind probability a part needs to be picked for
 
     @classmethod
     def from_pretrained(cls, folder: str | Path | None = None, samples: int = SAMPLES) -> "Picker | None":
@@ -43,10 +46,11 @@ class Picker:
             return None
         return cls(InstructionChecker.from_pretrained(folder), samples)
 
-    @staticmethod
-    def asked(readings: list[dict | None]) -> list[list[tuple[str, str, object]]]:
-        """What each part asks (``follow.asked_attributes`` of its reading; [] for None)."""
-        return [asked_attributes([r]) if r else [] for r in readings]
+    def asked(self, readings: list[dict | None]) -> list[list[tuple[str, str, object]]]:
+        """What each part asks (``follow.asked_attributes`` of its reading; [] for None or a
+        reading less confident than ``gate``)."""
+        return [asked_attributes([r]) if r and r.get("confidence", 1.0) >= self.gate else []
+                for r in readings]
 
     def scores(self, features: list[np.ndarray], asked: list[list[tuple[str, str, object]]]) -> np.ndarray:
         """Per motion, the expected share of its ``asked`` attributes satisfied under the
@@ -98,4 +102,4 @@ class Picker:
         return chosen, info
 
 
-__all__ = ["Picker", "SAMPLES"]
+__all__ = ["PICK_GATE", "Picker", "SAMPLES"]

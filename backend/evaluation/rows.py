@@ -116,7 +116,9 @@ class LLMRow:
         """``Restater.understood`` of each text (cached; parts the video leads are not read)."""
         key = [(t, self.restater.keeps(w)) for t, w in zip(texts, lead)]
         todo = sorted({k for k in key if k not in self._read})
-        for k, r in zip(todo, self.restater.understood([t for t, _ in todo], skip=[led for _, led in todo])):
+        gate = min(self.restater.config.gate, self.picker.gate) if self.picker is not None else None
+        for k, r in zip(todo, self.restater.understood([t for t, _ in todo], skip=[led for _, led in todo],
+                                                       gate=gate)):
             self._read[k] = r
         return [self._read[k] for k in key]
 
@@ -137,7 +139,7 @@ class LLMRow:
             if self.restate_words:
                 said = [r or t for r, t in zip(self.restater.restated(texts, readings), texts)]
             if self.picker is not None:
-                asked = Picker.asked(readings)
+                asked = self.picker.asked(readings)
         rows = self.picker.rows(asked) if self.picker is not None else list(range(len(texts)))
         guidance = np.broadcast_to(np.asarray(guidance, float), (len(texts),))
         codes = []

@@ -205,23 +205,28 @@ class Restater:
         """Does a part the retrieved video leads at weight ``lead`` keep its words?"""
         return float(lead) > self.config.led_above
 
-    def understood(self, texts: list[str], skip=None, known_too: bool = True) -> list[dict | None]:
-        """Per text: the segment read ({action, reps, speed, side, turn}) where the reading passes
-        the gates, else None; None too where ``skip[i]`` is true and, with ``known_too=False``,
-        where every word of the text is a training word."""
+    def understood(self, texts: list[str], skip=None, known_too: bool = True,
+                   gate: float | None = None) -> list[dict | None]:
+        """Per text: the segment read ({action, reps, speed, side, turn} and ``confidence``)
+        where its confidence is at least ``gate`` (default the config's) and it names one motion,
+        else None; None too where ``skip[i]`` is true and, with ``known_too=False``, where every
+        word of the text is a training word."""
+        gate = self.config.gate if gate is None else float(gate)
         skip = [False] * len(texts) if skip is None else [bool(s) for s in skip]
         todo = [i for i, t in enumerate(texts) if not skip[i] and (known_too or self.unknown_words(t))]
         out: list[dict | None] = [None] * len(texts)
         for i, r in zip(todo, self.read([texts[i] for i in todo])):
-            if r["confidence"] >= self.config.gate and r["single"] >= self.config.single_gate:
-                out[i] = {k: r[k] for k in ("action", "reps", "speed", "side", "turn")}
+            if r["confidence"] >= gate and r["single"] >= self.config.single_gate:
+                out[i] = {k: r[k] for k in ("action", "reps", "speed", "side", "turn", "confidence")}
         return out
 
     def restated(self, texts: list[str], readings: list[dict | None]) -> list[str | None]:
-        """Per text: its reading in training phrasing where it has one and a word outside the
-        training words, else None (the words as typed)."""
-        return [self.render(r) if r is not None and self.unknown_words(t) else None
-                for t, r in zip(texts, readings)]
+        """Per text: its reading in training phrasing where it has one as confident as the
+        config's gate and a word outside the training words, else None (the words as typed)."""
+        seg = ("action", "reps", "speed", "side", "turn")
+        return [self.render({k: r[k] for k in seg})
+                if r is not None and r.get("confidence", 1.0) >= self.config.gate and self.unknown_words(t)
+                else None for t, r in zip(texts, readings)]
 
     def restate(self, texts: list[str], skip=None) -> list[str | None]:
         """Per text: the text in training phrasing, or None where it is kept as typed (all its
