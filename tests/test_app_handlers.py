@@ -156,6 +156,21 @@ def test_a_chained_prompt_lists_its_parts_and_their_videos_in_the_status():
     assert "led your words" not in status      # the lead belongs to the second part, not to v1
 
 
+def test_how_the_words_were_read_and_the_kept_sample_are_said_in_the_status():
+    class Reading(FakeService):
+        def generate_motion(self, *a):
+            r = super().generate_motion(*a)
+            r.read_as = ["a person jumps three times."]
+            r.picks = [{"samples": 4, "chosen": 2, "score": 0.8}]
+            return r
+
+    _, final = _last(list(handlers.generate(Reading(), handlers.Request("a guy leaps thrice"), {})))
+    assert "read them as “a person jumps three times" in final["status"]
+    assert "best of 4 samples" in final["status"]
+    _, plain = _last(list(handlers.generate(FakeService(), handlers.Request("a person walks"), {})))
+    assert "best of" not in plain["status"] and "read them as" not in plain["status"]
+
+
 def test_compare_runs_both_models_and_a_warning_becomes_a_note():
     svc = FakeService(warn="This prompt may not be servable.")
     page, final = _last(list(handlers.generate(
