@@ -24,7 +24,7 @@ from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import VideoLead, hit_captions, lead_guidance
 from backend.retrieval.service import VideoRetriever
 from motioncore.clean import clean_motion, in_place as without_travel
-from motioncore.prompt import clean_prompt, is_truncated, split_prompt
+from motioncore.prompt import as_sentence, clean_prompt, is_truncated, split_prompt
 from motioncore.skeleton import FPS
 
 RETRIEVAL_MODES = ("gemini", "object", "random", "none", "given")
@@ -267,19 +267,20 @@ class VimoRAGPipeline:
         llm = self.models[model]
         said: list = [None] * len(parts)
         asked: list = [[] for _ in parts]
+        sentences = [as_sentence(p) for p in parts]    # the LLM and the reading: as captions end
         reads = self.restater is not None and self.restater.serves(llm)
         picking = pick and reads and self.picker is not None and not greedy
         if reads and (restate or picking):
             skip = [self.restater.keeps(plan[4]) for plan in plans]
             gate = min(self.restater.config.gate, self.picker.gate) if picking else None
-            readings = self.restater.understood(parts, skip, known_too=picking, gate=gate)
+            readings = self.restater.understood(sentences, skip, known_too=picking, gate=gate)
             if restate:
-                said = self.restater.restated(parts, readings)
+                said = self.restater.restated(sentences, readings)
             if picking:
                 asked = self.picker.asked(readings)
             timing["reading"] = time.perf_counter() - t1
             t1 = time.perf_counter()
-        said_parts = [r or p for r, p in zip(said, parts)]
+        said_parts = [r or p for r, p in zip(said, sentences)]
         owners = self.picker.rows(asked) if picking else list(range(len(parts)))
         g = [0.0 if plan[3] is None else lead_guidance(plan[4], guidance) for plan in plans]
         if share is not None:          # exact lengths: one call per part (each its own length)

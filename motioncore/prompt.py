@@ -136,5 +136,13 @@ def split_agreement(captions: list[str], segment_counts: list[int]) -> dict:
             "more": float((n > want).sum() / total), "captions": int(len(n))}
 
 
-__all__ = ["MAX_PARTS", "MAX_PROMPT_CHARS", "PromptError", "clean_prompt", "is_truncated", "split_agreement",
+def as_sentence(text: str) -> str:
+    """``text`` ending with sentence punctuation (a full stop added where it has none), as every
+    training caption ends: the embedded motion LLM wrote two jumps for "a person jumps three
+    times" in 4 of 4 samples and three for the same words with a full stop (session 19)."""
+    text = text.rstrip()
+    return text if not text or text[-1] in ".!?" else text + "."
+
+
+__all__ = ["MAX_PARTS", "MAX_PROMPT_CHARS", "PromptError", "as_sentence", "clean_prompt", "is_truncated", "split_agreement",
            "split_prompt", "split_prompts"]

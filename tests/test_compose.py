@@ -67,6 +67,14 @@ def test_the_caption_grammar_splits_into_its_segments():
     assert hits / total >= 0.85
 
 
+def test_as_sentence_ends_a_prompt_as_training_captions_end():
+    from motioncore.prompt import as_sentence
+
+    assert as_sentence("a person jumps three times") == "a person jumps three times."
+    assert as_sentence("a person jumps!") == "a person jumps!" and as_sentence("walk. ") == "walk."
+    assert as_sentence("") == ""
+
+
 def test_split_prompts_and_join_parts_keep_order_and_owners():
     parts, owners = split_prompts(["a person walks, then jumps", "a man kicks"])
     assert parts == ["a person walks.", "a person jumps.", "a man kicks"] and owners == [0, 0, 1]
@@ -121,7 +129,8 @@ def test_the_pipeline_writes_a_chained_prompt_part_by_part(monkeypatch):
 
     seen.clear()                                  # whole: one part, no parts listed
     res = pipe.generate("a person walks forward, then jumps twice", compose=False)
-    assert seen["calls"][0][0] == ["a person walks forward, then jumps twice"] and res.parts == []
+    assert seen["calls"][0][0] == ["a person walks forward, then jumps twice."] and res.parts == []
+    assert res.text == "a person walks forward, then jumps twice"      # the words as typed
 
     seen.clear()                                  # an exact length is shared between the parts
     res = pipe.generate("a person walks forward, then jumps twice", length_s=2.0)

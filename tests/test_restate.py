@@ -163,4 +163,4 @@ def test_the_pipeline_hands_the_llm_restated_parts_and_retrieval_the_words(monke
     assert asked["skip"] == [False, False]
     seen.clear()
     res = pipe.generate("a person hops thrice", restate=False)
-    assert seen["calls"][0][0] == ["a person hops thrice"] and res.read_as == [None]
+    assert seen["calls"][0][0] == ["a person hops thrice."] and res.read_as == [None]   # a sentence, as captions
