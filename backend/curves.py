@@ -59,6 +59,40 @@ def plot_vqvae_curves(log: str | Path, out: str | Path) -> Path:
     return out
 
 
+def plot_checker_curves(log: str | Path, out: str | Path, title: str = "instruction checker") -> Path:
+    """Training loss and the share of what held-out real prompts ask that the checker reads right
+    (overall and per attribute) against steps, from ``train_checker``'s log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    train = [r for r in rows if "loss" in r]
+    val = [r for r in rows if "val_followed" in r]
+    if not train:
+        raise ValueError(f"{log} has no training rows")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot([r["step"] for r in train], [r["loss"] for r in train])
+    ax1.set_xlabel("step")
+    ax1.set_title(f"{title}: training loss (sum of heads)")
+    if val:
+        steps = [r["step"] for r in val]
+        ax2.plot(steps, [100 * r["val_followed"] for r in val], "o-", lw=2, label="all attributes")
+        for attr in val[0]["val"]:
+            ax2.plot(steps, [100 * (r["val"][attr] or 0) for r in val], alpha=0.6, label=attr)
+        ax2.set_ylim(0, 100)
+        ax2.legend(fontsize=8)
+    ax2.set_xlabel("step")
+    ax2.set_title("read right on held-out real motions (%)")
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return out
+
+
 def plot_llm_curves(log: str | Path, out: str | Path, title: str = "SFT") -> Path:
     """Motion-LLM curves from its ``log.jsonl``: training loss (and its running mean), validation
     loss; for McDPO rows, the reward margin and preference accuracy on a second panel."""

@@ -128,3 +128,19 @@ def test_eval_rows_pick_among_samples_of_read_parts(monkeypatch):
     out = row.generate(items, np.random.default_rng(0))
     assert calls == [["a person jumps three times"] * 4]
     assert out[0][0, 0] == 2.0                    # the third sample: three jumps
+
+
+def test_checker_curves_are_drawn_from_the_training_log(tmp_path):
+    import json
+
+    from backend.curves import plot_checker_curves
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 100, "loss": 2.0}, {"step": 200, "loss": 1.0},
+        {"step": 200, "val_followed": 0.6, "val": {"kind": 0.9, "count": None}}]))
+    out = plot_checker_curves(log, tmp_path / "c.png", "picker")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    log.write_text(json.dumps({"step": 1, "val_followed": 0.5, "val": {}}) + "\n")
+    with pytest.raises(ValueError, match="no training rows"):
+        plot_checker_curves(log, tmp_path / "d.png")

@@ -118,6 +118,10 @@ def cmd_train_checker(args) -> int:
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / args.role
     model = train_checker(corpus, splits, cfg, work)
     print(f"Trained checker saved in {work / 'model'}")
+    if args.curves:
+        from backend.curves import plot_checker_curves
+
+        print(f"Learning curves: {plot_checker_curves(work / 'train_log.jsonl', Path(args.curves), args.role)}")
     if args.ship:
         ship(args.role, model, dtype=_dtype(args.ship_dtype))
     return 0
@@ -524,6 +528,7 @@ def add(sub) -> None:
     c.add_argument("--minutes", type=float, default=0.0,
                    help="stop training after this many minutes (0: run every step)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--curves", metavar="PNG", help="also draw the learning curves into PNG")
     c.add_argument("--role", choices=["checker", "picker"], default="checker",
                    help="checker (default): the judge of `eval follow`, trained on the judge splits "
                         "and shipped to checkpoints/checker; picker: the one that chooses among "
