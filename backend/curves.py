@@ -15,6 +15,18 @@ def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
     return [r for r in rows if r.get("kind") != "val"], [r for r in rows if r.get("kind") == "val"]
 
 
+def _save(fig, out: str | Path, dpi: int = 90) -> Path:
+    """Lay out ``fig``, write it to ``out`` as a PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return out
+
+
 def plot_vqvae_curves(log: str | Path, out: str | Path) -> Path:
     """Train / validation reconstruction loss, root loss and codebook usage against steps."""
     import matplotlib
@@ -51,12 +63,7 @@ def plot_vqvae_curves(log: str | Path, out: str | Path) -> Path:
         ax3.legend(loc="lower right")
     ax2.set_title("codebook usage")
     ax2.legend(loc="upper left")
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_checker_curves(log: str | Path, out: str | Path, title: str = "instruction checker") -> Path:
@@ -85,12 +92,7 @@ def plot_checker_curves(log: str | Path, out: str | Path, title: str = "instruct
         ax2.legend(fontsize=8)
     ax2.set_xlabel("step")
     ax2.set_title("read right on held-out real motions (%)")
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_llm_curves(log: str | Path, out: str | Path, title: str = "SFT") -> Path:
@@ -134,12 +136,7 @@ def plot_llm_curves(log: str | Path, out: str | Path, title: str = "SFT") -> Pat
             ax3.set_ylim(0, 1)
             ax3.legend(loc="lower right")
         ax2.set_title(f"{title}: rewards")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=110)
 
 
 def plot_retriever_curves(log: str | Path, out: str | Path) -> Path:
@@ -181,8 +178,4 @@ def plot_retriever_curves(log: str | Path, out: str | Path) -> Path:
         ax3.set_ylim(0, 1)
         ax3.legend(loc="lower right")
         ax2.set_title("stage 2: router (channels frozen)")
-    fig.tight_layout()
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(out)
+    return _save(fig, out, dpi=110)
