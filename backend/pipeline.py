@@ -155,6 +155,15 @@ class VimoRAGPipeline:
     def _video(self, video_id, text: str | None = None):
         return None if video_id is None else self.retriever.video_prior(video_id, text)
 
+    def _record(self, video_id) -> dict | None:
+        """The database record of ``video_id`` (None for no video or one not in the database)."""
+        if video_id is None:
+            return None
+        try:
+            return self.retriever.db.record(video_id)
+        except KeyError:
+            return None
+
     def retrieve(self, text: str, mode: str, k: int = 5, seed: int | None = None) -> list:
         if mode in ("none", "given"):
             return []
@@ -229,8 +238,10 @@ class VimoRAGPipeline:
         ``pick``: a part whose reading is confident (the restater's, of the words as typed) is
         sampled ``picker.samples`` times in the same batch and the picker keeps the sample that
         does most of what the reading asks (``backend.evaluation.pick``; needs
-        ``checkpoints/picker`` and the restater; not with ``greedy``); ``result.picks`` says per
-        part how many samples there were and which was kept."""
+        ``checkpoints/picker`` and the restater; not with ``greedy``); a part the video leads asks
+        the kind its database video shows and the count, speed and turn of its words
+        (``Picker.with_led``); ``result.picks`` says per part how many samples there were and
+        which was kept."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -278,6 +289,8 @@ class VimoRAGPipeline:
                 said = self.restater.restated(sentences, readings)
             if picking:
                 asked = self.picker.asked(readings)
+                records = [self._record(plan[1]) if s else None for plan, s in zip(plans, skip)]
+                asked = self.picker.with_led(asked, skip, sentences, records, self.restater)
             timing["reading"] = time.perf_counter() - t1
             t1 = time.perf_counter()
         said_parts = [r or p for r, p in zip(said, sentences)]

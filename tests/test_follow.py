@@ -131,15 +131,21 @@ def test_checker_training_keeps_the_best_validation_score(tmp_path):
     from backend.data.dataset import MotionCorpus
     from backend.evaluation.follow import CheckerTrainConfig, train_checker
 
+    from backend.data.video_motions import video_motion
+    from motioncore.features import joints_to_features
+
     corpus = MotionCorpus(build_corpus(tmp_path / "corpus", CorpusConfig(n_in_dist=40, n_ood=8, seed=3),
                                        progress=False))
     cfg = CheckerTrainConfig(steps=6, batch_size=4, hidden=16, layers=1, mirror=0.5, val_every=3, threads=1)
-    model = train_checker(corpus, ("train",), cfg, tmp_path / "run", progress=False, val_split="test")
+    joints, segments = video_motion(900, True)          # a database motion with an OOD kind
+    model = train_checker(corpus, ("train",), cfg, tmp_path / "run", progress=False, val_split="test",
+                          extra=[(joints_to_features(joints), segments)])
     rows = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     vals = [r for r in rows if "val_followed" in r]
     assert [r["step"] for r in vals] == [3, 6]
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert saved["best_val_followed"] == max(r["val_followed"] for r in vals)
+    assert saved["extra_motions"] == 1
     assert model.config.hidden == 16
     again = type(model).from_pretrained(tmp_path / "run" / "model")
     assert again.config.layers == 1

@@ -144,3 +144,91 @@ def test_checker_curves_are_drawn_from_the_training_log(tmp_path):
     log.write_text(json.dumps({"step": 1, "val_followed": 0.5, "val": {}}) + "\n")
     with pytest.raises(ValueError, match="no training rows"):
         plot_checker_curves(log, tmp_path / "d.png")
+
+
+def _manner(reps=2, speed="normal", turn=None, sure=0.9):
+    return {"reps": reps, "speed": speed, "turn": turn, "sure": {"count": sure, "speed": sure, "turn": sure}}
+
+
+def test_led_parts_ask_the_kind_their_video_shows_and_the_manner_their_words_state():
+    from backend.evaluation.pick import video_kind
+
+    known = {"walk", "jump", "spin"}
+    rec = lambda *kinds: {"spec": {"kinds": list(kinds)}}
+    assert video_kind(rec("walk", "cartwheel"), known) == "cartwheel"     # the kind the words' reader lacks
+    assert video_kind(rec("cartwheel", "cartwheel"), known) == "cartwheel"
+    assert video_kind(rec("jump"), known) == "jump"                        # all known: the one kind
+    assert video_kind(rec("cartwheel", "roll"), known) is None             # two unknown: no guess
+    assert video_kind(rec("walk", "jump"), known) is None
+    assert video_kind({"source": "upload"}, known) is None and video_kind(None, known) is None
+    picker = Picker(_Fixed(), gate=0.5)
+    asked = picker.asked_led("cartwheel", _manner(reps=3, speed="fast", turn="left"))
+    assert asked == [("kind", "cartwheel", True), ("count", "cartwheel", 3),
+                     ("direction", "cartwheel", "left"), ("speed", "cartwheel", "fast")]
+    assert picker.asked_led("crawl", _manner(turn=None)) == [("kind", "crawl", True),     # counted by distance
+                                                             ("direction", "crawl", "none")]
+    assert picker.asked_led("backflip", _manner(sure=0.4)) == [("kind", "backflip", True)]   # unsure: the kind only
+    assert picker.asked_led(None, _manner()) == [] and picker.asked_led("moonwalk", _manner()) == []
+    read = []
+    restater = SimpleNamespace(config=SimpleNamespace(classes={"action": sorted(known)}),
+                               manner=lambda texts: read.extend(texts) or [_manner(reps=2)] * len(texts))
+    before = [[("kind", "jump", True)], [], []]
+    out = picker.with_led(before, [False, True, True], ["a person jumps.", "she cartwheels twice.", "x."],
+                          [None, rec("cartwheel"), None], restater)
+    assert out[0] == before[0] and out[2] == []                 # not led; led without a database video
+    assert out[1] == [("kind", "cartwheel", True), ("count", "cartwheel", 2), ("direction", "cartwheel", "none")]
+    assert read == ["she cartwheels twice."] and before[1] == []  # only led parts read; input untouched
+
+
+def test_eval_rows_pick_led_parts_for_their_videos_kind(monkeypatch):
+    from backend.evaluation import rows as rw
+
+    row = rw.LLMRow.__new__(rw.LLMRow)
+    calls = []
+
+    def generate(texts, videos, **kw):
+        calls.append(list(texts))
+        return [np.array([i]) for i in range(len(texts))]
+
+    row.llm = SimpleNamespace(generate=generate)
+    row.compose, row.batch, row.guidance, row.temperature, row.top_k = True, 32, 0.0, 1.0, 0
+    row.name, row.mode, row._read, row.restate_words = "McDPO (stub)", "gemini", {}, False
+    row._cache = {"she does two cartwheels": "emb-cw"}
+    row.videos = lambda texts, rng: [("prior", row._cache[t]) for t in texts]
+    row.lead_weights = lambda texts: np.ones(len(texts))           # the video leads every part
+    row.retriever = SimpleNamespace(db=SimpleNamespace(record=lambda v: {"spec": {"kinds": ["cartwheel"]}}))
+    row.restater = SimpleNamespace(keeps=lambda w: w > 0.5, config=SimpleNamespace(gate=0.9, classes={"action": ["jump"]}),
+                                   understood=lambda texts, skip=None, gate=None: [None] * len(texts),
+                                   manner=lambda texts: [_manner(reps=2)] * len(texts))
+    cart = KINDS.index("cartwheel")
+
+    class Cartwheels(_Fixed):             # motion i: i + 1 cartwheels, no turn, for sure
+        def probabilities(self, features, batch=64):
+            out = super().probabilities(features, batch)
+            for f, p in zip(features, out):
+                p["presence"][cart] = 1.0
+                p["reps"][cart, min(int(np.asarray(f)[0, 0]), 4)] = 1.0
+                p["turn"][cart] = [1.0, 0.0, 0.0]
+            return out
+
+    row.picker = Picker(Cartwheels(), samples=3)
+    row._decode = lambda c: _motion(int(c[0]))
+    out = row.generate([SimpleNamespace(caption=SimpleNamespace(text="she does two cartwheels"))],
+                       np.random.default_rng(0))
+    assert calls == [["she does two cartwheels"] * 3]       # a led part is sampled 3 times
+    assert out[0][0, 0] == 1.0                                # the second sample: two cartwheels
+
+
+def test_database_motions_are_the_train_videos_with_their_programs():
+    from backend.data.video_motions import database_motions, record_motion, video_motion
+
+    joints, segments = video_motion(3, False)
+    rec = lambda split, **kw: {"source": "synthetic", "spec": {"index": 3, "ood": False, "split": split, **kw}}
+    got = record_motion(rec("train"))
+    np.testing.assert_allclose(got[0], joints)
+    assert got[1] == segments
+    window = record_motion(rec("train", start=2, end=len(joints) - 3))
+    assert len(window[0]) == len(joints) - 5 and window[1] == []       # a window: its program unknown
+    assert record_motion({"source": "upload", "spec": {}}) is None
+    out = database_motions([rec("train"), rec("test"), rec("train", start=2), {"source": "upload"}])
+    assert len(out) == 1 and out[0][0].shape == (len(joints) - 1, 263) and out[0][1] == segments

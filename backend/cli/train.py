@@ -101,10 +101,22 @@ def cmd_train_checker(args) -> int:
     from backend.checkpoints import data_home
 
     corpus = open_corpus(args.data)
-    # the judge also learns the ood_judge half; the picker only the generator's own train split,
-    # so that what it prefers is not what the judge was taught on motions the generator never saw
+    # the judge also learns the ood_judge half; the picker only what the generator learns from (its
+    # train split and, with --videos, the motions of the database's train videos, OOD kinds
+    # included), so that what it prefers is not what the judge was taught on the OOD judge half
     splits = corpus.judge_splits() if args.role == "checker" else ("train",)
-    print(f"Training the instruction checker ({args.role}) on the {' + '.join(splits)} split(s)")
+    extra = []
+    if args.videos and args.role != "picker":
+        raise ValueError("--videos is for --role picker (the judge learns real corpus motions only)")
+    if args.videos:
+        from backend.data.video_motions import database_motions
+        from backend.retrieval.videos.database import VideoDatabase, database_dir
+
+        extra = database_motions(VideoDatabase.open(database_dir(args.videos)).records, "train", progress=True)
+        if not extra:
+            raise ValueError(f"--videos {args.videos}: no synthetic train video with a known motion")
+    print(f"Training the instruction checker ({args.role}) on the {' + '.join(splits)} split(s)"
+          + (f" + {len(extra)} database motions ({args.videos})" if extra else ""))
     if args.device == "cuda":
         import torch
 
@@ -116,7 +128,7 @@ def cmd_train_checker(args) -> int:
                              val_every=args.val_every, device=args.device, seed=args.seed,
                              time_budget_s=60 * args.minutes)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / args.role
-    model = train_checker(corpus, splits, cfg, work)
+    model = train_checker(corpus, splits, cfg, work, extra=extra)
     print(f"Trained checker saved in {work / 'model'}")
     if args.curves:
         from backend.curves import plot_checker_curves
@@ -533,7 +545,10 @@ def add(sub) -> None:
                    help="checker (default): the judge of `eval follow`, trained on the judge splits "
                         "and shipped to checkpoints/checker; picker: the one that chooses among "
                         "sampled motions at inference (best-of-N), trained on the train split "
-                        "only, shipped to checkpoints/picker")
+                        "only (and --videos), shipped to checkpoints/picker")
+    c.add_argument("--videos", metavar="NAME", default=None,
+                   help="picker only: also learn the motions of this video database's train videos "
+                        "(the generator's video-only pairs; e.g. embedded: OOD kinds included)")
     _run(c, "data/runs/ROLE", "checker or checkpoints/picker (--role)", resume=False, ship_dtype="float16")
     c.set_defaults(func=cmd_train_checker)
 

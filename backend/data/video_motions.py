@@ -50,3 +50,31 @@ def video_motion_features(n_in_dist: int = N_IN_DIST, n_ood: int = N_OOD, seed: 
     in-distribution, the rest contain an OOD kind)."""
     return [joints_to_features(video_motion(i, i >= n_in_dist, seed)[0])
             for i in tqdm(range(n_in_dist + n_ood), desc="video-only motions", disable=not progress)]
+
+
+def record_motion(record: dict) -> tuple[np.ndarray, list[dict]] | None:
+    """(joints (T, 22, 3), segments) of the motion a synthetic database video shows (its
+    window; the segments only when the window is the whole motion, else []), or None for a video
+    without a known motion (a user's own footage)."""
+    spec = record.get("spec") or {}
+    if record.get("source") != "synthetic" or "index" not in spec or spec.get("motion_file"):
+        return None
+    joints, segments = video_motion(int(spec["index"]), bool(spec.get("ood")), int(spec.get("seed", VIDEO_SEED)))
+    start, end = int(spec.get("start", 0)), int(spec.get("end", len(joints)))
+    whole = start == 0 and end >= len(joints)
+    joints = joints[start:end]
+    return (joints, segments if whole else []) if len(joints) > 1 else None
+
+
+def database_motions(records: list[dict], split: str = "train", progress: bool = False
+                     ) -> list[tuple[np.ndarray, list[dict]]]:
+    """(263-d features, segments) of every synthetic database video of the database's own
+    ``split`` whose whole motion it shows (what the generator's video-only pairs learn from)."""
+    out = []
+    for r in tqdm(records, desc=f"database motions ({split})", disable=not progress):
+        if (r.get("spec") or {}).get("split") != split:
+            continue
+        motion = record_motion(r)
+        if motion is not None and motion[1]:
+            out.append((joints_to_features(motion[0]), motion[1]))
+    return out

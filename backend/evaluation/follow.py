@@ -210,7 +210,8 @@ def load_programs(corpus) -> dict[str, list[dict]]:
 
 
 def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_dir: Path,
-                  progress: bool = True, val_split: str | None = "val") -> InstructionChecker:
+                  progress: bool = True, val_split: str | None = "val",
+                  extra: list[tuple[np.ndarray, list[dict]]] | None = None) -> InstructionChecker:
     """Train on real motions of ``splits``; with ``cfg.val_every`` the share of attributes
     followed by the real motions of ``val_split`` is scored every that many steps and the best
     model is the one kept (``val_followed`` rows in train_log.jsonl). ``cfg.mirror``: that share of
@@ -227,6 +228,11 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
             labels.append(targets(programs[mid]))
             if cfg.mirror > 0:
                 mirrored.append((mirror_features(f), targets(mirror_segments(programs[mid]))))
+    for f, segments in extra or []:
+        feats.append(f)
+        labels.append(targets(segments))
+        if cfg.mirror > 0:
+            mirrored.append((mirror_features(f), targets(mirror_segments(segments))))
     val = None
     if cfg.val_every and val_split and val_split in corpus.splits():
         vf = corpus.load_features(val_split)
@@ -286,6 +292,7 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
     model = model.cpu().eval()
     save_pretrained_atomic(model, out_dir / "model")
     (out_dir / "train_config.json").write_text(json.dumps({**asdict(cfg), "splits": list(splits),
+                                                           "extra_motions": len(extra or []),
                                                            "best_val_followed": best if best >= 0 else None},
                                                           indent=2))
     return model

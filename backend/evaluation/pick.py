@@ -11,8 +11,12 @@ expected share of them satisfied (``scores``); ties keep the earliest sample.
 
 A part is picked for when its kind is read with probability >= ``PICK_GATE`` (0.5: lower than
 the restater's 0.9 for rewriting words, since a wrong reading here only chooses among the model's
-own samples of the user's words) and the video does not lead it (a kind the model only knows from
-videos: the restater cannot read those). Other parts get one sample, as without a picker.
+own samples of the user's words). A part the video leads (words naming a motion the model knows
+only from videos, which the restater cannot read) asks the kind its retrieved video shows (a
+database video's own record; a user's footage has none) and the count, speed and turn its words
+state (``Restater.manner``, each as sure as the gate): ``asked_led``, ``with_led``. For such kinds
+the picker also learns the motions of the database's train videos (``--videos``), as the
+generator does. Other parts get one sample, as without a picker.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from typing import Callable
 import numpy as np
 
 from backend.defaults import SAMPLES
-from backend.evaluation.checker import KINDS, SIDES, SPEEDS, TURNS, InstructionChecker
+from backend.data.captions import COUNTED_ACTIONS, TURN_ACTIONS
+from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
 
 PICK_GATE = 0.5      # a part is picked for when its kind is read with p >= 0.5 (README, *Picked samples*)
@@ -52,6 +57,35 @@ class Picker:
         reading less confident than ``gate``)."""
         return [asked_attributes([r]) if r and r.get("confidence", 1.0) >= self.gate else []
                 for r in readings]
+
+    def asked_led(self, kind: str | None, manner: dict) -> list[tuple[str, str, object]]:
+        """What a part the video leads asks: ``kind`` (what its video shows; None or a kind the
+        picker does not know: nothing) and, from ``manner`` (``Restater.manner`` of its words),
+        the count, the turn and a slow/fast speed, each where it is read at least ``gate`` sure."""
+        if kind not in KINDS:
+            return []
+        sure = manner["sure"]
+        out = [("kind", kind, True)]
+        if kind in COUNTED_ACTIONS and sure["count"] >= self.gate and 1 <= manner["reps"] <= MAX_REPS:
+            out.append(("count", kind, int(manner["reps"])))
+        if kind in TURN_ACTIONS and sure["turn"] >= self.gate:
+            out.append(("direction", kind, manner["turn"] or "none"))
+        if manner["speed"] in ("slow", "fast") and sure["speed"] >= self.gate:
+            out.append(("speed", kind, manner["speed"]))
+        return out
+
+    def with_led(self, asked: list[list], led: list[bool], texts: list[str], records: list[dict | None],
+                 restater) -> list[list]:
+        """``asked`` with each part the video leads (``led[i]``, its video's database record
+        ``records[i]``) asking ``asked_led`` of its video's kind and its words' manner."""
+        idx = [i for i, (l, r) in enumerate(zip(led, records)) if l and r is not None]
+        if not idx:
+            return asked
+        known = set(restater.config.classes["action"])
+        out = list(asked)
+        for i, m in zip(idx, restater.manner([texts[i] for i in idx])):
+            out[i] = self.asked_led(video_kind(records[i], known), m)
+        return out
 
     def scores(self, features: list[np.ndarray], asked: list[list[tuple[str, str, object]]]) -> np.ndarray:
         """Per motion, the expected share of its ``asked`` attributes satisfied under the
@@ -103,4 +137,15 @@ class Picker:
         return chosen, info
 
 
-__all__ = ["PICK_GATE", "Picker", "SAMPLES"]
+def video_kind(record: dict | None, known: set[str]) -> str | None:
+    """The motion kind a database video shows that a led part asks for: of the kinds its record
+    names (``spec.kinds``; a user's footage names none), those the words' reader does not know
+    (``known``: the restater's kinds), or all of them when it knows every one; None unless that
+    leaves exactly one."""
+    kinds = list(dict.fromkeys(((record or {}).get("spec") or {}).get("kinds") or []))
+    unknown = [k for k in kinds if k not in known]
+    pool = unknown or kinds
+    return pool[0] if len(pool) == 1 else None
+
+
+__all__ = ["PICK_GATE", "Picker", "SAMPLES", "video_kind"]

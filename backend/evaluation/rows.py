@@ -140,6 +140,11 @@ class LLMRow:
                 said = [r or t for r, t in zip(self.restater.restated(texts, readings), texts)]
             if self.picker is not None:
                 asked = self.picker.asked(readings)
+                if lead.any():       # led parts ask their video's kind (video ids: in the cache)
+                    led = [self.restater.keeps(w) for w in lead]
+                    records = [self.retriever.db.record(self._cache[t]) if l else None
+                               for t, l in zip(texts, led)]
+                    asked = self.picker.with_led(asked, led, texts, records, self.restater)
         rows = self.picker.rows(asked) if self.picker is not None else list(range(len(texts)))
         guidance = np.broadcast_to(np.asarray(guidance, float), (len(texts),))
         codes = []

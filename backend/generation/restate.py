@@ -193,6 +193,24 @@ class Restater:
                         "single": float(p["single"][i][self.config.classes["single"].index("1")])})
         return out
 
+    def manner(self, texts: list[str]) -> list[dict]:
+        """Per text: the count, speed and turn its words state, whatever motion they name
+        ({"reps", "speed", "turn"} and ``sure``: each one's probability); for a part whose kind
+        the heads cannot read (one the model knows only from videos), its video supplies the kind
+        (``Picker.asked_led``)."""
+        if not texts:
+            return []
+        p = self.probabilities(self.features(list(texts)))
+        cls = self.config.classes
+        out = []
+        for i in range(len(texts)):
+            lab = {k: cls[k][int(p[k][i].argmax())] for k in ("reps", "speed", "turn")}
+            out.append({"reps": int(lab["reps"]), "speed": lab["speed"],
+                        "turn": None if lab["turn"] == "None" else lab["turn"],
+                        "sure": {"count": float(p["reps"][i].max()), "speed": float(p["speed"][i].max()),
+                                 "turn": float(p["turn"][i].max())}})
+        return out
+
     def unknown_words(self, text: str) -> list[str]:
         return [w for w in words(text) if w not in self.vocabulary]
 

@@ -148,15 +148,11 @@ def build_examples(corpus, vqvae, retriever, mode: str, workdir: Path, split: st
 def _database_motion_features(record: dict) -> np.ndarray | None:
     """(T, 263) features of the motion a synthetic database video shows (its window), or None
     for a video without a known motion (a user's own footage)."""
-    from backend.data.video_motions import VIDEO_SEED, video_motion
+    from backend.data.video_motions import record_motion
     from motioncore.features import joints_to_features
 
-    spec = record.get("spec") or {}
-    if record.get("source") != "synthetic" or "index" not in spec or spec.get("motion_file"):
-        return None
-    joints, _ = video_motion(int(spec["index"]), bool(spec.get("ood")), int(spec.get("seed", VIDEO_SEED)))
-    joints = joints[int(spec.get("start", 0)):int(spec.get("end", len(joints)))]
-    return joints_to_features(joints) if len(joints) > 1 else None
+    motion = record_motion(record)
+    return None if motion is None else joints_to_features(motion[0])
 
 
 @torch.no_grad()
