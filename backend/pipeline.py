@@ -296,18 +296,12 @@ class VimoRAGPipeline:
         said_parts = [r or p for r, p in zip(said, sentences)]
         owners = self.picker.rows(asked) if picking else list(range(len(parts)))
         g = [0.0 if plan[3] is None else lead_guidance(plan[4], guidance) for plan in plans]
-        if share is not None:          # exact lengths: one call per part (each its own length)
-            rows = []
-            for i, n in enumerate(share):
-                k = owners.count(i)
-                rows += llm.generate([said_parts[i]] * k, [plans[i][3]] * k, greedy=greedy, top_k=top_k,
-                                     temperature=temperature, seed=seed, max_tokens=n, min_tokens=n,
-                                     guidance=g[i])
-        else:
-            rows = llm.generate([said_parts[o] for o in owners], [plans[o][3] for o in owners],
-                                greedy=greedy, top_k=top_k, temperature=temperature, seed=seed,
-                                max_tokens=max_tokens, min_tokens=min_tokens,
-                                guidance=[g[o] for o in owners] if len(owners) > 1 else g[0])
+        if share is not None:          # exact lengths: each part its own, in the same batch
+            max_tokens = min_tokens = [share[o] for o in owners]
+        rows = llm.generate([said_parts[o] for o in owners], [plans[o][3] for o in owners],
+                            greedy=greedy, top_k=top_k, temperature=temperature, seed=seed,
+                            max_tokens=max_tokens, min_tokens=min_tokens,
+                            guidance=[g[o] for o in owners] if len(owners) > 1 else g[0])
         t2 = time.perf_counter()
         timing["generation"] = t2 - t1
         picks: list = [None] * len(parts)

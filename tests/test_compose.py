@@ -104,7 +104,8 @@ def _stub_pipeline(seen: dict):
     def generate(texts, videos, **kw):
         seen.setdefault("calls", []).append((list(texts), list(videos), kw))
         n = kw.get("max_tokens")
-        return [np.arange(n if n else len(t.split())) + 10 * i for i, t in enumerate(texts)]
+        ns = n if isinstance(n, list) else [n] * len(texts)      # one length per row, or one for all
+        return [np.arange(m if m else len(t.split())) + 10 * i for i, (t, m) in enumerate(zip(texts, ns))]
 
     pipe = VimoRAGPipeline(r, SimpleNamespace(eval=lambda: None), None, {"mcdpo": SimpleNamespace(generate=generate, config=SimpleNamespace(max_motion_tokens=49))})
     pipe.video_lead = None
@@ -134,7 +135,7 @@ def test_the_pipeline_writes_a_chained_prompt_part_by_part(monkeypatch):
 
     seen.clear()                                  # an exact length is shared between the parts
     res = pipe.generate("a person walks forward, then jumps twice", length_s=2.0)
-    assert [kw["max_tokens"] for _, _, kw in seen["calls"]] == [5, 5] and len(res.codes) == 10
+    assert [kw["max_tokens"] for _, _, kw in seen["calls"]] == [[5, 5]] and len(res.codes) == 10   # one batch
 
 
 def test_composed_kind_at_1_scores_each_part_against_its_kind(monkeypatch):

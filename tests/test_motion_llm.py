@@ -265,6 +265,21 @@ def test_generate_mixed_stop_lengths(llm):
     assert len({len(c) for c in out}) > 1, [len(c) for c in out]
 
 
+def test_generate_per_row_lengths(llm):
+    """Rows of several exact lengths share one batch and each equals its own call (greedy)."""
+    videos = [video(0), None, video(3, frames=9)]
+    out = llm.generate(TEXTS, videos, max_tokens=[3, 7, 5], min_tokens=[3, 7, 5])
+    assert [len(c) for c in out] == [3, 7, 5]
+    alone = [llm.generate([t], [v], max_tokens=n, min_tokens=n)[0] for t, v, n in zip(TEXTS, videos, (3, 7, 5))]
+    assert [c.tolist() for c in out] == [c.tolist() for c in alone]
+    naive = llm.generate_naive(TEXTS, videos, max_tokens=[3, 7, 5], min_tokens=[3, 7, 5])
+    assert [c.tolist() for c in naive] == [c.tolist() for c in out]
+    with pytest.raises(ValueError, match="2 max_tokens values for 3 texts"):
+        llm.generate(TEXTS, max_tokens=[3, 4])
+    with pytest.raises(ValueError, match="min_tokens must be in"):
+        llm.generate(TEXTS, max_tokens=[3, 4, 5], min_tokens=[3, 5, 5])
+
+
 def test_seeded_sampling(llm):
     kw = {"greedy": False, "max_tokens": 10, "min_tokens": 10, "top_k": 8, "temperature": 1.5}
     a = llm.generate(TEXTS, seed=11, **kw)

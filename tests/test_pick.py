@@ -97,9 +97,10 @@ def test_the_pipeline_samples_read_parts_n_times_and_keeps_the_picked_one(monkey
         seen.clear()
         res = pipe.generate("a person walks forward, then jumps twice", **kw)
         assert len(seen["calls"][0][0]) == 2 and res.picks == [None, None]
-    seen.clear()                                  # exact lengths: the samples share the part's call
+    seen.clear()                                  # exact lengths: every row in one batch, each its part's
     res = pipe.generate("a person walks forward, then jumps twice", length_s=2.0)
-    assert [len(c[0]) for c in seen["calls"]] == [1, 3] and len(res.codes) == 10
+    assert [len(c[0]) for c in seen["calls"]] == [4] and seen["calls"][0][2]["max_tokens"] == [5, 5, 5, 5]
+    assert len(res.codes) == 10
 
 
 def test_eval_rows_pick_among_samples_of_read_parts(monkeypatch):

@@ -80,6 +80,16 @@ _SENTINEL_TEXT = "\u27e6VIMORAG_TEXT\u27e7"
 POSE_DIM = 17 * 3 + 17 * 2   # per frame: x, y, confidence of each joint + its motion to the next frame
 
 
+def _per_row(value, rows: int, name: str) -> np.ndarray:
+    """One int per row from one value or a sequence of ``rows`` values."""
+    a = np.asarray(value)
+    if a.ndim == 0:
+        return np.full(rows, int(a), dtype=np.int64)
+    if a.shape != (rows,):
+        raise ValueError(f"{a.size} {name} values for {rows} texts")
+    return a.astype(np.int64)
+
+
 def pose_features(keypoints: np.ndarray) -> np.ndarray:
     """(F, 17, 3) person-centred keypoints (``backend.retrieval.videos.pose.normalize_keypoints``: one origin
     and scale for the whole clip, so travel shows) -> (F, POSE_DIM): the keypoints and each
@@ -611,13 +621,18 @@ class MotionLLM(nn.Module):
     # --- generation ------------------------------------------------------------
 
     def _check_generate_args(self, texts, max_tokens, min_tokens, top_k, temperature, guidance=0.0):
+        """Validated per-row (max_tokens, min_tokens) arrays; each may be given as one value or
+        one per text."""
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings (wrap a single prompt in a list)")
-        max_tokens = self.config.max_motion_tokens if max_tokens is None else int(max_tokens)
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        if not 0 <= min_tokens <= max_tokens:
-            raise ValueError(f"min_tokens must be in [0, max_tokens={max_tokens}], got {min_tokens}")
+        B = len(texts)
+        maxv = _per_row(self.config.max_motion_tokens if max_tokens is None else max_tokens, B, "max_tokens")
+        minv = _per_row(min_tokens, B, "min_tokens")
+        if (maxv < 1).any():
+            raise ValueError(f"max_tokens must be >= 1, got {int(maxv.min())}")
+        if ((minv < 0) | (minv > maxv)).any():
+            i = int(np.flatnonzero((minv < 0) | (minv > maxv))[0])
+            raise ValueError(f"min_tokens must be in [0, max_tokens={int(maxv[i])}], got {int(minv[i])}")
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
         if temperature <= 0:
@@ -629,14 +644,16 @@ class MotionLLM(nn.Module):
                                  f"leads), got {g:g}")
         if np.ndim(guidance) and len(guidance) != len(texts):
             raise ValueError(f"{len(guidance)} guidance values for {len(texts)} texts")
-        return max_tokens
+        return maxv, minv
 
     def _choose(self, logits, step, min_tokens, greedy, top_k, temperature, gen):
-        """Next motion token from (B, V) motion logits: never BOS/PAD, no EOS before min_tokens."""
+        """Next motion token from (B, V) motion logits: never BOS/PAD, no EOS before a row's
+        ``min_tokens`` (B,)."""
         logits = logits.float().clone()
         logits[:, [self.vocab.bos, self.vocab.pad]] = float("-inf")
-        if step < min_tokens:
-            logits[:, self.vocab.eos] = float("-inf")
+        early = torch.from_numpy(step < min_tokens).to(logits.device)
+        if bool(early.any()):
+            logits[early, self.vocab.eos] = float("-inf")
         if greedy:
             return logits.argmax(-1)
         logits = logits / temperature
@@ -659,7 +676,8 @@ class MotionLLM(nn.Module):
         """Motion codes for each text (optionally with its retrieved video), batched with a KV
         cache: the prompt is fed once, then one motion token per step. Each sequence stops at
         EOS or after ``max_tokens`` codes (default max_motion_tokens); EOS is suppressed for the
-        first ``min_tokens`` steps so a motion is never empty. Sampling (greedy=False) draws only
+        first ``min_tokens`` steps so a motion is never empty (either may be one value per text:
+        rows of several lengths share one batch). Sampling (greedy=False) draws only
         over codes + EOS, from a torch.Generator seeded with ``seed`` (reproducible).
 
         ``guidance`` g > 0 is classifier-free guidance on the words: every prompt also runs with
@@ -669,7 +687,9 @@ class MotionLLM(nn.Module):
         ``guidance`` may be one value per text; a value in [-1, 0) lets *the video lead*: the
         logits move toward the neutral-caption branch, and -1 is the video alone (what a prompt
         needs whose words name a motion the model never read, ``VideoLead``)."""
-        max_tokens = self._check_generate_args(texts, max_tokens, min_tokens, top_k, temperature, guidance)
+        maxv, min_tokens = self._check_generate_args(texts, max_tokens, min_tokens, top_k, temperature, guidance)
+        max_tokens = int(maxv.max())
+        last = torch.from_numpy(maxv - 1)            # the step at which each row has its last code
         was_training = self.training
         self.eval()
         try:
@@ -727,7 +747,7 @@ class MotionLLM(nn.Module):
                 nxt = self._choose(logits, step, min_tokens, greedy, top_k, temperature, gen)
                 nxt = torch.where(finished, torch.full_like(nxt, self.vocab.pad), nxt)
                 steps.append(nxt)
-                finished |= nxt == self.vocab.eos
+                finished |= (nxt == self.vocab.eos) | (last.to(nxt.device) <= step)
                 if bool(finished.all()) or step + 1 >= max_tokens:
                     break
                 mask = torch.cat([mask, ones], 1)
@@ -745,7 +765,9 @@ class MotionLLM(nn.Module):
         """Benchmark baseline with the same choices as ``generate``: no KV cache (the whole
         sequence is re-run every step) and the base's full text-vocabulary logits computed each
         step, as a text-token LLM would (then discarded: the motion head picks the token)."""
-        max_tokens = self._check_generate_args(texts, max_tokens, min_tokens, top_k, temperature)
+        maxv, min_tokens = self._check_generate_args(texts, max_tokens, min_tokens, top_k, temperature)
+        max_tokens = int(maxv.max())
+        last = torch.from_numpy(maxv - 1)
         was_training = self.training
         self.eval()
         try:
@@ -763,7 +785,7 @@ class MotionLLM(nn.Module):
                 nxt = self._choose(self.motion_head(h), step, min_tokens, greedy, top_k, temperature, gen)
                 nxt = torch.where(finished, torch.full_like(nxt, self.vocab.pad), nxt)
                 steps.append(nxt)
-                finished |= nxt == self.vocab.eos
+                finished |= (nxt == self.vocab.eos) | (last.to(nxt.device) <= step)
                 if bool(finished.all()) or step + 1 >= max_tokens:
                     break
                 emb = torch.cat([emb, self.motion_embed(nxt)[:, None]], 1)
