@@ -175,3 +175,32 @@ def test_repeated_rows_share_the_prompt_pass_and_sample_as_separate_rows(tiny_ge
     plain = model.generate(texts, videos, guidance=[0.0, 0.0, 0.0, 1.5, 1.5], **kw)
     assert [c.tolist() for c in shared] == [c.tolist() for c in plain]
     assert len({tuple(c.tolist()) for c in shared[:3]}) > 1      # the samples differ
+
+
+def test_bfloat16_weights_stay_close_and_leave_the_layers_alone(tiny_gemma):
+    """``merge_lora_("bfloat16")``: the lean pass reads bfloat16 copies of the fused weights;
+    activations and the cache stay float32, the layers keep their float32 weights (so
+    transformers' forward is unchanged), and the hidden states stay within bfloat16's rounding."""
+    from transformers import DynamicCache
+
+    ref_model, model = _model(tiny_gemma), _model(tiny_gemma)
+    ref_model.merge_lora_()
+    model.merge_lora_("bfloat16")
+    lean = model._lean
+    assert lean.layers[0].qkv.dtype == torch.bfloat16 and lean.dtype == torch.float32
+    assert model.decoder.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    batch = model.build_batch(TEXTS, [_video(0), None, _video(2)], padding="left")
+    embeds, mask, pos = model.embed(batch), batch.attention_mask, batch.position_ids
+    real = mask.bool()
+    with torch.no_grad():
+        cache = lean.new_cache(len(batch), mask.shape[1])
+        assert cache.k[0].dtype == torch.float32
+        got = lean(embeds, mask, pos, cache)
+        ref = ref_model._lean(embeds, mask, pos, ref_model._lean.new_cache(len(batch), mask.shape[1]))
+        body = model._body(embeds, mask, pos, DynamicCache(config=model.base_model.config))
+    assert got.dtype == torch.float32
+    err = (got[real] - ref[real]).abs().max().item()
+    assert 0 < err < 0.05 * ref[real].abs().max().item()           # rounded, but close
+    assert torch.allclose(body[real], ref[real], atol=1e-5, rtol=1e-4)   # transformers' pass: float32
+    with pytest.raises(ValueError, match="lean_weights"):
+        _model(tiny_gemma).merge_lora_("float16")

@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from backend.defaults import LEAN_WEIGHTS
 from backend.checkpoints import checkpoints_dir
 from backend.generation.motion_llm import MotionLLM
 from backend.pipeline import VimoRAGPipeline
@@ -41,6 +42,8 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
     int8 = MotionLLM.from_pretrained(checkpoints_dir() / f"llm-{model}")
     int8.merge_lora_()
     int8.quantize_int8_()
+    f32 = MotionLLM.from_pretrained(checkpoints_dir() / f"llm-{model}")
+    f32.merge_lora_("float32")          # the lean pass on float32 weights (the pipeline's: LEAN_WEIGHTS)
     tokens = int(round(seconds * FPS / pipe.vqvae.config.downsample))
     fresh = iter(range(10**6))
 
@@ -71,11 +74,13 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
     run(False, prompt(0), 0)                         # warm-up (first-call allocations)
     run(False, prompt(0), 0, unmerged)
     run(False, prompt(0), 0, int8)
+    run(False, prompt(0), 0, f32)
     run(False, prompt(0), 0, lean=False)
     run_pipeline(prompt(0), 0)
-    fast, plain, slow, quant, whole = [], [], [], [], []
+    fast, plain, slow, quant, whole, full = [], [], [], [], [], []
     for i in range(repeats):                         # interleaved: same load on all
         fast.append(run(False, prompt(i), i))
+        full.append(run(False, prompt(i), i, f32))
         plain.append(run(False, prompt(i), i, lean=False))
         quant.append(run(False, prompt(i), i, int8))
         whole.append(run_pipeline(prompt(i), i))
@@ -86,6 +91,7 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
     out = {"seconds": seconds, "tokens": tokens, "threads": threads, "repeats": repeats,
            "load_s": round(load_s, 2),
            "fast": {k: round(med(fast, k), 4) for k in ("retrieval", "generation", "decoding", "total")},
+           "float32": {k: round(med(full, k), 4) for k in ("retrieval", "generation", "decoding", "total")},
            "transformers": {k: round(med(plain, k), 4) for k in ("retrieval", "generation", "decoding", "total")},
            "unmerged": {k: round(med(slow, k), 4) for k in ("retrieval", "generation", "decoding", "total")},
            "int8": {k: round(med(quant, k), 4) for k in ("retrieval", "generation", "decoding", "total")},
@@ -101,13 +107,17 @@ def bench_generate(repeats: int = 10, seconds: float = 4.0, threads: int = 2, mo
     out["speedup"] = round(out["naive"]["total"] / out["fast"]["total"], 2)
     out["merge_speedup"] = round(out["unmerged"]["generation"] / out["fast"]["generation"], 2)
     out["int8_speedup"] = round(out["fast"]["generation"] / out["int8"]["generation"], 2)
-    out["int8_fidelity"] = _fidelity(pipe, llm, int8, tokens)
+    out["int8_fidelity"] = _fidelity(pipe, f32, int8, tokens)
+    out["weights"] = LEAN_WEIGHTS
+    out["weights_speedup"] = round(out["float32"]["generation"] / out["fast"]["generation"], 2)
+    out["weights_fidelity"] = _fidelity(pipe, f32, llm, tokens, lean=True)
     out["decode_step"] = _decode_step_vs_bound(pipe, llm, tokens, prompt)
     llm.lean_decoding = False
     out["decode_step_transformers"] = _decode_step_vs_bound(pipe, llm, tokens, prompt)
     llm.lean_decoding = True
     out["target_met"] = out["fast"]["total"] < 1.0 and out["speedup"] >= 3.0
-    assert all(r["tokens"] == tokens for r in fast + plain + slow + quant + naive + whole)
+    out["decode_step_float32"] = _decode_step_vs_bound(pipe, f32, tokens, prompt)
+    assert all(r["tokens"] == tokens for r in fast + plain + slow + quant + naive + whole + full)
     return out
 
 
@@ -129,11 +139,15 @@ def _decode_step_vs_bound(pipe, llm, tokens: int, prompt) -> dict:
     N, over N; median of 3) against the bound set by reading every weight a step uses once at
     the measured bandwidth (the decoder's layers and the motion head; the token-embedding
     table is only gathered from, not read)."""
-    weights = sum(p.numel() * p.element_size() for n, p in llm.decoder.named_parameters()
-                  if "embed_tokens" not in n)
+    lean = llm._lean if llm.lean_decoding else None
+    if lean is not None:           # what the lean pass reads: its fused weights, in their dtype
+        weights = sum(w.numel() * w.element_size() for L in lean.layers for w in (L.qkv, L.o, L.gate_up, L.down))
+    else:
+        weights = sum(p.numel() * p.element_size() for n, p in llm.decoder.named_parameters()
+                      if "embed_tokens" not in n)
+        weights += sum(b.numel() * b.element_size() for n, b in llm.decoder.named_buffers()
+                       if "embed_tokens" not in n and b.is_floating_point())
     weights += sum(p.numel() * p.element_size() for p in llm.motion_head.parameters())
-    weights += sum(b.numel() * b.element_size() for n, b in llm.decoder.named_buffers()
-                   if "embed_tokens" not in n and b.is_floating_point())
     gb_s = _bandwidth_gb_s()
     text = prompt(0)
     video = pipe._video(pipe.retrieve(text, "gemini", k=1)[0].id)
@@ -154,16 +168,26 @@ def _decode_step_vs_bound(pipe, llm, tokens: int, prompt) -> dict:
             "bandwidth_gb_s": round(gb_s, 2), "target_ratio": 1.5}
 
 
+def _lean_logits(model, batch) -> torch.Tensor:
+    """(B, M, vocab) motion logits of ``batch``'s targets through ``model``'s lean pass."""
+    lean = model._lean
+    h = lean(model.embed(batch), batch.attention_mask, batch.position_ids,
+             lean.new_cache(len(batch), batch.attention_mask.shape[1]))
+    return model.motion_head(h.gather(1, batch.target_positions[..., None].expand(-1, -1, h.shape[-1])))
+
+
 @torch.no_grad()
-def _fidelity(pipe, ref, other, tokens: int) -> dict:
+def _fidelity(pipe, ref, other, tokens: int, lean: bool = False) -> dict:
     """How far ``other``'s next-token distributions are from ``ref``'s, teacher-forced on
     ``ref``'s own samples for the benchmark prompts (their rank-1 videos): mean KL(ref || other)
-    in nats per token and the share of positions where both rank the same token first."""
+    in nats per token and the share of positions where both rank the same token first. ``lean``:
+    both through their lean pass (else transformers' forward)."""
     texts = list(PROMPTS)
     videos = [pipe._video(pipe.retrieve(t, "gemini", k=1)[0].id) for t in texts]
     codes = ref.generate(texts, videos, greedy=False, seed=0, max_tokens=tokens, min_tokens=tokens)
     batch = ref.build_batch(texts, videos, codes=[c for c in codes])
-    a, b = ref(batch).float().log_softmax(-1), other(batch).float().log_softmax(-1)
+    fwd = _lean_logits if lean else (lambda m, b: m(b))
+    a, b = fwd(ref, batch).float().log_softmax(-1), fwd(other, batch).float().log_softmax(-1)
     valid = batch.targets >= 0
     kl = (a.exp() * (a - b)).sum(-1)[valid]
     same = (a.argmax(-1) == b.argmax(-1))[valid].float()
@@ -175,7 +199,7 @@ def format_bench_generate(res: dict) -> str:
     lines = [f"text -> {res['seconds']:.0f}-s motion ({res['tokens']} tokens), median of "
              f"{res['repeats']} runs, {res['threads']} threads", f"{'path':<13}{'retrieval':>11}"
              f"{'generation':>12}{'decoding':>10}{'total':>9}"]
-    for p in ("fast", "transformers", "unmerged", "int8", "naive", "pipeline"):
+    for p in ("fast", "float32", "transformers", "unmerged", "int8", "naive", "pipeline"):
         r = res[p]
         lines.append(f"{p:<13}{r['retrieval']:>10.3f}s{r['generation']:>11.3f}s{r['decoding']:>9.3f}s"
                      f"{r['total']:>8.3f}s")
@@ -186,6 +210,10 @@ def format_bench_generate(res: dict) -> str:
         lines.append(f"pipeline: picking among samples {res['pipeline']['picking']:.3f}s median (within its "
                      f"total; {res['pipeline']['picked']} of {res['repeats']} prompts sampled several "
                      "times, backend/evaluation/pick.py)")
+    w = res["weights_fidelity"]
+    lines.append(f"fast = the lean pass on {res['weights']} weights: generation {res['weights_speedup']:.2f}x "
+                 f"faster than on float32 ones; KL {w['kl_nats_per_token']:.4f} nats/token, same first "
+                 f"choice {100 * w['top1_agreement']:.0f} % (backend.defaults.LEAN_WEIGHTS)")
     lines.append(f"lean pass: generation {res['lean_speedup']:.2f}x faster than transformers' own; "
                  f"merged LoRA: {res['merge_speedup']:.2f}x faster than unmerged; "
                  f"int8 weights: {res['int8_speedup']:.2f}x faster than fast, lossy: KL "
@@ -196,7 +224,8 @@ def format_bench_generate(res: dict) -> str:
                  f"({d['weights_mb']:.0f} MB of weights at {d['bandwidth_gb_s']:.1f} GB/s): "
                  f"{d['ratio']:.2f}x the bound (target <= {d['target_ratio']}x); through "
                  f"transformers' pass {res['decode_step_transformers']['step_ms']:.1f} ms "
-                 f"({res['decode_step_transformers']['ratio']:.2f}x)")
+                 f"({res['decode_step_transformers']['ratio']:.2f}x); lean on float32 weights "
+                 f"{res['decode_step_float32']['step_ms']:.1f} ms ({res['decode_step_float32']['ratio']:.2f}x)")
     lines.append(f"speed-up {res['speedup']:.1f}x (target: total < 1 s and >= 3x: "
                  f"{'met' if res['target_met'] else 'NOT met'}); model loading {res['load_s']:.1f} s")
     return "\n".join(lines)

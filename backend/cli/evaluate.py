@@ -91,7 +91,7 @@ def cmd_eval_generation(args) -> int:
     generators = with_sampling([GENERATORS[n](corpus) for n in names], args.guidance,
                                args.temperature, args.top_k, not args.no_side_match, args.int8,
                                args.video_lead, not args.whole_prompts, not args.no_rerank,
-                             not args.words_as_typed, args.pick)
+                             not args.words_as_typed, args.pick, args.weights)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -145,7 +145,7 @@ def cmd_eval_follow(args) -> int:
         gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
                              args.video_lead, not args.whole_prompts, not args.no_rerank,
-                             not args.words_as_typed, args.pick)
+                             not args.words_as_typed, args.pick, args.weights)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -367,6 +367,14 @@ def cmd_eval_look(args) -> int:
     return 0
 
 
+def _weights_option(p) -> None:
+    from backend.defaults import LEAN_WEIGHTS, WEIGHT_CHOICES
+
+    p.add_argument("--weights", choices=WEIGHT_CHOICES, default=LEAN_WEIGHTS,
+                   help="dtype of the LLM rows' decoder weights (default %(default)s, as the app; "
+                        "float32: the tokens of transformers' own pass; README, *Generation speed*)")
+
+
 def add(sub) -> None:
     """Add these commands to the top-level parser."""
     esub = command_group(sub, "eval", "evaluate a component (prints a table; --json adds figures)",
@@ -414,6 +422,7 @@ def add(sub) -> None:
     g.add_argument("--int8", action="store_true",
                    help="LLM rows with int8 weights (LoRA merged, then dynamic int8 quantization): "
                         "the lossy fast path of `bench generate`, to compare against the default rows")
+    _weights_option(g)
     add_session17_switches(g)
     g.add_argument("--video-lead", action="store_true",
                    help="rows with retrieval let the video lead words the model only saw in videos "
@@ -453,6 +462,7 @@ def add(sub) -> None:
                         "captions name only the other side than the prompt comes mirrored, as in the app)")
     f.add_argument("--int8", action="store_true",
                    help="generator rows with int8 weights (as `eval generation --int8`)")
+    _weights_option(f)
     add_session17_switches(f)
     f.add_argument("--video-lead", action="store_true",
                    help="rows with retrieval let the video lead words the model only saw in videos "

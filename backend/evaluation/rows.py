@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from backend.defaults import LEAN_WEIGHTS
 from backend.checkpoints import checkpoints_dir
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
@@ -52,15 +53,17 @@ def _tokenizer(name: str):
 
 
 @lru_cache(maxsize=None)
-def _llm(name: str, int8: bool = False):
-    """The shipped model ``name``; ``int8``: its own copy with LoRA merged and the merged layers
-    quantized to int8 (``MotionLLM.quantize_int8_``), the lossy fast path being measured."""
+def _llm(name: str, weights: str = LEAN_WEIGHTS):
+    """The shipped model ``name`` as the pipeline runs it: LoRA merged into its own copy and
+    decoded by the lean pass with its weights in ``weights`` (``defaults.LEAN_WEIGHTS``; float32:
+    the same tokens as transformers' pass), or ``int8``: the merged layers quantized
+    (``MotionLLM.quantize_int8_``), the lossy fast path being measured."""
     d = checkpoints_dir() / f"llm-{name}"
     if not (d / "model.safetensors").is_file():
         raise FileNotFoundError(f"no trained motion LLM at {d}; see README, 'Training'")
     llm = MotionLLM.from_pretrained(d)
-    if int8:
-        llm.merge_lora_()
+    llm.merge_lora_("float32" if weights == "int8" else weights)
+    if weights == "int8":
         llm.quantize_int8_()
     return llm
 
@@ -181,7 +184,7 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
 def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 1.0,
                   top_k: int = 0, match_sides: bool = True, int8: bool = False,
                   video_lead: bool = False, compose: bool = True, rerank: bool = True,
-                  restate: bool = True, pick: int = 0) -> list:
+                  restate: bool = True, pick: int = 0, weights: str = LEAN_WEIGHTS) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -199,7 +202,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     session 18); ``restate=False``: the words as typed (every row before session 18). ``pick``
     N > 1: each part the restater reads confidently is sampled N times and the picker keeps one
     (``backend.evaluation.pick``, as the pipeline does; needs ``checkpoints/picker``; rows with
-    words as typed still read the words for the picker)."""
+    words as typed still read the words for the picker). ``weights``: the dtype of the lean
+    decoder's weights (default ``defaults.LEAN_WEIGHTS``, as the pipeline; float32: the tokens of
+    transformers' own pass; ``int8`` overrides it)."""
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
@@ -224,8 +229,11 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             g.match_sides = False
             notes.append("sides not matched")
         if int8:
-            g.llm = _llm(g.model_name, True)
+            g.llm = _llm(g.model_name, "int8")
             notes.append("int8")
+        elif weights != LEAN_WEIGHTS:
+            g.llm = _llm(g.model_name, weights)
+            notes.append(f"{weights} weights")
         if video_lead and g.mode in ("gemini", "object"):
             g.video_lead = VideoLead.from_pretrained()
             if g.video_lead is None:

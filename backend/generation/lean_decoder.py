@@ -95,12 +95,16 @@ class LeanGemma3:
         return True
 
     @torch.no_grad()
-    def __init__(self, decoder):
+    def __init__(self, decoder, weight_dtype: torch.dtype | None = None):
         if not self.supports(decoder):
             raise ValueError("LeanGemma3 needs a Gemma 3 text body with plain Linear projections "
                              "(merge LoRA first)")
         cfg = decoder.config
         self.decoder = decoder
+        self.dtype = decoder.layers[0].self_attn.o_proj.weight.dtype      # activations and the cache
+        # weights kept in another dtype (bfloat16: half the bytes a step reads) are copies: the
+        # layers keep their own weights, and transformers' forward its numbers
+        self.weight_dtype = self.dtype if weight_dtype is None else weight_dtype
         self.eps = cfg.rms_norm_eps
         self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.scaling = cfg.query_pre_attn_scalar ** -0.5
@@ -124,15 +128,16 @@ class LeanGemma3:
                 *(1.0 + n.weight.float() for n in (layer.input_layernorm, layer.post_attention_layernorm,
                                                    layer.pre_feedforward_layernorm,
                                                    layer.post_feedforward_layernorm)),
-                qk_norm.to(a.o_proj.weight.dtype)))
+                qk_norm.to(self.dtype)))
         self.kinds = sorted({layer.kind for layer in self.layers})
 
-    @staticmethod
-    def _fuse(linears: list[nn.Linear]) -> torch.Tensor:
+    def _fuse(self, linears: list[nn.Linear]) -> torch.Tensor:
         """One input-major (in, out) weight for one or several projections of the same input;
         each layer's weight becomes the transposed view of its columns (same values, no extra
-        memory once the old weights are dropped)."""
+        memory once the old weights are dropped). In another ``weight_dtype`` it is a copy."""
         fused = torch.cat([lin.weight.detach() for lin in linears], 0).t().contiguous()
+        if self.weight_dtype != fused.dtype:
+            return fused.to(self.weight_dtype)
         start = 0
         for lin in linears:
             rows = lin.weight.shape[0]
@@ -141,8 +146,13 @@ class LeanGemma3:
         return fused
 
     def new_cache(self, rows: int, capacity: int) -> LeanCache:
-        dtype = self.layers[0].o.dtype
-        return LeanCache(len(self.layers), rows, self.kv_heads, capacity, self.head_dim, dtype)
+        return LeanCache(len(self.layers), rows, self.kv_heads, capacity, self.head_dim, self.dtype)
+
+    def _mm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``x @ w`` in the weights' dtype, the result in the activations'."""
+        if w.dtype == x.dtype:
+            return x @ w
+        return (x.to(w.dtype) @ w).to(x.dtype)
 
     def _masks(self, key_mask: torch.Tensor, start: int, T: int) -> dict[str, torch.Tensor | None]:
         """Additive masks (B, 1, (H/K)*T, S) per attention kind: causal, padding and (sliding)
@@ -163,7 +173,7 @@ class LeanGemma3:
                 continue
             allowed = causal & (q - k < self.window) if sliding else causal
             ok = (allowed[None, None] & valid) | (k == q)[None, None]
-            mask = torch.zeros(ok.shape, dtype=self.layers[0].o.dtype).masked_fill_(~ok, float("-inf"))
+            mask = torch.zeros(ok.shape, dtype=self.dtype).masked_fill_(~ok, float("-inf"))
             masks[kind] = mask.repeat(1, 1, self.heads // self.kv_heads, 1)   # rows of the folded heads
         return masks
 
@@ -192,7 +202,7 @@ class LeanGemma3:
         x = embeds
         end = start + T
         for i, L in enumerate(self.layers):
-            qkv = _rms(x, L.in_norm, self.eps) @ L.qkv
+            qkv = self._mm(_rms(x, L.in_norm, self.eps), L.qkv)
             # queries and keys side by side (B, T, H + K, hd): one norm, one rotation
             qk = _rms(qkv[..., :(H + K) * hd].view(B, T, H + K, hd), None, self.eps) * L.qk_norm
             cos, sin = rope[L.kind]
@@ -204,10 +214,10 @@ class LeanGemma3:
             q = qk[:, :, :H].transpose(1, 2).reshape(B, K, (H // K) * T, hd)
             att = F.scaled_dot_product_attention(q, cache.k[i][:, :, :end], cache.v[i][:, :, :end],
                                                  attn_mask=masks[L.kind], scale=self.scaling)
-            att = att.view(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd) @ L.o
+            att = self._mm(att.view(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd), L.o)
             x = x + _rms(att, L.post_attn_norm, self.eps)
-            gate, up = (_rms(x, L.pre_ff_norm, self.eps) @ L.gate_up).chunk(2, dim=-1)
-            ff = (F.gelu(gate, approximate="tanh") * up) @ L.down
+            gate, up = self._mm(_rms(x, L.pre_ff_norm, self.eps), L.gate_up).chunk(2, dim=-1)
+            ff = self._mm(F.gelu(gate, approximate="tanh") * up, L.down)
             x = x + _rms(ff, L.post_ff_norm, self.eps)
         cache.length = end
         return _rms(x, self.final_norm, self.eps)

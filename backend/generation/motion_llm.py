@@ -798,14 +798,18 @@ class MotionLLM(nn.Module):
     # --- persistence -----------------------------------------------------------
 
     @torch.no_grad()
-    def merge_lora_(self) -> int:
+    def merge_lora_(self, lean_weights: str = "float32") -> int:
         """Fold every LoRA pair into a copy of its base weight (W + scale * B @ A) and drop the
         adapter, for inference: each adapted layer then runs one matrix multiply instead of
         three. The shared base tensors are left as they are (the merged weights are new
         tensors, about 0.4 GB for the embedded base). Afterwards the model can generate but not
         be trained or saved. For a Gemma 3 base whose projections are then all plain layers,
         ``generate`` switches to ``LeanGemma3`` (fused projections, preallocated cache; the same
-        tokens, tested). Returns the number of layers merged."""
+        tokens, tested); ``lean_weights="bfloat16"`` keeps that pass's weights in bfloat16 (a copy:
+        half the bytes a decode step reads, nearly the same distributions; ``defaults.LEAN_WEIGHTS``).
+        Returns the number of layers merged."""
+        if lean_weights not in ("float32", "bfloat16"):
+            raise ValueError(f"lean_weights must be float32 or bfloat16, got {lean_weights!r}")
         from peft.tuners.lora import LoraLayer
 
         merged = 0
@@ -830,7 +834,8 @@ class MotionLLM(nn.Module):
         self.lora_merged = True
         from backend.generation.lean_decoder import LeanGemma3
 
-        self._lean = LeanGemma3(self.decoder) if LeanGemma3.supports(self.decoder) else None
+        self._lean = (LeanGemma3(self.decoder, weight_dtype=getattr(torch, lean_weights))
+                      if LeanGemma3.supports(self.decoder) else None)
         return merged
 
     def quantize_int8_(self) -> int:
