@@ -4,17 +4,18 @@ OOD, 96 % of codes in use; instruction checker right on 90 % of what held-out re
 import pytest
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import TEMPERATURE
+from backend.defaults import SAMPLES, TEMPERATURE
 from backend.evaluation.tokenizer import evaluate_split
 from backend.generation.vqvae import MotionVQVAE
 
-# README (*Models shipped in session N*, the latest): the shipped McDPO (video lead on, the app's
-# temperature) passes about half to two thirds of the 15 checks of the app's example prompts
-# (3 seeds; the models before "Motion quality II" 20 %, walking only: with 2-3 samples a prompt,
-# +-12 points is noise), and the OOD-kind prompts (cartwheel, backflip, crawl, roll) give their
-# kind in 58-67 % of samples (0 % before session 12). Floors against regressions, not goals.
-EXAMPLES_FLOOR = 0.20
+# README (*Picked samples*): the shipped McDPO (video lead on, the app's temperature, best of 4)
+# passes 84 % of the 15 checks of the app's example prompts (3 seeds; 78 % in session 19, 20 %
+# before "Motion quality II"; with 2-3 samples a prompt, +-12 points is noise), and the OOD-kind
+# prompts (cartwheel, backflip, crawl, roll) give their kind in 92 % of samples (0 % before
+# session 12). Floors against regressions, not goals.
+EXAMPLES_FLOOR = 0.60
 PICKER_FLOOR = 0.85     # README *Picked samples*: the shipped picker on the test split's real motions
+PICKER_OOD_FLOOR = 0.6  # ... and on the OOD split's (70.9 %: it learned the database's train videos)
 OOD_EXAMPLES = [("a person does a cartwheel", "cartwheel"), ("someone does a backflip", "backflip"),
                 ("a person crawls forward", "crawl"), ("a person rolls on the ground", "roll")]
 
@@ -68,6 +69,10 @@ def test_shipped_picker_on_held_out_real_motions(embedded_corpus):
     ids = sorted(feats)
     res = score(picker.checker, [programs[m] for m in ids], [feats[m] for m in ids])
     assert res["followed"] >= PICKER_FLOOR and res["kind"] >= 0.9
+    feats = embedded_corpus.load_features("ood", min_frames=8)
+    ids = sorted(feats)
+    res = score(picker.checker, [programs[m] for m in ids], [feats[m] for m in ids])
+    assert res["followed"] >= PICKER_OOD_FLOOR, res
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +144,7 @@ def test_unseen_count_words_reach_the_model_in_its_own_words(mcdpo_pipe):
 
 
 def test_the_picker_keeps_the_sample_that_does_the_count(mcdpo_pipe):
-    """Best of 4 (README *Picked samples*): a counted prompt is sampled four times and the judge
+    """Best of N (README *Picked samples*): a counted prompt is sampled N times and the judge
     (another checker than the picker) sees the asked count in most kept samples; with one sample
     the picker is not asked."""
     from backend.evaluation.checker import InstructionChecker
@@ -151,9 +156,19 @@ def test_the_picker_keeps_the_sample_that_does_the_count(mcdpo_pipe):
     kept = []
     for seed in range(3):
         r = mcdpo_pipe.generate("a person jumps three times", seed=seed)
-        assert r.picks[0] is not None and r.picks[0]["samples"] == 4 and "picking" in r.timing
+        assert r.picks[0] is not None and r.picks[0]["samples"] == SAMPLES and "picking" in r.timing
         pred = judge.predict([joints_to_features(r.joints)])[0]
         kept.append(all(ok for _, ok in check(pred, asked)))
     assert sum(kept) >= 2, kept
     one = mcdpo_pipe.generate("a person jumps three times", seed=0, pick=False)
     assert one.picks == [None] and "picking" not in one.timing
+
+
+def test_a_part_the_video_leads_is_picked_for_its_videos_kind(mcdpo_pipe):
+    """A prompt naming a kind the model knows only from videos: the video leads it, and its
+    samples are picked among for the kind the retrieved database video shows (README *Picked
+    samples*, session 20)."""
+    r = mcdpo_pipe.generate("someone does a cartwheel twice", seed=0)
+    assert r.video_lead > 0.5, r.video_lead
+    assert r.picks[0] is not None and r.picks[0]["samples"] == SAMPLES, r.picks
+    assert "cartwheel" in mcdpo_pipe.retriever.db.record(r.video_id)["spec"]["kinds"]

@@ -3,7 +3,9 @@
 One run = retrieval (Gemini-MVR text encoding + FAISS) + motion-token generation + VQ-VAE
 decoding, for a motion of a fixed length (4 s = 20 tokens; end-of-motion suppressed so every
 run generates the same number of tokens). The fast path uses the motion-only head and the KV
-cache, with LoRA merged into the weights and the lean Gemma 3 pass (as the pipeline loads it);
+cache, with LoRA merged into the weights and the lean Gemma 3 pass on bfloat16 weights (as the
+pipeline loads it: ``defaults.LEAN_WEIGHTS``); the "float32" row is the same pass on float32
+weights (the tokens of transformers' pass), with how far apart their distributions are;
 the "transformers" row is the same merged model through transformers' own forward pass
 (``lean_decoding = False``); the "unmerged" row is the same path with LoRA kept as adapters
 (three multiplies per adapted layer); the naive path
