@@ -3,9 +3,10 @@
 The motion LLM samples; some samples follow the words (the count, the speed, the side) and
 some do not (session 18: a count in training words is followed 68 % of the time). What a part
 asks is known before any motion exists: the ``Restater`` reads its kind, count, speed, side and
-turn off the base LM's states. The *picker*, an ``InstructionChecker`` trained on the generator's
-own train split only (``python -m backend train checker --role picker --ship``; the judge of
-``eval follow`` is another checker, also trained on the OOD judge half), reads the same
+turn off the base LM's states. The *picker*, an ``InstructionChecker`` trained on what the
+generator learns from, its train split and the database's train-video motions (``python -m
+backend train checker --role picker --videos embedded --ship``; the judge of ``eval follow`` is
+another checker, trained on the OOD judge half instead of the videos), reads the same
 attributes off each sampled motion, and ``Picker.choose`` keeps the sample with the highest
 expected share of them satisfied (``scores``); ties keep the earliest sample.
 
@@ -14,9 +15,8 @@ the restater's 0.9 for rewriting words, since a wrong reading here only chooses 
 own samples of the user's words). A part the video leads (words naming a motion the model knows
 only from videos, which the restater cannot read) asks the kind its retrieved video shows (a
 database video's own record; a user's footage has none) and the count, speed and turn its words
-state (``Restater.manner``, each as sure as the gate): ``asked_led``, ``with_led``. For such kinds
-the picker also learns the motions of the database's train videos (``--videos``), as the
-generator does. Other parts get one sample, as without a picker.
+state (``Restater.manner``, each as sure as the gate): ``asked_led``, ``with_led``. Other parts
+get one sample, as without a picker.
 """
 from __future__ import annotations
 
