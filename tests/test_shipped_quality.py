@@ -145,23 +145,29 @@ def test_unseen_count_words_reach_the_model_in_its_own_words(mcdpo_pipe):
 
 def test_the_picker_keeps_the_sample_that_does_the_count(mcdpo_pipe):
     """Best of N (README *Picked samples*): a counted prompt is sampled N times and the judge
-    (another checker than the picker) sees the asked count in most kept samples; with one sample
-    the picker is not asked."""
+    (another checker than the picker) sees the asked count in the kept sample far more often
+    than in one sample (seeds 0-7; measured over seeds 0-11: 6 of 12 against 1 of 12, the same
+    single samples on float32 and bfloat16 weights)."""
     from backend.evaluation.checker import InstructionChecker
     from backend.evaluation.follow import check
     from motioncore.features import joints_to_features
 
     judge = InstructionChecker.from_pretrained(checkpoints_dir() / "checker")
     asked = [("kind", "jump", True), ("count", "jump", 3)]
-    kept = []
-    for seed in range(3):
+
+    def follows(r) -> bool:
+        pred = judge.predict([joints_to_features(r.joints)])[0]
+        return all(ok for _, ok in check(pred, asked))
+
+    picked, one = 0, 0
+    for seed in range(8):
         r = mcdpo_pipe.generate("a person jumps three times", seed=seed)
         assert r.picks[0] is not None and r.picks[0]["samples"] == SAMPLES and "picking" in r.timing
-        pred = judge.predict([joints_to_features(r.joints)])[0]
-        kept.append(all(ok for _, ok in check(pred, asked)))
-    assert sum(kept) >= 2, kept
-    one = mcdpo_pipe.generate("a person jumps three times", seed=0, pick=False)
-    assert one.picks == [None] and "picking" not in one.timing
+        picked += follows(r)
+        single = mcdpo_pipe.generate("a person jumps three times", seed=seed, pick=False)
+        assert single.picks == [None] and "picking" not in single.timing
+        one += follows(single)
+    assert picked >= 3 and picked >= one + 2, (picked, one)
 
 
 def test_a_part_the_video_leads_is_picked_for_its_videos_kind(mcdpo_pipe):
