@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from backend.defaults import LEAN_WEIGHTS
 from backend.checkpoints import checkpoints_dir
+from backend.defaults import LEAN_WEIGHTS
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
