@@ -112,7 +112,11 @@ def cmd_train_checker(args) -> int:
         from backend.data.video_motions import database_motions
         from backend.retrieval.videos.database import VideoDatabase, database_dir
 
-        extra = database_motions(VideoDatabase.open(database_dir(args.videos)).records, "train", progress=True)
+        db = VideoDatabase.open(database_dir(args.videos))
+        if not len(db):
+            raise FileNotFoundError(f"--videos {args.videos}: no video database of that name at "
+                                    f"{database_dir(args.videos)} (`python -m backend videos build`)")
+        extra = database_motions(db.records, "train", progress=True)
         if not extra:
             raise ValueError(f"--videos {args.videos}: no synthetic train video with a known motion")
     print(f"Training the instruction checker ({args.role}) on the {' + '.join(splits)} split(s)"

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from backend.checkpoints import data_home, load_folder, save_folder
-from backend.defaults import GUIDANCE_RANGE
+from backend.defaults import GUIDANCE_RANGE, WEIGHT_CHOICES
 from backend.generation.motion_vocab import MotionVocab
 from backend.retrieval.videos.database import VideoFeatures
 from motioncore.prompt import PromptError, clean_prompt  # noqa: F401  (re-exported)
@@ -808,8 +808,8 @@ class MotionLLM(nn.Module):
         tokens, tested); ``lean_weights="bfloat16"`` keeps that pass's weights in bfloat16 (a copy:
         half the bytes a decode step reads, nearly the same distributions; ``defaults.LEAN_WEIGHTS``).
         Returns the number of layers merged."""
-        if lean_weights not in ("float32", "bfloat16"):
-            raise ValueError(f"lean_weights must be float32 or bfloat16, got {lean_weights!r}")
+        if lean_weights not in WEIGHT_CHOICES:
+            raise ValueError(f"lean_weights must be one of {', '.join(WEIGHT_CHOICES)}, got {lean_weights!r}")
         from peft.tuners.lora import LoraLayer
 
         merged = 0
