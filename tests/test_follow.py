@@ -168,3 +168,26 @@ def test_followed_shares_per_motion():
     assert out.tolist() == [1.0, 0.5, 0.0]
     with pytest.raises(ValueError, match="programs for"):
         followed_shares(Checker(), [twice], [])
+
+
+def test_score_by_kind_splits_each_attribute_by_motion_kind():
+    from backend.evaluation.follow import format_by_kind, score
+
+    class Checker:                           # sees a jump done twice, nothing else
+        def predict(self, feats):
+            k = len(KINDS)
+            return [{"presence": np.eye(k)[KINDS.index("jump")], "reps": np.full(k, 1),
+                     "side": np.zeros(k, int), "turn": np.zeros(k, int), "speed": np.zeros(k, int)}
+                    for _ in feats]
+
+    progs = [[seg("jump", 2)]] * 5 + [[seg("jump", 3)]] * 5 + [[seg("walk")]] * 5
+    r = score(Checker(), progs, [np.zeros((5, 263))] * 15)
+    assert r["by_kind"]["kind/jump"] == {"share": 1.0, "n": 10}
+    assert r["by_kind"]["count/jump"] == {"share": 0.5, "n": 10}
+    assert r["by_kind"]["kind/walk"] == {"share": 0.0, "n": 5}
+    assert r["by_kind"]["direction/walk"] == {"share": 0.0, "n": 5}
+    assert sum(v["n"] for v in r["by_kind"].values()) == r["attributes"]
+    table = format_by_kind({"row": r})
+    jump = next(line for line in table.splitlines() if line.strip().startswith("jump"))
+    assert "100%" in jump and "50%" in jump
+    assert "walk" in table and format_by_kind({"row": r}, min_n=6).count("walk") == 0

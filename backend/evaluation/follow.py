@@ -83,14 +83,18 @@ def score(checker: InstructionChecker, programs: list[list[dict]], features: lis
     """Share of satisfied attributes, overall and per attribute, over motions and their prompts."""
     preds = checker.predict(features)
     hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
+    by_kind: dict[str, list[bool]] = {}
     for segs, pred in zip(programs, preds):
-        for attr, ok in check(pred, asked_attributes(segs)):
+        asked = asked_attributes(segs)
+        for (attr, ok), (_, kind, _) in zip(check(pred, asked), asked):
             hits[attr].append(ok)
+            by_kind.setdefault(f"{attr}/{kind}", []).append(ok)
     every = [h for a in ATTRIBUTES for h in hits[a]]
     return {"motions": len(programs), "attributes": len(every),
             "followed": float(np.mean(every)) if every else float("nan"),
             **{f"{a}": (float(np.mean(hits[a])) if hits[a] else None) for a in ATTRIBUTES},
-            "counts": {a: len(hits[a]) for a in ATTRIBUTES}}
+            "counts": {a: len(hits[a]) for a in ATTRIBUTES},
+            "by_kind": {k: {"share": float(np.mean(v)), "n": len(v)} for k, v in sorted(by_kind.items())}}
 
 
 def followed_shares(checker: InstructionChecker, segments: list[list[dict]],
@@ -304,4 +308,23 @@ def format_table(rows: dict[str, dict]) -> str:
     for name, r in rows.items():
         cells = "".join(f"{'-' if r[a] is None else format(r[a], '.1%'):>11}" for a in ATTRIBUTES)
         lines.append(f"{name:<28}{r['motions']:>8}{r['attributes']:>7}{r['followed']:>7.1%}{cells}")
+    return "\n".join(lines)
+
+
+def format_by_kind(rows: dict[str, dict], min_n: int = 5) -> str:
+    """Per motion kind, each row's share of each attribute (``score(...)["by_kind"]``; kinds
+    asked fewer than ``min_n`` times in an attribute show '-')."""
+    kinds = sorted({k.split("/", 1)[1] for r in rows.values() for k in r.get("by_kind", {})})
+    lines = []
+    for name, r in rows.items():
+        bk = r.get("by_kind", {})
+        lines.append(f"{name}: share of each attribute followed (n asked), by kind")
+        lines.append(f"  {'kind':<16}" + "".join(f"{a:>14}" for a in ATTRIBUTES))
+        for kind in kinds:
+            cells = []
+            for a in ATTRIBUTES:
+                c = bk.get(f"{a}/{kind}")
+                cells.append(f"{c['share']:>7.0%} ({c['n']:>3})" if c and c["n"] >= min_n else f"{'-':>13}")
+            if any(c.strip() != "-" for c in cells):
+                lines.append(f"  {kind:<16}" + "".join(f"{c:>14}" for c in cells))
     return "\n".join(lines)
