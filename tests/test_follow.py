@@ -191,3 +191,27 @@ def test_score_by_kind_splits_each_attribute_by_motion_kind():
     jump = next(line for line in table.splitlines() if line.strip().startswith("jump"))
     assert "100%" in jump and "50%" in jump
     assert "walk" in table and format_by_kind({"row": r}, min_n=6).count("walk") == 0
+
+
+def test_follow_reward_judges_video_only_motions_by_the_video_checker():
+    from backend.evaluation.follow import follow_reward
+
+    class Sees:                              # sees one kind, done once
+        def __init__(self, kind):
+            self.kind = kind
+
+        def predict(self, feats):
+            k = len(KINDS)
+            return [{"presence": np.eye(k)[KINDS.index(self.kind)], "reps": np.zeros(k, int),
+                     "side": np.zeros(k, int), "turn": np.zeros(k, int), "speed": np.zeros(k, int)}
+                    for _ in feats]
+
+    programs = {"m1": [seg("jump")], "video-v1": [seg("cartwheel")]}
+    follow = follow_reward(Sees("jump"), programs, Sees("cartwheel"))
+    feats = [np.zeros((5, 263))] * 3
+    assert follow(["m1", "video-v1", "m1"], feats).tolist() == [1.0, 1.0, 1.0]
+    swapped = follow_reward(Sees("cartwheel"), programs, Sees("jump"))
+    assert swapped(["m1", "video-v1"], feats[:2]).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="video_checker"):
+        follow_reward(Sees("jump"), programs)(["video-v1"], feats[:1])
+    assert follow_reward(Sees("jump"), programs)(["m1"], feats[:1]).tolist() == [1.0]

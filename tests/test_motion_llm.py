@@ -704,3 +704,35 @@ def test_video_leads_with_negative_guidance(llm):
     assert mixed[0].tolist() == plain[0].tolist() and mixed[2].tolist() == plain[2].tolist()
     assert mixed[1].tolist() == neutral[1].tolist()
     assert len(llm.generate(TEXTS, videos, guidance=-0.5, **kw)) == 3
+
+
+def test_make_preferences_video_only_prompt_has_its_ground_truth_stand_in_for_the_words():
+    from backend.generation.motion_llm import NEUTRAL_TEXT
+    from backend.generation.train_llm import Example, make_preferences
+
+    class SFT:                               # four candidates per prompt: codes [1], [2], [3], [4]
+        def generate(self, texts, videos, **kw):
+            return [np.array([1 + i % 4]) for i in range(len(texts))]
+
+    class VQ:
+        def decode(self, codes):
+            return codes.float()[:, :, None].repeat(1, 4, 3)
+
+    class Evaluator:                         # a motion's embedding is its value; the words sit at 4
+        def encode_features(self, feats):
+            return np.array([[float(f[0, 0])] for f in feats])
+
+        def encode_captions(self, texts):
+            return np.full((len(texts), 1), 4.0)
+
+    norm = type("N", (), {"denormalize": staticmethod(lambda x: x)})()
+    gt = {"m": np.ones((10, 3)), "video-v1": np.ones((10, 3))}          # the ground truth sits at 1
+    words = [Example("a person jumps", np.array([5]), None, "m")]
+    video = [Example(NEUTRAL_TEXT, np.array([5]), "v1", "video-v1")]
+    only_text = dict(kappa=4, w_l=0.0, w_d=1.0)                         # the text term alone
+    (pair,) = make_preferences(SFT(), words, None, Evaluator(), VQ(), norm, gt, **only_text)
+    assert pair.chosen.tolist() == [4] and pair.rejected.tolist() == [1]   # closest to the words
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("backend.generation.train_llm.video_of", lambda r, v: None)
+        (pair,) = make_preferences(SFT(), video, None, Evaluator(), VQ(), norm, gt, **only_text)
+    assert pair.chosen.tolist() == [1] and pair.rejected.tolist() == [4]   # no words: the ground truth

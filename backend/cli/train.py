@@ -342,8 +342,10 @@ def cmd_train_mcdpo(args) -> int:
     from backend.evaluation.evaluator import TextMotionEvaluator
     from backend.generation.motion_llm import MotionLLM
     from backend.checkpoints import checkpoints_dir, data_home
-    from backend.generation.train_llm import (LLMTrainConfig, Preference, build_examples,
-                                              make_preferences, train_mcdpo)
+    from backend.data.video_motions import record_motion
+    from backend.generation.train_llm import (VIDEO_MID, LLMTrainConfig, Preference, build_examples,
+                                              make_preferences, train_mcdpo, video_only_examples)
+    from motioncore.features import joints_to_features
 
     corpus, vqvae, retriever = load_stack(args)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / "llm-mcdpo"
@@ -368,32 +370,46 @@ def cmd_train_mcdpo(args) -> int:
         examples = build_examples(corpus, vqvae, retriever, "gemini", work.parent)
         rng = random.Random(args.seed)
         rng.shuffle(examples)
-        examples = examples[:args.prompts]
-        n_rand = int(round(args.random_share * len(examples)))
+        n_video = int(round(args.video_only_share * args.prompts))
+        examples = examples[:args.prompts - n_video]
+        n_rand = min(int(round(args.random_share * args.prompts)), len(examples))   # a share of all prompts
         ids = retriever.db.ids
         for e in examples[:n_rand]:            # bad priors: the model must learn to ignore them
             e.video_id, e.random_video = ids[rng.randrange(len(ids))], True
+        if n_video:                            # video-only prompts: a train database video, no words
+            vonly = video_only_examples(retriever, vqvae, corpus.normalizer, work.parent, "train")
+            random.Random(args.seed + 3).shuffle(vonly)
+            examples += vonly[:n_video]
         random.Random(args.seed + 1).shuffle(examples)   # random videos spread over the chunks
         sft = MotionLLM.from_pretrained(sft_dir)
         if sft.config.tokenizer != "vqvae":
             raise SystemExit(f"{sft_dir} writes codes of {sft.config.tokenizer!r}; McDPO needs an "
                              "SFT model trained on checkpoints/vqvae")
         evaluator = TextMotionEvaluator.from_pretrained(checkpoints_dir() / "evaluator")
-        gt = {e.mid: corpus.features(e.mid) for e in examples}
+        shown = {e.mid: e.video_id for e in examples if e.mid.startswith(VIDEO_MID)}
+        db_motions = {m: record_motion(retriever.db.record(v)) for m, v in shown.items()}
+        gt = {e.mid: (joints_to_features(db_motions[e.mid][0]) if e.mid in shown else corpus.features(e.mid))
+              for e in examples}
         follow = None
         if args.w_follow:
             from backend.evaluation.checker import InstructionChecker
-            from backend.evaluation.follow import followed_shares, load_programs
+            from backend.evaluation.follow import follow_reward, load_programs
+            from backend.evaluation.pick import Picker
 
             checker = InstructionChecker.from_pretrained(checkpoints_dir() / "checker")
             programs = load_programs(corpus)
+            programs.update({m: segs for m, (_, segs) in db_motions.items()})
+            picker = Picker.from_pretrained() if shown else None
+            if shown and picker is None:
+                raise SystemExit("--video-only-share with --w-follow needs checkpoints/picker (video-only "
+                                 "prompts are judged by the picker, never by the evaluation's checker)")
 
-            def follow(mids, feats):
-                return followed_shares(checker, [programs[m] for m in mids], feats)
-        if state.get("w_follow", 0.0) != args.w_follow and state["processed"]:
-            raise SystemExit(f"{prefs_file} was sampled with --w-follow {state.get('w_follow', 0.0)}; "
-                             "pass the same, or --no-resume")
-        state["w_follow"] = args.w_follow
+            follow = follow_reward(checker, programs, picker.checker if picker else None, VIDEO_MID)
+        for key in ("w_follow", "video_only_share"):
+            if state.get(key, 0.0) != getattr(args, key) and state["processed"]:
+                raise SystemExit(f"{prefs_file} was sampled with --{key.replace('_', '-')} "
+                                 f"{state.get(key, 0.0)}; pass the same, or --no-resume")
+            state[key] = getattr(args, key)
         chunk = 128
         if state["processed"]:
             print(f"resuming candidate sampling after {state['processed']} prompts")
@@ -625,13 +641,20 @@ def add(sub) -> None:
     m.add_argument("--sft", help="SFT model folder (default: checkpoints/llm-sft)")
     m.add_argument("--prompts", type=int, default=800)
     m.add_argument("--kappa", type=int, default=4)
-    m.add_argument("--random-share", type=float, default=0.3)
+    m.add_argument("--random-share", type=float, default=0.3,
+                   help="share of all prompts whose caption is shown a random database video "
+                        "instead of its rank-1 one (never a video-only prompt)")
     m.add_argument("--w-l", type=float, default=0.9)
     m.add_argument("--w-d", type=float, default=0.1)
     m.add_argument("--w-follow", type=float, default=0.0,
                    help="add W x the share of what the prompt asks that the instruction checker "
                         "sees in a candidate to its reward (0 = the paper's reward; needs the "
                         "corpus's programs.jsonl and checkpoints/checker)")
+    m.add_argument("--video-only-share", type=float, default=0.0,
+                   help="share of prompts that are video-only pairs (a train database video, the "
+                        "neutral caption, the motion it shows; as SFT's --video-only): McDPO then "
+                        "also prefers candidates that write what the video shows (OOD kinds "
+                        "included; with --w-follow, judged by checkpoints/picker, not the checker)")
     m.add_argument("--beta", type=float, default=0.1)
     m.add_argument("--val-pairs", type=int, default=0,
                    help="hold out this many preference pairs (their prompts never trained on): "

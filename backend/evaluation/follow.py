@@ -128,6 +128,26 @@ EXAMPLE_PROMPTS: list[tuple[str, list[tuple[str, str, object]]]] = [
 ]
 
 
+def follow_reward(checker: InstructionChecker, programs: dict[str, list[dict]],
+                  video_checker: InstructionChecker | None = None, video_prefix: str = "video-"):
+    """McDPO's follow term: a function (motion ids, features) -> ``followed_shares`` of each
+    motion's program (``programs[id]``). Ids starting with ``video_prefix`` (video-only pairs:
+    a database video's motion, OOD kinds included) are judged by ``video_checker`` (the picker:
+    never the evaluation's judge, which learned the OOD kinds' judge half); the rest by
+    ``checker``."""
+    def follow(mids: list[str], feats: list[np.ndarray]) -> np.ndarray:
+        out = np.full(len(mids), np.nan)
+        video = np.array([m.startswith(video_prefix) for m in mids], bool)
+        if video.any() and video_checker is None:
+            raise ValueError("video-only motions need a video_checker (the picker)")
+        for sel, judge in ((~video, checker), (video, video_checker)):
+            idx = np.flatnonzero(sel)
+            if len(idx):
+                out[idx] = followed_shares(judge, [programs[mids[i]] for i in idx], [feats[i] for i in idx])
+        return out
+    return follow
+
+
 def example_motions(pipeline, model: str, seeds: int = 3, retrieval: str = "gemini",
                     temperature: float = 1.0, top_k: int = 0, guidance: float = 0.0,
                     match_sides: bool = True, video_lead: bool = False, compose: bool = True) -> dict:

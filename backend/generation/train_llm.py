@@ -40,6 +40,7 @@ from motioncore.features import mirror_features
 from motioncore.io import atomic_write, atomic_write_json
 
 MAX_FRAMES = 196
+VIDEO_MID = "video-"      # motion id prefix of a video-only pair: VIDEO_MID + the database video's id
 
 
 @dataclass
@@ -183,7 +184,7 @@ def video_only_examples(retriever, vqvae, normalizer, workdir: Path, split: str 
                 codes[r["id"] + tag] = vqvae.encode(x)[0].numpy().astype(np.int64)
         workdir.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, lambda fh: np.savez(fh, **codes))
-    return [Example(NEUTRAL_TEXT, c, vid, f"video-{vid}", mirror_codes=codes.get(vid + "~m"))
+    return [Example(NEUTRAL_TEXT, c, vid, f"{VIDEO_MID}{vid}", mirror_codes=codes.get(vid + "~m"))
             for vid, c in codes.items() if not vid.endswith("~m")]
 
 
@@ -499,7 +500,9 @@ def make_preferences(sft: MotionLLM, examples: list[Example], retriever, evaluat
     the paper's reward (``mcdpo_reward``). With ``follow`` (a function (motion ids, features) ->
     share of what each motion's prompt asks that the features do, NaN where nothing is
     checkable) and ``w_f`` > 0, ``w_f`` x that share is added: among candidates equally close to
-    the ground truth, the one that does what the words say wins."""
+    the ground truth, the one that does what the words say wins. A video-only example (the
+    neutral caption ``NEUTRAL_TEXT``: no words) has its ground truth stand in for the words in
+    the text term."""
     prefs: list[Preference] = []
     for s in tqdm(range(0, len(examples), batch), desc="McDPO: sampling candidates"):
         ex = examples[s:s + batch]
@@ -518,7 +521,7 @@ def make_preferences(sft: MotionLLM, examples: list[Example], retriever, evaluat
         for j, e in enumerate(ex):
             rows = slice(j * kappa, (j + 1) * kappa)
             l = np.linalg.norm(m_emb[rows] - gt_emb[j], axis=1)
-            d = np.linalg.norm(m_emb[rows] - t_emb[j], axis=1)
+            d = np.linalg.norm(m_emb[rows] - (gt_emb[j] if e.text == NEUTRAL_TEXT else t_emb[j]), axis=1)
             r = mcdpo_reward(l, d, w_l, w_d) + w_f * shares[rows]
             pair = pick_pair(r)
             if pair is None:
@@ -572,5 +575,5 @@ def train_mcdpo(policy: MotionLLM, reference: MotionLLM, prefs: list[Preference]
 
 
 __all__ = ["Example", "LLMTrainConfig", "Preference", "VideoBank", "build_examples", "decode_codes",
-           "make_preferences", "motion_codes", "video_only_examples", "retrieval_cache", "self_video_ids", "train_mcdpo",
+           "make_preferences", "motion_codes", "VIDEO_MID", "video_only_examples", "retrieval_cache", "self_video_ids", "train_mcdpo",
            "train_sft", "validation_loss", "video_of", "warm_start"]
