@@ -166,11 +166,14 @@ class VimoRAGPipeline:
         except KeyError:
             return None
 
-    def retrieve(self, text: str, mode: str, k: int = 5, seed: int | None = None) -> list:
+    def retrieve(self, text: str, mode: str, k: int = 5, seed: int | None = None, cues=None) -> list:
+        """The ``k`` best videos for ``text`` (``cues``: ``VideoRetriever.search``'s re-ranking
+        cues stated by a reading of the words)."""
         if mode in ("none", "given"):
             return []
         smode = {"gemini": "gemini", "object": "object", "random": "random"}[mode]
-        return self.retriever.search(text, k=k, mode=smode, rng=np.random.default_rng(seed))
+        extra = {} if cues is None else {"cues": cues}
+        return self.retriever.search(text, k=k, mode=smode, rng=np.random.default_rng(seed), **extra)
 
     @torch.no_grad()
     def decode(self, codes: np.ndarray, model: str | None = None) -> np.ndarray:
@@ -213,7 +216,8 @@ class VimoRAGPipeline:
                  video=None, length_s: float | None = None, in_place: bool = False,
                  plant_feet: bool = True, guidance: float = GUIDANCE,
                  match_sides: bool = True, video_lead: bool = True,
-                 compose: bool = True, restate: bool = True, pick: bool = True) -> GenerationResult:
+                 compose: bool = True, restate: bool = True, pick: bool = True,
+                 led_cues: bool = True) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -243,7 +247,9 @@ class VimoRAGPipeline:
         ``checkpoints/picker`` and the restater; not with ``greedy``); a part the video leads asks
         the kind its database video shows and the count, speed and turn of its words
         (``Picker.with_led``); ``result.picks`` says per part how many samples there were and
-        which was kept."""
+        which was kept. ``led_cues``: a part the video leads is searched again with the speed and
+        count its words state (``Restater.stated_cues``: "unhurriedly", "a couple of times"), so
+        its video shows them (gemini or object retrieval; ``hits`` are then that search's)."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -260,8 +266,8 @@ class VimoRAGPipeline:
         timing = {}
         t0 = time.perf_counter()
         plans = []          # per part: hits, video id, mirrored, prior, lead
-        for part in parts:
-            hits = self.retrieve(part, retrieval, k, seed)
+
+        def chosen(part, hits):          # (video id, mirrored, prior) of a part with these hits
             vid = video_id if retrieval == "given" else (hits[0].id if hits else None)
             if model == "novideo":
                 vid = None
@@ -269,12 +275,25 @@ class VimoRAGPipeline:
                             and self.retriever.mirrors(part, vid))
             prior = (video if (video is not None and retrieval == "given" and model != "novideo")
                      else self._video(vid, part if mirrored else None))
+            return vid, mirrored, prior
+
+        for part in parts:
+            hits = self.retrieve(part, retrieval, k, seed)
+            vid, mirrored, prior = chosen(part, hits)
             lead = 0.0
             if (video_lead and self.video_lead is not None and prior is not None and hits
                     and retrieval in ("gemini", "object")):
                 caps = hit_captions(self.retriever.db, [h.id for h in hits[:self.video_lead.config.k]])
                 lead = float(self.video_lead.weights([part], [caps])[0])
             plans.append((hits, vid, mirrored, prior, lead))
+        if (led_cues and self.restater is not None and self.restater.serves(self.models[model])
+                and retrieval in ("gemini", "object")):
+            led = [i for i, plan in enumerate(plans) if plan[3] is not None and self.restater.keeps(plan[4])]
+            stated = self.restater.stated_cues([as_sentence(parts[i]) for i in led]) if led else []
+            for i, cues in zip(led, stated):
+                if (cues >= 0).any():        # searched again with the speed and count the words state
+                    hits = self.retrieve(parts[i], retrieval, k, seed, cues=cues)
+                    plans[i] = (hits, *chosen(parts[i], hits), plans[i][4])
         t1 = time.perf_counter()
         timing["retrieval"] = t1 - t0
         llm = self.models[model]

@@ -187,20 +187,30 @@ def test_eval_rows_pick_led_parts_for_their_videos_kind(monkeypatch):
     row = rw.LLMRow.__new__(rw.LLMRow)
     calls = []
 
+    shown, searched = [], []
+
     def generate(texts, videos, **kw):
         calls.append(list(texts))
+        shown.extend(videos)
         return [np.array([i]) for i in range(len(texts))]
+
+    def search_many(texts, k, mode, cues):           # the led part searched again with its reading
+        searched.append((list(texts), cues.tolist()))
+        return [[SimpleNamespace(id="emb-cw2")] for _ in texts]
 
     row.llm = SimpleNamespace(generate=generate)
     row.compose, row.batch, row.guidance, row.temperature, row.top_k = True, 32, 0.0, 1.0, 0
     row.name, row.mode, row._read, row.restate_words = "McDPO (stub)", "gemini", {}, False
+    row.led_cues, row._cued = True, set()
     row._cache = {"she does two cartwheels": "emb-cw"}
     row.videos = lambda texts, rng: [("prior", row._cache[t]) for t in texts]
     row.lead_weights = lambda texts: np.ones(len(texts))           # the video leads every part
-    row.retriever = SimpleNamespace(db=SimpleNamespace(record=lambda v: {"spec": {"kinds": ["cartwheel"]}}))
+    row.retriever = SimpleNamespace(db=SimpleNamespace(record=lambda v: {"spec": {"kinds": ["cartwheel"]}}),
+                                    search_many=search_many)
     row.restater = SimpleNamespace(keeps=lambda w: w > 0.5, config=SimpleNamespace(gate=0.9, classes={"action": ["jump"]}),
                                    understood=lambda texts, skip=None, gate=None: [None] * len(texts),
-                                   manner=lambda texts: [_manner(reps=2)] * len(texts))
+                                   manner=lambda texts: [_manner(reps=2)] * len(texts),
+                                   stated_cues=lambda texts: np.array([[-1, -1, -1, 2]] * len(texts)))
     cart = KINDS.index("cartwheel")
 
     class Cartwheels(_Fixed):             # motion i: i + 1 cartwheels, no turn, for sure
@@ -218,6 +228,10 @@ def test_eval_rows_pick_led_parts_for_their_videos_kind(monkeypatch):
                        np.random.default_rng(0))
     assert calls == [["she does two cartwheels"] * 3]       # a led part is sampled 3 times
     assert out[0][0, 0] == 1.0                                # the second sample: two cartwheels
+    assert searched == [(["she does two cartwheels"], [[-1, -1, -1, 2]])]
+    assert shown == [("prior", "emb-cw2")] * 3                # with the video its reading chose
+    row.generate([SimpleNamespace(caption=SimpleNamespace(text="she does two cartwheels"))], np.random.default_rng(0))
+    assert len(searched) == 1                                 # searched again once per text
 
 
 def test_database_motions_are_the_train_videos_with_their_programs():

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from backend.retrieval.evaluate import reranked_scores
-from backend.retrieval.rerank import agreement, attribute_cues, rerank, text_cues, video_cues
+from backend.retrieval.rerank import (agreement, attribute_cues, merge_cues, rerank, stated_cues, text_cues,
+                                     video_cues)
 
 
 def test_text_cues_read_side_direction_speed_and_count():
@@ -47,3 +48,18 @@ def test_reranked_scores_touch_only_the_best_videos():
     out = reranked_scores(fused, ["a man kicks"], caps, weight=0.2, depth=2)
     assert out.argmax(1).tolist() == [1]                  # the once-kick video wins
     assert out[0, 2] == 0.1                               # beyond the depth: unchanged
+
+
+def test_stated_cues_fill_only_what_the_words_name_nothing_in():
+    assert stated_cues().tolist() == [-1, -1, -1, -1]
+    assert stated_cues("slow", 2).tolist() == [-1, -1, 1, 2]
+    assert stated_cues("fast", 5).tolist() == [-1, -1, 2, 3] and stated_cues("normal", None).tolist() == [-1] * 4
+    words = attribute_cues(["a man crawls unhurriedly a couple of times.",    # no cue word the lists know
+                            "a man crawls quickly twice.",                    # the words name both
+                            "a man does a cartwheel once."])                  # "once" reads as no count word
+    stated = np.stack([stated_cues("slow", 2), stated_cues("slow", 3), stated_cues(None, 2)])
+    merged = merge_cues(words, stated)
+    assert merged[0].tolist() == [0, 0, 1, 2]
+    assert merged[1].tolist() == words[1].tolist() == [0, 0, 2, 2]            # the words win
+    assert merged[2].tolist() == [0, 0, 0, 2]
+    assert merge_cues(words, np.full((3, 4), -1)).tolist() == words.tolist()

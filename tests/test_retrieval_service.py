@@ -323,3 +323,28 @@ def test_open_takes_the_shipped_reader_only_beside_the_shipped_retriever(tmp_pat
     assert VideoRetriever.open("mine", retriever_dir=ck / "retriever").reader is None
     with pytest.raises(FileNotFoundError, match="video reader"):
         VideoRetriever.open("mine", reader_dir=tmp_path / "nowhere")
+
+
+def test_stated_cues_rerank_what_the_words_cue_lists_miss(tmp_path, model):
+    """"unhurriedly" is no slow word the cue lists know, and without a count word they read
+    once; a reading that states slow and twice re-ranks as the words "slowly twice" would."""
+    from backend.retrieval.rerank import stated_cues
+
+    rng = np.random.default_rng(0)
+    caps = ["a person crawls quickly.", "a person crawls slowly twice.", "a person crawls."] * 4
+    recs = [{"id": f"v{i:03d}", "key": f"k{i}", "kind": "file", "source": f"/nowhere/{i}.mp4",
+             "captions": [c]} for i, c in enumerate(caps)]
+    db = VideoDatabase.open(tmp_path / "db")
+    db.extend(recs, rng.normal(size=(12, 16, 17, 3)).astype(np.float32), rng.normal(size=(12, 1024)))
+    db.save(tmp_path / "db")
+    r = VideoRetriever(model, VideoDatabase.load(tmp_path / "db"))
+    r.rerank_weight = 10.0                              # the cues decide among the tiny model's ties
+    text = "a person crawls unhurriedly."
+    plain = r.search(text, k=12)
+    cued = r.search(text, k=12, cues=stated_cues("slow", 2))
+    slow_twice = {f"v{i:03d}" for i in range(1, 12, 3)}
+    assert {h.id for h in cued[:4]} == slow_twice
+    assert {h.id for h in plain[:4]} != slow_twice       # the words alone: once, no speed
+    assert [h.id for h in r.search(text, k=12, cues=np.full(4, -1))] == [h.id for h in plain]
+    with pytest.raises(ValueError, match="cues must be"):
+        r.search_many([text, text], k=3, cues=np.zeros((1, 4)))

@@ -67,6 +67,10 @@ def add_session17_switches(parser) -> None:
     parser.add_argument("--no-rerank", action="store_true",
                         help="retrieval by the learned scores alone, without re-ranking the top videos "
                              "by their captions' cues (backend/retrieval/rerank.py)")
+    parser.add_argument("--no-led-cues", action="store_true",
+                        help="a part the video leads keeps the video its words' cue lists choose; by "
+                             "default it is searched again with the speed and count the restater "
+                             "reads in its words, as the app does (Restater.stated_cues)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -91,7 +95,8 @@ def cmd_eval_generation(args) -> int:
     generators = with_sampling([GENERATORS[n](corpus) for n in names], args.guidance,
                                args.temperature, args.top_k, not args.no_side_match, args.int8,
                                args.video_lead, not args.whole_prompts, not args.no_rerank,
-                             not args.words_as_typed, args.pick, args.weights)
+                             not args.words_as_typed, args.pick, args.weights,
+                             not args.no_led_cues)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -145,7 +150,8 @@ def cmd_eval_follow(args) -> int:
         gens = with_sampling([GENERATORS[n](corpus) for n in expand(args.generator)], args.guidance,
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
                              args.video_lead, not args.whole_prompts, not args.no_rerank,
-                             not args.words_as_typed, args.pick, args.weights)
+                             not args.words_as_typed, args.pick, args.weights,
+                             not args.no_led_cues)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

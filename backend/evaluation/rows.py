@@ -87,6 +87,8 @@ class LLMRow:
         self.picker = None                      # a Picker: best of N samples per part (with the restater)
         self.restate_words = True               # False: the restater only reads (for the picker)
         self._read: dict = {}
+        self.led_cues = True                    # led parts searched again with their words' reading
+        self._cued: set[str] = set()
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -115,6 +117,17 @@ class LLMRow:
             self._lead.update(zip(chunk, self.video_lead.weights(chunk, caps).tolist()))
         return np.array([self._lead[t] for t in texts])
 
+    def cue_led(self, texts: list[str], lead: np.ndarray) -> None:
+        """Search each part the video leads again with the speed and count its words state
+        (``Restater.stated_cues``): its video then shows them, as the pipeline does."""
+        todo = sorted({t for t, w in zip(texts, lead) if self.restater.keeps(w) and t not in self._cued})
+        if not todo or self.mode not in ("gemini", "object"):
+            return
+        cues = self.restater.stated_cues(todo)
+        for t, hits in zip(todo, self.retriever.search_many(todo, k=1, mode=self.mode, cues=cues)):
+            self._cache[t] = hits[0].id
+        self._cued.update(todo)
+
     def readings(self, texts: list[str], lead: np.ndarray) -> list[dict | None]:
         """``Restater.understood`` of each text (cached; parts the video leads are not read)."""
         key = [(t, self.restater.keeps(w)) for t, w in zip(texts, lead)]
@@ -135,6 +148,9 @@ class LLMRow:
             texts, owners = captions, list(range(len(captions)))
         vids = self.videos(texts, rng)
         lead = self.lead_weights(texts)
+        if lead.any() and self.restater is not None and self.led_cues:
+            self.cue_led(texts, lead)
+            vids = self.videos(texts, rng)             # from the cache: the led parts' new videos
         guidance = lead_guidance(lead, self.guidance) if lead.any() else self.guidance
         said, asked = texts, [[] for _ in texts]
         if self.restater is not None:        # the LLM reads restated parts; retrieval and lead the words
@@ -184,7 +200,8 @@ GENERATORS = {"real": lambda corpus: RealMotion(), "vqvae": _vqvae_row,
 def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 1.0,
                   top_k: int = 0, match_sides: bool = True, int8: bool = False,
                   video_lead: bool = False, compose: bool = True, rerank: bool = True,
-                  restate: bool = True, pick: int = 0, weights: str = LEAN_WEIGHTS) -> list:
+                  restate: bool = True, pick: int = 0, weights: str = LEAN_WEIGHTS,
+                  led_cues: bool = True) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -204,7 +221,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     (``backend.evaluation.pick``, as the pipeline does; needs ``checkpoints/picker``; rows with
     words as typed still read the words for the picker). ``weights``: the dtype of the lean
     decoder's weights (default ``defaults.LEAN_WEIGHTS``, as the pipeline; float32: the tokens of
-    transformers' own pass; ``int8`` overrides it)."""
+    transformers' own pass; ``int8`` overrides it). ``led_cues``: a part the video leads is
+    searched again with the speed and count its words state (``Restater.stated_cues``; session
+    21), as the pipeline does; False: by its words' cue lists only."""
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
@@ -253,6 +272,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             if picker is not None:
                 g.picker = picker
                 notes.append(f"best of {pick}")
+        if not led_cues:
+            g.led_cues = False
+            if video_lead:
+                notes.append("led parts not searched by their reading")
         if not restate:
             notes.append("words as typed")
         if notes:

@@ -211,6 +211,17 @@ class Restater:
                                  "turn": float(p["turn"][i].max())}})
         return out
 
+    def stated_cues(self, texts: list[str], sure: float = 0.5) -> np.ndarray:
+        """(N, 4) retrieval cue codes (``backend.retrieval.rerank.stated_cues``) of the speed and
+        count each text's words state by ``manner``, where that reading is at least ``sure``
+        (-1 elsewhere): what a part the video leads asks its video to show, in words the
+        retriever's cue lists may miss ("unhurriedly", "a couple of times")."""
+        from backend.retrieval.rerank import stated_cues
+
+        rows = [stated_cues(m["speed"] if m["sure"]["speed"] >= sure else None,
+                            m["reps"] if m["sure"]["count"] >= sure else None) for m in self.manner(texts)]
+        return np.stack(rows) if rows else np.zeros((0, 4), np.int64)
+
     def unknown_words(self, text: str) -> list[str]:
         return [w for w in words(text) if w not in self.vocabulary]
 

@@ -57,6 +57,27 @@ def video_cues(captions: list[list[str]]) -> np.ndarray:
     return out
 
 
+def stated_cues(speed: str | None = None, reps: int | None = None) -> np.ndarray:
+    """(4,) codes of what a reading of the words states (``attribute_cues``' codes; -1 where it
+    states nothing): ``speed`` "slow"/"fast" ("normal" or None: nothing), ``reps`` 1, 2 or 3+."""
+    out = np.full(4, -1, np.int64)
+    if speed in ("slow", "fast"):
+        out[2] = 1 if speed == "slow" else 2
+    if reps is not None and int(reps) >= 1:
+        out[3] = min(int(reps), 3)
+    return out
+
+
+def merge_cues(words: np.ndarray, stated: np.ndarray) -> np.ndarray:
+    """``words`` (Q, 4) codes from the words' cue words, with each group they name nothing in
+    (side, direction, speed: 0; count: 1, no count word) taken from ``stated`` (Q, 4; -1: nothing
+    stated), e.g. a reading of words the cue lists miss ("unhurriedly", "a couple of times")."""
+    words, stated = np.asarray(words, np.int64), np.asarray(stated, np.int64)
+    silent = words == 0
+    silent[:, 3] = words[:, 3] == 1
+    return np.where(silent & (stated >= 0), stated, words)
+
+
 def agreement(query: np.ndarray, videos: np.ndarray) -> np.ndarray:
     """(Q, N): over the groups a query names (side, direction, speed: a non-zero code; count:
     always, since no count word means once), +1 where the video's code is the same, -1 where it
@@ -74,5 +95,5 @@ def rerank(scores: np.ndarray, bonus: np.ndarray, weight: float = RERANK_WEIGHT)
     return np.argsort(-(np.asarray(scores, np.float64) + weight * np.asarray(bonus)), kind="stable")
 
 
-__all__ = ["GROUPS", "RERANK_DEPTH", "RERANK_WEIGHT", "agreement", "attribute_cues", "rerank",
-           "text_cues", "video_cues"]
+__all__ = ["GROUPS", "RERANK_DEPTH", "RERANK_WEIGHT", "agreement", "attribute_cues", "merge_cues",
+           "rerank", "stated_cues", "text_cues", "video_cues"]

@@ -32,7 +32,8 @@ from backend.checkpoints import checkpoints_dir
 from backend.retrieval.embcache import FIELDS, EmbeddingCache
 from backend.retrieval.index import FusedIndex, brute_force_fused, fuse_queries, fuse_videos
 from backend.retrieval.model import GeminiMVR, encode_captions
-from backend.retrieval.rerank import RERANK_DEPTH, RERANK_WEIGHT, agreement, attribute_cues, video_cues
+from backend.retrieval.rerank import (RERANK_DEPTH, RERANK_WEIGHT, agreement, attribute_cues, merge_cues,
+                                      video_cues)
 from backend.retrieval.rerank import rerank as rerank_order
 from backend.retrieval.sides import mirror_for, mirror_keypoints
 from backend.retrieval.train import captions_of
@@ -218,11 +219,14 @@ class VideoRetriever:
         return {"p": t["p"].numpy(), "g": t["g"].numpy()}
 
     def search(self, text: str, k: int = 5, mode: str = "gemini",
-               rng: np.random.Generator | None = None) -> list[Hit]:
-        return self.search_many([text], k, mode, rng)[0]
+               rng: np.random.Generator | None = None, cues: np.ndarray | None = None) -> list[Hit]:
+        return self.search_many([text], k, mode, rng, None if cues is None else np.asarray(cues)[None])[0]
 
     def search_many(self, texts: list[str], k: int = 5, mode: str = "gemini",
-                    rng: np.random.Generator | None = None) -> list[list[Hit]]:
+                    rng: np.random.Generator | None = None, cues: np.ndarray | None = None) -> list[list[Hit]]:
+        """The ``k`` best videos per text. ``cues`` (len(texts), 4; ``rerank.stated_cues`` rows):
+        what a reading of each text states that its words' cue lists miss, for the re-ranking
+        (``rerank.merge_cues``; the words win where they name a group)."""
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
         if not isinstance(k, int) or k < 1:
@@ -238,6 +242,10 @@ class VideoRetriever:
         rerank = bool(self.rerank_weight) and mode != "random"
         depth = min(n, max(k, RERANK_DEPTH)) if rerank else k
         q_cues = attribute_cues(texts) if rerank else None
+        if rerank and cues is not None:
+            if np.shape(cues) != (len(texts), 4):
+                raise ValueError(f"cues must be ({len(texts)}, 4), got {np.shape(cues)}")
+            q_cues = merge_cues(q_cues, cues)
         out = []
         for i in range(len(texts)):
             p, g = q["p"][i], q["g"][i]
