@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, TEMPERATURE
+from backend.defaults import GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE, TEMPERATURE
 from backend.evaluation.pick import Picker
 from backend.evaluation.servable import ServableCheck
 from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.restate import Restater
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
-from backend.generation.video_lead import VideoLead, hit_captions, lead_guidance
+from backend.generation.video_lead import LED_ABOVE, VideoLead, hit_captions, lead_guidance
 from backend.retrieval.service import VideoRetriever
 from motioncore.clean import clean_motion, in_place as without_travel
 from motioncore.prompt import as_sentence, clean_prompt, is_truncated, split_prompt
@@ -217,7 +217,7 @@ class VimoRAGPipeline:
                  plant_feet: bool = True, guidance: float = GUIDANCE,
                  match_sides: bool = True, video_lead: bool = True,
                  compose: bool = True, restate: bool = True, pick: bool = True,
-                 led_cues: bool = True) -> GenerationResult:
+                 led_cues: bool = True, led_temperature: bool = True) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -249,7 +249,9 @@ class VimoRAGPipeline:
         (``Picker.with_led``); ``result.picks`` says per part how many samples there were and
         which was kept. ``led_cues``: a part the video leads is searched again with the speed and
         count its words state (``Restater.stated_cues``: "unhurriedly", "a couple of times"), so
-        its video shows them (gemini or object retrieval; ``hits`` are then that search's)."""
+        its video shows them (gemini or object retrieval; ``hits`` are then that search's).
+        ``led_temperature``: a part the video leads (weight above ``LED_ABOVE``) is sampled at no
+        more than ``defaults.LED_TEMPERATURE``."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -319,8 +321,11 @@ class VimoRAGPipeline:
         g = [0.0 if plan[3] is None else lead_guidance(plan[4], guidance) for plan in plans]
         if share is not None:          # exact lengths: each part its own, in the same batch
             max_tokens = min_tokens = [share[o] for o in owners]
+        temps = [min(temperature, LED_TEMPERATURE) if led_temperature and plan[4] > LED_ABOVE else temperature
+                 for plan in plans]          # a part its video leads: closer to the mode
         rows = llm.generate([said_parts[o] for o in owners], [plans[o][3] for o in owners],
-                            greedy=greedy, top_k=top_k, temperature=temperature, seed=seed,
+                            greedy=greedy, top_k=top_k, seed=seed,
+                            temperature=[temps[o] for o in owners] if len(set(temps)) > 1 else temps[0],
                             max_tokens=max_tokens, min_tokens=min_tokens,
                             guidance=[g[o] for o in owners] if len(owners) > 1 else g[0])
         t2 = time.perf_counter()

@@ -294,6 +294,23 @@ def test_seeded_sampling(llm):
     assert all(np.array_equal(x, y) for x, y in zip(g, s))
 
 
+def test_per_row_temperature(llm):
+    """One temperature per row: the same tokens as that temperature for every row, and a very
+    low one samples the greedy tokens in its row while the others keep sampling."""
+    kw = {"greedy": False, "max_tokens": 10, "min_tokens": 10, "seed": 3}
+    same = llm.generate(TEXTS, temperature=[1.5] * 3, **kw)
+    assert [c.tolist() for c in same] == [c.tolist() for c in llm.generate(TEXTS, temperature=1.5, **kw)]
+    greedy = llm.generate(TEXTS, max_tokens=10, min_tokens=10)
+    mixed = llm.generate(TEXTS, temperature=[1e-4, 50.0, 50.0], **kw)
+    assert mixed[0].tolist() == greedy[0].tolist()
+    assert mixed[1].tolist() != greedy[1].tolist() or mixed[2].tolist() != greedy[2].tolist()
+    assert llm.generate_naive(TEXTS, temperature=[1e-4, 50.0, 50.0], **kw)[0].tolist() == greedy[0].tolist()
+    with pytest.raises(ValueError, match="2 temperatures for 3 texts"):
+        llm.generate(TEXTS, temperature=[1.0, 1.0], **kw)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        llm.generate(TEXTS, temperature=[1.0, 0.0, 1.0], **kw)
+
+
 def test_greedy_generate_matches_naive_and_single(llm):
     videos = [video(0), None, video(3, frames=9)]
     fast = llm.generate(TEXTS, videos, max_tokens=10, min_tokens=10)

@@ -187,11 +187,12 @@ def test_eval_rows_pick_led_parts_for_their_videos_kind(monkeypatch):
     row = rw.LLMRow.__new__(rw.LLMRow)
     calls = []
 
-    shown, searched = [], []
+    shown, searched, temps = [], [], []
 
     def generate(texts, videos, **kw):
         calls.append(list(texts))
         shown.extend(videos)
+        temps.append(kw["temperature"])
         return [np.array([i]) for i in range(len(texts))]
 
     def search_many(texts, k, mode, cues):           # the led part searched again with its reading
@@ -201,7 +202,7 @@ def test_eval_rows_pick_led_parts_for_their_videos_kind(monkeypatch):
     row.llm = SimpleNamespace(generate=generate)
     row.compose, row.batch, row.guidance, row.temperature, row.top_k = True, 32, 0.0, 1.0, 0
     row.name, row.mode, row._read, row.restate_words = "McDPO (stub)", "gemini", {}, False
-    row.led_cues, row._cued = True, set()
+    row.led_cues, row._cued, row.led_temperature = True, set(), 0.25
     row._cache = {"she does two cartwheels": "emb-cw"}
     row.videos = lambda texts, rng: [("prior", row._cache[t]) for t in texts]
     row.lead_weights = lambda texts: np.ones(len(texts))           # the video leads every part
@@ -229,6 +230,7 @@ def test_eval_rows_pick_led_parts_for_their_videos_kind(monkeypatch):
     assert calls == [["she does two cartwheels"] * 3]       # a led part is sampled 3 times
     assert out[0][0, 0] == 1.0                                # the second sample: two cartwheels
     assert searched == [(["she does two cartwheels"], [[-1, -1, -1, 2]])]
+    assert temps == [0.25]                                    # a led part: closer to the mode
     assert shown == [("prior", "emb-cw2")] * 3                # with the video its reading chose
     row.generate([SimpleNamespace(caption=SimpleNamespace(text="she does two cartwheels"))], np.random.default_rng(0))
     assert len(searched) == 1                                 # searched again once per text
@@ -247,3 +249,41 @@ def test_database_motions_are_the_train_videos_with_their_programs():
     assert record_motion({"source": "upload", "spec": {}}) is None
     out = database_motions([rec("train"), rec("test"), rec("train", start=2), {"source": "upload"}])
     assert len(out) == 1 and out[0][0].shape == (len(joints) - 1, 263) and out[0][1] == segments
+
+
+def test_the_pipeline_searches_led_parts_again_and_samples_them_closer_to_the_mode(monkeypatch):
+    import backend.pipeline as pl
+    from test_compose import _Hit, _stub_pipeline
+
+    monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
+    seen: dict = {}
+    pipe = _stub_pipeline(seen)
+    base, searched = pipe.retriever.search, []
+
+    def search(t, k=5, mode="gemini", rng=None, cues=None):
+        searched.append((t, None if cues is None else np.asarray(cues).tolist()))
+        return [_Hit(base(t, k, mode, rng)[0].id + ("" if cues is None else "-cued"))]
+
+    pipe.retriever.search = search
+    pipe.retriever.db = SimpleNamespace(record=lambda v: {"captions": ["someone rolls."]})
+    pipe.video_lead = SimpleNamespace(config=SimpleNamespace(k=5), weights=lambda parts, caps: np.array(
+        [1.0 if "cartwheel" in p else 0.0 for p in parts]))              # the video leads the cartwheel
+    pipe.restater = SimpleNamespace(keeps=lambda w: w > 0.5, serves=lambda llm: True, config=SimpleNamespace(gate=0.9),
+                                    stated_cues=lambda texts: np.array([[-1, -1, 1, 2]] * len(texts)),
+                                    understood=lambda texts, skip=None, known_too=True, gate=None: [None] * len(texts),
+                                    restated=lambda texts, readings: [None] * len(texts))
+    pipe.picker = None
+    prompt = "a person walks forward, then does a cartwheel unhurriedly twice"
+    res = pipe.generate(prompt, temperature=0.7)
+    (texts, videos, kw), = seen["calls"]
+    cued = [s for s in searched if s[1] is not None]
+    assert len(cued) == 1 and "cartwheel" in cued[0][0] and cued[0][1] == [-1, -1, 1, 2]
+    assert videos == [("prior", "v-walks"), ("prior", "v-does-cued")]    # the led part: its reading's video
+    assert res.parts[1]["video_id"] == "v-does-cued" and res.parts[1]["video_lead"] == 1.0
+    assert kw["temperature"] == [0.7, 0.25]                            # the led part closer to the mode
+    seen.clear()
+    searched.clear()
+    pipe.generate(prompt, temperature=0.7, led_cues=False, led_temperature=False)
+    (texts, videos, kw), = seen["calls"]
+    assert all(c is None for _, c in searched) and videos[1] == ("prior", "v-does")
+    assert kw["temperature"] == 0.7

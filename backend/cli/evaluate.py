@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, LED_TEMPERATURE, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -71,6 +71,9 @@ def add_session17_switches(parser) -> None:
                         help="a part the video leads keeps the video its words' cue lists choose; by "
                              "default it is searched again with the speed and count the restater "
                              "reads in its words, as the app does (Restater.stated_cues)")
+    parser.add_argument("--led-temperature", type=float, default=LED_TEMPERATURE, metavar="T",
+                        help="the most a part the video leads is sampled at, as the app does "
+                             "(default %(default)s; 0: the row's temperature, as before session 21)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -96,7 +99,7 @@ def cmd_eval_generation(args) -> int:
                                args.temperature, args.top_k, not args.no_side_match, args.int8,
                                args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
-                             not args.no_led_cues)
+                             not args.no_led_cues, args.led_temperature or None)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -151,7 +154,7 @@ def cmd_eval_follow(args) -> int:
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
                              args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
-                             not args.no_led_cues)
+                             not args.no_led_cues, args.led_temperature or None)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -321,10 +324,10 @@ def cmd_eval_video_reading(args) -> int:
                                                  else checkpoints_dir() / "checker")
     retriever = VideoRetriever.open("embedded")
     res = video_reading(llm, vqvae, normalizer, retriever, checker, args.split, args.ood_only,
-                        args.samples, args.seed, limit=args.limit)
+                        args.samples, args.seed, limit=args.limit, temperature=args.temperature)
     which = "OOD-kind " if args.ood_only else ""
     print(format_video_reading(res, f"{folder.name}: {res['questions']} {which}database videos "
-                                    f"({args.split} split), {args.samples} sample(s) each, "
+                                    f"({args.split} split), {args.samples} sample(s) each at T {args.temperature:g}, "
                                     "neutral caption (the video alone)"))
     if args.json:
         print(json.dumps({"model": str(folder), "split": args.split, "ood_only": args.ood_only, **res}))
@@ -540,6 +543,7 @@ def add(sub) -> None:
                     help="only videos of kinds no caption names (cartwheel, backflip, crawl, roll)")
     vr.add_argument("--samples", type=int, default=1, help="generations per video")
     vr.add_argument("--limit", type=int, default=0, help="at most this many videos (0: all)")
+    vr.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default %(default)s)")
     vr.add_argument("--checker", help="judge folder (default: checkpoints/checker)")
     vr.add_argument("--seed", type=int, default=0)
     _weights_option(vr)

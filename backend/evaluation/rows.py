@@ -22,13 +22,13 @@ import torch
 from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import LEAN_WEIGHTS
+from backend.defaults import LEAN_WEIGHTS, LED_TEMPERATURE
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
 from backend.generation.restate import Restater
-from backend.generation.video_lead import VideoLead, lead_guidance, retrieved_captions
+from backend.generation.video_lead import LED_ABOVE, VideoLead, lead_guidance, retrieved_captions
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
 from backend.retrieval.service import VideoRetriever
 from motioncore.prompt import split_prompts
@@ -88,6 +88,7 @@ class LLMRow:
         self.restate_words = True               # False: the restater only reads (for the picker)
         self._read: dict = {}
         self.led_cues = True                    # led parts searched again with their words' reading
+        self.led_temperature = LED_TEMPERATURE  # the most a part the video leads is sampled at
         self._cued: set[str] = set()
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
@@ -166,13 +167,16 @@ class LLMRow:
                     asked = self.picker.with_led(asked, led, texts, records, self.restater)
         rows = self.picker.rows(asked) if self.picker is not None else list(range(len(texts)))
         guidance = np.broadcast_to(np.asarray(guidance, float), (len(texts),))
+        led_t = getattr(self, "led_temperature", None)
+        temps = [min(self.temperature, led_t) if led_t and w > LED_ABOVE else self.temperature for w in lead]
         codes = []
         for s in tqdm(range(0, len(rows), self.batch), desc=f"{self.name}: sampling", unit="batch",
                       leave=False, disable=None):        # shown on a terminal only
             r = rows[s:s + self.batch]
             codes += self.llm.generate([said[i] for i in r], [vids[i] for i in r], greedy=False,
                                        seed=int(rng.integers(2 ** 31)), min_tokens=4,
-                                       guidance=[float(guidance[i]) for i in r], temperature=self.temperature,
+                                       guidance=[float(guidance[i]) for i in r],
+                                       temperature=[temps[i] for i in r] if len(set(temps)) > 1 else temps[0],
                                        top_k=self.top_k)
         if len(rows) > len(texts):
             codes, _ = self.picker.choose(codes, rows, asked, self._decode)
@@ -201,7 +205,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   top_k: int = 0, match_sides: bool = True, int8: bool = False,
                   video_lead: bool = False, compose: bool = True, rerank: bool = True,
                   restate: bool = True, pick: int = 0, weights: str = LEAN_WEIGHTS,
-                  led_cues: bool = True) -> list:
+                  led_cues: bool = True, led_temperature: float | None = LED_TEMPERATURE) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -223,7 +227,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     decoder's weights (default ``defaults.LEAN_WEIGHTS``, as the pipeline; float32: the tokens of
     transformers' own pass; ``int8`` overrides it). ``led_cues``: a part the video leads is
     searched again with the speed and count its words state (``Restater.stated_cues``; session
-    21), as the pipeline does; False: by its words' cue lists only."""
+    21), as the pipeline does; False: by its words' cue lists only. ``led_temperature``: the most
+    a part the video leads is sampled at (``defaults.LED_TEMPERATURE``, as the pipeline; None: the
+    row's temperature)."""
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
@@ -272,6 +278,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             if picker is not None:
                 g.picker = picker
                 notes.append(f"best of {pick}")
+        g.led_temperature = led_temperature
+        if video_lead and g.mode in ("gemini", "object") and led_temperature \
+                and led_temperature < g.temperature:
+            notes.append(f"led parts at T {led_temperature:g}")
         if not led_cues:
             g.led_cues = False
             if video_lead:

@@ -58,9 +58,11 @@ def _shares(checker, features: list[np.ndarray], programs: list[list[dict]]) -> 
 
 @torch.no_grad()
 def video_reading(llm, vqvae, normalizer, retriever, checker, split: str = "test", ood_only: bool = False,
-                  samples: int = 1, seed: int = 0, batch: int = 32, limit: int = 0) -> dict:
+                  samples: int = 1, seed: int = 0, batch: int = 32, limit: int = 0,
+                  temperature: float = 1.0) -> dict:
     """{"questions": n, "database motion": shares, "generated": shares} (``_shares``) for the
-    database videos of ``split``; ``samples`` generations per video (each judged on its own)."""
+    database videos of ``split``; ``samples`` generations per video (each judged on its own),
+    sampled at ``temperature``."""
     qs = database_questions(retriever, split, ood_only)
     if limit:
         qs = qs[:limit]
@@ -74,7 +76,7 @@ def video_reading(llm, vqvae, normalizer, retriever, checker, split: str = "test
     for s in range(0, len(videos), batch):
         vids = videos[s:s + batch]
         codes = llm.generate([NEUTRAL_TEXT] * len(vids), vids, greedy=False, min_tokens=4,
-                             seed=int(rng.integers(2 ** 31)))
+                             seed=int(rng.integers(2 ** 31)), temperature=temperature)
         for c in codes:
             c = c if len(c) else np.zeros(1, np.int64)
             f = normalizer.denormalize(vqvae.decode(torch.from_numpy(c)[None])[0].numpy())

@@ -635,8 +635,11 @@ class MotionLLM(nn.Module):
             raise ValueError(f"min_tokens must be in [0, max_tokens={int(maxv[i])}], got {int(minv[i])}")
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        temps = np.atleast_1d(np.asarray(temperature, dtype=float))
+        if (temps <= 0).any():
+            raise ValueError(f"temperature must be > 0, got {float(temps.min()):g}")
+        if np.ndim(temperature) and len(temps) != B:
+            raise ValueError(f"{len(temps)} temperatures for {B} texts")
         lo, hi = GUIDANCE_RANGE
         for g in np.atleast_1d(np.asarray(guidance, dtype=float)):
             if not -1.0 <= g <= hi:
@@ -656,7 +659,10 @@ class MotionLLM(nn.Module):
             logits[early, self.vocab.eos] = float("-inf")
         if greedy:
             return logits.argmax(-1)
-        logits = logits / temperature
+        if np.ndim(temperature):                        # one per row
+            logits = logits / torch.as_tensor(np.asarray(temperature, np.float32), device=logits.device)[:, None]
+        else:
+            logits = logits / temperature
         if 0 < top_k < logits.shape[-1]:
             kth = logits.topk(top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -677,7 +683,7 @@ class MotionLLM(nn.Module):
         cache: the prompt is fed once, then one motion token per step. Each sequence stops at
         EOS or after ``max_tokens`` codes (default max_motion_tokens); EOS is suppressed for the
         first ``min_tokens`` steps so a motion is never empty (either may be one value per text:
-        rows of several lengths share one batch). Sampling (greedy=False) draws only
+        rows of several lengths share one batch; so may ``temperature``). Sampling (greedy=False) draws only
         over codes + EOS, from a torch.Generator seeded with ``seed`` (reproducible).
 
         ``guidance`` g > 0 is classifier-free guidance on the words: every prompt also runs with

@@ -56,6 +56,9 @@ class VideoLeadConfig:
 
 
 SPACES = ("minilm", "retriever")
+LED_ABOVE = 0.5        # a part whose video weight is above this is *led*: written from its video
+                       # (sampled at no more than ``defaults.LED_TEMPERATURE``; the restater keeps
+                       # its words at the same bound, ``RestaterConfig.led_above``)
 
 
 class RetrieverText:
@@ -226,4 +229,4 @@ def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: floa
     return lead, report
 
 
-__all__ = ["RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "text_fingerprint", "hit_captions", "lead_guidance", "retrieved_captions"]
+__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "text_fingerprint", "hit_captions", "lead_guidance", "retrieved_captions"]
