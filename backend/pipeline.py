@@ -217,7 +217,7 @@ class VimoRAGPipeline:
                  plant_feet: bool = True, guidance: float = GUIDANCE,
                  match_sides: bool = True, video_lead: bool = True,
                  compose: bool = True, restate: bool = True, pick: bool = True,
-                 led_cues: bool = True, led_temperature: bool = True) -> GenerationResult:
+                 led_cues: bool = True, led_temperature: bool = True, led_alone: bool = True) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -251,7 +251,8 @@ class VimoRAGPipeline:
         count its words state (``Restater.stated_cues``: "unhurriedly", "a couple of times"), so
         its video shows them (gemini or object retrieval; ``hits`` are then that search's).
         ``led_temperature``: a part the video leads (weight above ``LED_ABOVE``) is sampled at no
-        more than ``defaults.LED_TEMPERATURE``."""
+        more than ``defaults.LED_TEMPERATURE``; ``led_alone``: and written from its video alone
+        (guidance -1; False: the video's weight mixes the words' branch in, as before session 21)."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -318,7 +319,8 @@ class VimoRAGPipeline:
             t1 = time.perf_counter()
         said_parts = [r or p for r, p in zip(said, sentences)]
         owners = self.picker.rows(asked) if picking else list(range(len(parts)))
-        g = [0.0 if plan[3] is None else lead_guidance(plan[4], guidance) for plan in plans]
+        g = [0.0 if plan[3] is None else lead_guidance(plan[4], guidance, LED_ABOVE if led_alone else None)
+             for plan in plans]          # a led part: its video alone
         if share is not None:          # exact lengths: each part its own, in the same batch
             max_tokens = min_tokens = [share[o] for o in owners]
         temps = [min(temperature, LED_TEMPERATURE) if led_temperature and plan[4] > LED_ABOVE else temperature

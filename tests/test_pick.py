@@ -187,12 +187,13 @@ def test_eval_rows_pick_led_parts_for_their_videos_kind(monkeypatch):
     row = rw.LLMRow.__new__(rw.LLMRow)
     calls = []
 
-    shown, searched, temps = [], [], []
+    shown, searched, temps, guides = [], [], [], []
 
     def generate(texts, videos, **kw):
         calls.append(list(texts))
         shown.extend(videos)
         temps.append(kw["temperature"])
+        guides.append(kw["guidance"])
         return [np.array([i]) for i in range(len(texts))]
 
     def search_many(texts, k, mode, cues):           # the led part searched again with its reading
@@ -205,7 +206,7 @@ def test_eval_rows_pick_led_parts_for_their_videos_kind(monkeypatch):
     row.led_cues, row._cued, row.led_temperature = True, set(), 0.25
     row._cache = {"she does two cartwheels": "emb-cw"}
     row.videos = lambda texts, rng: [("prior", row._cache[t]) for t in texts]
-    row.lead_weights = lambda texts: np.ones(len(texts))           # the video leads every part
+    row.lead_weights = lambda texts: np.full(len(texts), 0.7)      # the video leads every part
     row.retriever = SimpleNamespace(db=SimpleNamespace(record=lambda v: {"spec": {"kinds": ["cartwheel"]}}),
                                     search_many=search_many)
     row.restater = SimpleNamespace(keeps=lambda w: w > 0.5, config=SimpleNamespace(gate=0.9, classes={"action": ["jump"]}),
@@ -231,6 +232,7 @@ def test_eval_rows_pick_led_parts_for_their_videos_kind(monkeypatch):
     assert out[0][0, 0] == 1.0                                # the second sample: two cartwheels
     assert searched == [(["she does two cartwheels"], [[-1, -1, -1, 2]])]
     assert temps == [0.25]                                    # a led part: closer to the mode
+    assert guides == [[-1.0] * 3]                             # and written from its video alone
     assert shown == [("prior", "emb-cw2")] * 3                # with the video its reading chose
     row.generate([SimpleNamespace(caption=SimpleNamespace(text="she does two cartwheels"))], np.random.default_rng(0))
     assert len(searched) == 1                                 # searched again once per text

@@ -5,6 +5,7 @@ import re
 import zlib
 
 import numpy as np
+from types import SimpleNamespace
 import pytest
 
 from backend.generation.video_lead import VideoLead, VideoLeadConfig, calibrate, retrieved_captions
@@ -120,7 +121,7 @@ class _Stop(Exception):
     pass
 
 
-def _pipeline_guidance(lead, text, retrieval="gemini", video_lead=True, guidance=0.0):
+def _pipeline_guidance(lead, text, retrieval="gemini", video_lead=True, guidance=0.0, **kw):
     """The guidance the pipeline hands the LLM for ``text`` (the LLM stops the request there)."""
     from types import SimpleNamespace
 
@@ -143,7 +144,7 @@ def _pipeline_guidance(lead, text, retrieval="gemini", video_lead=True, guidance
     pipe = VimoRAGPipeline(r, vq, None, {"mcdpo": llm})
     pipe.video_lead = lead
     with pytest.raises(_Stop):
-        pipe.generate(text, retrieval=retrieval, video_lead=video_lead, guidance=guidance)
+        pipe.generate(text, retrieval=retrieval, video_lead=video_lead, guidance=guidance, **kw)
     return seen["guidance"], seen["videos"]
 
 
@@ -155,6 +156,9 @@ def test_pipeline_lets_the_video_lead_unknown_words():
     assert _pipeline_guidance(lead, "a person does a cartwheel", video_lead=False)[0] == 0.0
     assert _pipeline_guidance(None, "a person does a cartwheel")[0] == 0.0    # not calibrated
     assert _pipeline_guidance(lead, "a person does a cartwheel", retrieval="random")[0] == 0.0
+    partly = SimpleNamespace(config=SimpleNamespace(k=5), weights=lambda parts, caps: np.array([0.7]))
+    assert _pipeline_guidance(partly, "a person does a cartwheel")[0] == -1.0          # led: the video alone
+    assert _pipeline_guidance(partly, "a person does a cartwheel", led_alone=False)[0] == pytest.approx(-0.7)
 
 
 def test_lead_guidance_replaces_text_guidance_only_where_the_video_leads():
@@ -162,6 +166,9 @@ def test_lead_guidance_replaces_text_guidance_only_where_the_video_leads():
 
     assert lead_guidance(0.0, 2.0) == 2.0 and lead_guidance(0.4, 2.0) == -0.4
     assert lead_guidance(np.array([0.0, 1.0, 0.5]), 1.5).tolist() == [1.5, -1.0, -0.5]
+    # a led part (weight above LED_ABOVE) is written from its video alone; below, the weight mixes
+    assert lead_guidance(np.array([0.0, 0.4, 0.6, 1.0]), 1.5, alone_above=0.5).tolist() == [1.5, -0.4, -1.0, -1.0]
+    assert lead_guidance(0.6, 2.0, alone_above=0.5) == -1.0 and lead_guidance(0.4, 2.0, alone_above=0.5) == -0.4
 
 
 class SpaceRetriever(FakeRetriever):

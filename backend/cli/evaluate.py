@@ -74,6 +74,10 @@ def add_session17_switches(parser) -> None:
     parser.add_argument("--led-temperature", type=float, default=LED_TEMPERATURE, metavar="T",
                         help="the most a part the video leads is sampled at, as the app does "
                              "(default %(default)s; 0: the row's temperature, as before session 21)")
+    parser.add_argument("--led-mix", action="store_true",
+                        help="a part the video leads mixes its words' branch in by the lead's weight "
+                             "(as before session 21); by default it is written from its video alone, "
+                             "as the app does")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -99,7 +103,7 @@ def cmd_eval_generation(args) -> int:
                                args.temperature, args.top_k, not args.no_side_match, args.int8,
                                args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
-                             not args.no_led_cues, args.led_temperature or None)
+                             not args.no_led_cues, args.led_temperature or None, not args.led_mix)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -154,7 +158,7 @@ def cmd_eval_follow(args) -> int:
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
                              args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
-                             not args.no_led_cues, args.led_temperature or None)
+                             not args.no_led_cues, args.led_temperature or None, not args.led_mix)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

@@ -89,6 +89,7 @@ class LLMRow:
         self._read: dict = {}
         self.led_cues = True                    # led parts searched again with their words' reading
         self.led_temperature = LED_TEMPERATURE  # the most a part the video leads is sampled at
+        self.led_alone = True                   # a part the video leads: written from it alone
         self._cued: set[str] = set()
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
@@ -152,7 +153,9 @@ class LLMRow:
         if lead.any() and self.restater is not None and self.led_cues:
             self.cue_led(texts, lead)
             vids = self.videos(texts, rng)             # from the cache: the led parts' new videos
-        guidance = lead_guidance(lead, self.guidance) if lead.any() else self.guidance
+        alone = LED_ABOVE if getattr(self, "led_alone", True) else None
+        guidance = lead_guidance(lead, self.guidance, alone_above=alone) \
+            if lead.any() else self.guidance
         said, asked = texts, [[] for _ in texts]
         if self.restater is not None:        # the LLM reads restated parts; retrieval and lead the words
             readings = self.readings(texts, lead)
@@ -205,7 +208,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   top_k: int = 0, match_sides: bool = True, int8: bool = False,
                   video_lead: bool = False, compose: bool = True, rerank: bool = True,
                   restate: bool = True, pick: int = 0, weights: str = LEAN_WEIGHTS,
-                  led_cues: bool = True, led_temperature: float | None = LED_TEMPERATURE) -> list:
+                  led_cues: bool = True, led_temperature: float | None = LED_TEMPERATURE,
+                  led_alone: bool = True) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -229,7 +233,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     searched again with the speed and count its words state (``Restater.stated_cues``; session
     21), as the pipeline does; False: by its words' cue lists only. ``led_temperature``: the most
     a part the video leads is sampled at (``defaults.LED_TEMPERATURE``, as the pipeline; None: the
-    row's temperature)."""
+    row's temperature). ``led_alone``: a led part is written from its video alone (guidance -1,
+    as the pipeline; False: the lead's weight mixes the words in, as before session 21)."""
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
@@ -279,6 +284,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                 g.picker = picker
                 notes.append(f"best of {pick}")
         g.led_temperature = led_temperature
+        g.led_alone = bool(led_alone)
+        if video_lead and g.mode in ("gemini", "object") and not led_alone:
+            notes.append("led parts mix the words in")
         if video_lead and g.mode in ("gemini", "object") and led_temperature \
                 and led_temperature < g.temperature:
             notes.append(f"led parts at T {led_temperature:g}")

@@ -170,9 +170,13 @@ class VideoLead:
         return self.weights_from_novelty(self.novelty(texts, hit_captions))
 
 
-def lead_guidance(weight, guidance):
+def lead_guidance(weight, guidance, alone_above: float | None = None):
     """The guidance the LLM gets: ``-weight`` where the video leads (weight > 0), else the text
-    guidance asked for (per prompt when ``weight`` is an array)."""
+    guidance asked for (per prompt when ``weight`` is an array). ``alone_above``: a weight above
+    it counts as 1, the video alone (``LED_ABOVE``: a led part is written from its video)."""
+    if alone_above is not None:
+        weight = np.where(np.asarray(weight) > alone_above, 1.0, weight) if np.ndim(weight) \
+            else (1.0 if weight > alone_above else weight)
     return np.where(np.asarray(weight) > 0, -np.asarray(weight), guidance) if np.ndim(weight) \
         else (-float(weight) if weight > 0 else guidance)
 
