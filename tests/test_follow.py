@@ -151,37 +151,31 @@ def test_checker_training_keeps_the_best_validation_score(tmp_path):
     assert again.config.layers == 1
 
 
+class _SeesJumpTwice:                        # a checker that sees a jump done twice, nothing else
+    def predict(self, feats):
+        k = len(KINDS)
+        return [{"presence": np.eye(k)[KINDS.index("jump")], "reps": np.full(k, 1),
+                 "side": np.zeros(k, int), "turn": np.zeros(k, int), "speed": np.zeros(k, int)}
+                for _ in feats]
+
+
 def test_followed_shares_per_motion():
     from backend.evaluation.follow import followed_shares
-
-    class Checker:                           # sees a jump done twice, nothing else
-        def predict(self, feats):
-            k = len(KINDS)
-            return [{"presence": np.eye(k)[KINDS.index("jump")], "reps": np.full(k, 1),
-                     "side": np.zeros(k, int), "turn": np.zeros(k, int), "speed": np.zeros(k, int)}
-                    for _ in feats]
 
     twice = [{"action": "jump", "reps": 2}]
     thrice = [{"action": "jump", "reps": 3}]
     walk = [{"action": "walk", "turn": None}]
-    out = followed_shares(Checker(), [twice, thrice, walk], [np.zeros((5, 263))] * 3)
+    out = followed_shares(_SeesJumpTwice(), [twice, thrice, walk], [np.zeros((5, 263))] * 3)
     assert out.tolist() == [1.0, 0.5, 0.0]
     with pytest.raises(ValueError, match="programs for"):
-        followed_shares(Checker(), [twice], [])
+        followed_shares(_SeesJumpTwice(), [twice], [])
 
 
 def test_score_by_kind_splits_each_attribute_by_motion_kind():
     from backend.evaluation.follow import format_by_kind, score
 
-    class Checker:                           # sees a jump done twice, nothing else
-        def predict(self, feats):
-            k = len(KINDS)
-            return [{"presence": np.eye(k)[KINDS.index("jump")], "reps": np.full(k, 1),
-                     "side": np.zeros(k, int), "turn": np.zeros(k, int), "speed": np.zeros(k, int)}
-                    for _ in feats]
-
     progs = [[seg("jump", 2)]] * 5 + [[seg("jump", 3)]] * 5 + [[seg("walk")]] * 5
-    r = score(Checker(), progs, [np.zeros((5, 263))] * 15)
+    r = score(_SeesJumpTwice(), progs, [np.zeros((5, 263))] * 15)
     assert r["by_kind"]["kind/jump"] == {"share": 1.0, "n": 10}
     assert r["by_kind"]["count/jump"] == {"share": 0.5, "n": 10}
     assert r["by_kind"]["kind/walk"] == {"share": 0.0, "n": 5}

@@ -455,16 +455,18 @@ def test_mcdpo_reward_by_hand():
         mcdpo_reward([1, 2], [1])
 
 
+class _FourCandidates:                       # an SFT model: four candidates per prompt, codes [1] .. [4]
+    def generate(self, texts, videos, **kw):
+        return [np.array([1 + i % 4]) for i in range(len(texts))]
+
+
+class _ValueVQ:                              # decodes code c to a (4, 3) motion filled with c
+    def decode(self, codes):
+        return codes.float()[:, :, None].repeat(1, 4, 3)
+
+
 def test_make_preferences_follow_term_picks_the_candidate_that_does_what_is_asked():
     from backend.generation.train_llm import Example, make_preferences
-
-    class SFT:                               # four candidates per prompt: codes [1], [2], [3], [4]
-        def generate(self, texts, videos, **kw):
-            return [np.array([1 + i % 4]) for i in range(len(texts))]
-
-    class VQ:
-        def decode(self, codes):
-            return codes.float()[:, :, None].repeat(1, 4, 3)
 
     class Norm:
         def denormalize(self, x):
@@ -484,7 +486,7 @@ def test_make_preferences_follow_term_picks_the_candidate_that_does_what_is_aske
         return np.array([{1: 0.0, 2: 1.0, 3: 0.5, 4: np.nan}[int(f[0, 0])] for f in feats])
 
     ex = [Example("a person jumps twice", np.array([5]), None, "m7")]
-    args = (SFT(), ex, None, Evaluator(), VQ(), Norm(), {"m7": np.zeros((10, 3))})
+    args = (_FourCandidates(), ex, None, Evaluator(), _ValueVQ(), Norm(), {"m7": np.zeros((10, 3))})
     assert make_preferences(*args, kappa=4) == []                     # the paper's reward: a tie
     assert make_preferences(*args, kappa=4, follow=follow, w_f=0.0) == []
     (pair,) = make_preferences(*args, kappa=4, follow=follow, w_f=0.5)
@@ -727,14 +729,6 @@ def test_make_preferences_video_only_prompt_has_its_ground_truth_stand_in_for_th
     from backend.generation.motion_llm import NEUTRAL_TEXT
     from backend.generation.train_llm import Example, make_preferences
 
-    class SFT:                               # four candidates per prompt: codes [1], [2], [3], [4]
-        def generate(self, texts, videos, **kw):
-            return [np.array([1 + i % 4]) for i in range(len(texts))]
-
-    class VQ:
-        def decode(self, codes):
-            return codes.float()[:, :, None].repeat(1, 4, 3)
-
     class Evaluator:                         # a motion's embedding is its value; the words sit at 4
         def encode_features(self, feats):
             return np.array([[float(f[0, 0])] for f in feats])
@@ -747,9 +741,9 @@ def test_make_preferences_video_only_prompt_has_its_ground_truth_stand_in_for_th
     words = [Example("a person jumps", np.array([5]), None, "m")]
     video = [Example(NEUTRAL_TEXT, np.array([5]), "v1", "video-v1")]
     only_text = dict(kappa=4, w_l=0.0, w_d=1.0)                         # the text term alone
-    (pair,) = make_preferences(SFT(), words, None, Evaluator(), VQ(), norm, gt, **only_text)
+    (pair,) = make_preferences(_FourCandidates(), words, None, Evaluator(), _ValueVQ(), norm, gt, **only_text)
     assert pair.chosen.tolist() == [4] and pair.rejected.tolist() == [1]   # closest to the words
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("backend.generation.train_llm.video_of", lambda r, v: None)
-        (pair,) = make_preferences(SFT(), video, None, Evaluator(), VQ(), norm, gt, **only_text)
+        (pair,) = make_preferences(_FourCandidates(), video, None, Evaluator(), _ValueVQ(), norm, gt, **only_text)
     assert pair.chosen.tolist() == [1] and pair.rejected.tolist() == [4]   # no words: the ground truth
