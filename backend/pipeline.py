@@ -217,7 +217,7 @@ class VimoRAGPipeline:
                  plant_feet: bool = True, guidance: float = GUIDANCE,
                  match_sides: bool = True, video_lead: bool = True,
                  compose: bool = True, restate: bool = True, pick: bool = True,
-                 led_cues: bool = True, led_temperature: bool = True, led_alone: bool = True) -> GenerationResult:
+                 led_cues: bool = False, led_temperature: bool = True, led_alone: bool = True) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -249,7 +249,8 @@ class VimoRAGPipeline:
         (``Picker.with_led``); ``result.picks`` says per part how many samples there were and
         which was kept. ``led_cues``: a part the video leads is searched again with the speed and
         count its words state (``Restater.stated_cues``: "unhurriedly", "a couple of times"), so
-        its video shows them (gemini or object retrieval; ``hits`` are then that search's).
+        its video shows them (gemini or object retrieval; ``hits`` are then that search's; off by
+        default: no gain in OOD following was measured, README *Led parts*).
         ``led_temperature``: a part the video leads (weight above ``LED_ABOVE``) is sampled at no
         more than ``defaults.LED_TEMPERATURE``; ``led_alone``: and written from its video alone
         (guidance -1; False: the video's weight mixes the words' branch in, as before session 21)."""

@@ -276,7 +276,7 @@ def test_the_pipeline_searches_led_parts_again_and_samples_them_closer_to_the_mo
                                     restated=lambda texts, readings: [None] * len(texts))
     pipe.picker = None
     prompt = "a person walks forward, then does a cartwheel unhurriedly twice"
-    res = pipe.generate(prompt, temperature=0.7)
+    res = pipe.generate(prompt, temperature=0.7, led_cues=True)
     (texts, videos, kw), = seen["calls"]
     cued = [s for s in searched if s[1] is not None]
     assert len(cued) == 1 and "cartwheel" in cued[0][0] and cued[0][1] == [-1, -1, 1, 2]

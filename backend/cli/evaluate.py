@@ -67,10 +67,10 @@ def add_session17_switches(parser) -> None:
     parser.add_argument("--no-rerank", action="store_true",
                         help="retrieval by the learned scores alone, without re-ranking the top videos "
                              "by their captions' cues (backend/retrieval/rerank.py)")
-    parser.add_argument("--no-led-cues", action="store_true",
-                        help="a part the video leads keeps the video its words' cue lists choose; by "
-                             "default it is searched again with the speed and count the restater "
-                             "reads in its words, as the app does (Restater.stated_cues)")
+    parser.add_argument("--led-cues", action="store_true",
+                        help="search a part the video leads again with the speed and count the "
+                             "restater reads in its words (Restater.stated_cues; off by default, as "
+                             "in the app: no gain measured)")
     parser.add_argument("--led-temperature", type=float, default=LED_TEMPERATURE, metavar="T",
                         help="the most a part the video leads is sampled at, as the app does "
                              "(default %(default)s; 0: the row's temperature, as before session 21)")
@@ -103,7 +103,7 @@ def cmd_eval_generation(args) -> int:
                                args.temperature, args.top_k, not args.no_side_match, args.int8,
                                args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
-                             not args.no_led_cues, args.led_temperature or None, not args.led_mix)
+                             args.led_cues, args.led_temperature or None, not args.led_mix)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -158,7 +158,7 @@ def cmd_eval_follow(args) -> int:
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
                              args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
-                             not args.no_led_cues, args.led_temperature or None, not args.led_mix)
+                             args.led_cues, args.led_temperature or None, not args.led_mix)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

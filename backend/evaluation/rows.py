@@ -87,7 +87,7 @@ class LLMRow:
         self.picker = None                      # a Picker: best of N samples per part (with the restater)
         self.restate_words = True               # False: the restater only reads (for the picker)
         self._read: dict = {}
-        self.led_cues = True                    # led parts searched again with their words' reading
+        self.led_cues = False                   # led parts searched again with their words' reading
         self.led_temperature = LED_TEMPERATURE  # the most a part the video leads is sampled at
         self.led_alone = True                   # a part the video leads: written from it alone
         self._cued: set[str] = set()
@@ -208,7 +208,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   top_k: int = 0, match_sides: bool = True, int8: bool = False,
                   video_lead: bool = False, compose: bool = True, rerank: bool = True,
                   restate: bool = True, pick: int = 0, weights: str = LEAN_WEIGHTS,
-                  led_cues: bool = True, led_temperature: float | None = LED_TEMPERATURE,
+                  led_cues: bool = False, led_temperature: float | None = LED_TEMPERATURE,
                   led_alone: bool = True) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
@@ -231,7 +231,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     decoder's weights (default ``defaults.LEAN_WEIGHTS``, as the pipeline; float32: the tokens of
     transformers' own pass; ``int8`` overrides it). ``led_cues``: a part the video leads is
     searched again with the speed and count its words state (``Restater.stated_cues``; session
-    21), as the pipeline does; False: by its words' cue lists only. ``led_temperature``: the most
+    21: no gain measured, so off by default, as in the pipeline). ``led_temperature``: the most
     a part the video leads is sampled at (``defaults.LED_TEMPERATURE``, as the pipeline; None: the
     row's temperature). ``led_alone``: a led part is written from its video alone (guidance -1,
     as the pipeline; False: the lead's weight mixes the words in, as before session 21)."""
@@ -290,10 +290,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if video_lead and g.mode in ("gemini", "object") and led_temperature \
                 and led_temperature < g.temperature:
             notes.append(f"led parts at T {led_temperature:g}")
-        if not led_cues:
-            g.led_cues = False
+        if led_cues:
+            g.led_cues = True
             if video_lead:
-                notes.append("led parts not searched by their reading")
+                notes.append("led parts searched by their reading")
         if not restate:
             notes.append("words as typed")
         if notes:
