@@ -59,6 +59,8 @@ def test_database_questions_are_the_videos_of_a_split_with_known_motions():
     assert [q[0] for q in database_questions(r, "test", ood_only=True)] == [f"v{N_IN_DIST + k}" for k in (1, 2, 3)]
     vid, feats, segs = database_questions(r, "train")[0]
     assert vid == "v6" and feats.shape[1] == 263 and segs == video_motion(6, False)[1]
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        video_reading(_LLM(True), _VQ(), None, r, None, samples=0)
     with pytest.raises(ValueError, match="no database video"):
         video_reading(_LLM(True), _VQ(), SimpleNamespace(denormalize=lambda x: x), SimpleNamespace(
             db=SimpleNamespace(ids=[], record=None)), None)

@@ -63,6 +63,8 @@ def video_reading(llm, vqvae, normalizer, retriever, checker, split: str = "test
     """{"questions": n, "database motion": shares, "generated": shares} (``_shares``) for the
     database videos of ``split``; ``samples`` generations per video (each judged on its own),
     sampled at ``temperature``."""
+    if int(samples) < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
     qs = database_questions(retriever, split, ood_only)
     if limit:
         qs = qs[:limit]
