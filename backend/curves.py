@@ -95,6 +95,34 @@ def plot_checker_curves(log: str | Path, out: str | Path, title: str = "instruct
     return _save(fig, out)
 
 
+def plot_reader_curves(log: str | Path, out: str | Path) -> Path:
+    """The pose reader's training loss and its train/validation cross-entropy and top-1 code
+    accuracy against steps (``train_pose_reader``'s log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, val = read_log(log)
+    if not train:
+        raise ValueError(f"{log} has no training rows")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot([r["step"] for r in train], [r["loss"] for r in train], alpha=0.4, label="batch")
+    if val:
+        steps = [r["step"] for r in val]
+        ax1.plot(steps, [r["train_loss"] for r in val], "o-", label="train (sample)")
+        ax1.plot(steps, [r["val_loss"] for r in val], "o-", lw=2, label="held-out videos")
+        ax2.plot(steps, [100 * r["train_acc"] for r in val], "o-", label="train (sample)")
+        ax2.plot(steps, [100 * r["val_acc"] for r in val], "o-", lw=2, label="held-out videos")
+        ax2.legend()
+    ax1.set_xlabel("step")
+    ax1.set_title("pose reader: cross-entropy per token")
+    ax1.legend()
+    ax2.set_xlabel("step")
+    ax2.set_title("code read exactly (%)")
+    return _save(fig, out)
+
+
 def plot_llm_curves(log: str | Path, out: str | Path, title: str = "SFT") -> Path:
     """Motion-LLM curves from its ``log.jsonl``: training loss (and its running mean), validation
     loss; for McDPO rows, the reward margin and preference accuracy on a second panel."""

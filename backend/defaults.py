@@ -32,3 +32,8 @@ positions). The pipeline, the app and the evaluation rows use it; ``float32`` gi
 tokens as transformers' own pass. How it was chosen: README, *Generation speed*."""
 
 WEIGHT_CHOICES = ("bfloat16", "float32")
+
+READER_DRAFTS = 0
+"""Drafts of the pose reader (``backend.generation.pose_reader``: a video's keypoints read into
+motion tokens) that join the samples of a part the retrieved video leads, the picker choosing
+among all of them; 0 = none. How it was chosen: README, *Pose reader*."""

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE, TEMPERATURE
+from backend.defaults import GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE, READER_DRAFTS, TEMPERATURE
 from backend.evaluation.pick import Picker
 from backend.evaluation.servable import ServableCheck
 from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
+from backend.generation.pose_reader import draft_codes, first_of_each, load_pose_reader, video_duration, with_drafts
 from backend.generation.restate import Restater
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import LED_ABOVE, VideoLead, hit_captions, lead_guidance
@@ -112,6 +113,7 @@ class VimoRAGPipeline:
         self.video_lead = None    # backend.generation.video_lead.VideoLead, when calibrated
         self.restater = None      # backend.generation.restate.Restater, when trained
         self.picker = None        # backend.evaluation.pick.Picker, when trained (best-of-N)
+        self.reader = None        # backend.generation.pose_reader.PoseReader, when trained
 
     @classmethod
     def load(cls, models=("mcdpo", "sft"), db: str = "embedded", evaluator: bool = True,
@@ -151,6 +153,8 @@ class VimoRAGPipeline:
             pipe.video_lead.bind(retriever)       # its embedding; one sentence encoder per process
         pipe.restater = Restater.from_pretrained(ck / "restater")
         pipe.picker = Picker.from_pretrained(ck / "picker")
+        if (ck / "pose-reader" / "model.safetensors").is_file():
+            pipe.reader = load_pose_reader(ck / "pose-reader")
         return pipe
 
     # -------------------------------------------------------------------------------- core
@@ -217,7 +221,8 @@ class VimoRAGPipeline:
                  plant_feet: bool = True, guidance: float = GUIDANCE,
                  match_sides: bool = True, video_lead: bool = True,
                  compose: bool = True, restate: bool = True, pick: bool = True,
-                 led_cues: bool = False, led_temperature: bool = True, led_alone: bool = True) -> GenerationResult:
+                 led_cues: bool = False, led_temperature: bool = True, led_alone: bool = True,
+                 reader_drafts: int = READER_DRAFTS) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -253,7 +258,11 @@ class VimoRAGPipeline:
         default: no gain in OOD following was measured, README *Led parts*).
         ``led_temperature``: a part the video leads (weight above ``LED_ABOVE``) is sampled at no
         more than ``defaults.LED_TEMPERATURE``; ``led_alone``: and written from its video alone
-        (guidance -1; False: the video's weight mixes the words' branch in, as before session 21)."""
+        (guidance -1; False: the video's weight mixes the words' branch in, as before session 21).
+        ``reader_drafts`` N: a part the video leads (a database video) also gets N drafts of the
+        pose reader (``checkpoints/pose-reader``: its video's keypoints read into motion tokens,
+        as long as the video or the part's share of ``length_s``) among its samples; the picker
+        chooses (without one: the LLM's first sample)."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -331,10 +340,23 @@ class VimoRAGPipeline:
                             temperature=[temps[o] for o in owners] if len(set(temps)) > 1 else temps[0],
                             max_tokens=max_tokens, min_tokens=min_tokens,
                             guidance=[g[o] for o in owners] if len(owners) > 1 else g[0])
+        drafted = {}
+        if self.reader is not None and reader_drafts > 0:
+            for i, plan in enumerate(plans):
+                rec = self._record(plan[1]) if plan[4] > LED_ABOVE and plan[3] is not None else None
+                if rec is not None and plan[3].keypoints is not None:
+                    dur = video_duration(rec)
+                    n = [share[i]] if share is not None else None
+                    drafted[i] = draft_codes(self.reader, [plan[3].keypoints], [dur], reader_drafts,
+                                             seed=0 if seed is None else int(seed), n_tokens=n)[0]
+        if drafted:
+            rows, owners = with_drafts(rows, owners, drafted)
         t2 = time.perf_counter()
         timing["generation"] = t2 - t1
         picks: list = [None] * len(parts)
-        if len(owners) > len(parts):
+        if len(owners) > len(parts) and not picking:
+            codes = first_of_each(rows, owners, len(parts))
+        elif len(owners) > len(parts):
             codes, picks = self.picker.choose(rows, owners, asked, lambda c: self.decode(c, model))
             timing["picking"] = time.perf_counter() - t2
             t2 = time.perf_counter()

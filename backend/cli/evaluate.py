@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, LED_TEMPERATURE, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, LED_TEMPERATURE, READER_DRAFTS, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -78,6 +78,13 @@ def add_session17_switches(parser) -> None:
                         help="a part the video leads mixes its words' branch in by the lead's weight "
                              "(as before session 21); by default it is written from its video alone, "
                              "as the app does")
+    parser.add_argument("--reader-drafts", type=int, default=READER_DRAFTS, metavar="N",
+                        help="a part the video leads also gets N drafts from the pose reader "
+                             "(checkpoints/pose-reader: the video's keypoints read into motion tokens) "
+                             "among its samples, as the app does (default %(default)s; 0: none)")
+    parser.add_argument("--reader-only", action="store_true",
+                        help="a part the video leads gets the reader's drafts only (no LLM samples)")
+    parser.add_argument("--reader", metavar="DIR", help="pose reader folder (default checkpoints/pose-reader)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -103,7 +110,8 @@ def cmd_eval_generation(args) -> int:
                                args.temperature, args.top_k, not args.no_side_match, args.int8,
                                args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
-                             args.led_cues, args.led_temperature or None, not args.led_mix)
+                             args.led_cues, args.led_temperature or None, not args.led_mix,
+                             args.reader_drafts, args.reader_only, args.reader)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -158,7 +166,8 @@ def cmd_eval_follow(args) -> int:
                              args.temperature, args.top_k, not args.no_side_match, args.int8,
                              args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
-                             args.led_cues, args.led_temperature or None, not args.led_mix)
+                             args.led_cues, args.led_temperature or None, not args.led_mix,
+                             args.reader_drafts, args.reader_only, args.reader)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -318,17 +327,28 @@ def cmd_eval_video_reading(args) -> int:
     from backend.retrieval.service import VideoRetriever
 
     set_threads(args.threads)
-    folder = Path(args.model) if Path(args.model).is_dir() else checkpoints_dir() / f"llm-{args.model}"
-    if not (folder / "model.safetensors").is_file():
-        raise SystemExit(f"no trained motion LLM at {folder}; see README, 'Training'")
-    llm = MotionLLM.from_pretrained(folder)
-    llm.merge_lora_(args.weights)
-    vqvae, normalizer = load_llm_tokenizer(name=llm.config.tokenizer)
+    reader = llm = None
+    if args.reader:
+        from backend.generation.pose_reader import PoseReader
+        try:
+            reader = PoseReader.from_pretrained(args.reader)
+        except FileNotFoundError as exc:
+            raise SystemExit(str(exc)) from None
+        folder = Path(args.reader)
+        vqvae, normalizer = load_llm_tokenizer()
+    else:
+        folder = Path(args.model) if Path(args.model).is_dir() else checkpoints_dir() / f"llm-{args.model}"
+        if not (folder / "model.safetensors").is_file():
+            raise SystemExit(f"no trained motion LLM at {folder}; see README, 'Training'")
+        llm = MotionLLM.from_pretrained(folder)
+        llm.merge_lora_(args.weights)
+        vqvae, normalizer = load_llm_tokenizer(name=llm.config.tokenizer)
     checker = InstructionChecker.from_pretrained(Path(args.checker) if args.checker
                                                  else checkpoints_dir() / "checker")
     retriever = VideoRetriever.open("embedded")
     res = video_reading(llm, vqvae, normalizer, retriever, checker, args.split, args.ood_only,
-                        args.samples, args.seed, limit=args.limit, temperature=args.temperature)
+                        args.samples, args.seed, limit=args.limit, temperature=args.temperature,
+                        reader=reader)
     which = "OOD-kind " if args.ood_only else ""
     print(format_video_reading(res, f"{folder.name}: {res['questions']} {which}database videos "
                                     f"({args.split} split), {args.samples} sample(s) each at T {args.temperature:g}, "
@@ -541,6 +561,8 @@ def add(sub) -> None:
                     "database motions themselves are the ceiling. train: the videos the LLM's "
                     "video-only pairs learned from; test: held-out videos.")
     vr.add_argument("--model", default="mcdpo", help="sft, mcdpo or a model folder")
+    vr.add_argument("--reader", help="judge a PoseReader folder instead of the LLM (e.g. "
+                                     "checkpoints/pose-reader): it writes each video's tokens")
     vr.add_argument("--split", choices=["train", "test"], default="test",
                     help="database split (default %(default)s: videos the LLM never saw)")
     vr.add_argument("--ood-only", action="store_true",

@@ -143,6 +143,33 @@ def cmd_train_checker(args) -> int:
     return 0
 
 
+def cmd_train_pose_reader(args) -> int:
+    from backend.checkpoints import data_home
+    from backend.cli.common import set_threads
+    from backend.curves import plot_reader_curves
+    from backend.generation.pose_reader import PoseReaderConfig
+    from backend.generation.train_pose_reader import ReaderTrainConfig, reader_pairs, train_pose_reader
+    from backend.generation.vqvae import load_llm_tokenizer
+    from backend.retrieval.service import VideoRetriever
+
+    set_threads(args.threads)
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "pose-reader"
+    vqvae, normalizer = load_llm_tokenizer()
+    retriever = VideoRetriever.open("embedded")
+    pairs = reader_pairs(retriever, vqvae.eval(), normalizer, work, stretch=tuple(args.stretch))
+    model = train_pose_reader(pairs, work, PoseReaderConfig(width=args.width, layers=args.layers),
+                              ReaderTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                                val_every=args.val_every, patience=args.patience,
+                                                seed=args.seed, select=args.select),
+                              resume=not args.no_resume)
+    if args.curves:
+        print(f"curves: {plot_reader_curves(work / 'train_log.jsonl', args.curves)}")
+    print(f"pose reader saved in {work / 'model'}")
+    if args.ship:
+        ship("pose-reader", model)
+    return 0
+
+
 def cmd_train_restater(args) -> int:
     import torch
 
@@ -693,6 +720,30 @@ def add(sub) -> None:
                    help="probability that a part names one motion, needed to restate it (default 0.5)")
     _run(r, "data/runs/restater", "restater", resume=False)
     r.set_defaults(func=cmd_train_restater)
+
+    pr = tsub.add_parser(
+        "pose-reader", help="read a video's keypoints into motion tokens (about 15 minutes)",
+        description="Train the PoseReader (backend/generation/pose_reader.py): the 16 sampled "
+                    "keypoint frames of a database video, each at its time, -> the VQ codes of the "
+                    "motion it shows. Pairs: the synthetic database's train videos and their mirror "
+                    "images (a tenth held out for early stopping; the test videos are never read). "
+                    "Parts of a prompt the retrieved video leads are written with it. Resumable.")
+    _schedule(pr, 3000, 5e-4, 32, seed=True)
+    pr.add_argument("--width", type=int, default=192, help="model width (default 192)")
+    pr.add_argument("--layers", type=int, default=3, help="encoder and decoder layers (default 3)")
+    pr.add_argument("--val-every", type=int, default=100)
+    pr.add_argument("--patience", type=int, default=6,
+                    help="stop after this many validations without a better score (default 6)")
+    pr.add_argument("--stretch", type=float, nargs="*", default=[],
+                    help="also train on each video as if it lasted this many times as long (its motion "
+                         "resampled in time: slower or faster performances of the same poses), e.g. "
+                         "0.8 1.25 (default: none)")
+    pr.add_argument("--select", choices=["acc", "loss"], default="acc",
+                    help="keep the model with the highest held-out code accuracy (default; the drafts "
+                         "are the most likely codes) or the lowest held-out cross-entropy")
+    pr.add_argument("--curves", help="write the learning curves to this PNG")
+    _run(pr, "data/runs/pose-reader", "pose-reader")
+    pr.set_defaults(func=cmd_train_pose_reader)
 
     t = tsub.add_parser("retriever", help="Gemini-MVR stage 1: both channels",
                         description="Train the action channel (keypoint encoder + predicate text "

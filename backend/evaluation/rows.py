@@ -22,11 +22,13 @@ import torch
 from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import LEAN_WEIGHTS, LED_TEMPERATURE
+from backend.defaults import LEAN_WEIGHTS, LED_TEMPERATURE, READER_DRAFTS
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
+from backend.generation.pose_reader import (READER_TEMPERATURE, draft_codes, first_of_each,
+                                            load_pose_reader, video_duration, with_drafts)
 from backend.generation.restate import Restater
 from backend.generation.video_lead import LED_ABOVE, VideoLead, lead_guidance, retrieved_captions
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
@@ -91,6 +93,10 @@ class LLMRow:
         self.led_temperature = LED_TEMPERATURE  # the most a part the video leads is sampled at
         self.led_alone = True                   # a part the video leads: written from it alone
         self._cued: set[str] = set()
+        self.reader = None                      # a PoseReader: drafts of the parts the video leads
+        self.reader_drafts = 0                  # how many drafts per led part join its samples
+        self.reader_temperature = READER_TEMPERATURE
+        self.reader_only = False                # True: a led part gets the reader's drafts only
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -169,6 +175,10 @@ class LLMRow:
                                for t, l in zip(texts, led)]
                     asked = self.picker.with_led(asked, led, texts, records, self.restater)
         rows = self.picker.rows(asked) if self.picker is not None else list(range(len(texts)))
+        drafted = [i for i, (w, v) in enumerate(zip(lead, vids)) if w > LED_ABOVE and v is not None] \
+            if self.reader is not None and self.reader_drafts > 0 else []
+        if drafted and self.reader_only:
+            rows = [i for i in rows if i not in set(drafted)]
         guidance = np.broadcast_to(np.asarray(guidance, float), (len(texts),))
         led_t = getattr(self, "led_temperature", None)
         temps = [min(self.temperature, led_t) if led_t and w > LED_ABOVE else self.temperature for w in lead]
@@ -181,8 +191,16 @@ class LLMRow:
                                        guidance=[float(guidance[i]) for i in r],
                                        temperature=[temps[i] for i in r] if len(set(temps)) > 1 else temps[0],
                                        top_k=self.top_k)
+        if drafted:               # the pose reader's drafts of each led part join its samples
+            durs = [video_duration(self.retriever.db.record(self._cache[texts[i]])) for i in drafted]
+            drafts = draft_codes(self.reader, [vids[i].keypoints for i in drafted], durs, self.reader_drafts,
+                                   self.reader_temperature, int(rng.integers(2 ** 31)))
+            codes, rows = with_drafts(codes, rows, dict(zip(drafted, drafts)))
         if len(rows) > len(texts):
-            codes, _ = self.picker.choose(codes, rows, asked, self._decode)
+            if self.picker is None:           # no judge: the first row of each part
+                codes = first_of_each(codes, rows, len(texts))
+            else:
+                codes, _ = self.picker.choose(codes, rows, asked, self._decode)
         return [self._decode(c) for c in join_parts(codes, owners, len(captions))]
 
     @torch.no_grad()
@@ -209,7 +227,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   video_lead: bool = False, compose: bool = True, rerank: bool = True,
                   restate: bool = True, pick: int = 0, weights: str = LEAN_WEIGHTS,
                   led_cues: bool = False, led_temperature: float | None = LED_TEMPERATURE,
-                  led_alone: bool = True) -> list:
+                  led_alone: bool = True, reader_drafts: int = READER_DRAFTS, reader_only: bool = False,
+                  reader: str | None = None) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -234,7 +253,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     21: no gain measured, so off by default, as in the pipeline). ``led_temperature``: the most
     a part the video leads is sampled at (``defaults.LED_TEMPERATURE``, as the pipeline; None: the
     row's temperature). ``led_alone``: a led part is written from its video alone (guidance -1,
-    as the pipeline; False: the lead's weight mixes the words in, as before session 21)."""
+    as the pipeline; False: the lead's weight mixes the words in, as before session 21).
+    ``reader_drafts`` N: a part the video leads also gets N drafts of the pose reader
+    (``checkpoints/pose-reader`` or the folder ``reader``; ``backend.generation.pose_reader``)
+    among its samples, the picker choosing; ``reader_only``: the drafts alone."""
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
@@ -242,6 +264,12 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if picker is None:
             raise FileNotFoundError("picking needs checkpoints/picker; run `python -m backend train "
                                     "checker --role picker --ship`")
+    pose_reader = None
+    if reader_drafts > 0 and video_lead:
+        pose_reader = load_pose_reader(reader)
+        if pose_reader is None:
+            raise FileNotFoundError(f"reader drafts need a pose reader ({reader or 'checkpoints/pose-reader'}); "
+                                    "run `python -m backend train pose-reader --ship`")
     for g in generators:
         if not isinstance(g, LLMRow):
             continue
@@ -290,6 +318,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if video_lead and g.mode in ("gemini", "object") and led_temperature \
                 and led_temperature < g.temperature:
             notes.append(f"led parts at T {led_temperature:g}")
+        if pose_reader is not None and g.mode in ("gemini", "object"):
+            g.reader, g.reader_drafts, g.reader_only = pose_reader, int(reader_drafts), bool(reader_only)
+            notes.append(f"led parts: {reader_drafts} reader drafts" + (" only" if reader_only else ""))
         if led_cues:
             g.led_cues = True
             if video_lead:

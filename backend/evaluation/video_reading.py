@@ -24,6 +24,7 @@ import torch
 from backend.data.video_motions import record_motion
 from backend.evaluation.follow import ATTRIBUTES, asked_attributes, check
 from backend.generation.motion_llm import NEUTRAL_TEXT
+from backend.generation.pose_reader import reader_tokens, video_duration
 from motioncore.clean import clean_motion
 from motioncore.features import joints_to_features
 
@@ -59,10 +60,11 @@ def _shares(checker, features: list[np.ndarray], programs: list[list[dict]]) -> 
 @torch.no_grad()
 def video_reading(llm, vqvae, normalizer, retriever, checker, split: str = "test", ood_only: bool = False,
                   samples: int = 1, seed: int = 0, batch: int = 32, limit: int = 0,
-                  temperature: float = 1.0) -> dict:
+                  temperature: float = 1.0, reader=None) -> dict:
     """{"questions": n, "database motion": shares, "generated": shares} (``_shares``) for the
     database videos of ``split``; ``samples`` generations per video (each judged on its own),
-    sampled at ``temperature``."""
+    sampled at ``temperature``. ``reader``: a ``PoseReader`` writes the codes instead of ``llm``
+    (as many tokens as the video is long; temperature 0 = its most likely code per position)."""
     if int(samples) < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     qs = database_questions(retriever, split, ood_only)
@@ -77,8 +79,14 @@ def video_reading(llm, vqvae, normalizer, retriever, checker, split: str = "test
     feats = []
     for s in range(0, len(videos), batch):
         vids = videos[s:s + batch]
-        codes = llm.generate([NEUTRAL_TEXT] * len(vids), vids, greedy=False, min_tokens=4,
-                             seed=int(rng.integers(2 ** 31)), temperature=temperature)
+        if reader is not None:
+            durs = [video_duration(retriever.db.record(vid)) for vid, _, _ in qs] * samples
+            durs = durs[s:s + batch]
+            codes = reader.write([v.keypoints for v in vids], durs, [reader_tokens(d, reader) for d in durs],
+                                 temperature=temperature, seed=int(rng.integers(2 ** 31)))
+        else:
+            codes = llm.generate([NEUTRAL_TEXT] * len(vids), vids, greedy=False, min_tokens=4,
+                                 seed=int(rng.integers(2 ** 31)), temperature=temperature)
         for c in codes:
             c = c if len(c) else np.zeros(1, np.int64)
             f = normalizer.denormalize(vqvae.decode(torch.from_numpy(c)[None])[0].numpy())
