@@ -37,3 +37,8 @@ READER_DRAFTS = 0
 """Drafts of the pose reader (``backend.generation.pose_reader``: a video's keypoints read into
 motion tokens) that join the samples of a part the retrieved video leads, the picker choosing
 among all of them; 0 = none. How it was chosen: README, *Pose reader*."""
+
+READER_TEMPO = False
+"""Whether a led part whose words ask slow or fast also gets a pose-reader draft of its video
+played that much slower or faster (``pose_reader.asked_tempo``). How it was chosen: README,
+*Pose reader*."""

@@ -14,12 +14,13 @@ import numpy as np
 import torch
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE, READER_DRAFTS, TEMPERATURE
+from backend.defaults import GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE, READER_DRAFTS, READER_TEMPO, TEMPERATURE
 from backend.evaluation.pick import Picker
 from backend.evaluation.servable import ServableCheck
 from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
-from backend.generation.pose_reader import draft_codes, first_of_each, load_pose_reader, video_duration, with_drafts
+from backend.generation.pose_reader import (asked_tempo, draft_codes, first_of_each, load_pose_reader,
+                                            video_duration, with_drafts)
 from backend.generation.restate import Restater
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import LED_ABOVE, VideoLead, hit_captions, lead_guidance
@@ -222,7 +223,7 @@ class VimoRAGPipeline:
                  match_sides: bool = True, video_lead: bool = True,
                  compose: bool = True, restate: bool = True, pick: bool = True,
                  led_cues: bool = False, led_temperature: bool = True, led_alone: bool = True,
-                 reader_drafts: int = READER_DRAFTS) -> GenerationResult:
+                 reader_drafts: int = READER_DRAFTS, reader_tempo: bool = READER_TEMPO) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -262,7 +263,9 @@ class VimoRAGPipeline:
         ``reader_drafts`` N: a part the video leads (a database video) also gets N drafts of the
         pose reader (``checkpoints/pose-reader``: its video's keypoints read into motion tokens,
         as long as the video or the part's share of ``length_s``) among its samples; the picker
-        chooses (without one: the LLM's first sample)."""
+        chooses (without one: the LLM's first sample); ``reader_tempo``: a led part whose words ask
+        slow or fast (the restater's reading) gets one more draft of its video played that much
+        slower or faster (``pose_reader.asked_tempo``)."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -347,8 +350,11 @@ class VimoRAGPipeline:
                 if rec is not None and plan[3].keypoints is not None:
                     dur = video_duration(rec)
                     n = [share[i]] if share is not None else None
+                    tempo = None
+                    if reader_tempo and self.restater is not None:
+                        tempo = [asked_tempo(self.restater.manner([sentences[i]])[0])]
                     drafted[i] = draft_codes(self.reader, [plan[3].keypoints], [dur], reader_drafts,
-                                             seed=0 if seed is None else int(seed), n_tokens=n)[0]
+                                             seed=0 if seed is None else int(seed), n_tokens=n, tempo=tempo)[0]
         if drafted:
             rows, owners = with_drafts(rows, owners, drafted)
         t2 = time.perf_counter()

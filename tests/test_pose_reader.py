@@ -163,6 +163,7 @@ def test_eval_rows_add_drafts_to_led_parts_and_can_write_them_alone(monkeypatch)
     row.lead_weights = lambda texts: np.array([1.0 if "cartwheel" in t else 0.0 for t in texts])
     row.retriever = SimpleNamespace(db=SimpleNamespace(record=lambda v: {"duration": 1.0}))
     row.reader, row.reader_drafts, row.reader_temperature, row.reader_only = _Reader(), 2, 0.5, True
+    row.reader_tempo = False
     got = []
     row._decode = lambda c: got.append(np.asarray(c).tolist()) or np.zeros((4, 263))
     items = [SimpleNamespace(caption=SimpleNamespace(text=t)) for t in ("she does a cartwheel", "he walks")]
@@ -170,3 +171,18 @@ def test_eval_rows_add_drafts_to_led_parts_and_can_write_them_alone(monkeypatch)
     assert calls == [["he walks"]]                       # the led part: no LLM sample, drafts only
     assert got == [[7] * 5, [1, 2]]                       # no picker: the most likely draft (1 s = 5 tokens)
     assert [c[3] for c in row.reader.calls] == [0.0, 0.5]
+
+
+def test_a_slow_or_fast_part_gets_one_more_draft_at_that_tempo():
+    from backend.generation.pose_reader import TEMPO, asked_tempo
+
+    r = _Reader()
+    out = draft_codes(r, [np.zeros((16, 17, 3))] * 2, [2.0, 2.0], drafts=1, tempo=[TEMPO["slow"], 1.0])
+    assert [len(d) for d in out] == [2, 1]                       # the slow part: one draft more
+    assert r.calls[-1][1] == [2.0 * TEMPO["slow"]] and r.calls[-1][2] == [13]   # played 1.33x as long
+    out = draft_codes(r, [np.zeros((16, 17, 3))], [2.0], drafts=1, n_tokens=[6], tempo=[TEMPO["fast"]])
+    assert r.calls[-1][2] == [6] and len(out[0]) == 2             # a length asked: it stays
+    sure = {"count": 0.9, "speed": 0.9, "turn": 0.9}
+    assert asked_tempo({"speed": "slow", "sure": sure}) == TEMPO["slow"]
+    assert asked_tempo({"speed": "fast", "sure": {**sure, "speed": 0.3}}) == 1.0     # not sure enough
+    assert asked_tempo({"speed": "normal", "sure": sure}) == 1.0

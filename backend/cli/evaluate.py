@@ -2,12 +2,13 @@
 following, servability, video use, retrieval). ``--json`` adds the figures as the last line."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, LED_TEMPERATURE, READER_DRAFTS, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, LED_TEMPERATURE, READER_DRAFTS, READER_TEMPO, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -84,6 +85,9 @@ def add_session17_switches(parser) -> None:
                              "among its samples, as the app does (default %(default)s; 0: none)")
     parser.add_argument("--reader-only", action="store_true",
                         help="a part the video leads gets the reader's drafts only (no LLM samples)")
+    parser.add_argument("--reader-tempo", action=argparse.BooleanOptionalAction, default=READER_TEMPO,
+                        help="a led part whose words ask slow or fast also gets a draft of its video "
+                             "played slower or faster (default: %(default)s)")
     parser.add_argument("--reader", metavar="DIR", help="pose reader folder (default checkpoints/pose-reader)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
@@ -111,7 +115,7 @@ def cmd_eval_generation(args) -> int:
                                args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
                              args.led_cues, args.led_temperature or None, not args.led_mix,
-                             args.reader_drafts, args.reader_only, args.reader)
+                             args.reader_drafts, args.reader_only, args.reader, args.reader_tempo)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -167,7 +171,7 @@ def cmd_eval_follow(args) -> int:
                              args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
                              args.led_cues, args.led_temperature or None, not args.led_mix,
-                             args.reader_drafts, args.reader_only, args.reader)
+                             args.reader_drafts, args.reader_only, args.reader, args.reader_tempo)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

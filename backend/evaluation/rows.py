@@ -22,12 +22,12 @@ import torch
 from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import LEAN_WEIGHTS, LED_TEMPERATURE, READER_DRAFTS
+from backend.defaults import LEAN_WEIGHTS, LED_TEMPERATURE, READER_DRAFTS, READER_TEMPO
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
 from backend.generation.motion_llm import MotionLLM
-from backend.generation.pose_reader import (READER_TEMPERATURE, draft_codes, first_of_each,
+from backend.generation.pose_reader import (READER_TEMPERATURE, asked_tempo, draft_codes, first_of_each,
                                             load_pose_reader, video_duration, with_drafts)
 from backend.generation.restate import Restater
 from backend.generation.video_lead import LED_ABOVE, VideoLead, lead_guidance, retrieved_captions
@@ -97,6 +97,7 @@ class LLMRow:
         self.reader_drafts = 0                  # how many drafts per led part join its samples
         self.reader_temperature = READER_TEMPERATURE
         self.reader_only = False                # True: a led part gets the reader's drafts only
+        self.reader_tempo = False               # a slow/fast led part: one more draft at that tempo
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -193,8 +194,11 @@ class LLMRow:
                                        top_k=self.top_k)
         if drafted:               # the pose reader's drafts of each led part join its samples
             durs = [video_duration(self.retriever.db.record(self._cache[texts[i]])) for i in drafted]
+            tempo = None
+            if self.reader_tempo and self.restater is not None:
+                tempo = [asked_tempo(m) for m in self.restater.manner([texts[i] for i in drafted])]
             drafts = draft_codes(self.reader, [vids[i].keypoints for i in drafted], durs, self.reader_drafts,
-                                   self.reader_temperature, int(rng.integers(2 ** 31)))
+                                 self.reader_temperature, int(rng.integers(2 ** 31)), tempo=tempo)
             codes, rows = with_drafts(codes, rows, dict(zip(drafted, drafts)))
         if len(rows) > len(texts):
             if self.picker is None:           # no judge: the first row of each part
@@ -228,7 +232,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   restate: bool = True, pick: int = 0, weights: str = LEAN_WEIGHTS,
                   led_cues: bool = False, led_temperature: float | None = LED_TEMPERATURE,
                   led_alone: bool = True, reader_drafts: int = READER_DRAFTS, reader_only: bool = False,
-                  reader: str | None = None) -> list:
+                  reader: str | None = None, reader_tempo: bool = READER_TEMPO) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -256,7 +260,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     as the pipeline; False: the lead's weight mixes the words in, as before session 21).
     ``reader_drafts`` N: a part the video leads also gets N drafts of the pose reader
     (``checkpoints/pose-reader`` or the folder ``reader``; ``backend.generation.pose_reader``)
-    among its samples, the picker choosing; ``reader_only``: the drafts alone."""
+    among its samples, the picker choosing; ``reader_only``: the drafts alone; ``reader_tempo``: a
+    led part whose words ask slow or fast also gets a draft of its video played slower or faster
+    (``pose_reader.asked_tempo``)."""
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
@@ -320,7 +326,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             notes.append(f"led parts at T {led_temperature:g}")
         if pose_reader is not None and g.mode in ("gemini", "object"):
             g.reader, g.reader_drafts, g.reader_only = pose_reader, int(reader_drafts), bool(reader_only)
-            notes.append(f"led parts: {reader_drafts} reader drafts" + (" only" if reader_only else ""))
+            g.reader_tempo = bool(reader_tempo)
+            notes.append(f"led parts: {reader_drafts} reader drafts" + (" only" if reader_only else "")
+                         + (" + tempo" if reader_tempo else ""))
         if led_cues:
             g.led_cues = True
             if video_lead:

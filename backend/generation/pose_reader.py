@@ -239,15 +239,36 @@ READER_TEMPERATURE = 0.5   # the drafts after the first (the most likely code pe
 
 
 def draft_codes(reader: "PoseReader", keypoints, durations, drafts: int, temperature: float = READER_TEMPERATURE,
-                seed: int = 0, n_tokens: list[int] | None = None) -> list[list[np.ndarray]]:
+                seed: int = 0, n_tokens: list[int] | None = None,
+                tempo: list[float] | None = None) -> list[list[np.ndarray]]:
     """Per video, ``drafts`` code sequences, ``n_tokens`` long (default: as long as the video):
-    the most likely code at each position first, then samples at ``temperature``."""
+    the most likely code at each position first, then samples at ``temperature``. ``tempo``: per
+    video, a factor f != 1 adds one more draft, the most likely codes of the video played f
+    times as long (f > 1: slower; a reader trained with ``--stretch`` learned what that means;
+    ``n_tokens`` stays the part's length when one was asked, else it scales with f)."""
     n = list(n_tokens) if n_tokens is not None else [reader_tokens(d, reader) for d in durations]
     out = [[c] for c in reader.write(keypoints, durations, n, temperature=0.0)]
     for k in range(1, int(drafts)):
         for o, c in zip(out, reader.write(keypoints, durations, n, temperature=temperature, seed=seed + k)):
             o.append(c)
+    slow = [i for i, f in enumerate(tempo or []) if f and float(f) != 1.0]
+    if slow and drafts > 0:
+        durs = [float(durations[i]) * float(tempo[i]) for i in slow]
+        m = [n[i] if n_tokens is not None else reader_tokens(d, reader) for i, d in zip(slow, durs)]
+        for i, c in zip(slow, reader.write([keypoints[i] for i in slow], durs, m, temperature=0.0)):
+            out[i].append(c)
     return out
+
+
+TEMPO = {"slow": 1.33, "fast": 0.75}   # how much longer a led part's video plays for its words' speed
+
+
+def asked_tempo(manner: dict, gate: float = 0.5) -> float:
+    """The tempo factor a led part's words ask (``Restater.manner``): ``TEMPO`` of a slow/fast
+    speed read at least ``gate`` sure, else 1."""
+    if manner.get("speed") in TEMPO and manner.get("sure", {}).get("speed", 0.0) >= gate:
+        return TEMPO[manner["speed"]]
+    return 1.0
 
 
 def with_drafts(codes: list, owners: list[int], drafts: dict[int, list]) -> tuple[list, list[int]]:
@@ -275,5 +296,5 @@ def reader_tokens(duration: float, reader: "PoseReader") -> int:
     return int(min(c.max_tokens, max(2, round(float(duration) * FPS / c.downsample))))
 
 
-__all__ = ["PoseReader", "READER_TEMPERATURE", "draft_codes", "first_of_each", "load_pose_reader", "with_drafts", "reader_tokens", "PoseReaderConfig", "ReaderBatch", "frame_times", "interp_weights",
+__all__ = ["PoseReader", "READER_TEMPERATURE", "TEMPO", "asked_tempo", "draft_codes", "first_of_each", "load_pose_reader", "with_drafts", "reader_tokens", "PoseReaderConfig", "ReaderBatch", "frame_times", "interp_weights",
            "token_times", "video_duration"]
