@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE, READER_DRAFTS, READER_TEMPO, TEMPERATURE
+from backend.defaults import (GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE, READER_ABOVE,
+                              READER_DRAFTS, READER_TEMPO, TEMPERATURE)
 from backend.evaluation.pick import Picker
 from backend.evaluation.servable import ServableCheck
 from backend.generation.compose import join_parts
@@ -223,7 +224,8 @@ class VimoRAGPipeline:
                  match_sides: bool = True, video_lead: bool = True,
                  compose: bool = True, restate: bool = True, pick: bool = True,
                  led_cues: bool = False, led_temperature: bool = True, led_alone: bool = True,
-                 reader_drafts: int = READER_DRAFTS, reader_tempo: bool = READER_TEMPO) -> GenerationResult:
+                 reader_drafts: int = READER_DRAFTS, reader_tempo: bool = READER_TEMPO,
+                 reader_above: float = READER_ABOVE) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -265,7 +267,10 @@ class VimoRAGPipeline:
         as long as the video or the part's share of ``length_s``) among its samples; the picker
         chooses (without one: the LLM's first sample); ``reader_tempo``: a led part whose words ask
         slow or fast (the restater's reading) gets one more draft of its video played that much
-        slower or faster (``pose_reader.asked_tempo``)."""
+        slower or faster (``pose_reader.asked_tempo``). ``reader_above``: parts whose video weight is
+        above it get the drafts (``defaults.READER_ABOVE``); one below ``LED_ABOVE`` keeps its words
+        for the LLM's samples and, when the restater cannot read them, the picker asks it what its
+        video shows."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -326,6 +331,9 @@ class VimoRAGPipeline:
                 said = self.restater.restated(sentences, readings)
             if picking:
                 asked = self.picker.asked(readings)
+                drafting = self.reader is not None and reader_drafts > 0
+                skip = [s or (drafting and plan[4] > reader_above and not a)     # drafted, words unread:
+                        for s, plan, a in zip(skip, plans, asked)]              # ask what the video shows
                 records = [self._record(plan[1]) if s else None for plan, s in zip(plans, skip)]
                 asked = self.picker.with_led(asked, skip, sentences, records, self.restater)
             timing["reading"] = time.perf_counter() - t1
@@ -346,7 +354,7 @@ class VimoRAGPipeline:
         drafted = {}
         if self.reader is not None and reader_drafts > 0:
             for i, plan in enumerate(plans):
-                rec = self._record(plan[1]) if plan[4] > LED_ABOVE and plan[3] is not None else None
+                rec = self._record(plan[1]) if plan[4] > reader_above and plan[3] is not None else None
                 if rec is not None and plan[3].keypoints is not None:
                     dur = video_duration(rec)
                     n = [share[i]] if share is not None else None

@@ -112,7 +112,9 @@ def test_the_pipeline_adds_the_readers_drafts_to_a_led_part_and_the_picker_choos
         [1.0 if "cartwheel" in p else 0.0 for p in parts]))              # the video leads the cartwheel
     pipe.restater = SimpleNamespace(keeps=lambda w: w > 0.5, serves=lambda llm: True, config=SimpleNamespace(gate=0.9),
                                     understood=lambda texts, skip=None, known_too=True, gate=None: [None] * len(texts),
-                                    restated=lambda texts, readings: [None] * len(texts))
+                                    restated=lambda texts, readings: [None] * len(texts),
+                                    manner=lambda texts: [{"reps": 1, "speed": "normal", "turn": None,
+                                                           "sure": {"count": .9, "speed": .9, "turn": .9}}] * len(texts))
     chose = []
 
     class Picker:                   # asks something of the led part only; keeps each part's last row
@@ -142,6 +144,13 @@ def test_the_pipeline_adds_the_readers_drafts_to_a_led_part_and_the_picker_choos
     assert pipe.reader.calls[-1][2] == [5]              # a length asked: the part's share
     pipe.generate(prompt, reader_drafts=0)
     assert chose == [[0, 1, 1, 1], [0, 1, 1]] and len(pipe.reader.calls) == 2   # no drafts: as before
+    chose.clear()                   # a part the video leads a little (0.3), its words unread by the
+    pipe.video_lead.weights = lambda parts, caps: np.array([1.0 if "cartwheel" in p else 0.3 for p in parts])
+    pipe.generate(prompt, reader_drafts=1)          # restater: drafted and asks what its video shows
+    assert chose == [[0, 0, 0, 1, 1, 1]]
+    chose.clear()
+    pipe.generate(prompt, reader_drafts=1, reader_above=0.5)     # only the led part drafted
+    assert chose == [[0, 1, 1, 1]]
 
 
 def test_eval_rows_add_drafts_to_led_parts_and_can_write_them_alone(monkeypatch):
@@ -163,7 +172,7 @@ def test_eval_rows_add_drafts_to_led_parts_and_can_write_them_alone(monkeypatch)
     row.lead_weights = lambda texts: np.array([1.0 if "cartwheel" in t else 0.0 for t in texts])
     row.retriever = SimpleNamespace(db=SimpleNamespace(record=lambda v: {"duration": 1.0}))
     row.reader, row.reader_drafts, row.reader_temperature, row.reader_only = _Reader(), 2, 0.5, True
-    row.reader_tempo = False
+    row.reader_tempo, row.reader_above = False, 0.5
     got = []
     row._decode = lambda c: got.append(np.asarray(c).tolist()) or np.zeros((4, 263))
     items = [SimpleNamespace(caption=SimpleNamespace(text=t)) for t in ("she does a cartwheel", "he walks")]

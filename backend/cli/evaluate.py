@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, LED_TEMPERATURE, READER_DRAFTS, READER_TEMPO, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -88,6 +88,9 @@ def add_session17_switches(parser) -> None:
     parser.add_argument("--reader-tempo", action=argparse.BooleanOptionalAction, default=READER_TEMPO,
                         help="a led part whose words ask slow or fast also gets a draft of its video "
                              "played slower or faster (default: %(default)s)")
+    parser.add_argument("--reader-above", type=float, default=READER_ABOVE, metavar="W",
+                        help="parts whose video weight is above W get the drafts (default %(default)s: "
+                             "the led parts)")
     parser.add_argument("--reader", metavar="DIR", help="pose reader folder (default checkpoints/pose-reader)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
@@ -115,7 +118,8 @@ def cmd_eval_generation(args) -> int:
                                args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
                              args.led_cues, args.led_temperature or None, not args.led_mix,
-                             args.reader_drafts, args.reader_only, args.reader, args.reader_tempo)
+                             args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
+                             args.reader_above)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -171,7 +175,8 @@ def cmd_eval_follow(args) -> int:
                              args.video_lead, not args.whole_prompts, not args.no_rerank,
                              not args.words_as_typed, args.pick, args.weights,
                              args.led_cues, args.led_temperature or None, not args.led_mix,
-                             args.reader_drafts, args.reader_only, args.reader, args.reader_tempo)
+                             args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
+                             args.reader_above)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import LEAN_WEIGHTS, LED_TEMPERATURE, READER_DRAFTS, READER_TEMPO
+from backend.defaults import LEAN_WEIGHTS, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
@@ -98,6 +98,7 @@ class LLMRow:
         self.reader_temperature = READER_TEMPERATURE
         self.reader_only = False                # True: a led part gets the reader's drafts only
         self.reader_tempo = False               # a slow/fast led part: one more draft at that tempo
+        self.reader_above = LED_ABOVE           # parts with a video weight above this get drafts
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -137,6 +138,12 @@ class LLMRow:
             self._cache[t] = hits[0].id
         self._cued.update(todo)
 
+    def _unread_drafted(self, weight: float, asked: list) -> bool:
+        """A part below the led bound that still gets drafts and whose words the restater cannot
+        read asks, as a led part does, what its video shows."""
+        return (getattr(self, "reader", None) is not None and self.reader_drafts > 0 and not asked
+                and weight > self.reader_above)
+
     def readings(self, texts: list[str], lead: np.ndarray) -> list[dict | None]:
         """``Restater.understood`` of each text (cached; parts the video leads are not read)."""
         key = [(t, self.restater.keeps(w)) for t, w in zip(texts, lead)]
@@ -171,13 +178,13 @@ class LLMRow:
             if self.picker is not None:
                 asked = self.picker.asked(readings)
                 if lead.any():       # led parts ask their video's kind (video ids: in the cache)
-                    led = [self.restater.keeps(w) for w in lead]
+                    led = [self.restater.keeps(w) or self._unread_drafted(w, a) for w, a in zip(lead, asked)]
                     records = [self.retriever.db.record(self._cache[t]) if l else None
                                for t, l in zip(texts, led)]
                     asked = self.picker.with_led(asked, led, texts, records, self.restater)
         rows = self.picker.rows(asked) if self.picker is not None else list(range(len(texts)))
-        drafted = [i for i, (w, v) in enumerate(zip(lead, vids)) if w > LED_ABOVE and v is not None] \
-            if self.reader is not None and self.reader_drafts > 0 else []
+        drafted = [i for i, (w, v) in enumerate(zip(lead, vids)) if w > self.reader_above and v is not None] \
+            if getattr(self, "reader", None) is not None and self.reader_drafts > 0 else []
         if drafted and self.reader_only:
             rows = [i for i in rows if i not in set(drafted)]
         guidance = np.broadcast_to(np.asarray(guidance, float), (len(texts),))
@@ -232,7 +239,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   restate: bool = True, pick: int = 0, weights: str = LEAN_WEIGHTS,
                   led_cues: bool = False, led_temperature: float | None = LED_TEMPERATURE,
                   led_alone: bool = True, reader_drafts: int = READER_DRAFTS, reader_only: bool = False,
-                  reader: str | None = None, reader_tempo: bool = READER_TEMPO) -> list:
+                  reader: str | None = None, reader_tempo: bool = READER_TEMPO,
+                  reader_above: float = READER_ABOVE) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -262,7 +270,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     (``checkpoints/pose-reader`` or the folder ``reader``; ``backend.generation.pose_reader``)
     among its samples, the picker choosing; ``reader_only``: the drafts alone; ``reader_tempo``: a
     led part whose words ask slow or fast also gets a draft of its video played slower or faster
-    (``pose_reader.asked_tempo``)."""
+    (``pose_reader.asked_tempo``); ``reader_above``: the video weight above which a part gets
+    drafts (``defaults.READER_ABOVE``; a part below ``LED_ABOVE`` keeps its words for the LLM's
+    samples and, if the restater cannot read them, asks the picker what its video shows)."""
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
@@ -326,9 +336,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             notes.append(f"led parts at T {led_temperature:g}")
         if pose_reader is not None and g.mode in ("gemini", "object"):
             g.reader, g.reader_drafts, g.reader_only = pose_reader, int(reader_drafts), bool(reader_only)
-            g.reader_tempo = bool(reader_tempo)
+            g.reader_tempo, g.reader_above = bool(reader_tempo), float(reader_above)
             notes.append(f"led parts: {reader_drafts} reader drafts" + (" only" if reader_only else "")
-                         + (" + tempo" if reader_tempo else ""))
+                         + (" + tempo" if reader_tempo else "")
+                         + (f" above weight {reader_above:g}" if reader_above != LED_ABOVE else ""))
         if led_cues:
             g.led_cues = True
             if video_lead:
