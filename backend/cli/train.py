@@ -157,10 +157,11 @@ def cmd_train_pose_reader(args) -> int:
     vqvae, normalizer = load_llm_tokenizer()
     retriever = VideoRetriever.open("embedded")
     pairs = reader_pairs(retriever, vqvae.eval(), normalizer, work, stretch=tuple(args.stretch))
-    model = train_pose_reader(pairs, work, PoseReaderConfig(width=args.width, layers=args.layers),
+    model = train_pose_reader(pairs, work, PoseReaderConfig(width=args.width, layers=args.layers,
+                                                            dropout=args.dropout),
                               ReaderTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                                 val_every=args.val_every, patience=args.patience,
-                                                seed=args.seed, select=args.select),
+                                                seed=args.seed, select=args.select, noise=args.noise),
                               resume=not args.no_resume)
     if args.curves:
         print(f"curves: {plot_reader_curves(work / 'train_log.jsonl', args.curves)}")
@@ -731,6 +732,9 @@ def add(sub) -> None:
     _schedule(pr, 3000, 5e-4, 32, seed=True)
     pr.add_argument("--width", type=int, default=192, help="model width (default 192)")
     pr.add_argument("--layers", type=int, default=3, help="encoder and decoder layers (default 3)")
+    pr.add_argument("--dropout", type=float, default=0.1, help="dropout in every layer (default 0.1)")
+    pr.add_argument("--noise", type=float, default=0.01,
+                    help="Gaussian jitter on the keypoints (their coordinates span about [-1, 1]; default 0.01)")
     pr.add_argument("--val-every", type=int, default=100)
     pr.add_argument("--patience", type=int, default=6,
                     help="stop after this many validations without a better score (default 6)")
