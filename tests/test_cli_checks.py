@@ -100,3 +100,25 @@ def test_eval_retrieval_refuses_a_negative_rerank_weight_before_loading(monkeypa
                         classmethod(lambda cls, *a, **k: (_ for _ in ()).throw(AssertionError("loaded"))))
     assert main(["eval", "retrieval", "--rerank-weight", "-0.1"]) == 2
     assert "--rerank-weight must be 0 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--stretch", "0"], ["--stretch", "1.2", "9"], ["--steps", "0"],
+                                   ["--dropout", "1"], ["--noise", "-0.1"]])
+def test_train_pose_reader_refuses_bad_options_before_loading(monkeypatch, extra):
+    import backend.retrieval.service as service
+
+    monkeypatch.setattr(service.VideoRetriever, "open", classmethod(lambda cls, *a, **k: pytest.fail("loaded")))
+    with pytest.raises(SystemExit, match="--stretch factors must lie in"):
+        main(["train", "pose-reader", *extra])
+
+
+def test_eval_video_reading_names_a_missing_reader(tmp_path):
+    with pytest.raises(SystemExit, match="no pose reader in"):
+        main(["eval", "video-reading", "--reader", str(tmp_path / "none")])
+
+
+def test_negative_reader_drafts_are_refused():
+    from backend.evaluation.rows import with_sampling
+
+    with pytest.raises(ValueError, match="reader_drafts must be >= 0"):
+        with_sampling([], reader_drafts=-1)

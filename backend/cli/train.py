@@ -152,6 +152,11 @@ def cmd_train_pose_reader(args) -> int:
     from backend.generation.vqvae import load_llm_tokenizer
     from backend.retrieval.service import VideoRetriever
 
+    bad = [f for f in args.stretch if not 0.25 <= f <= 4.0]
+    if bad or args.steps < 1 or not 0.0 <= args.dropout < 1.0 or args.noise < 0:
+        raise SystemExit("error: --stretch factors must lie in [0.25, 4], --steps >= 1, --dropout in "
+                         f"[0, 1) and --noise >= 0 (got stretch {args.stretch}, steps {args.steps}, "
+                         f"dropout {args.dropout}, noise {args.noise})")
     set_threads(args.threads)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / "pose-reader"
     vqvae, normalizer = load_llm_tokenizer()

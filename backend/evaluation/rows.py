@@ -273,6 +273,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     (``pose_reader.asked_tempo``); ``reader_above``: the video weight above which a part gets
     drafts (``defaults.READER_ABOVE``; a part below ``LED_ABOVE`` keeps its words for the LLM's
     samples and, if the restater cannot read them, asks the picker what its video shows)."""
+    if int(reader_drafts) < 0:
+        raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
