@@ -187,6 +187,8 @@ def generate(service: AppService, req: Request, state: dict | None,
                                      + (f", led by its video at {p['video_lead']:.0%}" if p["video_lead"] else "")
                                      + (f", read as “{p['read_as']}”" if p.get("read_as") else "")
                                      + (f", best of {p['pick']['samples']} samples" if p.get("pick") else "")
+                                     + (", read off its video by the pose reader"
+                                        if (p.get("pick") or {}).get("reader") else "")
                                      + ")" for p in chain))
         read_as = getattr(oc.runs[0].result, "read_as", None) or []
         if not chain and read_as and read_as[0]:
@@ -195,7 +197,8 @@ def generate(service: AppService, req: Request, state: dict | None,
         picks = getattr(oc.runs[0].result, "picks", None) or []
         if not chain and picks and picks[0]:
             ref += (f"; best of {picks[0]['samples']} samples: the one that looked most like what "
-                    "your words ask was kept")
+                    "your words ask was kept"
+                    + ("; it was read off the video's poses by the pose reader" if picks[0].get("reader") else ""))
         done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
                 f"(reference video: {views.md_text(ref)}; "
                 f"{views.timing_text(parts, time.perf_counter() - t_start, first_visible)}).")

@@ -265,7 +265,8 @@ class VimoRAGPipeline:
         ``reader_drafts`` N: a part the video leads (a database video) also gets N drafts of the
         pose reader (``checkpoints/pose-reader``: its video's keypoints read into motion tokens,
         as long as the video or the part's share of ``length_s``) among its samples; the picker
-        chooses (without one: the LLM's first sample); ``reader_tempo``: a led part whose words ask
+        chooses (without one: the LLM's first sample); ``result.picks`` then also says how many
+        samples were drafts (``drafts``) and whether a draft was kept (``reader``); ``reader_tempo``: a led part whose words ask
         slow or fast (the restater's reading) gets one more draft of its video played that much
         slower or faster (``pose_reader.asked_tempo``). ``reader_above``: parts whose video weight is
         above it get the drafts (``defaults.READER_ABOVE``); one below ``LED_ABOVE`` keeps its words
@@ -372,6 +373,10 @@ class VimoRAGPipeline:
             codes = first_of_each(rows, owners, len(parts))
         elif len(owners) > len(parts):
             codes, picks = self.picker.choose(rows, owners, asked, lambda c: self.decode(c, model))
+            for i, d in drafted.items():      # say which samples were the reader's and if one was kept
+                if picks[i]:
+                    picks[i]["drafts"] = len(d)
+                    picks[i]["reader"] = picks[i]["chosen"] >= picks[i]["samples"] - len(d)
             timing["picking"] = time.perf_counter() - t2
             t2 = time.perf_counter()
         else:

@@ -131,7 +131,9 @@ def test_the_pipeline_adds_the_readers_drafts_to_a_led_part_and_the_picker_choos
 
         def choose(self, codes, owners, asked, decode):
             chose.append(list(owners))
-            return [[c for c, o in zip(codes, owners) if o == p][-1] for p in range(len(asked))], [None] * len(asked)
+            n = [owners.count(p) for p in range(len(asked))]
+            return ([[c for c, o in zip(codes, owners) if o == p][-1] for p in range(len(asked))],
+                    [{"samples": k, "chosen": k - 1, "score": 1.0} if k > 1 else None for k in n])
 
     pipe.picker, pipe.reader = Picker(), _Reader()
     prompt = "a person walks forward, then does a cartwheel"
@@ -139,6 +141,7 @@ def test_the_pipeline_adds_the_readers_drafts_to_a_led_part_and_the_picker_choos
     assert chose == [[0, 1, 1, 1]]                      # two LLM samples + one draft for the led part
     assert pipe.reader.calls == [(1, [2.0], [10], 0.0)]  # as long as its 2-s video, the most likely codes
     assert res.parts[1]["tokens"] == 10 and res.codes[-10:].tolist() == [7] * 10
+    assert res.parts[1]["pick"]["drafts"] == 1 and res.parts[1]["pick"]["reader"] is True   # said to users
     chose.clear()
     pipe.generate(prompt, reader_drafts=1, length_s=2.0)
     assert pipe.reader.calls[-1][2] == [5]              # a length asked: the part's share

@@ -67,13 +67,15 @@ def cmd_generate(args) -> int:
         print(f"part {i} of {len(res.parts)}: \"{p['text']}\" -> {p['tokens']} tokens, video {p['video_id']}"
               + (f", lead {p['video_lead']:.2f}" if p["video_lead"] > 0 else "")
               + (f"; read as \"{p['read_as']}\"" if p["read_as"] else "")
-              + (f"; picked sample {p['pick']['chosen'] + 1} of {p['pick']['samples']}" if p.get("pick") else ""))
+              + (f"; picked sample {p['pick']['chosen'] + 1} of {p['pick']['samples']}" if p.get("pick") else "")
+              + (" (the pose reader's draft)" if (p.get("pick") or {}).get("reader") else ""))
     if not res.parts and res.read_as and res.read_as[0]:
         print(f"read as: \"{res.read_as[0]}\" (words the model never saw, said in its training words)")
     if not res.parts and res.picks and res.picks[0]:
         pk = res.picks[0]
         print(f"picked sample {pk['chosen'] + 1} of {pk['samples']} (the picker sees {pk['score']:.0%} of what "
-              "the words ask in it)")
+              "the words ask in it" + ("; the pose reader's draft, read off the video's poses" if pk.get("reader") else "")
+              + ")")
     warn = pipe.servability_warning(res) if retrieval == "gemini" else None
     if warn:
         print(f"warning: {warn}")

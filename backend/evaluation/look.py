@@ -72,7 +72,8 @@ def look(pipeline, prompts=PROMPTS, model: str = "mcdpo", seed: int = 0, **gener
         rows.append({"prompt": prompt, "model": model, "seed": seed, "video": r.video_id,
                      "video_lead": round(float(r.video_lead), 2), "mirrored": bool(r.mirrored),
                      "read_as": [x for x in r.read_as if x],
-                     "picked": [f"{p['chosen'] + 1} of {p['samples']}" for p in r.picks if p],
+                     "picked": [f"{p['chosen'] + 1} of {p['samples']}" + (" (reader)" if p.get("reader") else "")
+                                for p in r.picks if p],
                      **motion_facts(r.joints), "joints": r.joints})
     return rows
 
