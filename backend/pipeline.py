@@ -356,8 +356,8 @@ class VimoRAGPipeline:
         if self.reader is not None and reader_drafts > 0:
             for i, plan in enumerate(plans):
                 rec = self._record(plan[1]) if plan[4] > reader_above and plan[3] is not None else None
-                if rec is not None and plan[3].keypoints is not None:
-                    dur = video_duration(rec)
+                dur = video_duration(rec) if rec is not None and plan[3].keypoints is not None else 0.0
+                if dur > 0:                   # a video whose length is unknown gets no draft
                     n = [share[i]] if share is not None else None
                     tempo = None
                     if reader_tempo and self.restater is not None:

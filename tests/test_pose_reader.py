@@ -154,6 +154,10 @@ def test_the_pipeline_adds_the_readers_drafts_to_a_led_part_and_the_picker_choos
     chose.clear()
     pipe.generate(prompt, reader_drafts=1, reader_above=0.5)     # only the led part drafted
     assert chose == [[0, 1, 1, 1]]
+    calls = len(pipe.reader.calls)
+    pipe.retriever.db = SimpleNamespace(record=lambda v: {"spec": {"kinds": ["cartwheel"]}})   # length unknown
+    pipe.generate(prompt, reader_drafts=1, reader_above=0.5)
+    assert len(pipe.reader.calls) == calls                    # no draft from a video of unknown length
 
 
 def test_eval_rows_add_drafts_to_led_parts_and_can_write_them_alone(monkeypatch):
@@ -183,6 +187,11 @@ def test_eval_rows_add_drafts_to_led_parts_and_can_write_them_alone(monkeypatch)
     assert calls == [["he walks"]]                       # the led part: no LLM sample, drafts only
     assert got == [[7] * 5, [1, 2]]                       # no picker: the most likely draft (1 s = 5 tokens)
     assert [c[3] for c in row.reader.calls] == [0.0, 0.5]
+    row.retriever = SimpleNamespace(db=SimpleNamespace(record=lambda v: {}))      # a video of unknown length
+    calls.clear()
+    got.clear()
+    row.generate(items, np.random.default_rng(0))
+    assert calls == [["she does a cartwheel", "he walks"]] and len(row.reader.calls) == 2   # no draft: the LLM's
 
 
 def test_a_slow_or_fast_part_gets_one_more_draft_at_that_tempo():

@@ -185,6 +185,8 @@ class LLMRow:
         rows = self.picker.rows(asked) if self.picker is not None else list(range(len(texts)))
         drafted = [i for i, (w, v) in enumerate(zip(lead, vids)) if w > self.reader_above and v is not None] \
             if getattr(self, "reader", None) is not None and self.reader_drafts > 0 else []
+        durs = [video_duration(self.retriever.db.record(self._cache[texts[i]])) for i in drafted]
+        drafted, durs = [i for i, d in zip(drafted, durs) if d > 0], [d for d in durs if d > 0]  # length known
         if drafted and self.reader_only:
             rows = [i for i in rows if i not in set(drafted)]
         guidance = np.broadcast_to(np.asarray(guidance, float), (len(texts),))
@@ -200,7 +202,6 @@ class LLMRow:
                                        temperature=[temps[i] for i in r] if len(set(temps)) > 1 else temps[0],
                                        top_k=self.top_k)
         if drafted:               # the pose reader's drafts of each led part join its samples
-            durs = [video_duration(self.retriever.db.record(self._cache[texts[i]])) for i in drafted]
             tempo = None
             if self.reader_tempo and self.restater is not None:
                 tempo = [asked_tempo(m) for m in self.restater.manner([texts[i] for i in drafted])]
