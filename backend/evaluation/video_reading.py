@@ -75,13 +75,13 @@ def video_reading(llm, vqvae, normalizer, retriever, checker, split: str = "test
                          "database is needed: `python -m backend videos build`)")
     videos = [retriever.video_prior(vid) for vid, _, _ in qs] * samples
     programs = [segs for _, _, segs in qs] * samples
+    durations = [video_duration(retriever.db.record(vid)) for vid, _, _ in qs] * samples if reader else []
     rng = np.random.default_rng(seed)
     feats = []
     for s in range(0, len(videos), batch):
         vids = videos[s:s + batch]
         if reader is not None:
-            durs = [video_duration(retriever.db.record(vid)) for vid, _, _ in qs] * samples
-            durs = durs[s:s + batch]
+            durs = durations[s:s + batch]
             codes = reader.write([v.keypoints for v in vids], durs, [reader_tokens(d, reader) for d in durs],
                                  temperature=temperature, seed=int(rng.integers(2 ** 31)))
         else:

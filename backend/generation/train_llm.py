@@ -157,6 +157,19 @@ def _database_motion_features(record: dict) -> np.ndarray | None:
 
 
 @torch.no_grad()
+def plain_and_mirrored_codes(features: np.ndarray, vqvae, normalizer) -> tuple[np.ndarray, np.ndarray]:
+    """VQ codes of a motion's first ``MAX_FRAMES`` frames and of its mirror image (at least
+    ``2 * downsample + 1`` frames of 263-d features)."""
+    down = vqvae.config.downsample
+    out = []
+    for g in (features[:MAX_FRAMES], mirror_features(features[:MAX_FRAMES + 1])):
+        g = g[: len(g) // down * down]
+        x = torch.from_numpy(normalizer.normalize(g).astype(np.float32))[None]
+        out.append(vqvae.encode(x)[0].numpy().astype(np.int64))
+    return out[0], out[1]
+
+
+@torch.no_grad()
 def video_only_examples(retriever, vqvae, normalizer, workdir: Path, split: str = "train") -> list[Example]:
     """*Video-only pairs*: every synthetic database video of ``split`` (the database's own
     split: ``train`` for training, ``test`` held out) with the neutral caption (``NEUTRAL_TEXT``)
@@ -178,10 +191,7 @@ def video_only_examples(retriever, vqvae, normalizer, workdir: Path, split: str 
             f = _database_motion_features(r)
             if f is None or len(f) < down * 2 + 1:
                 continue
-            for tag, g in (("", f[:MAX_FRAMES]), ("~m", mirror_features(f[:MAX_FRAMES + 1]))):
-                g = g[: len(g) // down * down]
-                x = torch.from_numpy(normalizer.normalize(g).astype(np.float32))[None]
-                codes[r["id"] + tag] = vqvae.encode(x)[0].numpy().astype(np.int64)
+            codes[r["id"]], codes[r["id"] + "~m"] = plain_and_mirrored_codes(f, vqvae, normalizer)
         workdir.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, lambda fh: np.savez(fh, **codes))
     return [Example(NEUTRAL_TEXT, c, vid, f"{VIDEO_MID}{vid}", mirror_codes=codes.get(vid + "~m"))

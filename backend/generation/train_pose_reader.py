@@ -23,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from backend.generation.pose_reader import FPS, PoseReader, PoseReaderConfig, video_duration
-from backend.generation.train_llm import MAX_FRAMES, video_only_examples
+from backend.generation.train_llm import video_only_examples
 from backend.retrieval.sides import mirror_keypoints
+from motioncore.io import atomic_write
 
 
 @dataclass
@@ -57,8 +58,8 @@ def stretched_codes(retriever, vqvae, normalizer, workdir: Path, factors: tuple[
     same poses; the video's sampled frames show the same poses at the same relative times).
     Cached in ``workdir`` per database, factors and tokenizer."""
     from backend.data.video_motions import record_motion
-    from backend.generation.train_llm import tokenizer_fingerprint
-    from motioncore.features import joints_to_features, mirror_features, resample
+    from backend.generation.train_llm import plain_and_mirrored_codes, tokenizer_fingerprint
+    from motioncore.features import joints_to_features, resample
 
     rows = [r for r in retriever.db.records if (r.get("spec") or {}).get("split") == "train"]
     key = zlib.crc32(json.dumps([sorted(r.get("key", r["id"]) for r in rows), list(factors)]).encode())
@@ -73,15 +74,12 @@ def stretched_codes(retriever, vqvae, normalizer, workdir: Path, factors: tuple[
             continue
         for s in factors:
             f = joints_to_features(resample(m[0], FPS / s, FPS).astype(np.float32))
-            for mir, g in ((False, f[:MAX_FRAMES]), (True, mirror_features(f[:MAX_FRAMES + 1]))):
-                g = g[: len(g) // down * down]
-                if len(g) < down * 2:
-                    continue
-                x = torch.from_numpy(normalizer.normalize(g).astype(np.float32))[None]
-                with torch.no_grad():
-                    out[(r["id"], float(s), mir)] = vqvae.encode(x)[0].numpy().astype(np.int64)
+            if len(f) >= down * 2 + 1:
+                out[(r["id"], float(s), False)], out[(r["id"], float(s), True)] = \
+                    plain_and_mirrored_codes(f, vqvae, normalizer)
     Path(workdir).mkdir(parents=True, exist_ok=True)
-    np.savez(cache, **{f"{v}|{s}|{'m' if mir else 'p'}": c for (v, s, mir), c in out.items()})
+    flat = {f"{v}|{s}|{'m' if mir else 'p'}": c for (v, s, mir), c in out.items()}
+    atomic_write(cache, lambda fh: np.savez(fh, **flat))
     return out
 
 
@@ -193,8 +191,8 @@ def train_pose_reader(pairs: list[Pair], workdir: Path, model_cfg: PoseReaderCon
                                      "train_loss": tr["loss"], "train_acc": tr["acc"],
                                      "minutes": (time.time() - t0) / 60}) + "\n")
             bar.set_postfix(val=f"{v['loss']:.3f}", acc=f"{v['acc']:.3f}", best=f"{abs(best):.3f}")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "best": best, "bad": bad}, state_f)
+            state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best, "bad": bad}
+            atomic_write(state_f, lambda fh: torch.save(state, fh))
     bar.close()
     if not (workdir / "model" / "model.safetensors").is_file():
         model.save_pretrained(workdir / "model")
