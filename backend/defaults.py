@@ -47,3 +47,8 @@ READER_ABOVE = 0.0
 """The video weight (``backend.generation.video_lead``) above which a part gets pose-reader
 drafts: 0 = every part its video leads at all (0.5 would be the led parts only, ``LED_ABOVE``; OOD
 following 62.7 % vs 60.7 %, test 74.7 % vs 74.1 %: README, *Pose reader*)."""
+
+FIRM_LEAD = True
+"""Whether a part the retrieved video leads at all (weight > 0) whose database video shows a kind
+the generator knows only from videos is led fully (weight 1: written from the video, its kind
+asked of the picker; ``video_lead.firm_lead``). How it was chosen: README, *Firm lead*."""

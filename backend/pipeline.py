@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import (GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE, READER_ABOVE,
-                              READER_DRAFTS, READER_TEMPO, TEMPERATURE)
+from backend.defaults import (FIRM_LEAD, GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE,
+                              READER_ABOVE, READER_DRAFTS, READER_TEMPO, TEMPERATURE)
 from backend.evaluation.pick import Picker
 from backend.evaluation.servable import ServableCheck
 from backend.generation.compose import join_parts
@@ -24,7 +24,7 @@ from backend.generation.pose_reader import (asked_tempo, draft_codes, first_of_e
                                             video_duration, with_drafts)
 from backend.generation.restate import Restater
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
-from backend.generation.video_lead import LED_ABOVE, VideoLead, hit_captions, lead_guidance
+from backend.generation.video_lead import LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance
 from backend.retrieval.service import VideoRetriever
 from motioncore.clean import clean_motion, in_place as without_travel
 from motioncore.prompt import as_sentence, clean_prompt, is_truncated, split_prompt
@@ -225,7 +225,7 @@ class VimoRAGPipeline:
                  compose: bool = True, restate: bool = True, pick: bool = True,
                  led_cues: bool = False, led_temperature: bool = True, led_alone: bool = True,
                  reader_drafts: int = READER_DRAFTS, reader_tempo: bool = READER_TEMPO,
-                 reader_above: float = READER_ABOVE) -> GenerationResult:
+                 reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -271,7 +271,9 @@ class VimoRAGPipeline:
         slower or faster (``pose_reader.asked_tempo``). ``reader_above``: parts whose video weight is
         above it get the drafts (``defaults.READER_ABOVE``); one below ``LED_ABOVE`` keeps its words
         for the LLM's samples and, when the restater cannot read them, the picker asks it what its
-        video shows."""
+        video shows. ``firm``: a part the video leads at all whose database video shows a kind the
+        model knows only from videos is led fully (``video_lead.firm_lead``; ``defaults.FIRM_LEAD``;
+        ``result.video_lead`` then says 1)."""
         raw = text
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
@@ -299,6 +301,8 @@ class VimoRAGPipeline:
                      else self._video(vid, part if mirrored else None))
             return vid, mirrored, prior
 
+        known = set(self.restater.config.classes["action"]) \
+            if firm and self.restater is not None and self.restater.serves(self.models[model]) else None
         for part in parts:
             hits = self.retrieve(part, retrieval, k, seed)
             vid, mirrored, prior = chosen(part, hits)
@@ -307,6 +311,8 @@ class VimoRAGPipeline:
                     and retrieval in ("gemini", "object")):
                 caps = hit_captions(self.retriever.db, [h.id for h in hits[:self.video_lead.config.k]])
                 lead = float(self.video_lead.weights([part], [caps])[0])
+                if known is not None and lead > 0:      # a video-only kind's video: led fully
+                    lead = float(firm_lead([lead], [self._record(vid)], known)[0])
             plans.append((hits, vid, mirrored, prior, lead))
         if (led_cues and self.restater is not None and self.restater.serves(self.models[model])
                 and retrieval in ("gemini", "object")):

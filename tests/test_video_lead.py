@@ -121,14 +121,18 @@ class _Stop(Exception):
     pass
 
 
-def _pipeline_guidance(lead, text, retrieval="gemini", video_lead=True, guidance=0.0, **kw):
-    """The guidance the pipeline hands the LLM for ``text`` (the LLM stops the request there)."""
+def _pipeline_guidance(lead, text, retrieval="gemini", video_lead=True, guidance=0.0, kinds=None,
+                       restater=None, **kw):
+    """The guidance the pipeline hands the LLM for ``text`` (the LLM stops the request there);
+    ``kinds``: what the cartwheel video's record says it shows; ``restater``: the words' reader."""
     from types import SimpleNamespace
 
     from backend.pipeline import VimoRAGPipeline
 
     recs = [_rec(0, ["a person does a cartwheel", "someone turns a cartwheel"], True),
             _rec(1, ["someone jumps twice"], False)]
+    if kinds is not None:
+        recs[0]["spec"]["kinds"], recs[1]["spec"]["kinds"] = kinds, ["jump"]
     r = FakeRetriever(recs)
     r.search = lambda t, k=5, mode="gemini", rng=None: r.search_many([t], k)[0]
     r.mirrors = lambda t, v: False
@@ -143,6 +147,7 @@ def _pipeline_guidance(lead, text, retrieval="gemini", video_lead=True, guidance
     vq = SimpleNamespace(eval=lambda: vq)
     pipe = VimoRAGPipeline(r, vq, None, {"mcdpo": llm})
     pipe.video_lead = lead
+    pipe.restater = restater
     with pytest.raises(_Stop):
         pipe.generate(text, retrieval=retrieval, video_lead=video_lead, guidance=guidance, **kw)
     return seen["guidance"], seen["videos"]
@@ -225,3 +230,35 @@ def test_a_retriever_space_lead_refuses_another_retriever_and_needs_one(tmp_path
     assert back.weights(["a person crawls"], [["a person crawls forward"]]).shape == (1,)
     with pytest.raises(ValueError, match="space"):
         VideoLead(VideoLeadConfig(space="clip"), np.zeros((1, 64)))
+
+
+def test_firm_lead_leads_fully_where_the_video_shows_a_video_only_kind():
+    from backend.generation.video_lead import firm_lead, shows_video_only_kind
+
+    known = {"walk", "jump"}
+    cart = {"spec": {"kinds": ["cartwheel"]}}
+    walk_cart = {"spec": {"kinds": ["walk", "cartwheel"]}}
+    jump = {"spec": {"kinds": ["jump"]}}
+    assert shows_video_only_kind(cart, known) and shows_video_only_kind(walk_cart, known)
+    assert not shows_video_only_kind(jump, known)
+    assert not shows_video_only_kind({"spec": {}}, known) and not shows_video_only_kind(None, known)  # own footage
+    w = firm_lead([0.0, 0.3, 0.3, 0.3, 0.8], [cart, cart, jump, None, walk_cart], known)
+    # weight 0 stays (the words alone judged it known); > 0 with a video-only kind's video -> 1
+    assert w.tolist() == [0.0, 1.0, 0.3, 0.3, 1.0]
+
+
+def test_pipeline_firms_a_partial_lead_only_for_a_video_only_kind():
+    partly = SimpleNamespace(config=SimpleNamespace(k=5), weights=lambda parts, caps: np.array([0.3]))
+    restater = SimpleNamespace(config=SimpleNamespace(classes={"action": ["walk", "jump"]}),
+                               serves=lambda llm: True, keeps=lambda w: w > 0.5)
+
+    def guidance(kinds, **kw):
+        return _pipeline_guidance(partly, "a person does a cartwheel", restate=False, pick=False,
+                                  kinds=kinds, restater=restater, **kw)[0]
+
+    # the rank-1 video shows a kind only videos taught: led fully (the video alone)
+    assert guidance(["cartwheel"]) == -1.0
+    assert guidance(["walk"]) == pytest.approx(-0.3)          # a known kind: the weight mixes
+    assert guidance(["cartwheel"], firm=False) == pytest.approx(-0.3)
+    assert _pipeline_guidance(partly, "a person does a cartwheel", kinds=["cartwheel"])[0] == \
+        pytest.approx(-0.3)                                    # no restater: no kinds to judge by

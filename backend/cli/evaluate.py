@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -92,6 +92,10 @@ def add_session17_switches(parser) -> None:
                         help="parts whose video weight is above W get the drafts (default %(default)s: "
                              "the led parts)")
     parser.add_argument("--reader", metavar="DIR", help="pose reader folder (default checkpoints/pose-reader)")
+    parser.add_argument("--firm-lead", action=argparse.BooleanOptionalAction, default=FIRM_LEAD,
+                        help="a part the video leads at all (weight > 0) whose database video shows a "
+                             "kind the generator knows only from videos is led fully, as the app does "
+                             "(backend/generation/video_lead.py firm_lead; default: %(default)s)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -119,7 +123,7 @@ def cmd_eval_generation(args) -> int:
                              not args.words_as_typed, args.pick, args.weights,
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
-                             args.reader_above)
+                             args.reader_above, args.firm_lead)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -176,7 +180,7 @@ def cmd_eval_follow(args) -> int:
                              not args.words_as_typed, args.pick, args.weights,
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
-                             args.reader_above)
+                             args.reader_above, args.firm_lead)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

@@ -22,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import LEAN_WEIGHTS, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO
+from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS,
+                              READER_TEMPO)
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
@@ -30,7 +31,7 @@ from backend.generation.motion_llm import MotionLLM
 from backend.generation.pose_reader import (READER_TEMPERATURE, asked_tempo, draft_codes, first_of_each,
                                             load_pose_reader, video_duration, with_drafts)
 from backend.generation.restate import Restater
-from backend.generation.video_lead import LED_ABOVE, VideoLead, lead_guidance, retrieved_captions
+from backend.generation.video_lead import LED_ABOVE, VideoLead, firm_lead, lead_guidance, retrieved_captions
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
 from backend.retrieval.service import VideoRetriever
 from motioncore.prompt import split_prompts
@@ -99,6 +100,7 @@ class LLMRow:
         self.reader_only = False                # True: a led part gets the reader's drafts only
         self.reader_tempo = False               # a slow/fast led part: one more draft at that tempo
         self.reader_above = LED_ABOVE           # parts with a video weight above this get drafts
+        self.firm_lead = False                  # weight > 0 and a video-only kind: led fully
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -164,6 +166,10 @@ class LLMRow:
             texts, owners = captions, list(range(len(captions)))
         vids = self.videos(texts, rng)
         lead = self.lead_weights(texts)
+        if lead.any() and self.restater is not None and self.firm_lead:
+            known = set(self.restater.config.classes["action"])
+            lead = firm_lead(lead, [self.retriever.db.record(self._cache[t]) if w > 0 else None
+                                    for t, w in zip(texts, lead)], known)
         if lead.any() and self.restater is not None and self.led_cues:
             self.cue_led(texts, lead)
             vids = self.videos(texts, rng)             # from the cache: the led parts' new videos
@@ -241,7 +247,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   led_cues: bool = False, led_temperature: float | None = LED_TEMPERATURE,
                   led_alone: bool = True, reader_drafts: int = READER_DRAFTS, reader_only: bool = False,
                   reader: str | None = None, reader_tempo: bool = READER_TEMPO,
-                  reader_above: float = READER_ABOVE) -> list:
+                  reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -273,7 +279,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     led part whose words ask slow or fast also gets a draft of its video played slower or faster
     (``pose_reader.asked_tempo``); ``reader_above``: the video weight above which a part gets
     drafts (``defaults.READER_ABOVE``; a part below ``LED_ABOVE`` keeps its words for the LLM's
-    samples and, if the restater cannot read them, asks the picker what its video shows)."""
+    samples and, if the restater cannot read them, asks the picker what its video shows).
+    ``firm``: a part the video leads at all whose database video shows a kind known only from
+    videos is led fully (``video_lead.firm_lead``; ``defaults.FIRM_LEAD``, as the pipeline)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
@@ -343,6 +351,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             notes.append(f"led parts: {reader_drafts} reader drafts" + (" only" if reader_only else "")
                          + (" + tempo" if reader_tempo else "")
                          + (f" above weight {reader_above:g}" if reader_above != LED_ABOVE else ""))
+        if video_lead and g.mode in ("gemini", "object") and restater is not None:
+            g.firm_lead = bool(firm)
+            if not firm:
+                notes.append("lead not firmed")
         if led_cues:
             g.led_cues = True
             if video_lead:

@@ -181,6 +181,29 @@ def lead_guidance(weight, guidance, alone_above: float | None = None):
         else (-float(weight) if weight > 0 else guidance)
 
 
+def shows_video_only_kind(record: dict | None, known) -> bool:
+    """Does a database video show a motion kind outside ``known`` (the kinds the words' reader,
+    ``Restater``, learned from captions)? From its record's ``spec.kinds``; a user's own footage
+    names none, so it never does."""
+    kinds = ((record or {}).get("spec") or {}).get("kinds") or []
+    return any(k not in known for k in kinds)
+
+
+def firm_lead(weights, records: list, known) -> np.ndarray:
+    """The lead's weights with every part its words left partly to the video (weight > 0) led
+    fully (weight 1) where that video shows a kind the generator knows only from videos
+    (``shows_video_only_kind``; ``records[i]``: part i's rank-1 database record, None: unknown).
+    The novelty check gives a kind only videos taught weight 1 at its median phrasing, so an OOD
+    kind in rarer words ("tumbles forward across the floor") got 0-0.5 and was written mostly
+    from its words, i.e. as a known kind; the database says what the video shows. Held out
+    (README, *Firm lead*): no test part of a known kind has weight > 0 and such a video."""
+    w = np.asarray(weights, float).copy()
+    for i, r in enumerate(records):
+        if w[i] > 0 and shows_video_only_kind(r, known):
+            w[i] = 1.0
+    return w
+
+
 def hit_captions(db, ids) -> list[str]:
     """Every caption of the database videos ``ids`` (videos without captions add none)."""
     from backend.retrieval.train import captions_of
@@ -233,4 +256,4 @@ def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: floa
     return lead, report
 
 
-__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "text_fingerprint", "hit_captions", "lead_guidance", "retrieved_captions"]
+__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "firm_lead", "shows_video_only_kind", "text_fingerprint", "hit_captions", "lead_guidance", "retrieved_captions"]
