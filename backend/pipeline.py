@@ -301,8 +301,6 @@ class VimoRAGPipeline:
                      else self._video(vid, part if mirrored else None))
             return vid, mirrored, prior
 
-        known = set(self.restater.config.classes["action"]) \
-            if firm and self.restater is not None and self.restater.serves(self.models[model]) else None
         for part in parts:
             hits = self.retrieve(part, retrieval, k, seed)
             vid, mirrored, prior = chosen(part, hits)
@@ -311,7 +309,9 @@ class VimoRAGPipeline:
                     and retrieval in ("gemini", "object")):
                 caps = hit_captions(self.retriever.db, [h.id for h in hits[:self.video_lead.config.k]])
                 lead = float(self.video_lead.weights([part], [caps])[0])
-                if known is not None and lead > 0:      # a video-only kind's video: led fully
+                if (firm and 0 < lead < 1 and self.restater is not None      # a video-only kind's
+                        and self.restater.serves(self.models[model])):      # video: led fully
+                    known = set(self.restater.config.classes["action"])
                     lead = float(firm_lead([lead], [self._record(vid)], known)[0])
             plans.append((hits, vid, mirrored, prior, lead))
         if (led_cues and self.restater is not None and self.restater.serves(self.models[model])

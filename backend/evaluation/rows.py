@@ -166,7 +166,7 @@ class LLMRow:
             texts, owners = captions, list(range(len(captions)))
         vids = self.videos(texts, rng)
         lead = self.lead_weights(texts)
-        if lead.any() and self.restater is not None and self.firm_lead:
+        if lead.any() and self.restater is not None and getattr(self, "firm_lead", False):
             known = set(self.restater.config.classes["action"])
             lead = firm_lead(lead, [self.retriever.db.record(self._cache[t]) if w > 0 else None
                                     for t, w in zip(texts, lead)], known)
