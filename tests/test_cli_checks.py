@@ -122,3 +122,29 @@ def test_negative_reader_drafts_are_refused():
 
     with pytest.raises(ValueError, match="reader_drafts must be >= 0"):
         with_sampling([], reader_drafts=-1)
+
+
+@pytest.mark.parametrize("extra,msg", [(["--seed", "7", "--ship"], "--ship copies the embedded database"),
+                                       (["--in-dist", "0", "--ood", "0"], "nothing to build"),
+                                       (["--ood", "-1"], "must be >= 0")])
+def test_videos_build_refuses_bad_options_before_rendering(monkeypatch, extra, msg):
+    import backend.retrieval.videos.ingest as ingest
+
+    monkeypatch.setattr(ingest, "build_embedded", lambda *a, **k: pytest.fail("rendered"))
+    with pytest.raises(SystemExit, match=msg):
+        main(["videos", "build", *extra])
+
+
+def test_videos_of_another_seed_have_their_own_ids_and_the_cli_default_is_the_embedded_seed():
+    import argparse
+
+    from backend.cli import videos
+    from backend.data.video_motions import VIDEO_SEED
+    from backend.retrieval.videos.synth import make_spec
+
+    assert make_spec(3, n_in_dist=0).id == "emb00003"
+    other = make_spec(3, seed=777, n_in_dist=0)
+    assert other.id == "s777-00003" and other.ood and other.seed == 777
+    p = argparse.ArgumentParser()
+    videos.add(p.add_subparsers())
+    assert p.parse_args(["videos", "build"]).seed == VIDEO_SEED

@@ -210,3 +210,36 @@ def test_a_slow_or_fast_part_gets_one_more_draft_at_that_tempo():
     assert asked_tempo({"speed": "slow", "sure": sure}) == TEMPO["slow"]
     assert asked_tempo({"speed": "fast", "sure": {**sure, "speed": 0.3}}) == 1.0     # not sure enough
     assert asked_tempo({"speed": "normal", "sure": sure}) == 1.0
+
+
+def test_reader_pairs_read_every_database_and_refuse_shared_ids(tmp_path):
+    from test_sft_training import _CountingTokenizer, _Identity
+
+    from backend.generation.train_pose_reader import reader_pairs
+
+    def rec(i, split="train", seed=4242, prefix="emb"):
+        return {"id": f"{prefix}{i:05d}", "source": "synthetic", "duration": 3.0,
+                "spec": {"index": i, "ood": True, "split": split, "seed": seed, "start": 0, "end": 60}}
+
+    class DB:                       # a VideoDatabase's reading side
+        def __init__(self, records):
+            self.records = records
+            self.keypoints = np.stack([np.full((16, 17, 3), k, np.float32) for k in range(len(records))])
+
+        def row(self, vid):
+            return [r["id"] for r in self.records].index(vid)
+
+        def record(self, vid):
+            return self.records[self.row(vid)]
+
+    main = DB([rec(801), rec(802, "test")])
+    extra = DB([rec(1, seed=777, prefix="s777-"), rec(2, seed=777, prefix="s777-")])
+    pairs = reader_pairs(SimpleNamespace(db=main), _CountingTokenizer(), _Identity(), tmp_path, videos=(extra,))
+    assert sorted({p.vid for p in pairs}) == ["emb00801", "s777-00001", "s777-00002"]   # train videos only
+    assert len(pairs) == 6                                               # each plain and mirrored
+    p = next(p for p in pairs if p.vid == "s777-00002")
+    assert p.keypoints[0, 0, 0] == 1.0 and p.duration == 3.0            # its own database's row
+    assert not np.array_equal(p.codes, next(q for q in pairs if q.vid == "s777-00001").codes)
+    with pytest.raises(ValueError, match="share video ids"):
+        reader_pairs(SimpleNamespace(db=main), _CountingTokenizer(), _Identity(), tmp_path,
+                     videos=(DB([rec(801)]),))

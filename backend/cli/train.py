@@ -157,11 +157,21 @@ def cmd_train_pose_reader(args) -> int:
         raise SystemExit("error: --stretch factors must lie in [0.25, 4], --steps >= 1, --dropout in "
                          f"[0, 1) and --noise >= 0 (got stretch {args.stretch}, steps {args.steps}, "
                          f"dropout {args.dropout}, noise {args.noise})")
+    from backend.retrieval.videos.database import VideoDatabase, database_dir
+
+    folders = [Path(n) if Path(n).is_dir() else database_dir(n) for n in args.videos]
+    missing = [(n, f) for n, f in zip(args.videos, folders) if not f.is_dir()]
+    if missing:
+        raise SystemExit(f"error: no video database {missing[0][0]!r} (looked in {missing[0][1]}); make "
+                         "one with `python -m backend videos build --seed S --db NAME`")
     set_threads(args.threads)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / "pose-reader"
     vqvae, normalizer = load_llm_tokenizer()
     retriever = VideoRetriever.open("embedded")
-    pairs = reader_pairs(retriever, vqvae.eval(), normalizer, work, stretch=tuple(args.stretch))
+    extra = [VideoDatabase.load(f) for f in folders]
+    pairs = reader_pairs(retriever, vqvae.eval(), normalizer, work, stretch=tuple(args.stretch),
+                         videos=tuple(extra))
+    print(f"{len(pairs)} pairs from {1 + len(extra)} video database(s)")
     model = train_pose_reader(pairs, work, PoseReaderConfig(width=args.width, layers=args.layers,
                                                             dropout=args.dropout),
                               ReaderTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -747,6 +757,11 @@ def add(sub) -> None:
                     help="also train on each video as if it lasted this many times as long (its motion "
                          "resampled in time: slower or faster performances of the same poses), e.g. "
                          "0.8 1.25 (default: none)")
+    pr.add_argument("--videos", nargs="*", default=[], metavar="NAME",
+                    help="more video databases (names under data/videodb/ or folders) whose train "
+                         "videos add pairs, e.g. other video-only motions of the same kinds made by "
+                         "`python -m backend videos build --seed 777 --in-dist 300 --ood 1200` "
+                         "(database videos-777; default: the embedded database only)")
     pr.add_argument("--select", choices=["acc", "loss"], default="acc",
                     help="keep the model with the highest held-out code accuracy (default; the drafts "
                          "are the most likely codes) or the lowest held-out cross-entropy")

@@ -13,15 +13,28 @@ from backend.cli.common import command_group
 def cmd_videos_build(args) -> int:
     from backend.checkpoints import data_home
     from backend.retrieval.service import shipped_database_dir
+    from backend.retrieval.videos.database import database_dir
     from backend.retrieval.videos.ingest import IngestConfig, build_embedded
-    from backend.retrieval.videos.synth import N_IN_DIST, N_OOD, embedded_specs
+    from backend.retrieval.videos.synth import N_IN_DIST, N_OOD, VIDEO_SEED, embedded_specs
 
-    n_in = args.limit if args.limit else N_IN_DIST
-    n_ood = max(1, args.limit // 4) if args.limit else N_OOD
-    specs = embedded_specs(n_in, n_ood)
-    work = Path(args.workdir) if args.workdir else data_home() / "videodb-build" / "embedded"
+    other = args.seed != VIDEO_SEED or args.in_dist is not None or args.ood is not None
+    if other and args.ship:
+        raise SystemExit("error: --ship copies the embedded database (default seed and sizes) only")
+    if min(args.in_dist or 0, args.ood or 0, args.limit) < 0 or args.seed < 0:
+        raise SystemExit("error: --in-dist, --ood, --limit and --seed must be >= 0")
+    n_in = args.in_dist if args.in_dist is not None else (args.limit if args.limit else N_IN_DIST)
+    n_ood = args.ood if args.ood is not None else (max(1, args.limit // 4) if args.limit else N_OOD)
+    if n_in + n_ood == 0:
+        raise SystemExit("error: nothing to build (--in-dist 0 --ood 0)")
+    specs = embedded_specs(n_in, n_ood, args.seed)
+    if args.workdir:
+        work = Path(args.workdir)
+    elif other:          # a training-only database: where `train pose-reader --videos NAME` finds it
+        work = database_dir(args.db or f"videos-{args.seed}")
+    else:
+        work = data_home() / "videodb-build" / "embedded"
     report = build_embedded(work, specs, IngestConfig(), workers=args.workers)
-    print(report.summary().splitlines()[0])
+    print(report.summary().splitlines()[0] + f"  ({work})")
     if args.ship:                                  # the shipped copy: the three flat files
         import tempfile
 
@@ -129,7 +142,16 @@ def add(sub) -> None:
     b.add_argument("--workers", type=int, default=2, help="worker processes")
     b.add_argument("--limit", type=int, default=0, help="build only this many in-distribution "
                                                         "videos (+1/4 OOD), for a quick try")
-    b.add_argument("--workdir", help="build folder (default: data/videodb-build/embedded)")
+    b.add_argument("--workdir", help="build folder (default: data/videodb-build/embedded; with another "
+                                     "--seed or sizes: data/videodb/NAME)")
+    b.add_argument("--seed", type=int, default=4242,
+                   help="draw the video-only motions with this seed (default %(default)s: the embedded "
+                        "database; another seed gives other motions of the same kinds, e.g. more "
+                        "training videos for `train pose-reader --videos NAME`)")
+    b.add_argument("--in-dist", type=int, metavar="N", help="in-distribution videos (default 800)")
+    b.add_argument("--ood", type=int, metavar="N", help="videos with an OOD kind (default 250)")
+    b.add_argument("--db", metavar="NAME", help="database name for another seed or sizes "
+                                                "(default videos-SEED)")
     b.add_argument("--ship", action="store_true", help="copy to checkpoints/videodb + MANIFEST")
     b.set_defaults(func=cmd_videos_build)
     sv = vsub.add_parser(

@@ -176,8 +176,8 @@ def video_only_examples(retriever, vqvae, normalizer, workdir: Path, split: str 
     and the VQ codes of the motion it shows, plain and mirrored. Their captions are never
     used, so kinds that no text-motion pair contains (the OOD kinds) reach the generator only
     as video -> motion, never with their words. Codes cached in ``workdir`` per split, database
-    and tokenizer."""
-    db = retriever.db
+    and tokenizer. ``retriever``: a retriever (its database) or a ``VideoDatabase``."""
+    db = getattr(retriever, "db", retriever)
     rows = [r for r in db.records if (r.get("spec") or {}).get("split") == split]
     key = hashlib.sha1(json.dumps(sorted(r.get("key", r["id"]) for r in rows)).encode()).hexdigest()[:8]
     cache = workdir / f"codes-videodb-{split}-{key}-{tokenizer_fingerprint(vqvae)}.npz"

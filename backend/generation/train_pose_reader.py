@@ -1,6 +1,7 @@
 """Train the PoseReader (``pose_reader.py``) on the video database's train videos.
 
-Pairs: each synthetic train-split database video (its 16 sampled keypoint frames and length)
+Pairs: each synthetic train-split database video (its 16 sampled keypoint frames and length;
+the embedded database and, with ``--videos``, more databases of video-only motions)
 -> the VQ codes of the motion it shows, and the same pair mirrored (keypoints and motion: left
 and right swapped), exactly the LLM's video-only pairs (``train_llm.video_only_examples``). A
 tenth of the videos (by id) is held out for validation and early stopping; the database's test
@@ -52,16 +53,16 @@ class Pair:
     codes: np.ndarray
 
 
-def stretched_codes(retriever, vqvae, normalizer, workdir: Path, factors: tuple[float, ...]) -> dict:
-    """{(video id, factor, mirrored): codes} of each train-split database motion played
-    ``factor`` times as long (joints resampled in time: a slower or faster performance of the
-    same poses; the video's sampled frames show the same poses at the same relative times).
-    Cached in ``workdir`` per database, factors and tokenizer."""
+def stretched_codes(db, vqvae, normalizer, workdir: Path, factors: tuple[float, ...]) -> dict:
+    """{(video id, factor, mirrored): codes} of each train-split motion of the video database
+    ``db`` played ``factor`` times as long (joints resampled in time: a slower or faster
+    performance of the same poses; the video's sampled frames show the same poses at the same
+    relative times). Cached in ``workdir`` per database, factors and tokenizer."""
     from backend.data.video_motions import record_motion
     from backend.generation.train_llm import plain_and_mirrored_codes, tokenizer_fingerprint
     from motioncore.features import joints_to_features, resample
 
-    rows = [r for r in retriever.db.records if (r.get("spec") or {}).get("split") == "train"]
+    rows = [r for r in db.records if (r.get("spec") or {}).get("split") == "train"]
     key = zlib.crc32(json.dumps([sorted(r.get("key", r["id"]) for r in rows), list(factors)]).encode())
     cache = Path(workdir) / f"stretched-{key:08x}-{tokenizer_fingerprint(vqvae)}.npz"
     if cache.is_file():
@@ -84,15 +85,29 @@ def stretched_codes(retriever, vqvae, normalizer, workdir: Path, factors: tuple[
 
 
 def reader_pairs(retriever, vqvae, normalizer, workdir: Path, max_tokens: int = 49,
-                 stretch: tuple[float, ...] = ()) -> list[Pair]:
-    """Every train-split database video with a known motion, plain and mirrored; with
-    ``stretch`` factors, also as if it lasted that many times as long (``stretched_codes``)."""
+                 stretch: tuple[float, ...] = (), videos: tuple = ()) -> list[Pair]:
+    """Every train-split video with a known motion of the retriever's database and of the
+    databases ``videos`` (``VideoDatabase``s, e.g. more video-only motions drawn with another
+    seed: ``videos build --seed S``), plain and mirrored; with ``stretch`` factors, also as if it
+    lasted that many times as long (``stretched_codes``)."""
+    out, seen = [], set()
+    for db in (retriever.db, *videos):
+        ids = {r["id"] for r in db.records}
+        if ids & seen:
+            raise ValueError(f"databases share video ids ({sorted(ids & seen)[0]}, ...); build the extra "
+                             "one with another --seed")
+        seen |= ids
+        out += _database_pairs(db, vqvae, normalizer, workdir, max_tokens, stretch)
+    return out
+
+
+def _database_pairs(db, vqvae, normalizer, workdir: Path, max_tokens: int, stretch: tuple) -> list[Pair]:
     out = []
-    extra = stretched_codes(retriever, vqvae, normalizer, workdir, tuple(stretch)) if stretch else {}
-    for ex in video_only_examples(retriever, vqvae, normalizer, workdir, split="train"):
+    extra = stretched_codes(db, vqvae, normalizer, workdir, tuple(stretch)) if stretch else {}
+    for ex in video_only_examples(db, vqvae, normalizer, workdir, split="train"):
         vid = ex.video_id
-        kp = np.asarray(retriever.video_prior(vid).keypoints, np.float32)
-        dur = video_duration(retriever.db.record(vid))
+        kp = np.asarray(db.keypoints[db.row(vid)], np.float32)
+        dur = video_duration(db.record(vid))
         out.append(Pair(vid, kp, dur, np.asarray(ex.codes[:max_tokens], np.int64)))
         if ex.mirror_codes is not None:
             out.append(Pair(vid, np.asarray(mirror_keypoints(kp), np.float32), dur,

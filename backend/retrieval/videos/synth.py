@@ -91,7 +91,8 @@ def make_spec(index: int, seed: int = VIDEO_SEED, n_in_dist: int = N_IN_DIST) ->
     split = "test" if index % TEST_EVERY == TEST_EVERY - 1 else "train"
     caps = caption_set(segments, random.Random(seed * 7919 + index), n=3, held_out=split == "test")
     return VideoSpec(
-        id=f"emb{index:05d}", index=index, ood=ood, split=split, seed=seed,
+        id=f"emb{index:05d}" if seed == VIDEO_SEED else f"s{seed}-{index:05d}",   # unique across seeds
+        index=index, ood=ood, split=split, seed=seed,
         start=start, end=end, **_render_settings(rng),
         captions=[text for text, _ in caps],
         kinds=[s["action"] for s in segments],
