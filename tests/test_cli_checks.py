@@ -148,3 +148,10 @@ def test_videos_of_another_seed_have_their_own_ids_and_the_cli_default_is_the_em
     p = argparse.ArgumentParser()
     videos.add(p.add_subparsers())
     assert p.parse_args(["videos", "build"]).seed == VIDEO_SEED
+
+
+def test_a_missing_picker_folder_is_named(tmp_path):
+    from backend.evaluation.rows import with_sampling
+
+    with pytest.raises(FileNotFoundError, match="picking needs a picker .*none"):
+        with_sampling([], pick=4, picker_dir=str(tmp_path / "none"))

@@ -92,6 +92,7 @@ def add_session17_switches(parser) -> None:
                         help="parts whose video weight is above W get the drafts (default %(default)s: "
                              "the led parts)")
     parser.add_argument("--reader", metavar="DIR", help="pose reader folder (default checkpoints/pose-reader)")
+    parser.add_argument("--picker", metavar="DIR", help="picker folder (default checkpoints/picker)")
     parser.add_argument("--firm-lead", action=argparse.BooleanOptionalAction, default=FIRM_LEAD,
                         help="a part the video leads at all (weight > 0) whose database video shows a "
                              "kind the generator knows only from videos is led fully, as the app does "
@@ -123,7 +124,7 @@ def cmd_eval_generation(args) -> int:
                              not args.words_as_typed, args.pick, args.weights,
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
-                             args.reader_above, args.firm_lead)
+                             args.reader_above, args.firm_lead, args.picker)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -180,7 +181,7 @@ def cmd_eval_follow(args) -> int:
                              not args.words_as_typed, args.pick, args.weights,
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
-                             args.reader_above, args.firm_lead)
+                             args.reader_above, args.firm_lead, args.picker)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

@@ -108,19 +108,20 @@ def cmd_train_checker(args) -> int:
     extra = []
     if args.videos and args.role != "picker":
         raise ValueError("--videos is for --role picker (the judge learns real corpus motions only)")
-    if args.videos:
+    for name in args.videos or []:
         from backend.data.video_motions import database_motions
         from backend.retrieval.videos.database import VideoDatabase, database_dir
 
-        db = VideoDatabase.open(database_dir(args.videos))
+        db = VideoDatabase.open(database_dir(name))
         if not len(db):
-            raise FileNotFoundError(f"--videos {args.videos}: no video database of that name at "
-                                    f"{database_dir(args.videos)} (`python -m backend videos build`)")
-        extra = database_motions(db.records, "train", progress=True)
-        if not extra:
-            raise ValueError(f"--videos {args.videos}: no synthetic train video with a known motion")
+            raise FileNotFoundError(f"--videos {name}: no video database of that name at "
+                                    f"{database_dir(name)} (`python -m backend videos build`)")
+        motions = database_motions(db.records, "train", progress=True)
+        if not motions:
+            raise ValueError(f"--videos {name}: no synthetic train video with a known motion")
+        extra += motions
     print(f"Training the instruction checker ({args.role}) on the {' + '.join(splits)} split(s)"
-          + (f" + {len(extra)} database motions ({args.videos})" if extra else ""))
+          + (f" + {len(extra)} database motions ({', '.join(args.videos)})" if extra else ""))
     if args.device == "cuda":
         import torch
 
@@ -609,9 +610,10 @@ def add(sub) -> None:
                         "and shipped to checkpoints/checker; picker: the one that chooses among "
                         "sampled motions at inference (best-of-N), trained on the train split "
                         "only (and --videos), shipped to checkpoints/picker")
-    c.add_argument("--videos", metavar="NAME", default=None,
-                   help="picker only: also learn the motions of this video database's train videos "
-                        "(the generator's video-only pairs; e.g. embedded: OOD kinds included)")
+    c.add_argument("--videos", metavar="NAME", nargs="+", default=None,
+                   help="picker only: also learn the motions of these video databases' train videos "
+                        "(the generator's video-only pairs; e.g. embedded: OOD kinds included; "
+                        "videos-777: more of them, `videos build --seed 777 ...`)")
     _run(c, "data/runs/ROLE", "checker or checkpoints/picker (--role)", resume=False, ship_dtype="float16")
     c.set_defaults(func=cmd_train_checker)
 

@@ -247,7 +247,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   led_cues: bool = False, led_temperature: float | None = LED_TEMPERATURE,
                   led_alone: bool = True, reader_drafts: int = READER_DRAFTS, reader_only: bool = False,
                   reader: str | None = None, reader_tempo: bool = READER_TEMPO,
-                  reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD) -> list:
+                  reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
+                  picker_dir: str | None = None) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -281,16 +282,17 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     drafts (``defaults.READER_ABOVE``; a part below ``LED_ABOVE`` keeps its words for the LLM's
     samples and, if the restater cannot read them, asks the picker what its video shows).
     ``firm``: a part the video leads at all whose database video shows a kind known only from
-    videos is led fully (``video_lead.firm_lead``; ``defaults.FIRM_LEAD``, as the pipeline)."""
+    videos is led fully (``video_lead.firm_lead``; ``defaults.FIRM_LEAD``, as the pipeline).
+    ``picker_dir``: the picker's folder (default ``checkpoints/picker``)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
-        picker = Picker.from_pretrained(samples=pick)
+        picker = Picker.from_pretrained(picker_dir, samples=pick)
         if picker is None:
-            raise FileNotFoundError("picking needs checkpoints/picker; run `python -m backend train "
-                                    "checker --role picker --ship`")
+            raise FileNotFoundError(f"picking needs a picker ({picker_dir or 'checkpoints/picker'}); run "
+                                    "`python -m backend train checker --role picker --ship`")
     pose_reader = None
     if reader_drafts > 0 and video_lead:
         pose_reader = load_pose_reader(reader)
