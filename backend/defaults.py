@@ -52,3 +52,12 @@ FIRM_LEAD = True
 """Whether a part the retrieved video leads at all (weight > 0) whose database video shows a kind
 the generator knows only from videos is led fully (weight 1: written from the video, its kind
 asked of the picker; ``video_lead.firm_lead``). How it was chosen: README, *Firm lead*."""
+
+RETIME = "off"
+"""What a picked part whose words ask slow or fast does about its pace (``backend.generation.tempo``):
+``kept``: its kept sample is played that much slower or faster when the picker reads the speed
+better that way and nothing else worse (``Picker.retime``); ``pool``: each of its samples is also
+played so among the picker's choices (``Picker.with_tempo``); ``off``: neither. How it was chosen:
+README, *Tempo*."""
+
+RETIME_CHOICES = ("off", "kept", "pool")

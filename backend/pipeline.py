@@ -15,7 +15,7 @@ import torch
 
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import (FIRM_LEAD, GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE,
-                              READER_ABOVE, READER_DRAFTS, READER_TEMPO, TEMPERATURE)
+                              READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPERATURE)
 from backend.evaluation.pick import Picker
 from backend.evaluation.servable import ServableCheck
 from backend.generation.compose import join_parts
@@ -23,6 +23,7 @@ from backend.generation.motion_llm import MotionLLM
 from backend.generation.pose_reader import (asked_tempo, draft_codes, first_of_each, load_pose_reader,
                                             video_duration, with_drafts)
 from backend.generation.restate import Restater
+from backend.generation.tempo import stretch_codes
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance
 from backend.retrieval.service import VideoRetriever
@@ -225,7 +226,8 @@ class VimoRAGPipeline:
                  compose: bool = True, restate: bool = True, pick: bool = True,
                  led_cues: bool = False, led_temperature: bool = True, led_alone: bool = True,
                  reader_drafts: int = READER_DRAFTS, reader_tempo: bool = READER_TEMPO,
-                 reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD) -> GenerationResult:
+                 reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
+                 retime: str = RETIME) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -273,8 +275,16 @@ class VimoRAGPipeline:
         for the LLM's samples and, when the restater cannot read them, the picker asks it what its
         video shows. ``firm``: a part the video leads at all whose database video shows a kind the
         model knows only from videos is led fully (``video_lead.firm_lead``; ``defaults.FIRM_LEAD``;
-        ``result.video_lead`` then says 1)."""
+        ``result.video_lead`` then says 1). ``retime``: what a picked part whose reading asks slow
+        or fast does about its pace (``backend.generation.tempo``; ``defaults.RETIME``; not with
+        ``length_s``, whose lengths are exact): "kept" plays its kept sample that much slower or
+        faster when the picker reads the speed better that way and nothing else worse
+        (``Picker.retime``), "pool" adds each of its samples so played to the picker's choices
+        (``Picker.with_tempo``), "off" neither; ``result.picks`` then says whether a played copy
+        was kept (``tempo``)."""
         raw = text
+        if retime not in RETIME_CHOICES:
+            raise ValueError(f"retime must be one of {', '.join(RETIME_CHOICES)}, got {retime!r}")
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
                                             guidance=guidance)
@@ -378,11 +388,28 @@ class VimoRAGPipeline:
         if len(owners) > len(parts) and not picking:
             codes = first_of_each(rows, owners, len(parts))
         elif len(owners) > len(parts):
+            before, retime = {}, retime if share is None else "off"
+            vqvae, normalizer = self.tokenizers.get(model, (self.vqvae, self.normalizer))
+
+            def stretch(c, f):
+                return stretch_codes(c, f, vqvae, normalizer, max_tokens=llm.config.max_motion_tokens)
+
+            if retime == "pool":                      # slow/fast parts: each sample slower/faster too
+                rows, owners, before = self.picker.with_tempo(rows, owners, asked, stretch)
             codes, picks = self.picker.choose(rows, owners, asked, lambda c: self.decode(c, model))
+            for i, n in before.items():       # a copy played slower/faster was kept?
+                if picks[i]:
+                    picks[i]["tempo"] = picks[i]["chosen"] >= n
+            if retime == "kept":              # the kept sample played slower/faster, if that reads better
+                codes, kept = self.picker.retime(codes, asked, stretch, lambda c: self.decode(c, model))
+                for i, k in enumerate(kept):
+                    if picks[i]:
+                        picks[i]["tempo"] = k
             for i, d in drafted.items():      # say which samples were the reader's and if one was kept
                 if picks[i]:
+                    n = before.get(i, picks[i]["samples"])
                     picks[i]["drafts"] = len(d)
-                    picks[i]["reader"] = picks[i]["chosen"] >= picks[i]["samples"] - len(d)
+                    picks[i]["reader"] = picks[i]["chosen"] % n >= n - len(d)
             timing["picking"] = time.perf_counter() - t2
             t2 = time.perf_counter()
         else:

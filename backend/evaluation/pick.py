@@ -16,7 +16,10 @@ own samples of the user's words). A part the video leads (words naming a motion 
 only from videos, which the restater cannot read) asks the kind its retrieved video shows (a
 database video's own record; a user's footage has none) and the count, speed and turn its words
 state (``Restater.manner``, each as sure as the gate): ``asked_led``, ``with_led``. Other parts
-get one sample, as without a picker.
+get one sample, as without a picker. A part that asks a slow or fast speed can also have each
+sample played slower or faster among its choices (``with_tempo``), or its kept sample so played
+when the picker reads the speed better that way and nothing else worse (``retime``;
+``backend.generation.tempo``).
 """
 from __future__ import annotations
 
@@ -30,8 +33,10 @@ from backend.defaults import SAMPLES
 from backend.data.captions import COUNTED_ACTIONS, TURN_ACTIONS
 from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
+from backend.generation.tempo import TEMPO
 
 PICK_GATE = 0.5      # a part is picked for when its kind is read with p >= 0.5 (README, *Picked samples*)
+RETIME_TOL = 0.1     # how much surer of the other asked attributes a kept sample may leave a retimed copy
 
 
 class Picker:
@@ -91,10 +96,15 @@ class Picker:
         """Per motion, the expected share of its ``asked`` attributes satisfied under the
         picker's probabilities (a count of a kind counts only as far as the kind is there);
         NaN where nothing is asked."""
-        out = np.full(len(features), np.nan)
-        for i, (p, want) in enumerate(zip(self.checker.probabilities(features), asked)):
-            if not want:
-                continue
+        return np.array([float(np.mean(h)) if len(h) else np.nan
+                         for h in self.attribute_probabilities(features, asked)])
+
+    def attribute_probabilities(self, features: list[np.ndarray], asked: list[list[tuple[str, str, object]]]
+                                ) -> list[np.ndarray]:
+        """Per motion, the picker's probability of each of its ``asked`` attributes (in order;
+        a count, side, turn or speed of a kind only as far as the kind is there)."""
+        out = []
+        for p, want in zip(self.checker.probabilities(features), asked):
             hits = []
             for attr, kind, value in want:
                 k = KINDS.index(kind)
@@ -106,7 +116,7 @@ class Picker:
                                 "direction": ("turn", TURNS), "speed": ("speed", SPEEDS)}[attr]
                 j = int(value) - 1 if labels is None else labels.index(value)
                 hits.append(there * float(p[head][k][j]))
-            out[i] = float(np.mean(hits))
+            out.append(np.array(hits, float))
         return out
 
     def rows(self, asked: list[list], greedy: bool = False) -> list[int]:
@@ -114,6 +124,53 @@ class Picker:
         something (one when sampling is greedy: its samples would all be the same), else one."""
         n = [1 if greedy or not a else self.samples for a in asked]
         return [i for i, k in enumerate(n) for _ in range(k)]
+
+    def with_tempo(self, codes: list[np.ndarray], owners: list[int], asked: list[list],
+                   stretch: Callable[[np.ndarray, float], np.ndarray | None]
+                   ) -> tuple[list[np.ndarray], list[int], dict[int, int]]:
+        """``codes``/``owners`` (as ``rows`` and ``choose`` lay them out) with, for each part that
+        has several rows and asks a slow or fast speed, each of its rows played ``TEMPO[speed]``
+        times as long (``stretch(codes, factor)``, e.g. ``tempo.stretch_codes``) added after them,
+        in the same order (``backend.generation.tempo``; a part any of whose rows cannot be
+        stretched, ``stretch`` giving None, gets none). Returns (codes, owners, {part: rows it had
+        before the copies}) for the parts that got copies."""
+        rows: dict[int, list[int]] = defaultdict(list)
+        for r, o in enumerate(owners):
+            rows[o].append(r)
+        codes, owners, before = list(codes), list(owners), {}
+        for part, mine in sorted(rows.items()):
+            speed = next((v for a, _, v in asked[part] if a == "speed"), None) if part < len(asked) else None
+            if len(mine) < 2 or speed not in TEMPO:
+                continue
+            copies = [stretch(codes[r], TEMPO[speed]) for r in mine]
+            if all(c is not None and len(c) for c in copies):     # copy i is row i's: all or none
+                before[part] = len(mine)
+                codes += copies
+                owners += [part] * len(copies)
+        return codes, owners, before
+
+    def retime(self, chosen: list[np.ndarray], asked: list[list],
+               stretch: Callable[[np.ndarray, float], np.ndarray | None],
+               decode: Callable[[np.ndarray], np.ndarray], tol: float = RETIME_TOL
+               ) -> tuple[list[np.ndarray], list[bool]]:
+        """Each part's ``chosen`` codes, replaced by themselves played ``TEMPO[speed]`` times as
+        long (``stretch``, e.g. ``tempo.stretch_codes``) where the part asks a slow or fast speed
+        and the picker reads that speed more surely in the copy while reading none of the part's
+        other asked attributes less surely by more than ``tol`` (a copy may change what a count
+        looks like). Returns (codes, per part whether the copy was kept)."""
+        out, kept = list(chosen), [False] * len(chosen)
+        for i, want in enumerate(asked):
+            speed = next((v for a, _, v in want if a == "speed"), None)
+            if speed not in TEMPO:
+                continue
+            copy = stretch(chosen[i], TEMPO[speed])
+            if copy is None or not len(copy):
+                continue
+            old, new = self.attribute_probabilities([decode(chosen[i]), decode(copy)], [want, want])
+            is_speed = np.array([a == "speed" for a, _, _ in want])
+            if (new - old)[is_speed].max() > 0 and (old - new)[~is_speed].max(initial=0.0) <= tol:
+                out[i], kept[i] = copy, True
+        return out, kept
 
     def choose(self, codes: list[np.ndarray], owners: list[int], asked: list[list],
                decode: Callable[[np.ndarray], np.ndarray]) -> tuple[list[np.ndarray], list[dict | None]]:

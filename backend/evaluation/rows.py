@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS,
-                              READER_TEMPO)
+                              READER_TEMPO, RETIME, RETIME_CHOICES)
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
@@ -31,6 +31,7 @@ from backend.generation.motion_llm import MotionLLM
 from backend.generation.pose_reader import (READER_TEMPERATURE, asked_tempo, draft_codes, first_of_each,
                                             load_pose_reader, video_duration, with_drafts)
 from backend.generation.restate import Restater
+from backend.generation.tempo import stretch_codes
 from backend.generation.video_lead import LED_ABOVE, VideoLead, firm_lead, lead_guidance, retrieved_captions
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
 from backend.retrieval.service import VideoRetriever
@@ -101,6 +102,7 @@ class LLMRow:
         self.reader_tempo = False               # a slow/fast led part: one more draft at that tempo
         self.reader_above = LED_ABOVE           # parts with a video weight above this get drafts
         self.firm_lead = False                  # weight > 0 and a video-only kind: led fully
+        self.retime = "off"                     # a slow/fast part: "kept" / "pool" (defaults.RETIME)
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -218,8 +220,17 @@ class LLMRow:
             if self.picker is None:           # no judge: the first row of each part
                 codes = first_of_each(codes, rows, len(texts))
             else:
+                retime = getattr(self, "retime", "off")
+                if retime == "pool":
+                    codes, rows, _ = self.picker.with_tempo(codes, rows, asked, self._stretch)
                 codes, _ = self.picker.choose(codes, rows, asked, self._decode)
+                if retime == "kept":
+                    codes, _ = self.picker.retime(codes, asked, self._stretch, self._decode)
         return [self._decode(c) for c in join_parts(codes, owners, len(captions))]
+
+    def _stretch(self, codes: np.ndarray, factor: float) -> np.ndarray | None:
+        return stretch_codes(codes, factor, self.vqvae, self.normalizer,
+                             max_tokens=self.llm.config.max_motion_tokens)
 
     @torch.no_grad()
     def _decode(self, codes: np.ndarray) -> np.ndarray:
@@ -248,7 +259,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   led_alone: bool = True, reader_drafts: int = READER_DRAFTS, reader_only: bool = False,
                   reader: str | None = None, reader_tempo: bool = READER_TEMPO,
                   reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
-                  picker_dir: str | None = None) -> list:
+                  picker_dir: str | None = None, retime: str = RETIME) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -283,9 +294,13 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     samples and, if the restater cannot read them, asks the picker what its video shows).
     ``firm``: a part the video leads at all whose database video shows a kind known only from
     videos is led fully (``video_lead.firm_lead``; ``defaults.FIRM_LEAD``, as the pipeline).
-    ``picker_dir``: the picker's folder (default ``checkpoints/picker``)."""
+    ``picker_dir``: the picker's folder (default ``checkpoints/picker``). ``retime``: what a
+    picked part whose reading asks slow or fast does about its pace (``defaults.RETIME``, as the
+    pipeline: "kept" ``Picker.retime``, "pool" ``Picker.with_tempo``, "off")."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
+    if retime not in RETIME_CHOICES:
+        raise ValueError(f"retime must be one of {', '.join(RETIME_CHOICES)}, got {retime!r}")
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
@@ -357,6 +372,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             g.firm_lead = bool(firm)
             if not firm:
                 notes.append("lead not firmed")
+        if picker is not None and getattr(g, "picker", None) is picker:
+            g.retime = retime
+            if retime != "off":
+                notes.append(f"retimed ({retime})")
         if led_cues:
             g.led_cues = True
             if video_lead:

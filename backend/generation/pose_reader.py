@@ -32,6 +32,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from backend.generation.motion_llm import pose_features
+from backend.generation.tempo import TEMPO   # how much longer a led part's video plays for its words' speed
 
 FPS = 20.0
 
@@ -260,7 +261,6 @@ def draft_codes(reader: "PoseReader", keypoints, durations, drafts: int, tempera
     return out
 
 
-TEMPO = {"slow": 1.33, "fast": 0.75}   # how much longer a led part's video plays for its words' speed
 
 
 def asked_tempo(manner: dict, gate: float = 0.5) -> float:
