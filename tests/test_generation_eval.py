@@ -63,6 +63,46 @@ def test_rows_rank_as_expected_with_a_stand_in_evaluator(small):
     assert "Real motion" in table and "noisy" in table and "±" in table
 
 
+class _Stopping(NoisyGenerator):
+    """A noisy row that fails once it has run ``budget`` times (a run cut short)."""
+
+    def __init__(self, name, budget=10 ** 9):
+        self.name, self.budget = name, budget
+
+    def generate(self, items, rng):
+        if self.budget <= 0:
+            raise KeyboardInterrupt("cut short")
+        self.budget -= 1
+        return super().generate(items, rng)
+
+
+def test_a_resumed_protocol_run_gives_the_uninterrupted_numbers(small, tmp_path):
+    from backend.evaluation.generation import Progress, plausibility_rows
+
+    ev, cfg = ProjectionEvaluator(), {"split": "test", "rows": ["a", "b"]}
+    kw = dict(repeats=3, mm_samples=8, mm_repeats=10, progress=False)
+    whole = evaluate(ev, small, "test", [_Stopping("a"), _Stopping("b")], **kw)
+    plaus = plausibility_rows(small, "test", [RealMotion(), _Stopping("b")], seed=0)
+    # cut short in repeat 1, after row a (each row: 1 generation + 10 for multimodality)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(ev, small, "test", [_Stopping("a", 22), _Stopping("b", 11)], **kw,
+                 resume=Progress(tmp_path / "p.json", cfg))
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert sorted(saved["done"]) == ["0", "1"] and sorted(saved["done"]["1"]) == ["a"]
+    # the rest, from a new process's point of view: rows done are not generated again
+    again = evaluate(ev, small, "test", [_Stopping("a", 11), _Stopping("b", 22)], **kw,
+                     resume=Progress(tmp_path / "p.json", cfg))
+    for row in ("a", "b"):
+        for m, r in whole[row].items():
+            assert again[row][m].mean == pytest.approx(r.mean, abs=1e-12) and \
+                again[row][m].interval == pytest.approx(r.interval, abs=1e-12)
+    done = Progress(tmp_path / "p.json", cfg)
+    assert plausibility_rows(small, "test", [RealMotion(), _Stopping("b")], seed=0, resume=done) == plaus
+    assert plausibility_rows(small, "test", [RealMotion(), _Stopping("b", 0)], seed=0, resume=done) == plaus
+    with pytest.raises(ValueError, match="differs in rows"):
+        Progress(tmp_path / "p.json", {"split": "test", "rows": ["a"]})
+
+
 @pytest.mark.parametrize("split", ["test", "ood"])
 def test_shipped_evaluator_meets_the_sanity_target(embedded_corpus, split):
     """Real text vs real motion, batches of 32: R-Top1 >= 0.5 (HumanML3D's ground truth:

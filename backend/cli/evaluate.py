@@ -111,7 +111,7 @@ def add_session17_switches(parser) -> None:
 
 def cmd_eval_generation(args) -> int:
     from backend.data.dataset import open_corpus
-    from backend.evaluation.generation import (evaluate, format_plausibility, format_table,
+    from backend.evaluation.generation import (Progress, evaluate, format_plausibility, format_table,
                                                plausibility_rows, to_json)
     from backend.evaluation.rows import GENERATORS, expand, with_sampling
 
@@ -138,15 +138,24 @@ def cmd_eval_generation(args) -> int:
         if split not in available:
             print(f"(split {split!r} not in {corpus.root}; skipped)")
             continue
+        resume = None
+        if args.resume:
+            Path(args.resume).mkdir(parents=True, exist_ok=True)
+            config = {k: v for k, v in sorted(vars(args).items())
+                      if k not in ("repeats", "json", "threads", "splits", "resume", "func")}
+            resume = Progress(Path(args.resume) / f"generation-{split}.json",
+                              {**config, "split": split, "rows": [g.name for g in generators],
+                               "evaluator": str(source)})
         results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
                            seed=args.seed, mm_samples=args.mm_samples,
                            mm_repeats=args.mm_repeats, progress=not args.json,
-                           max_motions=args.max_motions)
+                           max_motions=args.max_motions, resume=resume)
         print(format_table(split, results))
         print()
         tables[split] = to_json(results)
         plaus[split] = plausibility_rows(corpus, split, generators, seed=args.seed,
-                                         max_motions=args.max_motions, progress=not args.json)
+                                         max_motions=args.max_motions, progress=not args.json,
+                                         resume=resume)
         print(format_plausibility(split, plaus[split]))
         print()
     subset = f"; {args.max_motions} motions per split" if args.max_motions else ""
@@ -513,6 +522,11 @@ def add(sub) -> None:
     g.add_argument("--video-lead", action="store_true",
                    help="rows with retrieval let the video lead words the model only saw in videos "
                         "(checkpoints/video-lead, as the app does; `eval video-lead`)")
+    g.add_argument("--resume", metavar="DIR",
+                   help="keep each finished row of each repeat in DIR (one JSON file per split) and, "
+                        "when the same command runs again, go on from there with exactly the numbers "
+                        "an uninterrupted run gives (for the full protocol, hours on a CPU); "
+                        "--repeats may grow between runs")
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     g.set_defaults(func=cmd_eval_generation)

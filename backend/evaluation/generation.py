@@ -13,6 +13,7 @@ measured for stochastic generators only (``mm_samples`` texts x ``mm_repeats`` g
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -24,6 +25,7 @@ from backend.data.dataset import Caption, MotionCorpus, random_crop
 from backend.evaluation.metrics import evaluate_embeddings, summarize
 from motioncore.clean import clean_motion
 from motioncore.features import features_to_joints
+from motioncore.io import atomic_write
 from motioncore.plausibility import METRICS as PLAUS, mean_plausibility
 
 METRICS = ("fid", "r_top1", "r_top2", "r_top3", "mm_dist", "diversity", "multimodality")
@@ -86,53 +88,110 @@ def draw_repeat(data, rng: np.random.Generator) -> list[EvalItem]:
     return items
 
 
-def evaluate(evaluator, corpus: MotionCorpus, split: str, generators: Sequence[Generator],
-             repeats: int = 20, seed: int = 0, mm_samples: int = 100, mm_repeats: int = 30,
-             progress: bool = True, max_motions: int | None = None) -> dict[str, dict]:
-    """{row name: {metric: MetricResult}} for one split (``max_motions``: a fixed random subset
-    of the split's motions, for generators too slow to run on all of them)."""
-    data = load_split(corpus, split)
+class Progress:
+    """What a long protocol run has finished, kept in a JSON file so the same command run again
+    goes on where it stopped (``eval generation --resume DIR``): per repeat (or ``"plausibility"``)
+    and row, the row's results and the random generator's state after it. Rows share one
+    generator per repeat, so a row resumed from the state its predecessor left gives exactly the
+    numbers an uninterrupted run gives. ``config`` (the split, seed, motions and rows) must match
+    the file's; the number of repeats may grow between runs."""
+
+    def __init__(self, path, config: dict):
+        from pathlib import Path
+
+        self.path, self.config = Path(path), json.loads(json.dumps(config))
+        self.done: dict = {}
+        if self.path.is_file():
+            saved = json.loads(self.path.read_text())
+            theirs = saved.get("config") or {}
+            if theirs != self.config:
+                differ = sorted(k for k in set(theirs) | set(self.config) if theirs.get(k) != self.config.get(k))
+                raise ValueError(f"{self.path} holds another run (it differs in {', '.join(differ)}); "
+                                 "use another --resume folder")
+            self.done = saved.get("done", {})
+
+    def get(self, chunk, row: str):
+        """(results, rng state) of a finished row, or None."""
+        got = self.done.get(str(chunk), {}).get(row)
+        return None if got is None else (got["results"], got["rng"])
+
+    def put(self, chunk, row: str, results: dict, rng: np.random.Generator) -> None:
+        self.done.setdefault(str(chunk), {})[row] = {"results": results, "rng": rng.bit_generator.state}
+        atomic_write(self.path, lambda fh: fh.write(json.dumps({"config": self.config, "done": self.done}).encode()),
+                     "protocol progress")
+
+
+def _subset(data: dict, seed: int, max_motions: int | None) -> dict:
     if max_motions and max_motions < len(data):
         keep = np.random.default_rng([seed, 99]).choice(sorted(data), size=max_motions, replace=False)
         data = {mid: data[mid] for mid in sorted(keep)}
+    return data
+
+
+def evaluate(evaluator, corpus: MotionCorpus, split: str, generators: Sequence[Generator],
+             repeats: int = 20, seed: int = 0, mm_samples: int = 100, mm_repeats: int = 30,
+             progress: bool = True, max_motions: int | None = None,
+             resume: "Progress | None" = None) -> dict[str, dict]:
+    """{row name: {metric: MetricResult}} for one split (``max_motions``: a fixed random subset
+    of the split's motions, for generators too slow to run on all of them). ``resume``: rows
+    of repeats already finished are taken from it and each newly finished one is added."""
+    data = _subset(load_split(corpus, split), seed, max_motions)
     runs: dict[str, list[dict]] = {g.name: [] for g in generators}
     for r in tqdm(range(repeats), desc=f"evaluating {split}", disable=not progress):
         rng = np.random.default_rng([seed, r])
         items = draw_repeat(data, rng)
-        text = evaluator.encode_text([it.caption for it in items])
-        real = evaluator.encode_motion([it.features for it in items])
+        text = real = None
         for g in generators:
+            got = resume.get(r, g.name) if resume is not None else None
+            if got is not None:
+                runs[g.name].append(got[0])
+                rng.bit_generator.state = got[1]
+                continue
+            if text is None:
+                text = evaluator.encode_text([it.caption for it in items])
+                real = evaluator.encode_motion([it.features for it in items])
             motion = evaluator.encode_motion(g.generate(items, rng))
             mm = None
             if g.stochastic and mm_repeats > 1:
                 subset = items[:mm_samples]
                 gens = [g.generate(subset, rng) for _ in range(mm_repeats)]
                 mm = np.stack([evaluator.encode_motion(x) for x in gens], axis=1)
-            runs[g.name].append(evaluate_embeddings(text, motion, real, rng, mm_emb=mm))
+            runs[g.name].append({k: float(v) for k, v in evaluate_embeddings(text, motion, real, rng, mm_emb=mm).items()})
+            if resume is not None:
+                resume.put(r, g.name, runs[g.name][-1], rng)
     return {name: summarize(rows) for name, rows in runs.items()}
 
 
 def plausibility_rows(corpus: MotionCorpus, split: str, generators: Sequence[Generator], seed: int = 0,
-                      max_motions: int | None = None, progress: bool = False) -> dict[str, dict]:
+                      max_motions: int | None = None, progress: bool = False,
+                      resume: "Progress | None" = None) -> dict[str, dict]:
     """Physical plausibility (``motioncore.plausibility``) of every row on one protocol draw of the
     split: ``"<row>"`` for what users get (generated motions after ``motioncore.clean.clean_motion``;
-    real motions as they are) and ``"<row> (decoded)"`` for generated motions before cleaning."""
-    data = load_split(corpus, split)
-    if max_motions and max_motions < len(data):
-        keep = np.random.default_rng([seed, 99]).choice(sorted(data), size=max_motions, replace=False)
-        data = {mid: data[mid] for mid in sorted(keep)}
+    real motions as they are) and ``"<row> (decoded)"`` for generated motions before cleaning.
+    ``resume``: as ``evaluate``'s (chunk ``"plausibility"``)."""
+    data = _subset(load_split(corpus, split), seed, max_motions)
     rng = np.random.default_rng([seed, 0])
     items = draw_repeat(data, rng)
     rows = {}
     for g in generators:
+        got = resume.get("plausibility", g.name) if resume is not None else None
+        if got is not None:
+            rows.update(got[0])
+            rng.bit_generator.state = got[1]
+            continue
         feats = g.generate(items, rng)
         raw = [features_to_joints(f) for f in feats]
+        mine = {}
         if isinstance(g, RealMotion):
-            rows[g.name] = mean_plausibility(raw)
-            continue
-        rows[f"{g.name} (decoded)"] = mean_plausibility(raw)
-        clean = [clean_motion(f).joints for f in tqdm(feats, desc=f"cleaning {g.name}", disable=not progress)]
-        rows[g.name] = mean_plausibility(clean)
+            mine[g.name] = mean_plausibility(raw)
+        else:
+            mine[f"{g.name} (decoded)"] = mean_plausibility(raw)
+            clean = [clean_motion(f).joints for f in tqdm(feats, desc=f"cleaning {g.name}", disable=not progress)]
+            mine[g.name] = mean_plausibility(clean)
+        mine = {k: {m: float(v) for m, v in r.items()} for k, r in mine.items()}
+        rows.update(mine)
+        if resume is not None:
+            resume.put("plausibility", g.name, mine, rng)
     return rows
 
 
