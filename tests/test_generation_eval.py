@@ -118,12 +118,20 @@ def test_shipped_evaluator_meets_the_sanity_target(embedded_corpus, split):
     assert real["fid"].mean < 0.5
 
 
-def test_eval_generation_cli_json(small):
-    r = subprocess.run([sys.executable, "-m", "backend", "eval", "generation", "--data",
-                        str(small.root), "--repeats", "2", "--json"], cwd=REPO_ROOT,
-                       capture_output=True, text=True, timeout=600)
+def test_eval_generation_cli_json(small, tmp_path):
+    cmd = [sys.executable, "-m", "backend", "eval", "generation", "--data", str(small.root), "--repeats", "2",
+           "--json", "--resume", str(tmp_path / "p")]
+    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
+    saved = json.loads((tmp_path / "p" / "generation-test.json").read_text())
+    assert saved["config"]["checkpoints"] and saved["config"]["evaluator"] == "checkpoints/evaluator"
+    assert sorted(saved["done"]) == ["0", "1", "plausibility"]
+    # the same command again: everything from the files, the same numbers; other settings refused
+    again = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == out
+    other = subprocess.run(cmd + ["--seed", "3"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "differs in seed" in other.stderr
     assert set(out["tables"]) == {"test", "ood"}
     for table in out["tables"].values():
         assert set(table) == {"Real motion", "VQ-VAE reconstruction"}

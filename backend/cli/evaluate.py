@@ -109,6 +109,17 @@ def add_session17_switches(parser) -> None:
                              "video, as the app does (backend/generation/compose.py)")
 
 
+def manifest_fingerprint() -> str | None:
+    """A short hash of checkpoints/MANIFEST (which names every shipped weight file by its sha256):
+    a resumed protocol run refuses to mix the numbers of other shipped models."""
+    import hashlib
+
+    from backend.checkpoints import checkpoints_dir
+
+    manifest = checkpoints_dir() / "MANIFEST"
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.is_file() else None
+
+
 def cmd_eval_generation(args) -> int:
     from backend.data.dataset import open_corpus
     from backend.evaluation.generation import (Progress, evaluate, format_plausibility, format_table,
@@ -145,7 +156,8 @@ def cmd_eval_generation(args) -> int:
                       if k not in ("repeats", "json", "threads", "splits", "resume", "func")}
             resume = Progress(Path(args.resume) / f"generation-{split}.json",
                               {**config, "split": split, "rows": [g.name for g in generators],
-                               "evaluator": str(source)})
+                               "evaluator": args.evaluator or "checkpoints/evaluator",
+                               "checkpoints": manifest_fingerprint()})
         results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
                            seed=args.seed, mm_samples=args.mm_samples,
                            mm_repeats=args.mm_repeats, progress=not args.json,
