@@ -101,6 +101,9 @@ def test_a_resumed_protocol_run_gives_the_uninterrupted_numbers(small, tmp_path)
     assert plausibility_rows(small, "test", [RealMotion(), _Stopping("b", 0)], seed=0, resume=done) == plaus
     with pytest.raises(ValueError, match="differs in rows"):
         Progress(tmp_path / "p.json", {"split": "test", "rows": ["a"]})
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="not a protocol progress file"):
+        Progress(tmp_path / "bad.json", cfg)
 
 
 @pytest.mark.parametrize("split", ["test", "ood"])
@@ -132,6 +135,10 @@ def test_eval_generation_cli_json(small, tmp_path):
     assert json.loads(again.stdout.strip().splitlines()[-1]) == out
     other = subprocess.run(cmd + ["--seed", "3"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert other.returncode != 0 and "differs in seed" in other.stderr
+    (tmp_path / "f").write_text("x")
+    afile = subprocess.run(cmd[:-1] + [str(tmp_path / "f")], cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=600)
+    assert afile.returncode == 2 and "is a file, not a folder" in afile.stderr
     assert set(out["tables"]) == {"test", "ood"}
     for table in out["tables"].values():
         assert set(table) == {"Real motion", "VQ-VAE reconstruction"}

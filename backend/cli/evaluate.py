@@ -126,6 +126,11 @@ def cmd_eval_generation(args) -> int:
                                                plausibility_rows, to_json)
     from backend.evaluation.rows import GENERATORS, expand, with_sampling
 
+    if args.resume:                   # before anything loads: a bad folder is said at once
+        if Path(args.resume).exists() and not Path(args.resume).is_dir():
+            print(f"error: --resume {args.resume} is a file, not a folder", file=sys.stderr)
+            return 2
+        Path(args.resume).mkdir(parents=True, exist_ok=True)
     set_threads(args.threads)
     corpus = open_corpus(args.data)
     evaluator, source = load_evaluator(args)
@@ -151,7 +156,6 @@ def cmd_eval_generation(args) -> int:
             continue
         resume = None
         if args.resume:
-            Path(args.resume).mkdir(parents=True, exist_ok=True)
             config = {k: v for k, v in sorted(vars(args).items())
                       if k not in ("repeats", "json", "threads", "splits", "resume", "func")}
             resume = Progress(Path(args.resume) / f"generation-{split}.json",

@@ -102,7 +102,11 @@ class Progress:
         self.path, self.config = Path(path), json.loads(json.dumps(config))
         self.done: dict = {}
         if self.path.is_file():
-            saved = json.loads(self.path.read_text())
+            try:
+                saved = json.loads(self.path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{self.path} is not a protocol progress file ({exc}); move it away "
+                                 "or use another --resume folder") from exc
             theirs = saved.get("config") or {}
             if theirs != self.config:
                 differ = sorted(k for k in set(theirs) | set(self.config) if theirs.get(k) != self.config.get(k))
