@@ -411,10 +411,13 @@ def cmd_eval_retrieval(args) -> int:
     from backend.checkpoints import checkpoints_dir
 
     d = Path(args.retriever) if args.retriever else checkpoints_dir() / "retriever"
-    if args.rerank_weight is not None and args.rerank_weight < 0:
-        print("error: --rerank-weight must be 0 or more", file=sys.stderr)
-        return 2
+    for flag, value in (("--rerank-weight", args.rerank_weight), ("--chain-weight", args.chain_weight)):
+        if value is not None and value < 0:
+            print(f"error: {flag} must be 0 or more", file=sys.stderr)
+            return 2
     kw = {} if args.rerank_weight is None else {"rerank_weight": args.rerank_weight}
+    if args.chain_weight is not None:
+        kw["chain_weight"] = args.chain_weight
     res = evaluate_retrieval(GeminiMVR.from_pretrained(d), training_db(args), split=args.split, **kw)
     print(format_retrieval(res))
     if args.json:
@@ -698,6 +701,10 @@ def add(sub) -> None:
     e.add_argument("--rerank-weight", type=float, default=None, metavar="W",
                    help="score per agreeing cue in the re-ranked rows (default: the retriever's, "
                         "backend/retrieval/rerank.py RERANK_WEIGHT); pick it on --split train")
+    e.add_argument("--chain-weight", type=float, default=None, metavar="W",
+                   help="score added to a video showing every part's kind of a chained query "
+                        "(\"A, then B\") in the chain re-ranked rows (default: CHAIN_WEIGHT in "
+                        "backend/retrieval/rerank.py); pick it on --split train")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval_retrieval)
     sd = esub.add_parser("sides", help="where left/right is lost: pose detector, video side, text side",

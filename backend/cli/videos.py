@@ -120,10 +120,10 @@ def cmd_retrieve(args) -> int:
     hits = r.search(text, k=args.k, mode=args.mode, rng=np.random.default_rng(args.seed))
     t2 = time.perf_counter()
     print(f"{'rank':<6}{'video':<24}{'score':>8}{'action':>9}{'object':>9}{'w_action':>10}{'w_object':>10}"
-          f"{'cues':>6}")
+          f"{'cues':>6}{'kinds':>7}")
     for h in hits:
         print(f"{h.rank:<6}{h.id:<24}{h.score:>8.3f}{h.action_score:>9.3f}{h.object_score:>9.3f}"
-              f"{h.w_action:>10.2f}{h.w_object:>10.2f}{h.cues:>+6.0f}")
+              f"{h.w_action:>10.2f}{h.w_object:>10.2f}{h.cues:>+6.0f}{h.kinds:>+7.1f}")
     print(f"({len(r.db)} videos; query {1000 * (t2 - t1):.1f} ms, loading {t1 - t0:.1f} s)")
     if args.json:
         print(json.dumps({"query": text, "mode": args.mode, "results": [h.to_json() for h in hits]}))
@@ -207,7 +207,10 @@ def add(sub) -> None:
                                    "score, both channel scores and the router's weights. The 20 best "
                                    "are re-ranked by how the videos' captions agree with the side, "
                                    "direction, speed and count the words ask ('cues': agreeing minus "
-                                   "disagreeing; not in random mode).")
+                                   "disagreeing; not in random mode). A text that chains motions "
+                                   "('A, then B') has its 50 best re-ranked also by the share of its "
+                                   "parts' kinds each video shows ('kinds', -1 to +1; each part's kind "
+                                   "is read off its own best videos).")
     r.add_argument("text", metavar="TEXT")
     r.add_argument("--k", type=int, default=5)
     r.add_argument("--mode", default="gemini", choices=["gemini", "action", "object", "fixed", "random"],

@@ -29,7 +29,8 @@ import torch
 from backend.data.corpus import OOD_KINDS
 from motioncore.prompt import split_prompts
 from backend.retrieval.model import GeminiMVR, encode_captions
-from backend.retrieval.rerank import RERANK_DEPTH, RERANK_WEIGHT, agreement, attribute_cues, video_cues
+from backend.retrieval.rerank import (CHAIN_DEPTH, CHAIN_WEIGHT, PART_VOTES, RERANK_DEPTH, RERANK_WEIGHT,
+                                      agreement, attribute_cues, kind_agreement, part_kind, video_cues)
 from backend.retrieval.sides import direction_of, sides_of, video_sides_and_direction
 from backend.retrieval.train import CaptionedVideos, captions_of
 from backend.retrieval.videos.database import VideoDatabase
@@ -37,7 +38,10 @@ from backend.retrieval.videos.database import VideoDatabase
 ROUTER = "Gemini-MVR (router)"
 RERANKED = "router + cue re-rank"
 ACTION_RERANKED = "action + cue re-rank"
-VARIANTS = ("object only", "action only", "fixed 0.5/0.5", ROUTER, ACTION_RERANKED, RERANKED)
+CHAINED = "router + cue + chain re-rank"
+ACTION_CHAINED = "action + cue + chain re-rank"
+VARIANTS = ("object only", "action only", "fixed 0.5/0.5", ROUTER, ACTION_RERANKED, RERANKED,
+            ACTION_CHAINED, CHAINED)
 
 
 def ranks_of(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -126,9 +130,45 @@ def reranked_scores(fused: np.ndarray, query_captions: list[str], video_captions
     return out
 
 
+def chain_reranked(scores: np.ndarray, query_captions: list[str], part_scores: np.ndarray,
+                   owners: list[int], video_captions: list[list[str]], video_kinds: list[frozenset],
+                   rerank_weight: float = RERANK_WEIGHT, chain_weight: float = CHAIN_WEIGHT,
+                   depth: int = RERANK_DEPTH, chain_depth: int = CHAIN_DEPTH) -> np.ndarray:
+    """``scores`` (Q, N) re-ranked as ``VideoRetriever.search`` does: every query's ``depth``
+    best videos by its cues; a query that ``split_prompts`` cuts into parts (``owners``: the
+    query of each row of ``part_scores``, the parts' (P, N) learned scores) instead has its
+    ``chain_depth`` best videos re-ranked by its cues and, with ``chain_weight``, by the share of
+    its parts' kinds each video shows (``rerank.part_kind`` over each part's cue-re-ranked
+    ``PART_VOTES`` best videos; ``rerank.kind_agreement``)."""
+    parts_cued = reranked_scores(part_scores, _parts_of(query_captions, owners), video_captions,
+                                 rerank_weight, depth) if rerank_weight else part_scores
+    out = reranked_scores(scores, query_captions, video_captions, rerank_weight, depth)
+    owners = np.asarray(owners)
+    chained = np.flatnonzero(np.bincount(owners, minlength=len(scores)) > 1)
+    if not len(chained):
+        return out
+    cues = agreement(attribute_cues([query_captions[q] for q in chained]), video_cues(video_captions))
+    for row, q in enumerate(chained):
+        kinds = [part_kind([video_kinds[v] for v in np.argsort(-parts_cued[j], kind="stable")[:PART_VOTES]])
+                 for j in np.flatnonzero(owners == q)]
+        top = np.argsort(-scores[q], kind="stable")[:chain_depth]
+        out[q] = scores[q].astype(np.float64)
+        out[q, top] += rerank_weight * cues[row, top] + chain_weight * kind_agreement(
+            kinds, [video_kinds[v] for v in top])
+    return out
+
+
+def _parts_of(captions: list[str], owners: list[int]) -> list[str]:
+    """The parts ``split_prompts`` cuts ``captions`` into (``owners`` checks they line up)."""
+    parts, own = split_prompts(captions)
+    if list(own) != list(owners):
+        raise ValueError("owners do not match split_prompts of the captions")
+    return parts
+
+
 @torch.no_grad()
 def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test", minilm=None,
-                       rerank_weight: float = RERANK_WEIGHT) -> dict:
+                       rerank_weight: float = RERANK_WEIGHT, chain_weight: float = CHAIN_WEIGHT) -> dict:
     data = CaptionedVideos.from_database(db, split, minilm)
     model.eval()
     video = model.encode_video(data.keypoints, data.object)
@@ -139,19 +179,26 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
     records = {r["id"]: r for r in db.records}
     v_caps = [captions_of(records[i]) for i in data.ids]
     fused = s["fused"].numpy()
+    v_kinds = [frozenset(records[i].get("spec", {}).get("kinds") or []) for i in data.ids]
+    parts, owners = split_prompts(data.captions)
+    sp = model.fused_scores(model.encode_text(*encode_captions(parts, minilm)), video)
+    chain = lambda sc, part_sc: chain_reranked(sc, data.captions, part_sc, owners, v_caps, v_kinds,
+                                               rerank_weight, chain_weight)
     scorers = {"object only": obj, "action only": act, "fixed 0.5/0.5": 0.5 * act + 0.5 * obj,
                ROUTER: fused, ACTION_RERANKED: reranked_scores(act, data.captions, v_caps, rerank_weight),
-               RERANKED: reranked_scores(fused, data.captions, v_caps, rerank_weight)}
+               RERANKED: reranked_scores(fused, data.captions, v_caps, rerank_weight),
+               ACTION_CHAINED: chain(act, sp["action"].numpy()), CHAINED: chain(fused, sp["fused"].numpy())}
     ranks = {name: ranks_of(sc, truth) for name, sc in scorers.items()}
     out = {name: recall_table(r) for name, r in ranks.items()}
     router = ROUTER
     for name in VARIANTS:
         out[name]["R@1 interval"] = r1_interval(ranks[name], truth)
-        if name not in (router, RERANKED, ACTION_RERANKED):
+        if name not in (router, RERANKED, ACTION_RERANKED, CHAINED, ACTION_CHAINED):
             out[router][f"R@1 minus {name}"] = r1_interval(ranks[router], truth, ranks[name])
-        if name not in (RERANKED,):
+        if name not in (RERANKED, CHAINED, ACTION_CHAINED):
             out[RERANKED][f"R@1 minus {name}"] = r1_interval(ranks[RERANKED], truth, ranks[name])
-    v_kinds = [frozenset(records[i].get("spec", {}).get("kinds") or []) for i in data.ids]
+        if name != CHAINED:
+            out[CHAINED][f"R@1 minus {name}"] = r1_interval(ranks[CHAINED], truth, ranks[name])
     q_kinds = [v_kinds[t] for t in truth]
     ood_q = np.array([bool(k & set(OOD_KINDS)) for k in q_kinds])
     for name, sc in scorers.items():
@@ -224,12 +271,12 @@ def format_retrieval(res: dict) -> str:
     meta = res["_meta"]
     lines = [f"text -> video retrieval, {meta['captions']} held-out captions over "
              f"{meta['videos']} held-out videos",
-             f"{'scorer':<22}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MedR':>8}{'kind@1':>8}{'side@1':>8}"
-             f"{'dir@1':>8}", "-" * 78]
+             f"{'scorer':<30}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MedR':>8}{'kind@1':>8}{'side@1':>8}"
+             f"{'dir@1':>8}", "-" * 86]
     pct = lambda r, k: f"{100 * r[k]['share']:>7.1f}%" if k in r else f"{'-':>8}"
     for name in VARIANTS:
         r = res[name]
-        lines.append(f"{name:<22}{100 * r['R@1']:>7.1f}%{100 * r['R@5']:>7.1f}%"
+        lines.append(f"{name:<30}{100 * r['R@1']:>7.1f}%{100 * r['R@5']:>7.1f}%"
                      f"{100 * r['R@10']:>7.1f}%{r['MedR']:>8.0f}"
                      + "".join(pct(r, k) for k in ("kind@1", "side@1", "direction@1")))
     first = res[ROUTER]
@@ -260,15 +307,20 @@ def format_retrieval(res: dict) -> str:
         lines.append("router R@1 minus: " + ", ".join(
             f"{name} {100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
             for name, d in diffs) + " (95 % bootstrap over videos)")
-    diffs = [(k[len("R@1 minus "):], v) for k, v in res[RERANKED].items() if k.startswith("R@1 minus ")]
-    if diffs:
-        lines.append("re-ranked router R@1 minus: " + ", ".join(
-            f"{name} {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-            for name, d in diffs))
+    for name, label in ((RERANKED, "re-ranked router"), (CHAINED, "chain re-ranked router")):
+        diffs = [(k[len("R@1 minus "):], v) for k, v in res[name].items() if k.startswith("R@1 minus ")]
+        if diffs:
+            lines.append(f"{label} R@1 minus: " + ", ".join(
+                f"{other} {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+                for other, d in diffs))
+    if "kind@1 several kinds" in res[CHAINED]:
+        c = res[CHAINED]
+        lines.append(f"chain re-ranked router kind@1: one-kind queries {pk(c, 'kind@1 one kind')}, "
+                     f"several kinds {pk(c, 'kind@1 several kinds')}")
     w = meta["router_action_weight"]
     lines.append(f"router action weight: mean {w['mean']:.2f} (min {w['min']:.2f}, max {w['max']:.2f})")
     return "\n".join(lines)
 
 
-__all__ = ["ACTION_RERANKED", "RERANKED", "ROUTER", "VARIANTS", "reranked_scores", "attribute_hits", "composed_kind_hits", "direction_of", "evaluate_retrieval", "format_retrieval", "kind_prototypes",
+__all__ = ["ACTION_CHAINED", "ACTION_RERANKED", "CHAINED", "RERANKED", "chain_reranked", "ROUTER", "VARIANTS", "reranked_scores", "attribute_hits", "composed_kind_hits", "direction_of", "evaluate_retrieval", "format_retrieval", "kind_prototypes",
            "r1_interval", "ranks_of", "recall_table", "sides_of"]

@@ -12,6 +12,14 @@ learned one. A video without captions (a user's own) is neither raised nor lower
 
     cues = attribute_cues(["a man kicks twice with his left leg"])   # (N, 4) int codes
     bonus = agreement(query_cues, video_cues)                        # (Q, N) in [-4, 4]
+
+Chained prompts ("A, then B"; ``motioncore.prompt.split_prompt``) ask for a video that shows
+every motion they name, and the learned scores find one for only 31 % of them (one-motion
+prompts: 93 %; README, *Chain re-ranking*): the sentence embedding of a chain is dominated by one of
+its motions. Each part alone is ranked well, so each part's kind is read off its own best videos
+(``part_kind``: a vote over their kinds, as the database records them) and the chain's
+``CHAIN_DEPTH`` best videos are re-ranked by the share of those kinds each one shows
+(``kind_agreement``, in [-1, 1]; 0 for a video whose kinds are not recorded).
 """
 from __future__ import annotations
 
@@ -24,6 +32,9 @@ from backend.retrieval.cues import CUE_NAMES, word_cues
 GROUPS = ("side", "direction", "speed", "count")
 RERANK_DEPTH = 20           # the best videos re-ranked (the rest keep the learned order)
 RERANK_WEIGHT = 0.06        # score added per agreeing cue (chosen on the training queries: README)
+CHAIN_DEPTH = 50            # a chained prompt's best videos re-ranked by the kinds of its parts
+CHAIN_WEIGHT = 0.2          # score added to a video showing every part's kind (chosen on the training queries)
+PART_VOTES = 5              # a part's best videos that vote on its kind
 _C = {name: i for i, name in enumerate(CUE_NAMES)}
 
 
@@ -95,5 +106,35 @@ def rerank(scores: np.ndarray, bonus: np.ndarray, weight: float = RERANK_WEIGHT)
     return np.argsort(-(np.asarray(scores, np.float64) + weight * np.asarray(bonus)), kind="stable")
 
 
-__all__ = ["GROUPS", "RERANK_DEPTH", "RERANK_WEIGHT", "agreement", "attribute_cues", "merge_cues",
+def part_kind(kind_sets: list) -> str | None:
+    """The motion kind a part's best videos show (best first; each a set of kinds, or None /
+    empty when not recorded): each video votes 1 / rank, shared evenly among its kinds; None
+    when no video has recorded kinds. Ties go to the kind of the better-ranked video, then
+    alphabetically."""
+    votes: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for rank, kinds in enumerate(kind_sets, 1):
+        for k in kinds or ():
+            votes[k] = votes.get(k, 0.0) + 1.0 / (rank * len(kinds))
+            first.setdefault(k, rank)
+    return min(votes, key=lambda k: (-round(votes[k], 9), first[k], k)) if votes else None
+
+
+def kind_agreement(part_kinds: list, video_kinds: list) -> np.ndarray:
+    """(N,) per video: 2 x the share of ``part_kinds`` (one per part; None = unread, skipped)
+    that its kinds contain, minus 1, so a video showing every part's kind scores +1 and one
+    showing none -1; 0 for a video whose kinds are not recorded (None or empty) or when no part
+    kind was read."""
+    asked = {k for k in part_kinds if k}
+    out = np.zeros(len(video_kinds))
+    if not asked:
+        return out
+    for i, kinds in enumerate(video_kinds):
+        if kinds:
+            out[i] = 2.0 * len(asked & set(kinds)) / len(asked) - 1.0
+    return out
+
+
+__all__ = ["CHAIN_DEPTH", "CHAIN_WEIGHT", "GROUPS", "PART_VOTES", "RERANK_DEPTH", "RERANK_WEIGHT",
+           "agreement", "kind_agreement", "part_kind", "attribute_cues", "merge_cues",
            "rerank", "stated_cues", "text_cues", "video_cues"]

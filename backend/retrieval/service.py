@@ -32,15 +32,16 @@ from backend.checkpoints import checkpoints_dir
 from backend.retrieval.embcache import FIELDS, EmbeddingCache
 from backend.retrieval.index import FusedIndex, brute_force_fused, fuse_queries, fuse_videos
 from backend.retrieval.model import GeminiMVR, encode_captions
-from backend.retrieval.rerank import (RERANK_DEPTH, RERANK_WEIGHT, agreement, attribute_cues, merge_cues,
+from backend.retrieval.rerank import (CHAIN_DEPTH, CHAIN_WEIGHT, PART_VOTES, RERANK_DEPTH, RERANK_WEIGHT,
+                                      agreement, attribute_cues, kind_agreement, merge_cues, part_kind,
                                       video_cues)
-from backend.retrieval.rerank import rerank as rerank_order
 from backend.retrieval.sides import mirror_for, mirror_keypoints
 from backend.retrieval.train import captions_of
 from backend.retrieval.videos.database import (DatabaseError, VideoDatabase, VideoFeatures,
                                                database_dir, live_folder, writer_lock)
 from backend.retrieval.videos.ingest import index_folder
 from motioncore.io import atomic_output
+from motioncore.prompt import split_prompts
 
 MODES = ("gemini", "action", "object", "fixed", "random")
 READER_DIR = "video-reader"     # under checkpoints/: the retriever whose features the LLMs read
@@ -57,6 +58,7 @@ class Hit:
     w_action: float         # router weights of this video
     w_object: float
     cues: float = 0.0       # cue agreement that re-ranked it (rerank.py): + agreeing, - disagreeing cues
+    kinds: float = 0.0      # a chained query: share of its parts' kinds it shows, in [-1, 1] (rerank.py)
 
     def to_json(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -109,7 +111,9 @@ class VideoRetriever:
         self.cache: EmbeddingCache | None = None
         self.index: FusedIndex | None = None
         self.rerank_weight = RERANK_WEIGHT        # cue re-ranking of the top videos (rerank.py); 0 = off
+        self.chain_weight = CHAIN_WEIGHT          # chained queries re-ranked by their parts' kinds; 0 = off
         self._cues: dict[str, np.ndarray] = {}   # video id -> its captions' attribute codes
+        self._kinds: dict[str, frozenset] = {}   # video id -> the kinds its record names
         self.refresh(progress)
 
     @classmethod
@@ -223,10 +227,14 @@ class VideoRetriever:
         return self.search_many([text], k, mode, rng, None if cues is None else np.asarray(cues)[None])[0]
 
     def search_many(self, texts: list[str], k: int = 5, mode: str = "gemini",
-                    rng: np.random.Generator | None = None, cues: np.ndarray | None = None) -> list[list[Hit]]:
+                    rng: np.random.Generator | None = None, cues: np.ndarray | None = None,
+                    chain: bool = True) -> list[list[Hit]]:
         """The ``k`` best videos per text. ``cues`` (len(texts), 4; ``rerank.stated_cues`` rows):
         what a reading of each text states that its words' cue lists miss, for the re-ranking
-        (``rerank.merge_cues``; the words win where they name a group)."""
+        (``rerank.merge_cues``; the words win where they name a group). A text that chains
+        motions ("A, then B") has its ``CHAIN_DEPTH`` best videos re-ranked also by the kinds
+        its parts' own best videos show (``chain``; ``rerank.kind_agreement``), so a video
+        showing every part comes first."""
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
         if not isinstance(k, int) or k < 1:
@@ -246,11 +254,13 @@ class VideoRetriever:
             if np.shape(cues) != (len(texts), 4):
                 raise ValueError(f"cues must be ({len(texts)}, 4), got {np.shape(cues)}")
             q_cues = merge_cues(q_cues, cues)
+        part_kinds = self._part_kinds(texts, mode) if chain and mode != "random" and self.chain_weight else {}
         out = []
         for i in range(len(texts)):
             p, g = q["p"][i], q["g"][i]
+            depth_i = min(n, max(depth, CHAIN_DEPTH)) if i in part_kinds else depth
             if mode == "gemini":
-                _, ids = self.index.search(fuse_queries(p[None], g[None]), depth)
+                _, ids = self.index.search(fuse_queries(p[None], g[None]), depth_i)
                 rows = np.array([self._row[v] for v in ids[0]])
             else:
                 s_act, s_obj = a_all @ p, o_all @ g
@@ -258,19 +268,46 @@ class VideoRetriever:
                     rows = (rng or np.random.default_rng()).choice(n, size=k, replace=False)
                 else:
                     score = {"action": s_act, "object": s_obj, "fixed": 0.5 * (s_act + s_obj)}[mode]
-                    rows = np.argsort(-score, kind="stable")[:depth]
+                    rows = np.argsort(-score, kind="stable")[:depth_i]
             s_act_r, s_obj_r = a[rows] @ p, o[rows] @ g
             fused = w[rows, 0] * s_act_r + w[rows, 1] * s_obj_r
             score = {"gemini": fused, "action": s_act_r, "object": s_obj_r,
                      "fixed": 0.5 * (s_act_r + s_obj_r), "random": fused}[mode]
-            order, bonus = np.arange(len(rows)), np.zeros(len(rows))
+            order, bonus, kinds = np.arange(len(rows)), np.zeros(len(rows)), np.zeros(len(rows))
             if rerank:
-                bonus = agreement(q_cues[i:i + 1], self._video_cues([self._ids[r] for r in rows]))[0]
-                order = rerank_order(score, bonus, self.rerank_weight)[:k]
+                row_ids = [self._ids[r] for r in rows]
+                bonus = agreement(q_cues[i:i + 1], self._video_cues(row_ids))[0]
+                total = np.asarray(score, np.float64) + self.rerank_weight * bonus
+                if i in part_kinds:
+                    kinds = kind_agreement(part_kinds[i], self._video_kinds(row_ids))
+                    total = total + self.chain_weight * kinds
+                order = np.argsort(-total, kind="stable")[:k]
             out.append([Hit(self._ids[rows[j]], rank + 1, float(score[j]), float(s_act_r[j]),
-                            float(s_obj_r[j]), float(w[rows[j], 0]), float(w[rows[j], 1]), float(bonus[j]))
+                            float(s_obj_r[j]), float(w[rows[j], 0]), float(w[rows[j], 1]), float(bonus[j]),
+                            float(kinds[j]))
                         for rank, j in enumerate(order[:k])])
         return out
+
+    def _part_kinds(self, texts: list[str], mode: str) -> dict[int, list]:
+        """{index of a text that ``split_prompts`` cuts into parts: the kind each part's best
+        videos show (``rerank.part_kind``)}, each part searched alone in ``mode``."""
+        parts, owners = split_prompts(texts)
+        counts = np.bincount(owners, minlength=len(texts))
+        keep = [j for j, o in enumerate(owners) if counts[o] > 1]
+        if not keep:
+            return {}
+        hits = self.search_many([parts[j] for j in keep], k=PART_VOTES, mode=mode, chain=False)
+        out: dict[int, list] = {}
+        for j, h in zip(keep, hits):
+            out.setdefault(owners[j], []).append(part_kind(self._video_kinds([x.id for x in h])))
+        return out
+
+    def _video_kinds(self, ids: list[str]) -> list[frozenset]:
+        """The motion kinds the database records for each video (empty: not recorded), cached."""
+        for v in ids:
+            if v not in self._kinds:
+                self._kinds[v] = frozenset(self.db.record(v).get("spec", {}).get("kinds") or [])
+        return [self._kinds[v] for v in ids]
 
     def _video_cues(self, ids: list[str]) -> np.ndarray:
         """(N, 4) attribute codes of videos from their captions (-1 without captions), cached."""
