@@ -204,3 +204,31 @@ def test_bfloat16_weights_stay_close_and_leave_the_layers_alone(tiny_gemma):
     assert torch.allclose(body[real], ref[real], atol=1e-5, rtol=1e-4)   # transformers' pass: float32
     with pytest.raises(ValueError, match="lean_weights"):
         _model(tiny_gemma).merge_lora_("float16")
+
+
+def test_prepacked_bfloat16_weights_give_the_plain_products_bit_for_bit(tiny_gemma, monkeypatch):
+    """The default bfloat16 copies are handed to oneDNN prepacked (``_prepacked``); the hidden
+    states and the sampled tokens equal those of plain input-major bfloat16 weights exactly."""
+    import backend.generation.lean_decoder as ld
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN: the weights stay plain tensors")
+    packed_model, plain_model = _model(tiny_gemma), _model(tiny_gemma)
+    packed_model.merge_lora_("bfloat16")
+    monkeypatch.setattr(ld, "_prepacked", lambda w: w)
+    plain_model.merge_lora_("bfloat16")
+    monkeypatch.undo()
+    packed, plain = packed_model._lean, plain_model._lean
+    assert packed.layers[0].qkv.layout == torch._mkldnn and plain.layers[0].qkv.layout == torch.strided
+    assert packed.weight_bytes() == plain.weight_bytes() == sum(
+        w.numel() * 2 for L in plain.layers for w in (L.qkv, L.o, L.gate_up, L.down))
+    batch = packed_model.build_batch(TEXTS, [_video(0), None, _video(2)], padding="left")
+    embeds, mask, pos = packed_model.embed(batch), batch.attention_mask, batch.position_ids
+    with torch.no_grad():
+        a = packed(embeds, mask, pos, packed.new_cache(len(batch), mask.shape[1]))
+        b = plain(embeds, mask, pos, plain.new_cache(len(batch), mask.shape[1]))
+    assert torch.equal(a, b)
+    kw = dict(greedy=False, seed=3, max_tokens=6, min_tokens=6)
+    videos = [_video(0), None, _video(2)]
+    assert [c.tolist() for c in packed_model.generate(TEXTS, videos, **kw)] == \
+        [c.tolist() for c in plain_model.generate(TEXTS, videos, **kw)]

@@ -19,6 +19,12 @@ rows (in = 640) streams at about 17.5 GB/s, the same matrix stored (in, out) at 
 (`bench generate` reports the step against its bandwidth bound). nn.Linear's weight becomes the
 transposed view of that storage, so transformers' forward still reads the same numbers.
 
+bfloat16 weights (a copy; the default, ``defaults.LEAN_WEIGHTS``) are handed to oneDNN prepacked
+in its own blocked layout (``torch.ops.mkldnn._reorder_linear_weight``) and multiplied by
+``_linear_pointwise``: the same products bit for bit (tested), 2.3x faster for the 18 layers'
+weights than ``x @ W`` on this CPU (5.3 against 12.2 ms for one row; README, *Prepacked
+bfloat16*). Where oneDNN is unavailable they stay plain input-major tensors.
+
     LeanGemma3.supports(decoder) -> bool
     lean = LeanGemma3(decoder)
     cache = lean.new_cache(rows, capacity)
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -46,6 +53,21 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> tor
     """Rotary embedding of the half-split layout: ``x * cos + (-x2, x1) * sin``, with the sign
     folded into ``sin_signed`` (its first half negated) so the rotation is one roll."""
     return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin_signed)
+
+
+def _prepacked(w: torch.Tensor) -> torch.Tensor:
+    """An input-major (in, out) weight as oneDNN's prepacked (out, in) tensor for
+    ``torch.ops.mkldnn._linear_pointwise`` (``LeanGemma3._mm``); ``w`` itself where oneDNN cannot
+    take it (not built in, or a CPU without the instructions)."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return w
+        packed = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), 4)
+        probe = torch.ones(1, w.shape[0], dtype=w.dtype)
+        torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "")
+        return packed
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return w
 
 
 @dataclass
@@ -134,10 +156,12 @@ class LeanGemma3:
     def _fuse(self, linears: list[nn.Linear]) -> torch.Tensor:
         """One input-major (in, out) weight for one or several projections of the same input;
         each layer's weight becomes the transposed view of its columns (same values, no extra
-        memory once the old weights are dropped). In another ``weight_dtype`` it is a copy."""
+        memory once the old weights are dropped). In another ``weight_dtype`` it is a copy
+        (bfloat16: prepacked for oneDNN where it can, ``_prepacked``)."""
         fused = torch.cat([lin.weight.detach() for lin in linears], 0).t().contiguous()
         if self.weight_dtype != fused.dtype:
-            return fused.to(self.weight_dtype)
+            copy = fused.to(self.weight_dtype)
+            return _prepacked(copy) if self.weight_dtype == torch.bfloat16 else copy
         start = 0
         for lin in linears:
             rows = lin.weight.shape[0]
@@ -150,9 +174,16 @@ class LeanGemma3:
 
     def _mm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``x @ w`` in the weights' dtype, the result in the activations'."""
+        if w.layout == torch._mkldnn:
+            return torch.ops.mkldnn._linear_pointwise(x.to(w.dtype), w, None, "none", [], "").to(x.dtype)
         if w.dtype == x.dtype:
             return x @ w
         return (x.to(w.dtype) @ w).to(x.dtype)
+
+    def weight_bytes(self) -> int:
+        """Bytes of the fused layer weights a step reads (each once)."""
+        return sum(int(np.prod(w.shape)) * w.element_size()
+                   for L in self.layers for w in (L.qkv, L.o, L.gate_up, L.down))
 
     def _masks(self, key_mask: torch.Tensor, start: int, T: int) -> dict[str, torch.Tensor | None]:
         """Additive masks (B, 1, (H/K)*T, S) per attention kind: causal, padding and (sliding)
