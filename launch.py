@@ -36,6 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "fastest on a busy machine)")
     parser.add_argument("--render-size", type=int, default=384,
                         help="side of the rendered result video in pixels (default 384)")
+    parser.add_argument("--no-warm-previews", dest="warm_previews", action="store_false",
+                        help="do not prepare the database videos' previews in the background (by "
+                             "default the app makes each video's playable MP4 and thumbnail once, one "
+                             "at a time, at the lowest CPU priority and only while no request runs, so "
+                             "a video's first view need not render it; `python -m backend videos "
+                             "previews` makes them all ahead of time)")
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be in 1..65535, got {args.port}")
@@ -65,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     from app.main import serve
 
     return serve(host=args.host, port=args.port, share=args.share, db=args.db,
-                 concurrency=args.concurrency, render_size=args.render_size)
+                 concurrency=args.concurrency, render_size=args.render_size,
+                 warm_previews=args.warm_previews)
 
 
 if __name__ == "__main__":

@@ -236,8 +236,10 @@ def port_problem(host: str, port: int) -> str | None:
 
 def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, db: str = "embedded",
           concurrency: int = 1, render_size: int = 384, pipeline_factory=None,
-          workdir: str | None = None) -> int:
-    """Build and serve the app until interrupted. Returns an exit status."""
+          workdir: str | None = None, warm_previews: bool = True) -> int:
+    """Build and serve the app until interrupted. Returns an exit status. ``warm_previews``: the
+    database videos' previews are prepared on an idle core meanwhile
+    (``AppService.start_preview_warmer``)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     problem = port_problem(host, port)
     if problem:
@@ -248,6 +250,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, db: st
     demo = build_app(pipeline_factory, db=db, concurrency=concurrency, render_size=render_size,
                      workdir=workdir)
     service = demo.vimorag_service
+    if warm_previews:
+        service.start_preview_warmer()
     demo.queue(default_concurrency_limit=max(1, int(concurrency)), max_size=64)
     print(f"VimoRAG app: loading models in the background; serving on http://{host}:{port}", flush=True)
     t0 = time.time()

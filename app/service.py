@@ -9,6 +9,7 @@ rather than once per short-lived request thread.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -25,7 +26,8 @@ import numpy as np
 
 from app.views import caption_label
 from backend.defaults import TEMPERATURE
-from backend.retrieval.videos.previews import display_video, make_thumbnail, thumbnail_path, transcode_mp4
+from backend.retrieval.videos.previews import (display_path, display_video, make_thumbnail, thumbnail_path,
+                                               transcode_mp4)
 from motioncore.prompt import MAX_PROMPT_CHARS, PromptError
 
 log = logging.getLogger("vimorag.app")
@@ -37,6 +39,7 @@ EXPORT_FORMATS = ("bvh", "fbx", "glb", "mp4", "npy")
 QUICK_FORMATS = ("bvh", "fbx", "glb", "npy")   # shown (3D view, downloads) before the MP4 exists
 KEEP_RUNS = 4                    # per session: older run folders are deleted
 UPLOAD_PREFIX = "upload-"        # ids of a session's private uploads (never database ids)
+WARM_QUIET_S = 5.0               # the preview warmer works only after this long without requests
 
 
 class NotReady(RuntimeError):
@@ -254,10 +257,87 @@ class AppService:
         self._media_locks: dict[str, threading.Lock] = {}
         self._media_guard = threading.Lock()
 
+        self._active = 0                     # requests' calls in flight (the preview warmer waits)
+        self._last_active = 0.0              # when the last one ended (time.monotonic)
+        self._activity = threading.Condition()
+        self._warmer: threading.Thread | None = None
+        self._stop_warming = threading.Event()
+        self.warmed: dict = {"made": 0, "already_there": 0, "failed": {}, "done": False}
+
     # ------------------------------------------------------------------ helpers
     def call(self, fn, *args, **kw):
         """Run ``fn`` on a worker thread and wait for it."""
-        return self.pool.submit(fn, *args, **kw).result()
+        with self._busy():
+            return self.pool.submit(fn, *args, **kw).result()
+
+    @contextlib.contextmanager
+    def _busy(self):
+        """Marks a request's work in flight, so the preview warmer stays out of its way."""
+        with self._activity:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._activity:
+                self._active -= 1
+                self._last_active = time.monotonic()
+                self._activity.notify_all()
+
+    # ------------------------------------------------------------- preview warmer
+    def start_preview_warmer(self, ids=None, quiet_s: float = WARM_QUIET_S) -> threading.Thread:
+        """Prepare the database videos' previews (the playable MP4 and the thumbnail the page
+        shows, ``backend.retrieval.videos.previews``) on an idle core, in the background, so a
+        video's first view need not render it: one video at a time, at the lowest CPU priority,
+        and only while no request has been worked on for ``quiet_s`` seconds. What exists is
+        kept; ``self.warmed`` counts the work; ``stop_preview_warmer`` ends it."""
+        if self._warmer is None:
+            self._warmer = threading.Thread(target=self._warm, args=(ids, quiet_s),
+                                            name="vimorag-previews", daemon=True)
+            self._warmer.start()
+        return self._warmer
+
+    def stop_preview_warmer(self, timeout: float | None = None) -> None:
+        self._stop_warming.set()
+        with self._activity:
+            self._activity.notify_all()
+        if self._warmer is not None:
+            self._warmer.join(timeout)
+
+    def _wait_until_quiet(self, quiet_s: float) -> bool:
+        """Block while requests are in flight or ended less than ``quiet_s`` ago; False once
+        the warmer is told to stop."""
+        with self._activity:
+            while not self._stop_warming.is_set():
+                idle = time.monotonic() - self._last_active
+                if self._active == 0 and idle >= quiet_s:
+                    return True
+                self._activity.wait(0.2 if self._active else max(0.05, quiet_s - idle))
+        return False
+
+    def _warm(self, ids, quiet_s: float) -> None:
+        try:                                  # this thread only (Linux): the lowest priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
+        self.holder.wait()
+        try:
+            r = self.holder.get().retriever
+        except NotReady:
+            return
+        for vid in list(r.video_ids if ids is None else ids):
+            if not self._wait_until_quiet(quiet_s):
+                return
+            if display_path(r, vid).is_file() and thumbnail_path(r, vid).is_file():
+                self.warmed["already_there"] += 1
+                continue
+            try:
+                with self._media_lock("video:" + vid):
+                    display_video(r, vid)
+                self._thumbnail(vid, _direct)
+                self.warmed["made"] += 1
+            except Exception as exc:  # noqa: BLE001 - one unreadable video must not stop the rest
+                self.warmed["failed"][vid] = f"{type(exc).__name__}: {exc}"
+        self.warmed["done"] = True
 
     def session_dir(self, state: dict) -> Path:
         d = state.get("dir")
@@ -386,8 +466,9 @@ class AppService:
         MP4 rendered (the second core); a Future of (video path or None, thumbnail paths).
         ``video_for_display`` / ``thumbnail`` later find the files made (or wait for them)."""
         def work():
-            path = self._video_for_display(video_id, uploads, _direct) if video_id else None
-            return path, [self._thumbnail(h, _direct) for h in hit_ids]
+            with self._busy():
+                path = self._video_for_display(video_id, uploads, _direct) if video_id else None
+                return path, [self._thumbnail(h, _direct) for h in hit_ids]
         return self.media_pool.submit(work)
 
     def video_for_display(self, video_id: str, uploads: dict | None = None) -> Path:

@@ -238,7 +238,7 @@ def shared_app_server() -> AppServer:
     env = {**os.environ, "PYOPENGL_PLATFORM": "egl", "GRADIO_ANALYTICS_ENABLED": "False",
            "TMPDIR": str(work / "tmp"), "GRADIO_TEMP_DIR": str(work / "gradio")}
     (work / "tmp").mkdir()
-    args = ["--render-size", "160", "--threads", "1"]
+    args = ["--render-size", "160", "--threads", "1", "--no-warm-previews"]   # tests count renders
     if not real_stack_requested():
         env["VIMORAG_CHECKPOINTS"] = str(make_fake_checkpoints(work / "checkpoints"))
         env["VIMORAG_DATA"] = str(work / "data")

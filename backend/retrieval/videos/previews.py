@@ -1,9 +1,11 @@
 """What the app shows of a database video: a browser-playable MP4 and a thumbnail, made once and
 kept in the database's ``media/`` folder (``media/<id>.mp4``, ``media/thumbs/<id>.jpg``).
 
-The app makes them when a video is first shown (on its media thread); ``python -m backend videos
-previews`` makes them ahead of time for a whole database (resumable: what exists is kept), so no
-user waits for a render on first view.
+The app makes them when a video is first shown (on its media thread), and meanwhile prepares
+them for the whole database on an idle core (``AppService.start_preview_warmer``: one video at a
+time, lowest priority, only while no request runs; about 1.3 s a video here); ``python -m backend
+videos previews`` makes them ahead of time (resumable: what exists is kept), so no user waits for
+a render on first view.
 """
 from __future__ import annotations
 
