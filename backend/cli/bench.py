@@ -60,6 +60,19 @@ def cmd_bench_generate(args) -> int:
     return 0
 
 
+def cmd_bench_peers(args) -> int:
+    from backend.bench.peers import bench_peers, format_bench_peers
+
+    if args.repeats < 1 or args.threads < 1:
+        print("error: --repeats and --threads must be at least 1", file=sys.stderr)
+        return 2
+    res = bench_peers(repeats=args.repeats, threads=args.threads, time_steps=args.time_steps)
+    print(format_bench_peers(res))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
 def cmd_bench_db(args) -> int:
     from backend.bench.database import bench_append, bench_open, format_bench_db
 
@@ -125,6 +138,19 @@ def add(sub) -> None:
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench_generate)
+    pe = bsub.add_parser(
+        "peers", help="text -> motion against stand-ins of MoMask and T2M-GPT",
+        description="Median text -> 4-s motion time of ours (the fast path and the pipeline as the app "
+                    "calls it) against timing stand-ins of MoMask and T2M-GPT: our own modules at the "
+                    "peers' published inference sizes with random weights, running their sampling "
+                    "loops (backend/bench/peers.py). Interleaved rounds.")
+    pe.add_argument("--repeats", type=int, default=5)
+    pe.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as issue 16 measured)")
+    pe.add_argument("--time-steps", type=int, default=10,
+                    help="MoMask's masked-transformer iterations (10: its README's evaluation; 18: its "
+                         "generation script's default)")
+    pe.add_argument("--json", action="store_true")
+    pe.set_defaults(func=cmd_bench_peers)
     bb = bsub.add_parser("retrieval", help="query latency at scale, ingestion speed",
                                     description="Query latency (text encoding + search) with "
                                                 "synthetic vectors at each size, exact vs HNSW "
