@@ -38,15 +38,15 @@ def test_chain_reranked_puts_a_video_of_both_parts_first_and_leaves_one_part_que
     scores = np.array([[0.9, 0.8, 0.5, 0.4], [0.3, 0.9, 0.8, 0.1]])
     # parts: "a person walks." (query 0), "a person jumps." (query 0), "a person walks." (query 1)
     part_scores = np.array([[0.9, 0.1, 0.5, 0.2], [0.1, 0.9, 0.6, 0.2], [0.0, 0.0, 0.0, 0.0]])
-    owners = [0, 0, 1]
-    out = chain_reranked(scores, captions, part_scores, owners, v_caps, v_kinds, 0.0, 1.0)
+    parts, owners = ["a person walks.", "a person jumps.", "a person walks."], [0, 0, 1]
+    out = chain_reranked(scores, captions, parts, part_scores, owners, v_caps, v_kinds, 0.0, 1.0)
     assert out[0].argmax() == 2                                   # shows walking and jumping
     np.testing.assert_allclose(out[0], scores[0] + [0, 0, 1, -1])  # walk 0, jump 0, both +1, kick -1
     np.testing.assert_allclose(out[1], reranked_scores(scores, captions, v_caps, 0.0)[1])
-    none = chain_reranked(scores, captions, part_scores, owners, v_caps, v_kinds, 0.0, 0.0)
+    none = chain_reranked(scores, captions, parts, part_scores, owners, v_caps, v_kinds, 0.0, 0.0)
     np.testing.assert_allclose(none, scores)
     with pytest.raises(ValueError, match="owners"):
-        chain_reranked(scores, captions, part_scores[:2], [0, 1], v_caps, v_kinds, 0.06, 1.0)
+        chain_reranked(scores, captions, parts, part_scores[:2], owners, v_caps, v_kinds, 0.06, 1.0)
 
 
 def test_the_service_ranks_a_video_of_every_part_first_for_a_chained_query(tmp_path):

@@ -130,20 +130,21 @@ def reranked_scores(fused: np.ndarray, query_captions: list[str], video_captions
     return out
 
 
-def chain_reranked(scores: np.ndarray, query_captions: list[str], part_scores: np.ndarray,
+def chain_reranked(scores: np.ndarray, query_captions: list[str], parts: list[str], part_scores: np.ndarray,
                    owners: list[int], video_captions: list[list[str]], video_kinds: list[frozenset],
                    rerank_weight: float = RERANK_WEIGHT, chain_weight: float = CHAIN_WEIGHT,
                    depth: int = RERANK_DEPTH, chain_depth: int = CHAIN_DEPTH) -> np.ndarray:
     """``scores`` (Q, N) re-ranked as ``VideoRetriever.search`` does: every query's ``depth``
-    best videos by its cues; a query that ``split_prompts`` cuts into parts (``owners``: the
-    query of each row of ``part_scores``, the parts' (P, N) learned scores) instead has its
+    best videos by its cues; a query cut into several ``parts`` (``split_prompts``: ``owners``
+    is the query of each part, ``part_scores`` the parts' (P, N) learned scores) instead has its
     ``chain_depth`` best videos re-ranked by its cues and, with ``chain_weight``, by the share of
     its parts' kinds each video shows (``rerank.part_kind`` over each part's cue-re-ranked
     ``PART_VOTES`` best videos; ``rerank.kind_agreement``)."""
-    parts_cued = reranked_scores(part_scores, _parts_of(query_captions, owners), video_captions,
-                                 rerank_weight, depth) if rerank_weight else part_scores
+    if not len(parts) == len(owners) == len(part_scores):
+        raise ValueError(f"{len(parts)} parts, {len(owners)} owners and {len(part_scores)} rows of part scores")
+    parts_cued = reranked_scores(part_scores, parts, video_captions, rerank_weight, depth)
     out = reranked_scores(scores, query_captions, video_captions, rerank_weight, depth)
-    owners = np.asarray(owners)
+    owners = np.asarray(owners, np.int64)
     chained = np.flatnonzero(np.bincount(owners, minlength=len(scores)) > 1)
     if not len(chained):
         return out
@@ -156,14 +157,6 @@ def chain_reranked(scores: np.ndarray, query_captions: list[str], part_scores: n
         out[q, top] += rerank_weight * cues[row, top] + chain_weight * kind_agreement(
             kinds, [video_kinds[v] for v in top])
     return out
-
-
-def _parts_of(captions: list[str], owners: list[int]) -> list[str]:
-    """The parts ``split_prompts`` cuts ``captions`` into (``owners`` checks they line up)."""
-    parts, own = split_prompts(captions)
-    if list(own) != list(owners):
-        raise ValueError("owners do not match split_prompts of the captions")
-    return parts
 
 
 @torch.no_grad()
@@ -182,7 +175,7 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
     v_kinds = [frozenset(records[i].get("spec", {}).get("kinds") or []) for i in data.ids]
     parts, owners = split_prompts(data.captions)
     sp = model.fused_scores(model.encode_text(*encode_captions(parts, minilm)), video)
-    chain = lambda sc, part_sc: chain_reranked(sc, data.captions, part_sc, owners, v_caps, v_kinds,
+    chain = lambda sc, part_sc: chain_reranked(sc, data.captions, parts, part_sc, owners, v_caps, v_kinds,
                                                rerank_weight, chain_weight)
     scorers = {"object only": obj, "action only": act, "fixed 0.5/0.5": 0.5 * act + 0.5 * obj,
                ROUTER: fused, ACTION_RERANKED: reranked_scores(act, data.captions, v_caps, rerank_weight),
