@@ -33,3 +33,11 @@ def test_t2m_gpt_stand_in_reruns_the_whole_prefix_for_every_token():
     out = m.generate(torch.randint(0, 49408, (1, 77)), 12, 5, torch.Generator().manual_seed(0))
     assert out.shape == (1, 20, 263) and torch.isfinite(out).all()
     assert calls["body"] == [1, 2, 3, 4, 5, 6]                      # no cache; the last pass ends it
+
+
+def test_bench_peers_refuses_bad_counts_before_loading_anything(capsys):
+    from backend.cli import main
+
+    assert main(["bench", "peers", "--repeats", "0"]) == 2
+    assert "--repeats and --threads must be at least 1" in capsys.readouterr().err
+    assert main(["bench", "peers", "--threads", "0"]) == 2

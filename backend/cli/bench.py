@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from backend.cli.common import command_group
 

@@ -35,6 +35,7 @@ from backend.retrieval.model import GeminiMVR, encode_captions
 from backend.retrieval.rerank import (CHAIN_DEPTH, CHAIN_WEIGHT, PART_VOTES, RERANK_DEPTH, RERANK_WEIGHT,
                                       agreement, attribute_cues, kind_agreement, merge_cues, part_kind,
                                       video_cues)
+from backend.retrieval.rerank import rerank as rerank_order
 from backend.retrieval.sides import mirror_for, mirror_keypoints
 from backend.retrieval.train import captions_of
 from backend.retrieval.videos.database import (DatabaseError, VideoDatabase, VideoFeatures,
@@ -254,7 +255,7 @@ class VideoRetriever:
             if np.shape(cues) != (len(texts), 4):
                 raise ValueError(f"cues must be ({len(texts)}, 4), got {np.shape(cues)}")
             q_cues = merge_cues(q_cues, cues)
-        part_kinds = self._part_kinds(texts, mode) if chain and mode != "random" and self.chain_weight else {}
+        part_kinds = self._part_kinds(texts, mode) if rerank and chain and self.chain_weight else {}
         out = []
         for i in range(len(texts)):
             p, g = q["p"][i], q["g"][i]
@@ -277,11 +278,9 @@ class VideoRetriever:
             if rerank:
                 row_ids = [self._ids[r] for r in rows]
                 bonus = agreement(q_cues[i:i + 1], self._video_cues(row_ids))[0]
-                total = np.asarray(score, np.float64) + self.rerank_weight * bonus
                 if i in part_kinds:
                     kinds = kind_agreement(part_kinds[i], self._video_kinds(row_ids))
-                    total = total + self.chain_weight * kinds
-                order = np.argsort(-total, kind="stable")[:k]
+                order = rerank_order(score, self.rerank_weight * bonus + self.chain_weight * kinds, 1.0)[:k]
             out.append([Hit(self._ids[rows[j]], rank + 1, float(score[j]), float(s_act_r[j]),
                             float(s_obj_r[j]), float(w[rows[j], 0]), float(w[rows[j], 1]), float(bonus[j]),
                             float(kinds[j]))
