@@ -411,13 +411,24 @@ def cmd_eval_retrieval(args) -> int:
     from backend.checkpoints import checkpoints_dir
 
     d = Path(args.retriever) if args.retriever else checkpoints_dir() / "retriever"
-    for flag, value in (("--rerank-weight", args.rerank_weight), ("--chain-weight", args.chain_weight)):
+    for flag, value in (("--rerank-weight", args.rerank_weight), ("--chain-weight", args.chain_weight),
+                        ("--read-weight", args.read_weight)):
         if value is not None and value < 0:
             print(f"error: {flag} must be 0 or more", file=sys.stderr)
             return 2
     kw = {} if args.rerank_weight is None else {"rerank_weight": args.rerank_weight}
     if args.chain_weight is not None:
         kw["chain_weight"] = args.chain_weight
+    if args.read_weight is not None:
+        kw["read_weight"] = args.read_weight
+    if args.kind_reader != "none":
+        from backend.retrieval.kind_reader import KindReader
+
+        reader = KindReader.from_pretrained(None if args.kind_reader == "shipped" else args.kind_reader)
+        if reader is None and args.kind_reader != "shipped":
+            print(f"error: no kind reader in {args.kind_reader}", file=sys.stderr)
+            return 2
+        kw["kind_reader"] = reader
     res = evaluate_retrieval(GeminiMVR.from_pretrained(d), training_db(args), split=args.split, **kw)
     print(format_retrieval(res))
     if args.json:
@@ -694,8 +705,13 @@ def add(sub) -> None:
                                   description="Held-out captions against held-out videos, for "
                                               "object-only, action-only, fixed 0.5/0.5, the "
                                               "trained router, and the action channel and the "
-                                              "router re-ranked by the captions' cues.")
+                                              "router re-ranked by the captions' cues, by the "
+                                              "kinds of a chained query's parts, and (with a kind "
+                                              "reader) by the kinds read from the words too.")
     e.add_argument("--retriever", help="retriever folder (default: checkpoints/retriever)")
+    e.add_argument("--kind-reader", default="shipped", metavar="DIR",
+                   help="kind reader folder for the read-kind rows (default: shipped, "
+                        "checkpoints/kind-reader when there; none: leave those rows out)")
     e.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
     e.add_argument("--split", default="test")
     e.add_argument("--rerank-weight", type=float, default=None, metavar="W",
@@ -705,6 +721,10 @@ def add(sub) -> None:
                    help="score added to a video showing every part's kind of a chained query "
                         "(\"A, then B\") in the chain re-ranked rows (default: CHAIN_WEIGHT in "
                         "backend/retrieval/rerank.py); pick it on --split train")
+    e.add_argument("--read-weight", type=float, default=None, metavar="W",
+                   help="the same in the read-kind rows, where every query's kinds are read from "
+                        "its words and its videos (default: READ_WEIGHT in backend/retrieval/rerank.py); "
+                        "pick it on --split train")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval_retrieval)
     sd = esub.add_parser("sides", help="where left/right is lost: pose detector, video side, text side",

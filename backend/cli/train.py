@@ -213,6 +213,26 @@ def cmd_train_restater(args) -> int:
     return 0
 
 
+def cmd_train_kind_reader(args) -> int:
+    import torch
+
+    from backend.checkpoints import data_home
+    from backend.retrieval.kind_reader import KindReaderConfig, train_kind_reader
+
+    torch.set_num_threads(args.threads)
+    if args.c <= 0:
+        raise ValueError(f"--c must be positive, got {args.c}")
+    model = train_kind_reader(training_db(args).records, KindReaderConfig(layers=tuple(args.layers), c=args.c))
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "kind-reader"
+    model.save_pretrained(work)
+    print(f"{model.config.train_parts} training caption parts, {len(model.kinds)} kinds; "
+          f"training accuracy {model.config.train_accuracy:.4f}")
+    print(f"Kind reader saved in {work} (measure it: `python -m backend eval retrieval --kind-reader {work}`)")
+    if args.ship:
+        ship("kind-reader", model)
+    return 0
+
+
 def cmd_train_retriever(args) -> int:
     import torch
 
@@ -738,6 +758,19 @@ def add(sub) -> None:
                    help="probability that a part names one motion, needed to restate it (default 0.5)")
     _run(r, "data/runs/restater", "restater", resume=False)
     r.set_defaults(func=cmd_train_restater)
+
+    kr = tsub.add_parser(
+        "kind-reader", help="read the motion kind a query names, for retrieval (about a minute)",
+        description="Fit a linear head on the frozen base LM's middle-layer states of the video "
+                    "database's training captions (each part of a chained caption labelled with "
+                    "its video's kind), so retrieval can re-rank videos by the kind the words ask "
+                    "for (backend/retrieval/kind_reader.py). Training captions only.")
+    kr.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
+    kr.add_argument("--layers", type=int, nargs="+", default=[6, 8],
+                    help="hidden states read, averaged over the part's tokens (default 6 8)")
+    kr.add_argument("--c", type=float, default=0.1, help="inverse L2 strength of the head (default 0.1)")
+    _run(kr, "data/runs/kind-reader", "kind-reader", resume=False)
+    kr.set_defaults(func=cmd_train_kind_reader)
 
     pr = tsub.add_parser(
         "pose-reader", help="read a video's keypoints into motion tokens (about 15 minutes)",

@@ -29,7 +29,7 @@ import torch
 from backend.data.corpus import OOD_KINDS
 from motioncore.prompt import split_prompts
 from backend.retrieval.model import GeminiMVR, encode_captions
-from backend.retrieval.rerank import (CHAIN_DEPTH, CHAIN_WEIGHT, PART_VOTES, RERANK_DEPTH, RERANK_WEIGHT,
+from backend.retrieval.rerank import (CHAIN_DEPTH, CHAIN_WEIGHT, PART_VOTES, READ_WEIGHT, RERANK_DEPTH, RERANK_WEIGHT,
                                       agreement, attribute_cues, kind_agreement, part_kind, video_cues)
 from backend.retrieval.sides import direction_of, sides_of, video_sides_and_direction
 from backend.retrieval.train import CaptionedVideos, captions_of
@@ -40,8 +40,11 @@ RERANKED = "router + cue re-rank"
 ACTION_RERANKED = "action + cue re-rank"
 CHAINED = "router + cue + chain re-rank"
 ACTION_CHAINED = "action + cue + chain re-rank"
+READ = "router + cue + read-kind re-rank"
+ACTION_READ = "action + cue + read-kind re-rank"
 VARIANTS = ("object only", "action only", "fixed 0.5/0.5", ROUTER, ACTION_RERANKED, RERANKED,
-            ACTION_CHAINED, CHAINED)
+            ACTION_CHAINED, CHAINED, ACTION_READ, READ)
+RERANKED_ROWS = (RERANKED, ACTION_RERANKED, CHAINED, ACTION_CHAINED, READ, ACTION_READ)
 
 
 def ranks_of(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -133,24 +136,31 @@ def reranked_scores(fused: np.ndarray, query_captions: list[str], video_captions
 def chain_reranked(scores: np.ndarray, query_captions: list[str], parts: list[str], part_scores: np.ndarray,
                    owners: list[int], video_captions: list[list[str]], video_kinds: list[frozenset],
                    rerank_weight: float = RERANK_WEIGHT, chain_weight: float = CHAIN_WEIGHT,
-                   depth: int = RERANK_DEPTH, chain_depth: int = CHAIN_DEPTH) -> np.ndarray:
+                   depth: int = RERANK_DEPTH, chain_depth: int = CHAIN_DEPTH,
+                   part_reads: list[dict] | None = None) -> np.ndarray:
     """``scores`` (Q, N) re-ranked as ``VideoRetriever.search`` does: every query's ``depth``
     best videos by its cues; a query cut into several ``parts`` (``split_prompts``: ``owners``
     is the query of each part, ``part_scores`` the parts' (P, N) learned scores) instead has its
     ``chain_depth`` best videos re-ranked by its cues and, with ``chain_weight``, by the share of
     its parts' kinds each video shows (``rerank.part_kind`` over each part's cue-re-ranked
-    ``PART_VOTES`` best videos; ``rerank.kind_agreement``)."""
+    ``PART_VOTES`` best videos; ``rerank.kind_agreement``). With ``part_reads`` (per part,
+    {kind: probability} of its words, ``KindReader.read``) each part's kind is read from its
+    videos and its words together, and one-part queries are re-ranked by their kind too."""
     if not len(parts) == len(owners) == len(part_scores):
         raise ValueError(f"{len(parts)} parts, {len(owners)} owners and {len(part_scores)} rows of part scores")
+    if part_reads is not None and len(part_reads) != len(parts):
+        raise ValueError(f"{len(part_reads)} kind readings for {len(parts)} parts")
     parts_cued = reranked_scores(part_scores, parts, video_captions, rerank_weight, depth)
     out = reranked_scores(scores, query_captions, video_captions, rerank_weight, depth)
     owners = np.asarray(owners, np.int64)
-    chained = np.flatnonzero(np.bincount(owners, minlength=len(scores)) > 1)
-    if not len(chained):
+    counts = np.bincount(owners, minlength=len(scores))
+    kinded = np.flatnonzero(counts > (0 if part_reads is not None else 1))
+    if not len(kinded):
         return out
-    cues = agreement(attribute_cues([query_captions[q] for q in chained]), video_cues(video_captions))
-    for row, q in enumerate(chained):
-        kinds = [part_kind([video_kinds[v] for v in np.argsort(-parts_cued[j], kind="stable")[:PART_VOTES]])
+    cues = agreement(attribute_cues([query_captions[q] for q in kinded]), video_cues(video_captions))
+    for row, q in enumerate(kinded):
+        kinds = [part_kind([video_kinds[v] for v in np.argsort(-parts_cued[j], kind="stable")[:PART_VOTES]],
+                           None if part_reads is None else part_reads[j])
                  for j in np.flatnonzero(owners == q)]
         top = np.argsort(-scores[q], kind="stable")[:chain_depth]
         out[q] = scores[q].astype(np.float64)
@@ -161,7 +171,8 @@ def chain_reranked(scores: np.ndarray, query_captions: list[str], parts: list[st
 
 @torch.no_grad()
 def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test", minilm=None,
-                       rerank_weight: float = RERANK_WEIGHT, chain_weight: float = CHAIN_WEIGHT) -> dict:
+                       rerank_weight: float = RERANK_WEIGHT, chain_weight: float = CHAIN_WEIGHT,
+                       kind_reader=None, read_weight: float = READ_WEIGHT) -> dict:
     data = CaptionedVideos.from_database(db, split, minilm)
     model.eval()
     video = model.encode_video(data.keypoints, data.object)
@@ -175,23 +186,31 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
     v_kinds = [frozenset(records[i].get("spec", {}).get("kinds") or []) for i in data.ids]
     parts, owners = split_prompts(data.captions)
     sp = model.fused_scores(model.encode_text(*encode_captions(parts, minilm)), video)
-    chain = lambda sc, part_sc: chain_reranked(sc, data.captions, parts, part_sc, owners, v_caps, v_kinds,
-                                               rerank_weight, chain_weight)
+    reads = kind_reader.read(parts) if kind_reader is not None else None
+    chain = lambda sc, part_sc, rd=None: chain_reranked(sc, data.captions, parts, part_sc, owners, v_caps, v_kinds,
+                                                        rerank_weight, chain_weight if rd is None else read_weight,
+                                                        part_reads=rd)
     scorers = {"object only": obj, "action only": act, "fixed 0.5/0.5": 0.5 * act + 0.5 * obj,
                ROUTER: fused, ACTION_RERANKED: reranked_scores(act, data.captions, v_caps, rerank_weight),
                RERANKED: reranked_scores(fused, data.captions, v_caps, rerank_weight),
                ACTION_CHAINED: chain(act, sp["action"].numpy()), CHAINED: chain(fused, sp["fused"].numpy())}
+    if reads is not None:
+        scorers[ACTION_READ] = chain(act, sp["action"].numpy(), reads)
+        scorers[READ] = chain(fused, sp["fused"].numpy(), reads)
     ranks = {name: ranks_of(sc, truth) for name, sc in scorers.items()}
     out = {name: recall_table(r) for name, r in ranks.items()}
     router = ROUTER
-    for name in VARIANTS:
+    rows = [name for name in VARIANTS if name in scorers]
+    for name in rows:
         out[name]["R@1 interval"] = r1_interval(ranks[name], truth)
-        if name not in (router, RERANKED, ACTION_RERANKED, CHAINED, ACTION_CHAINED):
+        if name not in (router, *RERANKED_ROWS):
             out[router][f"R@1 minus {name}"] = r1_interval(ranks[router], truth, ranks[name])
-        if name not in (RERANKED, CHAINED, ACTION_CHAINED):
+        if name not in (RERANKED, CHAINED, ACTION_CHAINED, READ, ACTION_READ):
             out[RERANKED][f"R@1 minus {name}"] = r1_interval(ranks[RERANKED], truth, ranks[name])
-        if name != CHAINED:
+        if name not in (CHAINED, READ, ACTION_READ):
             out[CHAINED][f"R@1 minus {name}"] = r1_interval(ranks[CHAINED], truth, ranks[name])
+        if READ in scorers and name != READ:
+            out[READ][f"R@1 minus {name}"] = r1_interval(ranks[READ], truth, ranks[name])
     q_kinds = [v_kinds[t] for t in truth]
     ood_q = np.array([bool(k & set(OOD_KINDS)) for k in q_kinds])
     for name, sc in scorers.items():
@@ -211,7 +230,8 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
         out["video-side kind@1"] = {k: hits[k] for k in ("kind@1", "kind@1 one kind", "kind@1 several kinds")}
     out["composed kind@1"] = composed_kind_hits(model, video, data.captions, [
         list(dict.fromkeys(records[data.ids[t]].get("spec", {}).get("kinds") or [])) for t in truth],
-        v_kinds, minilm, scorers[RERANKED].argmax(1), v_caps, rerank_weight)
+        v_kinds, minilm, scorers[READ if READ in scorers else RERANKED].argmax(1), v_caps, rerank_weight,
+        kind_reader, read_weight)
     w = video["w"].numpy()
     out["_meta"] = {"videos": len(data.ids), "captions": len(data.captions), "split": split,
                     "router_action_weight": {"mean": float(w[:, 0].mean()), "min": float(w[:, 0].min()),
@@ -223,18 +243,22 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
 def composed_kind_hits(model: GeminiMVR, video: dict, captions: list[str], ordered_kinds: list[list[str]],
                        video_kinds: list[frozenset], minilm, whole_rank1: np.ndarray,
                        video_captions: list[list[str]] | None = None,
-                       rerank_weight: float = 0.0) -> dict:
+                       rerank_weight: float = 0.0, kind_reader=None, read_weight: float = READ_WEIGHT) -> dict:
     """``composed kind@1`` (module docstring): {"kind@1", "parts", and with ``video_captions``
     "side@1", "direction@1"} as {"share", "queries"}; side and direction are judged per query
     the pipeline sends (each part of a split caption, else the whole caption). ``rerank_weight``:
     the parts' videos re-ranked by their cues as the pipeline's retriever does (needs
-    ``video_captions``; ``whole_rank1`` should then be the re-ranked one too)."""
+    ``video_captions``; ``whole_rank1`` should then be the re-ranked one too); with ``kind_reader``
+    each part (a query of its own) is also re-ranked by its read kind (``chain_reranked``)."""
     parts, owners = split_prompts(captions)
     n_parts = np.bincount(owners, minlength=len(captions))
     pred, whole = encode_captions(parts, minilm)
     t = model.encode_text(pred, whole)
     fused = model.fused_scores(t, video)["fused"].numpy()
-    if video_captions is not None and rerank_weight:
+    if video_captions is not None and kind_reader is not None:
+        fused = chain_reranked(fused, parts, parts, fused, list(range(len(parts))), video_captions, video_kinds,
+                               rerank_weight, read_weight, part_reads=kind_reader.read(parts))
+    elif video_captions is not None and rerank_weight:
         fused = reranked_scores(fused, parts, video_captions, rerank_weight)
     rank1 = fused.argmax(1)
     by_caption: dict[int, list[int]] = {}
@@ -264,12 +288,12 @@ def format_retrieval(res: dict) -> str:
     meta = res["_meta"]
     lines = [f"text -> video retrieval, {meta['captions']} held-out captions over "
              f"{meta['videos']} held-out videos",
-             f"{'scorer':<30}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MedR':>8}{'kind@1':>8}{'side@1':>8}"
-             f"{'dir@1':>8}", "-" * 86]
+             f"{'scorer':<33}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MedR':>8}{'kind@1':>8}{'side@1':>8}"
+             f"{'dir@1':>8}", "-" * 89]
     pct = lambda r, k: f"{100 * r[k]['share']:>7.1f}%" if k in r else f"{'-':>8}"
-    for name in VARIANTS:
+    for name in (n for n in VARIANTS if n in res):
         r = res[name]
-        lines.append(f"{name:<30}{100 * r['R@1']:>7.1f}%{100 * r['R@5']:>7.1f}%"
+        lines.append(f"{name:<33}{100 * r['R@1']:>7.1f}%{100 * r['R@5']:>7.1f}%"
                      f"{100 * r['R@10']:>7.1f}%{r['MedR']:>8.0f}"
                      + "".join(pct(r, k) for k in ("kind@1", "side@1", "direction@1")))
     first = res[ROUTER]
@@ -294,26 +318,30 @@ def format_retrieval(res: dict) -> str:
         lines.append("OOD-kind queries: " + ", ".join(
             f"{name} kind {100 * res[name]['ood kind@1']['share']:.0f}% / side "
             f"{100 * res[name]['ood side@1']['share']:.0f}% / dir {100 * res[name]['ood direction@1']['share']:.0f}%"
-            for name in VARIANTS) + f" ({first['ood kind@1']['queries']} queries)")
+            for name in VARIANTS if name in res) + f" ({first['ood kind@1']['queries']} queries)")
     diffs = [(k[len("R@1 minus "):], v) for k, v in first.items() if k.startswith("R@1 minus ")]
     if diffs:
         lines.append("router R@1 minus: " + ", ".join(
             f"{name} {100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
             for name, d in diffs) + " (95 % bootstrap over videos)")
-    for name, label in ((RERANKED, "re-ranked router"), (CHAINED, "chain re-ranked router")):
+    for name, label in ((RERANKED, "re-ranked router"), (CHAINED, "chain re-ranked router"),
+                        (READ, "read-kind re-ranked router")):
+        if name not in res:
+            continue
         diffs = [(k[len("R@1 minus "):], v) for k, v in res[name].items() if k.startswith("R@1 minus ")]
         if diffs:
             lines.append(f"{label} R@1 minus: " + ", ".join(
                 f"{other} {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
                 for other, d in diffs))
-    if "kind@1 several kinds" in res[CHAINED]:
-        c = res[CHAINED]
-        lines.append(f"chain re-ranked router kind@1: one-kind queries {pk(c, 'kind@1 one kind')}, "
-                     f"several kinds {pk(c, 'kind@1 several kinds')}")
+    for name, label in ((CHAINED, "chain re-ranked router"), (READ, "read-kind re-ranked router")):
+        if name in res and "kind@1 several kinds" in res[name]:
+            c = res[name]
+            lines.append(f"{label} kind@1: one-kind queries {pk(c, 'kind@1 one kind')}, "
+                         f"several kinds {pk(c, 'kind@1 several kinds')}")
     w = meta["router_action_weight"]
     lines.append(f"router action weight: mean {w['mean']:.2f} (min {w['min']:.2f}, max {w['max']:.2f})")
     return "\n".join(lines)
 
 
-__all__ = ["ACTION_CHAINED", "ACTION_RERANKED", "CHAINED", "RERANKED", "chain_reranked", "ROUTER", "VARIANTS", "reranked_scores", "attribute_hits", "composed_kind_hits", "direction_of", "evaluate_retrieval", "format_retrieval", "kind_prototypes",
+__all__ = ["ACTION_CHAINED", "ACTION_READ", "ACTION_RERANKED", "CHAINED", "READ", "RERANKED", "chain_reranked", "ROUTER", "VARIANTS", "reranked_scores", "attribute_hits", "composed_kind_hits", "direction_of", "evaluate_retrieval", "format_retrieval", "kind_prototypes",
            "r1_interval", "ranks_of", "recall_table", "sides_of"]

@@ -35,6 +35,8 @@ RERANK_WEIGHT = 0.06        # score added per agreeing cue (chosen on the traini
 CHAIN_DEPTH = 50            # a chained prompt's best videos re-ranked by the kinds of its parts
 CHAIN_WEIGHT = 0.2          # score added to a video showing every part's kind (chosen on the training queries)
 PART_VOTES = 5              # a part's best videos that vote on its kind
+KIND_TEXT_WEIGHT = 1.0      # a kind reader's probabilities beside the videos' votes (equal weight, not tuned)
+READ_WEIGHT = 0.5           # CHAIN_WEIGHT when kinds are read from the words too (kind_reader.py; chosen on the training queries)
 _C = {name: i for i, name in enumerate(CUE_NAMES)}
 
 
@@ -106,18 +108,24 @@ def rerank(scores: np.ndarray, bonus: np.ndarray, weight: float = RERANK_WEIGHT)
     return np.argsort(-(np.asarray(scores, np.float64) + weight * np.asarray(bonus)), kind="stable")
 
 
-def part_kind(kind_sets: list) -> str | None:
-    """The motion kind a part's best videos show (best first; each a set of kinds, or None /
-    empty when not recorded): each video votes 1 / rank, shared evenly among its kinds; None
-    when no video has recorded kinds. Ties go to the kind of the better-ranked video, then
-    alphabetically."""
+def part_kind(kind_sets: list, read: dict | None = None, read_weight: float = KIND_TEXT_WEIGHT) -> str | None:
+    """The motion kind a part asks for, from its best videos (best first; each a set of kinds,
+    or None / empty when not recorded) and, given, ``read``: {kind: probability} of its words
+    (``kind_reader.KindReader.read``). Each video votes 1 / rank, shared evenly among its kinds;
+    the votes are scaled to sum to 1 and ``read_weight`` x ``read`` is added. None when nothing
+    votes. Ties go to the kind of the better-ranked video, then alphabetically."""
     votes: dict[str, float] = {}
     first: dict[str, int] = {}
     for rank, kinds in enumerate(kind_sets, 1):
         for k in kinds or ():
             votes[k] = votes.get(k, 0.0) + 1.0 / (rank * len(kinds))
             first.setdefault(k, rank)
-    return min(votes, key=lambda k: (-round(votes[k], 9), first[k], k)) if votes else None
+    total = sum(votes.values())
+    votes = {k: v / total for k, v in votes.items()}
+    for k, p in (read or {}).items():
+        if p > 0:
+            votes[k] = votes.get(k, 0.0) + read_weight * float(p)
+    return min(votes, key=lambda k: (-round(votes[k], 9), first.get(k, len(kind_sets) + 1), k)) if votes else None
 
 
 def kind_agreement(part_kinds: list, video_kinds: list) -> np.ndarray:
@@ -135,6 +143,6 @@ def kind_agreement(part_kinds: list, video_kinds: list) -> np.ndarray:
     return out
 
 
-__all__ = ["CHAIN_DEPTH", "CHAIN_WEIGHT", "GROUPS", "PART_VOTES", "RERANK_DEPTH", "RERANK_WEIGHT",
+__all__ = ["CHAIN_DEPTH", "CHAIN_WEIGHT", "GROUPS", "KIND_TEXT_WEIGHT", "READ_WEIGHT", "PART_VOTES", "RERANK_DEPTH", "RERANK_WEIGHT",
            "agreement", "kind_agreement", "part_kind", "attribute_cues", "merge_cues",
            "rerank", "stated_cues", "text_cues", "video_cues"]

@@ -32,7 +32,8 @@ from backend.checkpoints import checkpoints_dir
 from backend.retrieval.embcache import FIELDS, EmbeddingCache
 from backend.retrieval.index import FusedIndex, brute_force_fused, fuse_queries, fuse_videos
 from backend.retrieval.model import GeminiMVR, encode_captions
-from backend.retrieval.rerank import (CHAIN_DEPTH, CHAIN_WEIGHT, PART_VOTES, RERANK_DEPTH, RERANK_WEIGHT,
+from backend.retrieval.kind_reader import KindReader
+from backend.retrieval.rerank import (CHAIN_DEPTH, CHAIN_WEIGHT, PART_VOTES, READ_WEIGHT, RERANK_DEPTH, RERANK_WEIGHT,
                                       agreement, attribute_cues, kind_agreement, merge_cues, part_kind,
                                       video_cues)
 from backend.retrieval.rerank import rerank as rerank_order
@@ -59,7 +60,8 @@ class Hit:
     w_action: float         # router weights of this video
     w_object: float
     cues: float = 0.0       # cue agreement that re-ranked it (rerank.py): + agreeing, - disagreeing cues
-    kinds: float = 0.0      # a chained query: share of its parts' kinds it shows, in [-1, 1] (rerank.py)
+    kinds: float = 0.0      # share of the query's (parts') kinds it shows, in [-1, 1] (rerank.py): a
+    #                         chained query's, or with a kind reader every query's
 
     def to_json(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -100,8 +102,10 @@ def _model_fingerprint(model: GeminiMVR) -> str:
 
 class VideoRetriever:
     def __init__(self, model: GeminiMVR, db: VideoDatabase, kind: str = "auto", gpu="auto",
-                 minilm=None, progress: bool = False, reader: GeminiMVR | None = None):
+                 minilm=None, progress: bool = False, reader: GeminiMVR | None = None,
+                 kind_reader: KindReader | None = None):
         self.model = model.eval()
+        self.kind_reader = kind_reader           # reads the kinds the words ask for (kind_reader.py)
         self.reader = None if reader is None else reader.eval()   # None: ``model`` reads too
         self.db = db
         self.kind, self.gpu = kind, gpu
@@ -112,16 +116,21 @@ class VideoRetriever:
         self.cache: EmbeddingCache | None = None
         self.index: FusedIndex | None = None
         self.rerank_weight = RERANK_WEIGHT        # cue re-ranking of the top videos (rerank.py); 0 = off
-        self.chain_weight = CHAIN_WEIGHT          # chained queries re-ranked by their parts' kinds; 0 = off
+        # queries re-ranked by their (parts') kinds; 0 = off. Without a kind reader only chained
+        # queries, by what their parts' best videos show; with one every query, by those and its words
+        self.chain_weight = CHAIN_WEIGHT if kind_reader is None else READ_WEIGHT
         self._cues: dict[str, np.ndarray] = {}   # video id -> its captions' attribute codes
         self._kinds: dict[str, frozenset] = {}   # video id -> the kinds its record names
         self.refresh(progress)
 
     @classmethod
-    def open(cls, db: str = "embedded", retriever_dir=None, reader_dir=None, **kw) -> "VideoRetriever":
+    def open(cls, db: str = "embedded", retriever_dir=None, reader_dir=None, kind_reader_dir=None,
+             read_kinds: bool = True, **kw) -> "VideoRetriever":
         """The retriever in ``retriever_dir`` (default ``checkpoints/retriever``) over database
         ``db``; the motion LLMs' reader from ``reader_dir`` (default ``checkpoints/video-reader``
-        when the retriever is the shipped one and that folder exists, else the retriever itself)."""
+        when the retriever is the shipped one and that folder exists, else the retriever itself);
+        with ``read_kinds`` the kind reader in ``kind_reader_dir`` (default
+        ``checkpoints/kind-reader`` when there; it reads with the motion LLM's base LM)."""
         d = Path(retriever_dir or checkpoints_dir() / "retriever")
         if not (d / "model.safetensors").is_file():
             raise FileNotFoundError(f"no trained retriever at {d}; train one with "
@@ -132,7 +141,13 @@ class VideoRetriever:
         if reader_dir is not None and not (Path(reader_dir) / "model.safetensors").is_file():
             raise FileNotFoundError(f"no video reader (a trained retriever) at {reader_dir}")
         reader = GeminiMVR.from_pretrained(reader_dir) if reader_dir is not None else None
-        return cls(GeminiMVR.from_pretrained(d), open_database(db), reader=reader, **kw)
+        kinds = None
+        if read_kinds:
+            kinds = KindReader.from_pretrained(kind_reader_dir)
+            if kinds is None and kind_reader_dir is not None:
+                raise FileNotFoundError(f"no kind reader at {kind_reader_dir}; train one with "
+                                        "`python -m backend train kind-reader`")
+        return cls(GeminiMVR.from_pretrained(d), open_database(db), reader=reader, kind_reader=kinds, **kw)
 
     # ------------------------------------------------------------------------ embeddings
     @torch.no_grad()
@@ -235,7 +250,8 @@ class VideoRetriever:
         (``rerank.merge_cues``; the words win where they name a group). A text that chains
         motions ("A, then B") has its ``CHAIN_DEPTH`` best videos re-ranked also by the kinds
         its parts' own best videos show (``chain``; ``rerank.kind_agreement``), so a video
-        showing every part comes first."""
+        showing every part comes first; with a kind reader every text is, each part's kind read
+        from its best videos and its words together."""
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
         if not isinstance(k, int) or k < 1:
@@ -288,17 +304,20 @@ class VideoRetriever:
         return out
 
     def _part_kinds(self, texts: list[str], mode: str) -> dict[int, list]:
-        """{index of a text that ``split_prompts`` cuts into parts: the kind each part's best
-        videos show (``rerank.part_kind``)}, each part searched alone in ``mode``."""
+        """{index of a text that ``split_prompts`` cuts into parts (with a kind reader: of every
+        text): the kind each part asks for (``rerank.part_kind``: what the part's best videos show,
+        each part searched alone in ``mode``, and what the reader reads in its words)}."""
         parts, owners = split_prompts(texts)
         counts = np.bincount(owners, minlength=len(texts))
-        keep = [j for j, o in enumerate(owners) if counts[o] > 1]
+        keep = [j for j, o in enumerate(owners) if counts[o] > 1 or self.kind_reader is not None]
         if not keep:
             return {}
-        hits = self.search_many([parts[j] for j in keep], k=PART_VOTES, mode=mode, chain=False)
+        sent = [parts[j] for j in keep]
+        hits = self.search_many(sent, k=PART_VOTES, mode=mode, chain=False)
+        reads = self.kind_reader.read(sent) if self.kind_reader is not None else [None] * len(sent)
         out: dict[int, list] = {}
-        for j, h in zip(keep, hits):
-            out.setdefault(owners[j], []).append(part_kind(self._video_kinds([x.id for x in h])))
+        for j, h, read in zip(keep, hits, reads):
+            out.setdefault(owners[j], []).append(part_kind(self._video_kinds([x.id for x in h]), read))
         return out
 
     def _video_kinds(self, ids: list[str]) -> list[frozenset]:
