@@ -53,6 +53,15 @@ FIRM_LEAD = True
 the generator knows only from videos is led fully (weight 1: written from the video, its kind
 asked of the picker; ``video_lead.firm_lead``). How it was chosen: README, *Firm lead*."""
 
+READ_LEAD = True
+"""Whether a part whose words the retriever's kind reader reads as a kind the generator knows
+only from videos (probability >= ``READ_LEAD_GATE``), and whose rank-1 video shows that kind, is
+led fully whatever the novelty check says (``video_lead.firm_lead`` with ``reads``; needs the
+shipped kind reader). How it was chosen: README, *Read lead*."""
+
+READ_LEAD_GATE = 0.5
+"""The reading's probability ``READ_LEAD`` asks for (a majority; not tuned)."""
+
 RETIME = "off"
 """What a picked part whose words ask slow or fast does about its pace (``backend.generation.tempo``):
 ``kept``: its kept sample is played that much slower or faster when the picker reads the speed

@@ -15,7 +15,7 @@ import torch
 
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import (FIRM_LEAD, GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE,
-                              READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPERATURE)
+                              READ_LEAD, READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPERATURE)
 from backend.evaluation.pick import Picker
 from backend.evaluation.servable import ServableCheck
 from backend.generation.compose import join_parts
@@ -25,7 +25,8 @@ from backend.generation.pose_reader import (asked_tempo, draft_codes, first_of_e
 from backend.generation.restate import Restater
 from backend.generation.tempo import stretch_codes
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
-from backend.generation.video_lead import LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance
+from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance,
+                                          video_only_reading)
 from backend.retrieval.service import VideoRetriever
 from motioncore.clean import clean_motion, in_place as without_travel
 from motioncore.prompt import as_sentence, clean_prompt, is_truncated, split_prompt
@@ -173,13 +174,18 @@ class VimoRAGPipeline:
         except KeyError:
             return None
 
-    def retrieve(self, text: str, mode: str, k: int = 5, seed: int | None = None, cues=None) -> list:
+    def retrieve(self, text: str, mode: str, k: int = 5, seed: int | None = None, cues=None,
+                 want: str | None = None) -> list:
         """The ``k`` best videos for ``text`` (``cues``: ``VideoRetriever.search``'s re-ranking
-        cues stated by a reading of the words)."""
+        cues stated by a reading of the words; ``want``: a kind whose videos come first)."""
         if mode in ("none", "given"):
             return []
         smode = {"gemini": "gemini", "object": "object", "random": "random"}[mode]
         extra = {} if cues is None else {"cues": cues}
+        if want is not None:
+            extra["want"] = [want]
+            return self.retriever.search_many([text], k=k, mode=smode, rng=np.random.default_rng(seed),
+                                              **{**extra, "cues": None if cues is None else np.asarray(cues)[None]})[0]
         return self.retriever.search(text, k=k, mode=smode, rng=np.random.default_rng(seed), **extra)
 
     @torch.no_grad()
@@ -227,7 +233,7 @@ class VimoRAGPipeline:
                  led_cues: bool = False, led_temperature: bool = True, led_alone: bool = True,
                  reader_drafts: int = READER_DRAFTS, reader_tempo: bool = READER_TEMPO,
                  reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
-                 retime: str = RETIME) -> GenerationResult:
+                 retime: str = RETIME, read_lead: bool = READ_LEAD) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -275,7 +281,9 @@ class VimoRAGPipeline:
         for the LLM's samples and, when the restater cannot read them, the picker asks it what its
         video shows. ``firm``: a part the video leads at all whose database video shows a kind the
         model knows only from videos is led fully (``video_lead.firm_lead``; ``defaults.FIRM_LEAD``;
-        ``result.video_lead`` then says 1). ``retime``: what a picked part whose reading asks slow
+        ``result.video_lead`` then says 1); with ``read_lead`` so is a part whose words the
+        retriever's kind reader reads as such a kind when its video shows it (``defaults.READ_LEAD``).
+        ``retime``: what a picked part whose reading asks slow
         or fast does about its pace (``backend.generation.tempo``; ``defaults.RETIME``; not with
         ``length_s``, whose lengths are exact): "kept" plays its kept sample that much slower or
         faster when the picker reads the speed better that way and nothing else worse
@@ -319,10 +327,16 @@ class VimoRAGPipeline:
                     and retrieval in ("gemini", "object")):
                 caps = hit_captions(self.retriever.db, [h.id for h in hits[:self.video_lead.config.k]])
                 lead = float(self.video_lead.weights([part], [caps])[0])
-                if (firm and 0 < lead < 1 and self.restater is not None      # a video-only kind's
-                        and self.restater.serves(self.models[model])):      # video: led fully
+                kinds = getattr(self.retriever, "kind_reader", None)
+                if (firm and self.restater is not None and self.restater.serves(self.models[model])
+                        and (0 < lead < 1 or (read_lead and kinds is not None))):
                     known = set(self.restater.config.classes["action"])
-                    lead = float(firm_lead([lead], [self._record(vid)], known)[0])
+                    reads = kinds.read([part]) if read_lead and kinds is not None else None
+                    wanted = video_only_reading(reads[0], known, READ_LEAD_GATE) if reads else None
+                    if wanted is not None and wanted not in (((self._record(vid) or {}).get("spec") or {}).get("kinds") or []):
+                        hits = self.retrieve(part, retrieval, k, seed, want=wanted)   # words read as a kind
+                        vid, mirrored, prior = chosen(part, hits)                   # only videos show
+                    lead = float(firm_lead([lead], [self._record(vid)], known, reads, READ_LEAD_GATE)[0])
             plans.append((hits, vid, mirrored, prior, lead))
         if (led_cues and self.restater is not None and self.restater.serves(self.models[model])
                 and retrieval in ("gemini", "object")):

@@ -79,11 +79,20 @@ class FakeRetriever:
         self.db = _DB(records)
         self.enc = BagOfWords()
 
-    def search_many(self, texts, k=5, mode="gemini"):
+    kind_reader = None
+
+    def search_many(self, texts, k=5, mode="gemini", rng=None, cues=None, want=None):
         q = self.enc.encode(texts)
         vids = [r["id"] for r in self.db.records]
         v = np.stack([self.enc.encode(r["spec"]["captions"]).mean(0) for r in self.db.records])
-        return [[_Hit(vids[j]) for j in np.argsort(-(v @ qi))[:k]] for qi in q]
+        out = []
+        for i, qi in enumerate(q):
+            order = list(np.argsort(-(v @ qi)))
+            if want is not None and want[i]:        # videos of the wanted kind first
+                shows = [want[i] in (self.db.records[j]["spec"].get("kinds") or []) for j in order]
+                order = [j for j, s in zip(order, shows) if s] + [j for j, s in zip(order, shows) if not s]
+            out.append([_Hit(vids[j]) for j in order[:k]])
+        return out
 
 
 def _rec(i, caps, ood, split="train"):
@@ -262,3 +271,61 @@ def test_pipeline_firms_a_partial_lead_only_for_a_video_only_kind():
     assert guidance(["cartwheel"], firm=False) == pytest.approx(-0.3)
     assert _pipeline_guidance(partly, "a person does a cartwheel", kinds=["cartwheel"])[0] == \
         pytest.approx(-0.3)                                    # no restater: no kinds to judge by
+
+
+def test_firm_lead_with_readings_leads_words_read_as_a_video_only_kind_its_video_shows():
+    from backend.generation.video_lead import firm_lead, video_only_reading
+
+    known = {"walk", "jump"}
+    cart, jump = {"spec": {"kinds": ["cartwheel"]}}, {"spec": {"kinds": ["jump"]}}
+    sure, unsure = {"cartwheel": 0.8, "walk": 0.2}, {"cartwheel": 0.4, "walk": 0.35, "jump": 0.25}
+    assert video_only_reading(sure, known) == "cartwheel" and video_only_reading(unsure, known) is None
+    assert video_only_reading({"walk": 0.9, "cartwheel": 0.1}, known) is None      # a known kind
+    assert video_only_reading(None, known) is None and video_only_reading(unsure, known, gate=0.3) == "cartwheel"
+    w = firm_lead([0.0, 0.0, 0.0, 0.0, 0.3], [cart, cart, jump, None, jump], known,
+                  [sure, unsure, sure, sure, {"walk": 1.0}])
+    # read as a cartwheel over a cartwheel video -> 1; unsure, another kind's video, unknown video: kept
+    assert w.tolist() == [1.0, 0.0, 0.0, 0.0, 0.3]
+    assert firm_lead([0.0], [cart], known).tolist() == [0.0]                 # no readings: as before
+
+
+class _Reads:
+    """A kind reader that reads every text as a cartwheel."""
+    kinds = ["cartwheel", "jump"]
+
+    def read(self, texts):
+        return [{"cartwheel": 0.9, "jump": 0.1} for _ in texts]
+
+
+def test_pipeline_finds_a_video_of_a_read_video_only_kind_and_lets_it_lead():
+    none = SimpleNamespace(config=SimpleNamespace(k=5), weights=lambda parts, caps: np.array([0.0]))
+    restater = SimpleNamespace(config=SimpleNamespace(classes={"action": ["walk", "jump"]}),
+                               serves=lambda llm: True, keeps=lambda w: w > 0.5)
+
+    def run(reader, **kw):
+        FakeRetriever.kind_reader = reader
+        try:
+            return _pipeline_guidance(none, "someone jumps twice", restate=False, pick=False,
+                                      kinds=["cartwheel"], restater=restater, **kw)
+        finally:
+            FakeRetriever.kind_reader = None
+
+    # the words' own video is the jump (v1); read as a cartwheel, the cartwheel video (v0) leads alone
+    assert run(_Reads()) == (-1.0, [("prior", "v0")])
+    assert run(None) == (0.0, [("prior", "v1")])                       # no kind reader: the words lead
+    assert run(_Reads(), read_lead=False) == (0.0, [("prior", "v1")])
+    assert run(_Reads(), firm=False) == (0.0, [("prior", "v1")])
+
+
+def test_evaluation_rows_search_again_for_a_read_video_only_kind():
+    from backend.evaluation.rows import LLMRow
+
+    recs = [_rec(0, ["a person does a cartwheel"], True), _rec(1, ["someone jumps twice"], False)]
+    recs[0]["spec"]["kinds"], recs[1]["spec"]["kinds"] = ["cartwheel"], ["jump"]
+    row = object.__new__(LLMRow)
+    row.retriever, row.mode, row._wanted = FakeRetriever(recs), "gemini", set()
+    row._cache = {"someone jumps twice": "v1", "a person jumps": "v1"}
+    reads = [{"cartwheel": 0.9, "jump": 0.1}, {"jump": 0.9, "cartwheel": 0.1}]
+    assert row.want_read(["someone jumps twice", "a person jumps"], reads, {"jump", "walk"})
+    assert row._cache == {"someone jumps twice": "v0", "a person jumps": "v1"}
+    assert not row.want_read(["someone jumps twice"], reads[:1], {"jump", "walk"})   # searched once

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -97,6 +97,10 @@ def add_session17_switches(parser) -> None:
                         help="a part the video leads at all (weight > 0) whose database video shows a "
                              "kind the generator knows only from videos is led fully, as the app does "
                              "(backend/generation/video_lead.py firm_lead; default: %(default)s)")
+    parser.add_argument("--read-lead", action=argparse.BooleanOptionalAction, default=READ_LEAD,
+                        help="with --firm-lead, a part whose words the kind reader reads as such a kind "
+                             "is led fully when its video shows that kind, as the app does "
+                             "(checkpoints/kind-reader; default: %(default)s)")
     parser.add_argument("--retime", choices=RETIME_CHOICES, default=RETIME,
                         help="a picked part whose words ask slow or fast: 'kept' plays its kept sample "
                              "that much slower or faster when the picker reads the speed better that "
@@ -147,7 +151,7 @@ def cmd_eval_generation(args) -> int:
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
-                             args.retime)
+                             args.retime, args.read_lead)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -214,7 +218,7 @@ def cmd_eval_follow(args) -> int:
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
-                             args.retime)
+                             args.retime, args.read_lead)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

@@ -22,8 +22,8 @@ import torch
 from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS,
-                              READER_TEMPO, RETIME, RETIME_CHOICES)
+from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_TEMPERATURE, READ_LEAD, READ_LEAD_GATE, READER_ABOVE,
+                              READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES)
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
@@ -32,7 +32,8 @@ from backend.generation.pose_reader import (READER_TEMPERATURE, asked_tempo, dra
                                             load_pose_reader, video_duration, with_drafts)
 from backend.generation.restate import Restater
 from backend.generation.tempo import stretch_codes
-from backend.generation.video_lead import LED_ABOVE, VideoLead, firm_lead, lead_guidance, retrieved_captions
+from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, lead_guidance, retrieved_captions,
+                                          video_only_reading)
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
 from backend.retrieval.service import VideoRetriever
 from motioncore.prompt import split_prompts
@@ -102,6 +103,8 @@ class LLMRow:
         self.reader_tempo = False               # a slow/fast led part: one more draft at that tempo
         self.reader_above = LED_ABOVE           # parts with a video weight above this get drafts
         self.firm_lead = False                  # weight > 0 and a video-only kind: led fully
+        self.read_lead = False                  # words read as a video-only kind: its video, led fully
+        self._wanted: set[str] = set()          # texts already searched for their read kind
         self.retime = "off"                     # a slow/fast part: "kept" / "pool" (defaults.RETIME)
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
@@ -130,6 +133,37 @@ class LLMRow:
             caps = retrieved_captions(self.retriever, chunk, self.video_lead.config.k, mode=self.mode)
             self._lead.update(zip(chunk, self.video_lead.weights(chunk, caps).tolist()))
         return np.array([self._lead[t] for t in texts])
+
+    def kind_reads(self, texts: list[str]) -> list[dict] | None:
+        """The retriever's kind reader's reading of each text (cached); None without one or for
+        random / no video."""
+        reader = getattr(self.retriever, "kind_reader", None) if self.retriever is not None else None
+        if reader is None or self.mode not in ("gemini", "object"):
+            return None
+        cache = self.__dict__.setdefault("_kind_reads", {})
+        todo = sorted({t for t in texts if t not in cache})
+        cache.update(zip(todo, reader.read(todo)))
+        return [cache[t] for t in texts]
+
+    def want_read(self, texts: list[str], reads: list[dict], known) -> bool:
+        """Search again each text whose words read as a kind the generator knows only from videos
+        (``video_only_reading``) while its video shows another: a video of that kind first, as
+        the pipeline does. True when a video changed."""
+        todo = {}
+        for t, r in zip(texts, reads):
+            kind = video_only_reading(r, known, READ_LEAD_GATE)
+            if kind is not None and t not in todo and t not in self._wanted:
+                rec = self.retriever.db.record(self._cache[t])
+                if kind not in (((rec.get("spec") or {}).get("kinds")) or []):
+                    todo[t] = kind
+        self._wanted.update(texts)
+        if not todo:
+            return False
+        chunk = sorted(todo)
+        for t, hits in zip(chunk, self.retriever.search_many(chunk, k=1, mode=self.mode,
+                                                             want=[todo[t] for t in chunk])):
+            self._cache[t] = hits[0].id
+        return True
 
     def cue_led(self, texts: list[str], lead: np.ndarray) -> None:
         """Search each part the video leads again with the speed and count its words state
@@ -168,10 +202,13 @@ class LLMRow:
             texts, owners = captions, list(range(len(captions)))
         vids = self.videos(texts, rng)
         lead = self.lead_weights(texts)
-        if lead.any() and self.restater is not None and getattr(self, "firm_lead", False):
+        reads = self.kind_reads(texts) if getattr(self, "read_lead", False) and self.restater is not None else None
+        if (lead.any() or reads is not None) and self.restater is not None and getattr(self, "firm_lead", False):
             known = set(self.restater.config.classes["action"])
-            lead = firm_lead(lead, [self.retriever.db.record(self._cache[t]) if w > 0 else None
-                                    for t, w in zip(texts, lead)], known)
+            if reads is not None and self.want_read(texts, reads, known):
+                vids = self.videos(texts, rng)         # from the cache: those parts' new videos
+            lead = firm_lead(lead, [self.retriever.db.record(self._cache[t]) if w > 0 or reads is not None else None
+                                    for t, w in zip(texts, lead)], known, reads, READ_LEAD_GATE)
         if lead.any() and self.restater is not None and self.led_cues:
             self.cue_led(texts, lead)
             vids = self.videos(texts, rng)             # from the cache: the led parts' new videos
@@ -259,7 +296,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   led_alone: bool = True, reader_drafts: int = READER_DRAFTS, reader_only: bool = False,
                   reader: str | None = None, reader_tempo: bool = READER_TEMPO,
                   reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
-                  picker_dir: str | None = None, retime: str = RETIME) -> list:
+                  picker_dir: str | None = None, retime: str = RETIME, read_lead: bool = READ_LEAD) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -293,7 +330,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     drafts (``defaults.READER_ABOVE``; a part below ``LED_ABOVE`` keeps its words for the LLM's
     samples and, if the restater cannot read them, asks the picker what its video shows).
     ``firm``: a part the video leads at all whose database video shows a kind known only from
-    videos is led fully (``video_lead.firm_lead``; ``defaults.FIRM_LEAD``, as the pipeline).
+    videos is led fully (``video_lead.firm_lead``; ``defaults.FIRM_LEAD``, as the pipeline);
+    ``read_lead``: with ``firm``, so is a part whose words the retriever's kind reader reads as
+    such a kind when its video shows it (``defaults.READ_LEAD``, as the pipeline).
     ``picker_dir``: the picker's folder (default ``checkpoints/picker``). ``retime``: what a
     picked part whose reading asks slow or fast does about its pace (``defaults.RETIME``, as the
     pipeline: "kept" ``Picker.retime``, "pool" ``Picker.with_tempo``, "off")."""
@@ -370,8 +409,11 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                          + (f" above weight {reader_above:g}" if reader_above != LED_ABOVE else ""))
         if video_lead and g.mode in ("gemini", "object") and restater is not None:
             g.firm_lead = bool(firm)
+            g.read_lead = bool(firm and read_lead and getattr(g.retriever, "kind_reader", None) is not None)
             if not firm:
                 notes.append("lead not firmed")
+            elif not g.read_lead:
+                notes.append("lead not read")
         if picker is not None and getattr(g, "picker", None) is picker:
             g.retime = retime
             if retime != "off":

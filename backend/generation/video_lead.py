@@ -189,19 +189,40 @@ def shows_video_only_kind(record: dict | None, known) -> bool:
     return any(k not in known for k in kinds)
 
 
-def firm_lead(weights, records: list, known) -> np.ndarray:
+def firm_lead(weights, records: list, known, reads: list | None = None, gate: float = 0.5) -> np.ndarray:
     """The lead's weights with every part its words left partly to the video (weight > 0) led
     fully (weight 1) where that video shows a kind the generator knows only from videos
     (``shows_video_only_kind``; ``records[i]``: part i's rank-1 database record, None: unknown).
     The novelty check gives a kind only videos taught weight 1 at its median phrasing, so an OOD
     kind in rarer words ("tumbles forward across the floor") got 0-0.5 and was written mostly
     from its words, i.e. as a known kind; the database says what the video shows. On the test
-    split it firms 2 of 2,277 caption parts, one of them already led (README, *Firm lead*)."""
+    split it firms 2 of 2,277 caption parts, one of them already led (README, *Firm lead*).
+
+    ``reads`` (per part, {kind: probability} of its words, ``KindReader.read``; None: not read):
+    a part is also led fully, whatever its weight, when its words read as a kind outside
+    ``known`` at probability >= ``gate`` and its video shows that kind (the words and the video
+    agree on a kind only videos taught: "creeping in an arc" over a crawl video; README,
+    *Read lead*)."""
     w = np.asarray(weights, float).copy()
     for i, r in enumerate(records):
         if w[i] > 0 and shows_video_only_kind(r, known):
             w[i] = 1.0
+        elif reads is not None and r is not None:
+            kind = video_only_reading(reads[i], known, gate)
+            if kind is not None and kind in (((r.get("spec") or {}).get("kinds")) or []):
+                w[i] = 1.0
     return w
+
+
+def video_only_reading(read: dict | None, known, gate: float = 0.5) -> str | None:
+    """The kind a reading of a part's words names (``KindReader.read``: {kind: probability})
+    when it is one outside ``known`` (the generator knows it only from videos) at probability
+    >= ``gate``; else None. The generator cannot write such a kind from words, so such a part's
+    video has to show it (``VideoRetriever.search_many(want=...)``) and lead."""
+    if not read:
+        return None
+    kind, p = max(read.items(), key=lambda kv: kv[1])
+    return kind if p >= gate and kind not in known else None
 
 
 def hit_captions(db, ids) -> list[str]:
@@ -256,4 +277,4 @@ def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: floa
     return lead, report
 
 
-__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "firm_lead", "shows_video_only_kind", "text_fingerprint", "hit_captions", "lead_guidance", "retrieved_captions"]
+__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "firm_lead", "video_only_reading", "shows_video_only_kind", "text_fingerprint", "hit_captions", "lead_guidance", "retrieved_captions"]

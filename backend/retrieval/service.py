@@ -244,14 +244,17 @@ class VideoRetriever:
 
     def search_many(self, texts: list[str], k: int = 5, mode: str = "gemini",
                     rng: np.random.Generator | None = None, cues: np.ndarray | None = None,
-                    chain: bool = True) -> list[list[Hit]]:
+                    chain: bool = True, want: list | None = None) -> list[list[Hit]]:
         """The ``k`` best videos per text. ``cues`` (len(texts), 4; ``rerank.stated_cues`` rows):
         what a reading of each text states that its words' cue lists miss, for the re-ranking
         (``rerank.merge_cues``; the words win where they name a group). A text that chains
         motions ("A, then B") has its ``CHAIN_DEPTH`` best videos re-ranked also by the kinds
         its parts' own best videos show (``chain``; ``rerank.kind_agreement``), so a video
         showing every part comes first; with a kind reader every text is, each part's kind read
-        from its best videos and its words together."""
+        from its best videos and its words together. ``want`` (per text, a kind or None): among a
+        text's ``CHAIN_DEPTH`` best videos those that show that kind come first (their order and
+        the others' kept), e.g. a kind the words read as that the generator knows only from videos
+        (``video_lead.video_only_reading``)."""
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
         if not isinstance(k, int) or k < 1:
@@ -271,11 +274,14 @@ class VideoRetriever:
             if np.shape(cues) != (len(texts), 4):
                 raise ValueError(f"cues must be ({len(texts)}, 4), got {np.shape(cues)}")
             q_cues = merge_cues(q_cues, cues)
+        if want is not None and len(want) != len(texts):
+            raise ValueError(f"{len(want)} wanted kinds for {len(texts)} texts")
         part_kinds = self._part_kinds(texts, mode) if rerank and chain and self.chain_weight else {}
         out = []
         for i in range(len(texts)):
             p, g = q["p"][i], q["g"][i]
-            depth_i = min(n, max(depth, CHAIN_DEPTH)) if i in part_kinds else depth
+            wanted = want[i] if want is not None and mode != "random" else None
+            depth_i = min(n, max(depth, CHAIN_DEPTH)) if i in part_kinds or wanted else depth
             if mode == "gemini":
                 _, ids = self.index.search(fuse_queries(p[None], g[None]), depth_i)
                 rows = np.array([self._row[v] for v in ids[0]])
@@ -296,7 +302,10 @@ class VideoRetriever:
                 bonus = agreement(q_cues[i:i + 1], self._video_cues(row_ids))[0]
                 if i in part_kinds:
                     kinds = kind_agreement(part_kinds[i], self._video_kinds(row_ids))
-                order = rerank_order(score, self.rerank_weight * bonus + self.chain_weight * kinds, 1.0)[:k]
+                order = rerank_order(score, self.rerank_weight * bonus + self.chain_weight * kinds, 1.0)
+            if wanted:              # videos of the wanted kind first, each group in its order
+                shows = np.array([wanted in kk for kk in self._video_kinds([self._ids[r] for r in rows])])
+                order = np.concatenate([order[shows[order]], order[~shows[order]]])
             out.append([Hit(self._ids[rows[j]], rank + 1, float(score[j]), float(s_act_r[j]),
                             float(s_obj_r[j]), float(w[rows[j], 0]), float(w[rows[j], 1]), float(bonus[j]),
                             float(kinds[j]))
