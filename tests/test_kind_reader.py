@@ -68,6 +68,11 @@ def test_the_reader_trains_reads_and_round_trips(tmp_path, monkeypatch):
     np.testing.assert_allclose(back.probabilities(["a man sprints."]), p[:1], rtol=1e-6)
     assert back.read(["a man sprints."])[0].keys() == {"jump", "run", "walk"}
     assert KindReader.from_pretrained(tmp_path / "absent") is None
+    calls = []
+    monkeypatch.setattr(kr, "_features", lambda texts, cfg, progress=False: calls.append(list(texts)) or _bag(texts, cfg))
+    first = back.read(["a man sprints.", "a person hops.", "a man sprints."])
+    assert back.read(["a person hops."]) == [first[1]] and first[0] == first[2]
+    assert calls == [["a person hops."]]            # each text read once ("sprints" above), then kept
     with pytest.raises(ValueError, match="two"):
         train_kind_reader([RECORDS[0]], progress=False)
     with pytest.raises(ValueError, match="c must be positive"):

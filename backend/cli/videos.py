@@ -207,10 +207,12 @@ def add(sub) -> None:
                                    "score, both channel scores and the router's weights. The 20 best "
                                    "are re-ranked by how the videos' captions agree with the side, "
                                    "direction, speed and count the words ask ('cues': agreeing minus "
-                                   "disagreeing; not in random mode). A text that chains motions "
-                                   "('A, then B') has its 50 best re-ranked also by the share of its "
-                                   "parts' kinds each video shows ('kinds', -1 to +1; each part's kind "
-                                   "is read off its own best videos).")
+                                   "disagreeing; not in random mode). The 50 best are re-ranked also "
+                                   "by the share of the text's kinds each video shows ('kinds', -1 to "
+                                   "+1): each part's kind of a text that chains motions ('A, then B'), "
+                                   "read off the part's own best videos and, with the shipped kind "
+                                   "reader (checkpoints/kind-reader), its words; with the reader every "
+                                   "text's kind is read so.")
     r.add_argument("text", metavar="TEXT")
     r.add_argument("--k", type=int, default=5)
     r.add_argument("--mode", default="gemini", choices=["gemini", "action", "object", "fixed", "random"],

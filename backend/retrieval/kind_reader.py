@@ -36,6 +36,7 @@ from motioncore.prompt import split_prompt
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 FOLDER = "kind-reader"          # under checkpoints/
+CACHE = 4096                    # readings kept per reader
 
 
 @dataclass
@@ -127,8 +128,15 @@ class KindReader:
         return z / z.sum(1, keepdims=True)
 
     def read(self, texts: list[str]) -> list[dict[str, float]]:
-        """Per text, {kind: probability}."""
-        return [dict(zip(self.kinds, map(float, p))) for p in self.probabilities(texts)]
+        """Per text, {kind: probability}; the last ``CACHE`` texts' readings are kept (retrieval
+        and the video lead read the same part)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        todo = list(dict.fromkeys(t for t in texts if t not in cache))
+        for t, p in zip(todo, self.probabilities(todo)):
+            if len(cache) >= CACHE:
+                cache.pop(next(iter(cache)))
+            cache[t] = dict(zip(self.kinds, map(float, p)))
+        return [dict(cache[t]) if t in cache else self.read([t])[0] for t in texts]
 
 
 def _features(texts: list[str], config: KindReaderConfig, progress: bool = False) -> np.ndarray:
