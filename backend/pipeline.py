@@ -27,6 +27,7 @@ from backend.generation.tempo import stretch_codes
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance,
                                           video_only_reading)
+from backend.generation.kind_reader import with_kind_reader
 from backend.retrieval.service import VideoRetriever
 from motioncore.clean import clean_motion, in_place as without_travel
 from motioncore.prompt import as_sentence, clean_prompt, is_truncated, split_prompt
@@ -132,7 +133,7 @@ class VimoRAGPipeline:
         if missing:
             raise FileNotFoundError(f"missing trained model(s) {', '.join(missing)} in {ck} "
                                     f"(expected {ck}/llm-NAME/); see README, 'Training'")
-        retriever = VideoRetriever.open(db)
+        retriever = with_kind_reader(VideoRetriever.open(db))
         llms = {m: MotionLLM.from_pretrained(ck / f"llm-{m}") for m in models}
         if merge_lora:
             for llm in llms.values():

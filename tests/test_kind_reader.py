@@ -1,16 +1,19 @@
-"""The kind reader (backend/retrieval/kind_reader.py): its training pairs, its vote beside the
+"""The kind reader (backend/generation/kind_reader.py): its training pairs, its vote beside the
 videos', save/load, and every query re-ranked by its read kind in the evaluation and the service.
 The base LM's states are replaced by word counts here (the real reader is checked in
 test_shipped_quality.py's spirit by `eval retrieval`; these tests need no LM)."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
-import backend.retrieval.kind_reader as kr
+import backend.generation.kind_reader as kr
 from backend.retrieval.evaluate import chain_reranked, reranked_scores
-from backend.retrieval.kind_reader import KindReader, KindReaderConfig, labelled_parts, train_kind_reader
+from backend.generation.kind_reader import (KindReader, KindReaderConfig, labelled_parts, train_kind_reader,
+                                            with_kind_reader)
 from backend.retrieval.model import GeminiMVR, RetrieverConfig
-from backend.retrieval.rerank import part_kind
+from backend.retrieval.rerank import CHAIN_WEIGHT, READ_WEIGHT, part_kind
 from backend.retrieval.service import VideoRetriever
 from backend.retrieval.videos.database import VideoDatabase
 
@@ -68,6 +71,11 @@ def test_the_reader_trains_reads_and_round_trips(tmp_path, monkeypatch):
     np.testing.assert_allclose(back.probabilities(["a man sprints."]), p[:1], rtol=1e-6)
     assert back.read(["a man sprints."])[0].keys() == {"jump", "run", "walk"}
     assert KindReader.from_pretrained(tmp_path / "absent") is None
+    got = SimpleNamespace(kind_reader=None)
+    got.use_kind_reader = lambda r: (setattr(got, "kind_reader", r), got)[1]
+    assert with_kind_reader(got, tmp_path / "kr").kind_reader.kinds == reader.kinds     # attached
+    with pytest.raises(FileNotFoundError, match="kind-reader"):
+        with_kind_reader(got, tmp_path / "absent")
     calls = []
     monkeypatch.setattr(kr, "_features", lambda texts, cfg, progress=False: calls.append(list(texts)) or _bag(texts, cfg))
     first = back.read(["a man sprints.", "a person hops.", "a man sprints."])
@@ -125,6 +133,8 @@ def test_the_service_reranks_every_query_by_its_read_kind(tmp_path):
     assert {h.id for h in read.search("a man strolls.", k=8)[:4]} == {f"v{i:03d}" for i in range(4)}
     read.chain_weight = 0.0
     assert [h.id for h in read.search("a man sprints.", k=8)] == [h.id for h in base]
+    assert read.use_kind_reader(None).chain_weight == CHAIN_WEIGHT and read.kind_reader is None
+    assert read.use_kind_reader(_Reader()).chain_weight == READ_WEIGHT
     # a wanted kind: its videos first whatever the reading says, the rest after, each in order
     wanted = read.search_many(["a man strolls."], k=8, want=["run"])[0]
     assert {h.id for h in wanted[:4]} == runs and len(wanted) == 8

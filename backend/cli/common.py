@@ -19,13 +19,14 @@ def load_stack(args, need_retriever: bool = True):
     """(corpus, shipped VQ-VAE, embedded retriever or None) for the motion-LLM commands."""
     from backend.checkpoints import checkpoints_dir
     from backend.data.dataset import open_corpus
+    from backend.generation.kind_reader import with_kind_reader
     from backend.generation.vqvae import MotionVQVAE
     from backend.retrieval.service import VideoRetriever
 
     set_threads(args.threads)
     corpus = open_corpus(args.data)
     vqvae = MotionVQVAE.from_pretrained(checkpoints_dir() / "vqvae").eval()
-    retriever = VideoRetriever.open("embedded") if need_retriever else None
+    retriever = with_kind_reader(VideoRetriever.open("embedded")) if need_retriever else None
     return corpus, vqvae, retriever
 
 

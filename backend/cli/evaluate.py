@@ -311,7 +311,9 @@ def cmd_eval_video_lead(args) -> int:
     set_threads(args.threads)
     corpus = open_corpus()
     train = [c.text for m in corpus.split_ids("train") for c in corpus.captions(m)]
-    lead, report = calibrate(train, VideoRetriever.open("embedded"), k=args.k, known_miss=args.known_miss,
+    from backend.generation.kind_reader import with_kind_reader
+
+    lead, report = calibrate(train, with_kind_reader(VideoRetriever.open("embedded")), k=args.k, known_miss=args.known_miss,
                              split=args.split, space=args.space)
     print(f"{report['prompts']} database captions ({args.split} split) ({report['known']} of known kinds, "
           f"{report['unknown']} of kinds only videos show); novelty median {report['novelty_known_median']:+.3f} "
@@ -347,7 +349,9 @@ def cmd_eval_video_use(args) -> int:
     folder = Path(args.model) if Path(args.model).is_dir() else checkpoints_dir() / f"llm-{args.model}"
     model = MotionLLM.from_pretrained(folder)
     vqvae = MotionVQVAE.from_pretrained(checkpoints_dir() / model.config.tokenizer).eval()
-    retriever = VideoRetriever.open("embedded")
+    from backend.generation.kind_reader import with_kind_reader
+
+    retriever = with_kind_reader(VideoRetriever.open("embedded"))
     try:
         own = VideoRetriever.open(args.self_db or f"self-{args.split}")
     except Exception:                                   # noqa: BLE001 - the self rows are optional
@@ -396,7 +400,9 @@ def cmd_eval_video_reading(args) -> int:
         vqvae, normalizer = load_llm_tokenizer(name=llm.config.tokenizer)
     checker = InstructionChecker.from_pretrained(Path(args.checker) if args.checker
                                                  else checkpoints_dir() / "checker")
-    retriever = VideoRetriever.open("embedded")
+    from backend.generation.kind_reader import with_kind_reader
+
+    retriever = with_kind_reader(VideoRetriever.open("embedded"))
     res = video_reading(llm, vqvae, normalizer, retriever, checker, args.split, args.ood_only,
                         args.samples, args.seed, limit=args.limit, temperature=args.temperature,
                         reader=reader)
@@ -426,7 +432,7 @@ def cmd_eval_retrieval(args) -> int:
     if args.read_weight is not None:
         kw["read_weight"] = args.read_weight
     if args.kind_reader != "none":
-        from backend.retrieval.kind_reader import KindReader
+        from backend.generation.kind_reader import KindReader
 
         reader = KindReader.from_pretrained(None if args.kind_reader == "shipped" else args.kind_reader)
         if reader is None and args.kind_reader != "shipped":

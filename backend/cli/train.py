@@ -217,7 +217,7 @@ def cmd_train_kind_reader(args) -> int:
     import torch
 
     from backend.checkpoints import data_home
-    from backend.retrieval.kind_reader import KindReaderConfig, train_kind_reader
+    from backend.generation.kind_reader import KindReaderConfig, train_kind_reader
 
     torch.set_num_threads(args.threads)
     if args.c <= 0:
@@ -764,7 +764,7 @@ def add(sub) -> None:
         description="Fit a linear head on the frozen base LM's middle-layer states of the video "
                     "database's training captions (each part of a chained caption labelled with "
                     "its video's kind), so retrieval can re-rank videos by the kind the words ask "
-                    "for (backend/retrieval/kind_reader.py). Training captions only.")
+                    "for (backend/generation/kind_reader.py). Training captions only.")
     kr.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
     kr.add_argument("--layers", type=int, nargs="+", default=[6, 8],
                     help="hidden states read, averaged over the part's tokens (default 6 8)")

@@ -114,7 +114,9 @@ def cmd_retrieve(args) -> int:
 
     text = clean_prompt(args.text)
     t0 = time.perf_counter()
-    r = VideoRetriever.open(args.db)
+    from backend.generation.kind_reader import with_kind_reader
+
+    r = with_kind_reader(VideoRetriever.open(args.db))
     r.encode_query(["warm-up"])                      # loads the text encoder
     t1 = time.perf_counter()
     hits = r.search(text, k=args.k, mode=args.mode, rng=np.random.default_rng(args.seed))

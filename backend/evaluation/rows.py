@@ -35,6 +35,7 @@ from backend.generation.tempo import stretch_codes
 from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, lead_guidance, retrieved_captions,
                                           video_only_reading)
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
+from backend.generation.kind_reader import with_kind_reader
 from backend.retrieval.service import VideoRetriever
 from motioncore.prompt import split_prompts
 
@@ -49,7 +50,7 @@ GROUPS = {"vimorag": list(ROWS)}
 
 @lru_cache(maxsize=1)
 def _shared():
-    return VideoRetriever.open("embedded")
+    return with_kind_reader(VideoRetriever.open("embedded"))
 
 
 @lru_cache(maxsize=None)

@@ -32,7 +32,6 @@ from backend.checkpoints import checkpoints_dir
 from backend.retrieval.embcache import FIELDS, EmbeddingCache
 from backend.retrieval.index import FusedIndex, brute_force_fused, fuse_queries, fuse_videos
 from backend.retrieval.model import GeminiMVR, encode_captions
-from backend.retrieval.kind_reader import KindReader
 from backend.retrieval.rerank import (CHAIN_DEPTH, CHAIN_WEIGHT, PART_VOTES, READ_WEIGHT, RERANK_DEPTH, RERANK_WEIGHT,
                                       agreement, attribute_cues, kind_agreement, merge_cues, part_kind,
                                       video_cues)
@@ -103,9 +102,11 @@ def _model_fingerprint(model: GeminiMVR) -> str:
 class VideoRetriever:
     def __init__(self, model: GeminiMVR, db: VideoDatabase, kind: str = "auto", gpu="auto",
                  minilm=None, progress: bool = False, reader: GeminiMVR | None = None,
-                 kind_reader: KindReader | None = None):
+                 kind_reader=None):
         self.model = model.eval()
-        self.kind_reader = kind_reader           # reads the kinds the words ask for (kind_reader.py)
+        # reads the kinds the words ask for: an object with read(texts) -> [{kind: probability}]
+        # (backend.generation.kind_reader.KindReader; attach one with use_kind_reader)
+        self.kind_reader = kind_reader
         self.reader = None if reader is None else reader.eval()   # None: ``model`` reads too
         self.db = db
         self.kind, self.gpu = kind, gpu
@@ -124,13 +125,12 @@ class VideoRetriever:
         self.refresh(progress)
 
     @classmethod
-    def open(cls, db: str = "embedded", retriever_dir=None, reader_dir=None, kind_reader_dir=None,
-             read_kinds: bool = True, **kw) -> "VideoRetriever":
+    def open(cls, db: str = "embedded", retriever_dir=None, reader_dir=None, **kw) -> "VideoRetriever":
         """The retriever in ``retriever_dir`` (default ``checkpoints/retriever``) over database
         ``db``; the motion LLMs' reader from ``reader_dir`` (default ``checkpoints/video-reader``
-        when the retriever is the shipped one and that folder exists, else the retriever itself);
-        with ``read_kinds`` the kind reader in ``kind_reader_dir`` (default
-        ``checkpoints/kind-reader`` when there; it reads with the motion LLM's base LM)."""
+        when the retriever is the shipped one and that folder exists, else the retriever itself).
+        No kind reader: it reads with the motion LLM's base, a layer above retrieval, so the
+        callers that have one attach it (``kind_reader.with_kind_reader``)."""
         d = Path(retriever_dir or checkpoints_dir() / "retriever")
         if not (d / "model.safetensors").is_file():
             raise FileNotFoundError(f"no trained retriever at {d}; train one with "
@@ -141,13 +141,14 @@ class VideoRetriever:
         if reader_dir is not None and not (Path(reader_dir) / "model.safetensors").is_file():
             raise FileNotFoundError(f"no video reader (a trained retriever) at {reader_dir}")
         reader = GeminiMVR.from_pretrained(reader_dir) if reader_dir is not None else None
-        kinds = None
-        if read_kinds:
-            kinds = KindReader.from_pretrained(kind_reader_dir)
-            if kinds is None and kind_reader_dir is not None:
-                raise FileNotFoundError(f"no kind reader at {kind_reader_dir}; train one with "
-                                        "`python -m backend train kind-reader`")
-        return cls(GeminiMVR.from_pretrained(d), open_database(db), reader=reader, kind_reader=kinds, **kw)
+        return cls(GeminiMVR.from_pretrained(d), open_database(db), reader=reader, **kw)
+
+    def use_kind_reader(self, reader) -> "VideoRetriever":
+        """Read every query's kinds from its words too with ``reader`` (None: from the videos
+        alone, chained queries only), with the weight chosen for it (``READ_WEIGHT``)."""
+        self.kind_reader = reader
+        self.chain_weight = CHAIN_WEIGHT if reader is None else READ_WEIGHT
+        return self
 
     # ------------------------------------------------------------------------ embeddings
     @torch.no_grad()

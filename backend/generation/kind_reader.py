@@ -16,7 +16,9 @@ Trained on the video database's *training* captions (``labelled_parts``: a capti
 one-kind video's caption one pair), the same captions the retriever trains on; every kind the
 database records, the kinds the generator never read in words (cartwheel, ...) included. That
 changes nothing the generator saw: the reader is part of retrieval (text -> video), as the
-retriever is. ``python -m backend train kind-reader --ship`` (about a minute on 2 cores).
+retriever is. ``python -m backend train kind-reader --ship`` (about a minute on 2 cores). It lives
+here, beside the restater, because it reads with the generator's base LM; ``with_kind_reader``
+attaches the shipped one to a ``VideoRetriever``.
 
     reader = KindReader.from_pretrained()            # None when not shipped: videos alone vote
     reader.read(["a man is creeping in an arc."])    # [{"crawl": 0.93, "walk": 0.03, ...}]
@@ -166,4 +168,15 @@ def train_kind_reader(records: list[dict], config: KindReaderConfig | None = Non
     return KindReader(config, mean, std, w, b)
 
 
-__all__ = ["FOLDER", "KindReader", "KindReaderConfig", "labelled_parts", "train_kind_reader"]
+def with_kind_reader(retriever, folder=None):
+    """``retriever`` reading every query's kinds with the kind reader in ``folder`` (default
+    ``checkpoints/kind-reader``; when it is not shipped, the retriever is returned as it was; a
+    ``folder`` given that holds none is an error)."""
+    reader = KindReader.from_pretrained(folder)
+    if reader is None and folder is not None:
+        raise FileNotFoundError(f"no kind reader at {folder}; train one with "
+                                "`python -m backend train kind-reader`")
+    return retriever.use_kind_reader(reader) if reader is not None else retriever
+
+
+__all__ = ["FOLDER", "KindReader", "KindReaderConfig", "labelled_parts", "train_kind_reader", "with_kind_reader"]
