@@ -136,15 +136,12 @@ class LLMRow:
         return np.array([self._lead[t] for t in texts])
 
     def kind_reads(self, texts: list[str]) -> list[dict] | None:
-        """The retriever's kind reader's reading of each text (cached); None without one or for
-        random / no video."""
+        """The retriever's kind reader's reading of each text; None without one or for random /
+        no video."""
         reader = getattr(self.retriever, "kind_reader", None) if self.retriever is not None else None
         if reader is None or self.mode not in ("gemini", "object"):
             return None
-        cache = self.__dict__.setdefault("_kind_reads", {})
-        todo = sorted({t for t in texts if t not in cache})
-        cache.update(zip(todo, reader.read(todo)))
-        return [cache[t] for t in texts]
+        return reader.read(texts)           # the reader keeps its readings
 
     def want_read(self, texts: list[str], reads: list[dict], known) -> bool:
         """Search again each text whose words read as a kind the generator knows only from videos

@@ -91,6 +91,7 @@ class KindReader:
         self.config = config
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self.weight, self.bias = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
+        self._cache: dict[str, dict[str, float]] = {}      # text -> reading, the last CACHE texts
 
     @property
     def kinds(self) -> list[str]:
@@ -132,7 +133,7 @@ class KindReader:
     def read(self, texts: list[str]) -> list[dict[str, float]]:
         """Per text, {kind: probability}; the last ``CACHE`` texts' readings are kept (retrieval
         and the video lead read the same part)."""
-        cache = self.__dict__.setdefault("_cache", {})
+        cache = self._cache
         todo = list(dict.fromkeys(t for t in texts if t not in cache))
         for t, p in zip(todo, self.probabilities(todo)):
             if len(cache) >= CACHE:
