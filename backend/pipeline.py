@@ -26,7 +26,7 @@ from backend.generation.restate import Restater
 from backend.generation.tempo import stretch_codes
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance,
-                                          video_only_reading)
+                                          shown_kinds, video_only_reading)
 from backend.generation.kind_reader import with_kind_reader
 from backend.retrieval.service import VideoRetriever
 from motioncore.clean import clean_motion, in_place as without_travel
@@ -184,9 +184,7 @@ class VimoRAGPipeline:
         smode = {"gemini": "gemini", "object": "object", "random": "random"}[mode]
         extra = {} if cues is None else {"cues": cues}
         if want is not None:
-            extra["want"] = [want]
-            return self.retriever.search_many([text], k=k, mode=smode, rng=np.random.default_rng(seed),
-                                              **{**extra, "cues": None if cues is None else np.asarray(cues)[None]})[0]
+            extra["want"] = want
         return self.retriever.search(text, k=k, mode=smode, rng=np.random.default_rng(seed), **extra)
 
     @torch.no_grad()
@@ -334,7 +332,7 @@ class VimoRAGPipeline:
                     known = set(self.restater.config.classes["action"])
                     reads = kinds.read([part]) if read_lead and kinds is not None else None
                     wanted = video_only_reading(reads[0], known, READ_LEAD_GATE) if reads else None
-                    if wanted is not None and wanted not in (((self._record(vid) or {}).get("spec") or {}).get("kinds") or []):
+                    if wanted is not None and wanted not in shown_kinds(self._record(vid)):
                         hits = self.retrieve(part, retrieval, k, seed, want=wanted)   # words read as a kind
                         vid, mirrored, prior = chosen(part, hits)                   # only videos show
                     lead = float(firm_lead([lead], [self._record(vid)], known, reads, READ_LEAD_GATE)[0])

@@ -143,7 +143,8 @@ def _pipeline_guidance(lead, text, retrieval="gemini", video_lead=True, guidance
     if kinds is not None:
         recs[0]["spec"]["kinds"], recs[1]["spec"]["kinds"] = kinds, ["jump"]
     r = FakeRetriever(recs)
-    r.search = lambda t, k=5, mode="gemini", rng=None: r.search_many([t], k)[0]
+    r.search = lambda t, k=5, mode="gemini", rng=None, want=None: \
+        r.search_many([t], k, want=None if want is None else [want])[0]
     r.mirrors = lambda t, v: False
     r.video_prior = lambda v, t=None: ("prior", v)
     seen = {}

@@ -33,7 +33,7 @@ from backend.generation.pose_reader import (READER_TEMPERATURE, asked_tempo, dra
 from backend.generation.restate import Restater
 from backend.generation.tempo import stretch_codes
 from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, lead_guidance, retrieved_captions,
-                                          video_only_reading)
+                                          shown_kinds, video_only_reading)
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
 from backend.generation.kind_reader import with_kind_reader
 from backend.retrieval.service import VideoRetriever
@@ -151,8 +151,7 @@ class LLMRow:
         for t, r in zip(texts, reads):
             kind = video_only_reading(r, known, READ_LEAD_GATE)
             if kind is not None and t not in todo and t not in self._wanted:
-                rec = self.retriever.db.record(self._cache[t])
-                if kind not in (((rec.get("spec") or {}).get("kinds")) or []):
+                if kind not in shown_kinds(self.retriever.db.record(self._cache[t])):
                     todo[t] = kind
         self._wanted.update(texts)
         if not todo:

@@ -181,12 +181,17 @@ def lead_guidance(weight, guidance, alone_above: float | None = None):
         else (-float(weight) if weight > 0 else guidance)
 
 
+def shown_kinds(record: dict | None) -> list:
+    """The motion kinds a database video's record says it shows (``spec.kinds``; a user's own
+    footage, or no record: none)."""
+    return list(((record or {}).get("spec") or {}).get("kinds") or [])
+
+
 def shows_video_only_kind(record: dict | None, known) -> bool:
     """Does a database video show a motion kind outside ``known`` (the kinds the words' reader,
     ``Restater``, learned from captions)? From its record's ``spec.kinds``; a user's own footage
     names none, so it never does."""
-    kinds = ((record or {}).get("spec") or {}).get("kinds") or []
-    return any(k not in known for k in kinds)
+    return any(k not in known for k in shown_kinds(record))
 
 
 def firm_lead(weights, records: list, known, reads: list | None = None, gate: float = 0.5) -> np.ndarray:
@@ -209,7 +214,7 @@ def firm_lead(weights, records: list, known, reads: list | None = None, gate: fl
             w[i] = 1.0
         elif reads is not None and r is not None:
             kind = video_only_reading(reads[i], known, gate)
-            if kind is not None and kind in (((r.get("spec") or {}).get("kinds")) or []):
+            if kind is not None and kind in shown_kinds(r):
                 w[i] = 1.0
     return w
 
@@ -277,4 +282,4 @@ def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: floa
     return lead, report
 
 
-__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "firm_lead", "video_only_reading", "shows_video_only_kind", "text_fingerprint", "hit_captions", "lead_guidance", "retrieved_captions"]
+__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "firm_lead", "shown_kinds", "video_only_reading", "shows_video_only_kind", "text_fingerprint", "hit_captions", "lead_guidance", "retrieved_captions"]

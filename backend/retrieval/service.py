@@ -240,8 +240,10 @@ class VideoRetriever:
         return {"p": t["p"].numpy(), "g": t["g"].numpy()}
 
     def search(self, text: str, k: int = 5, mode: str = "gemini",
-               rng: np.random.Generator | None = None, cues: np.ndarray | None = None) -> list[Hit]:
-        return self.search_many([text], k, mode, rng, None if cues is None else np.asarray(cues)[None])[0]
+               rng: np.random.Generator | None = None, cues: np.ndarray | None = None,
+               want: str | None = None) -> list[Hit]:
+        return self.search_many([text], k, mode, rng, None if cues is None else np.asarray(cues)[None],
+                                want=None if want is None else [want])[0]
 
     def search_many(self, texts: list[str], k: int = 5, mode: str = "gemini",
                     rng: np.random.Generator | None = None, cues: np.ndarray | None = None,
