@@ -15,7 +15,7 @@ import torch
 
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import (FIRM_LEAD, GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE,
-                              READ_LEAD, READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPERATURE)
+                              MIRROR, READ_LEAD, READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPERATURE)
 from backend.evaluation.pick import Picker
 from backend.evaluation.servable import ServableCheck
 from backend.generation.compose import join_parts
@@ -23,6 +23,7 @@ from backend.generation.motion_llm import MotionLLM
 from backend.generation.pose_reader import (asked_tempo, draft_codes, first_of_each, load_pose_reader,
                                             video_duration, with_drafts)
 from backend.generation.restate import Restater
+from backend.generation.mirror import asks_left_or_right, mirror_codes
 from backend.generation.tempo import stretch_codes
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance,
@@ -232,7 +233,7 @@ class VimoRAGPipeline:
                  led_cues: bool = False, led_temperature: bool = True, led_alone: bool = True,
                  reader_drafts: int = READER_DRAFTS, reader_tempo: bool = READER_TEMPO,
                  reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
-                 retime: str = RETIME, read_lead: bool = READ_LEAD) -> GenerationResult:
+                 retime: str = RETIME, read_lead: bool = READ_LEAD, mirror: bool = MIRROR) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -288,7 +289,10 @@ class VimoRAGPipeline:
         faster when the picker reads the speed better that way and nothing else worse
         (``Picker.retime``), "pool" adds each of its samples so played to the picker's choices
         (``Picker.with_tempo``), "off" neither; ``result.picks`` then says whether a played copy
-        was kept (``tempo``)."""
+        was kept (``tempo``). ``mirror``: a picked part whose reading asks a left or right turn or
+        limb side also has each sample's mirror image among its choices (``Picker.with_mirror``;
+        ``defaults.MIRROR``); ``result.picks`` then says whether a mirror image was kept
+        (``mirror``)."""
         raw = text
         if retime not in RETIME_CHOICES:
             raise ValueError(f"retime must be one of {', '.join(RETIME_CHOICES)}, got {retime!r}")
@@ -407,12 +411,21 @@ class VimoRAGPipeline:
             def stretch(c, f):
                 return stretch_codes(c, f, vqvae, normalizer, max_tokens=llm.config.max_motion_tokens)
 
+            def flip(c):
+                return mirror_codes(c, vqvae, normalizer, max_tokens=llm.config.max_motion_tokens)
+
+            flipped = {}
+            if mirror and any(asks_left_or_right(a) for a in asked):   # left/right parts: each sample mirrored too
+                rows, owners, flipped = self.picker.with_mirror(rows, owners, asked, flip)
             if retime == "pool":                      # slow/fast parts: each sample slower/faster too
                 rows, owners, before = self.picker.with_tempo(rows, owners, asked, stretch)
             codes, picks = self.picker.choose(rows, owners, asked, lambda c: self.decode(c, model))
             for i, n in before.items():       # a copy played slower/faster was kept?
                 if picks[i]:
                     picks[i]["tempo"] = picks[i]["chosen"] >= n
+            for i, n in flipped.items():      # a mirror image was kept? (before any tempo copies)
+                if picks[i]:
+                    picks[i]["mirror"] = picks[i]["chosen"] % before.get(i, 2 * n) >= n
             if retime == "kept":              # the kept sample played slower/faster, if that reads better
                 codes, kept = self.picker.retime(codes, asked, stretch, lambda c: self.decode(c, model))
                 for i, k in enumerate(kept):
@@ -420,7 +433,7 @@ class VimoRAGPipeline:
                         picks[i]["tempo"] = k
             for i, d in drafted.items():      # say which samples were the reader's and if one was kept
                 if picks[i]:
-                    n = before.get(i, picks[i]["samples"])
+                    n = flipped.get(i, before.get(i, picks[i]["samples"]))    # the rows sampled and drafted
                     picks[i]["drafts"] = len(d)
                     picks[i]["reader"] = picks[i]["chosen"] % n >= n - len(d)
             timing["picking"] = time.perf_counter() - t2

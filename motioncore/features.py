@@ -215,9 +215,15 @@ def features_to_joints(features: np.ndarray) -> np.ndarray:
 def mirror_features(features: np.ndarray) -> np.ndarray:
     """(T, 263) features of the mirror image of a motion (one frame shorter): joints recovered,
     left and right swapped, x negated, features recomputed."""
-    joints = features_to_joints(np.asarray(features, np.float32))[:, list(MIRROR_INDEX)]
-    joints[..., 0] *= -1
-    return joints_to_features(joints)
+    return joints_to_features(mirror_joints(features_to_joints(np.asarray(features, np.float32))))
+
+
+def mirror_joints(joints: np.ndarray) -> np.ndarray:
+    """(T, 22, 3) joints of the mirror image (x negated, left and right joints swapped): a left
+    turn becomes a right turn, a left kick a right kick."""
+    out = np.array(joints, copy=True)[:, list(MIRROR_INDEX)]
+    out[..., 0] *= -1
+    return out
 
 
 def resample(positions: np.ndarray, src_fps: float, dst_fps: float = FPS) -> np.ndarray:

@@ -289,3 +289,25 @@ def test_the_pipeline_searches_led_parts_again_and_samples_them_closer_to_the_mo
     (texts, videos, kw), = seen["calls"]
     assert all(c is None for _, c in searched) and videos[1] == ("prior", "v-does")
     assert kw["temperature"] == 0.7
+
+
+def test_a_side_the_words_name_is_the_turn_a_led_part_asks():
+    """"a cartwheel to the right": the restater's heads (trained on the training kinds' words)
+    may read no turn or the other one; the side the words name is what a turning kind asks."""
+    picker = Picker(_Fixed(), gate=0.5)
+    right = frozenset({"right"})
+    for manner in (_manner(turn=None), _manner(turn="left"), _manner(turn="left", sure=0.3)):
+        asked = picker.asked_led("cartwheel", manner, right)
+        assert ("direction", "cartwheel", "right") in asked
+        assert not any(a == "direction" and v != "right" for a, _, v in asked)
+    # two sides named, or none: the heads' reading as before
+    assert ("direction", "crawl", "left") in picker.asked_led("crawl", _manner(turn="left"), frozenset({"left", "right"}))
+    assert ("direction", "crawl", "left") in picker.asked_led("crawl", _manner(turn="left"))
+    # a kind with a limb side: "kicks with the right leg" names the leg, not a turn
+    assert ("direction", "spinkick", "none") in picker.asked_led("spinkick", _manner(turn=None), right)
+    assert picker.asked_led("jump", _manner(), right) == [("kind", "jump", True), ("count", "jump", 2)]
+    restater = SimpleNamespace(config=SimpleNamespace(classes={"action": ["walk"]}),
+                               manner=lambda texts: [_manner(turn=None)] * len(texts))
+    out = picker.with_led([[]], [True], ["a man cartwheels to the left."], [{"spec": {"kinds": ["cartwheel"]}}],
+                          restater)
+    assert ("direction", "cartwheel", "left") in out[0]

@@ -330,3 +330,23 @@ def test_evaluation_rows_search_again_for_a_read_video_only_kind():
     assert row.want_read(["someone jumps twice", "a person jumps"], reads, {"jump", "walk"})
     assert row._cache == {"someone jumps twice": "v0", "a person jumps": "v1"}
     assert not row.want_read(["someone jumps twice"], reads[:1], {"jump", "walk"})   # searched once
+
+
+def test_lead_gates_count_right_and_wrong_leads_per_gate():
+    from backend.generation.video_lead import lead_gates
+
+    known = {"walk", "jump"}
+    reads = [{"crawl": 0.9, "walk": 0.1},        # a crawl read surely: led right at every gate
+             {"crawl": 0.35, "walk": 0.3, "roll": 0.35},   # ties: the first of the two, crawl
+             {"roll": 0.4, "walk": 0.35, "jump": 0.25},    # a walk read as a roll below 0.5: wrong
+             {"walk": 0.8, "crawl": 0.2},        # a walk read as a walk: never led
+             {"cartwheel": 0.3, "roll": 0.25, "walk": 0.45}]   # a cartwheel the reader misses
+    kinds = ["crawl", "crawl", "walk", "walk", "cartwheel"]
+    rows = {r["gate"]: r for r in lead_gates(reads, kinds, known, gates=(0.0, 0.3, 0.38, 0.5))}
+    assert rows[0.0] == {"gate": 0.0, "led": 3, "right": 2, "wrong": 1, "known_led": 1, "net": 1,
+                         "caught": pytest.approx(2 / 3)}
+    assert rows[0.38]["led"] == 2 and rows[0.38]["right"] == 1 and rows[0.38]["wrong"] == 1
+    assert rows[0.5] == {"gate": 0.5, "led": 1, "right": 1, "wrong": 0, "known_led": 0, "net": 1,
+                         "caught": pytest.approx(1 / 3)}
+    with pytest.raises(ValueError, match="readings"):
+        lead_gates(reads[:2], kinds, known)

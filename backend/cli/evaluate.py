@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, MIRROR, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -107,6 +107,10 @@ def add_session17_switches(parser) -> None:
                              "way and nothing else worse; 'pool' adds each sample so played to the "
                              "picker's choices; 'off' neither (backend/generation/tempo.py; default, "
                              "as the app: %(default)s)")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=MIRROR,
+                        help="a picked part whose words ask a left or right turn or limb side also has "
+                             "each sample's mirror image among the picker's choices, as the app does "
+                             "(backend/generation/mirror.py; default: %(default)s)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -151,7 +155,7 @@ def cmd_eval_generation(args) -> int:
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
-                             args.retime, args.read_lead)
+                             args.retime, args.read_lead, args.mirror)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -218,7 +222,7 @@ def cmd_eval_follow(args) -> int:
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
-                             args.retime, args.read_lead)
+                             args.retime, args.read_lead, args.mirror)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -465,6 +469,36 @@ def cmd_eval_sides(args) -> int:
     print(format_probe(det, sim))
     if args.json:
         print(json.dumps({"detector": det, "mirror": sim}))
+    return 0
+
+
+def cmd_eval_read_gate(args) -> int:
+    from backend.defaults import READ_LEAD_GATE
+    from backend.generation.kind_reader import KindReader, labelled_parts
+    from backend.generation.restate import Restater
+    from backend.generation.video_lead import lead_gates
+
+    set_threads(args.threads)
+    reader = KindReader.from_pretrained(args.kind_reader)
+    restater = Restater.from_pretrained()
+    if reader is None or restater is None:
+        print("error: needs the kind reader and the restater (checkpoints/kind-reader, checkpoints/restater)",
+              file=sys.stderr)
+        return 2
+    texts, kinds = labelled_parts(list(training_db(args).records), args.split)
+    if not texts:
+        print(f"error: no {args.split} captions with recorded kinds in the database", file=sys.stderr)
+        return 2
+    known = set(restater.config.classes["action"])
+    rows = lead_gates(reader.read(texts), kinds, known, args.gates)
+    print(f"{len(texts)} {args.split} caption parts, {sum(k not in known for k in kinds)} of a kind the "
+          f"generator knows only from videos; shipped gate {READ_LEAD_GATE:g}")
+    print(f"{'gate':>5} {'led':>5} {'right':>6} {'wrong':>6} {'known':>6} {'net':>5} {'caught':>7}")
+    for r in rows:
+        print(f"{r['gate']:5.2f} {r['led']:5d} {r['right']:6d} {r['wrong']:6d} {r['known_led']:6d} "
+              f"{r['net']:5d} {r['caught']:7.1%}")
+    if args.json:
+        print(json.dumps({"split": args.split, "parts": len(texts), "gate": READ_LEAD_GATE, "rows": rows}))
     return 0
 
 
@@ -737,6 +771,23 @@ def add(sub) -> None:
                         "pick it on --split train")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval_retrieval)
+    rg = esub.add_parser("read-gate", help="how the read lead's gate leads the database's held-out caption parts",
+                         description="Read every caption part of a database split with the kind reader and "
+                                     "count, per gate, the parts the read lead would lead (their reading names "
+                                     "a kind the generator knows only from videos at >= gate): led by their "
+                                     "own kind (right), by another (wrong; 'known': parts of a kind the "
+                                     "generator writes from words), net = right - wrong, and the share of "
+                                     "video-only-kind parts caught (backend/generation/video_lead.py "
+                                     "lead_gates; README, *Read lead*).")
+    rg.add_argument("--split", default="test", help="database split (default: test, the held-out captions; "
+                                                    "the reader learned the train ones)")
+    rg.add_argument("--gates", type=float, nargs="+", default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6],
+                    help="gates to count (default: %(default)s)")
+    rg.add_argument("--kind-reader", metavar="DIR", help="kind reader folder (default checkpoints/kind-reader)")
+    rg.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
+    rg.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    rg.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")
+    rg.set_defaults(func=cmd_eval_read_gate)
     sd = esub.add_parser("sides", help="where left/right is lost: pose detector, video side, text side",
                          description="Three numbers for the retriever's side problem: how often the "
                                      "pose detector's left/right order matches the rendered truth, "

@@ -30,9 +30,11 @@ from typing import Callable
 import numpy as np
 
 from backend.defaults import SAMPLES
-from backend.data.captions import COUNTED_ACTIONS, TURN_ACTIONS
+from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS
 from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
+from backend.generation.mirror import asks_left_or_right
+from backend.retrieval.sides import sides_of
 from backend.generation.tempo import TEMPO
 
 PICK_GATE = 0.5      # a part is picked for when its kind is read with p >= 0.5 (README, *Picked samples*)
@@ -63,12 +65,19 @@ class Picker:
         return [asked_attributes([r]) if r and r.get("confidence", 1.0) >= self.gate else []
                 for r in readings]
 
-    def asked_led(self, kind: str | None, manner: dict) -> list[tuple[str, str, object]]:
+    def asked_led(self, kind: str | None, manner: dict, named: frozenset = frozenset()
+                  ) -> list[tuple[str, str, object]]:
         """What a part the video leads asks: ``kind`` (what its video shows; None or a kind the
         picker does not know: nothing) and, from ``manner`` (``Restater.manner`` of its words),
-        the count, the turn and a slow/fast speed, each where it is read at least ``gate`` sure."""
+        the count, the turn and a slow/fast speed, each where it is read at least ``gate`` sure.
+        ``named``: the sides its words name (``retrieval.sides.sides_of``); exactly one, for a
+        turning kind without a limb side (a cartwheel, a crawl, a walk), is the turn asked,
+        whatever ``manner`` reads (its heads learned turns from the training kinds' phrasing
+        only and read "a cartwheel to the right" as no turn or a left one; README *Mirror images*)."""
         if kind not in KINDS:
             return []
+        if len(named) == 1 and kind in TURN_ACTIONS and kind not in SIDE_ACTIONS:
+            manner = {**manner, "turn": next(iter(named)), "sure": {**manner["sure"], "turn": 1.0}}
         sure = manner["sure"]
         out = [("kind", kind, True)]
         if kind in COUNTED_ACTIONS and sure["count"] >= self.gate and 1 <= manner["reps"] <= MAX_REPS:
@@ -89,7 +98,7 @@ class Picker:
         known = set(restater.config.classes["action"])
         out = list(asked)
         for i, m in zip(idx, restater.manner([texts[i] for i in idx])):
-            out[i] = self.asked_led(video_kind(records[i], known), m)
+            out[i] = self.asked_led(video_kind(records[i], known), m, sides_of(texts[i]))
         return out
 
     def scores(self, features: list[np.ndarray], asked: list[list[tuple[str, str, object]]]) -> np.ndarray:
@@ -134,20 +143,22 @@ class Picker:
         in the same order (``backend.generation.tempo``; a part any of whose rows cannot be
         stretched, ``stretch`` giving None, gets none). Returns (codes, owners, {part: rows it had
         before the copies}) for the parts that got copies."""
-        rows: dict[int, list[int]] = defaultdict(list)
-        for r, o in enumerate(owners):
-            rows[o].append(r)
-        codes, owners, before = list(codes), list(owners), {}
-        for part, mine in sorted(rows.items()):
+        def copier(part):
             speed = next((v for a, _, v in asked[part] if a == "speed"), None) if part < len(asked) else None
-            if len(mine) < 2 or speed not in TEMPO:
-                continue
-            copies = [stretch(codes[r], TEMPO[speed]) for r in mine]
-            if all(c is not None and len(c) for c in copies):     # copy i is row i's: all or none
-                before[part] = len(mine)
-                codes += copies
-                owners += [part] * len(copies)
-        return codes, owners, before
+            return (lambda c: stretch(c, TEMPO[speed])) if speed in TEMPO else None
+
+        return _with_copies(codes, owners, copier)
+
+    def with_mirror(self, codes: list[np.ndarray], owners: list[int], asked: list[list],
+                    mirror: Callable[[np.ndarray], np.ndarray | None]
+                    ) -> tuple[list[np.ndarray], list[int], dict[int, int]]:
+        """As ``with_tempo``, for each part with several rows that asks a left or right turn or
+        limb side (``mirror.asks_left_or_right``): each of its rows' mirror image
+        (``mirror(codes)``, e.g. ``mirror.mirror_codes``) added after them."""
+        def copier(part):
+            return mirror if part < len(asked) and asks_left_or_right(asked[part]) else None
+
+        return _with_copies(codes, owners, copier)
 
     def retime(self, chosen: list[np.ndarray], asked: list[list],
                stretch: Callable[[np.ndarray, float], np.ndarray | None],
@@ -192,6 +203,27 @@ class Picker:
             chosen.append(codes[rows[j]])
             info.append({"samples": len(rows), "chosen": j, "score": round(float(s[j]), 3)})
         return chosen, info
+
+
+def _with_copies(codes: list[np.ndarray], owners: list[int], copier: Callable[[int], Callable | None]
+                 ) -> tuple[list[np.ndarray], list[int], dict[int, int]]:
+    """``codes``/``owners`` with, for each part that has several rows and a ``copier(part)``, a
+    copy of each of its rows added after all rows, in the same order (a part any of whose rows
+    cannot be copied gets none). Returns (codes, owners, {part: rows it had before})."""
+    rows: dict[int, list[int]] = defaultdict(list)
+    for r, o in enumerate(owners):
+        rows[o].append(r)
+    codes, owners, before = list(codes), list(owners), {}
+    for part, mine in sorted(rows.items()):
+        copy = copier(part) if len(mine) >= 2 else None
+        if copy is None:
+            continue
+        copies = [copy(codes[r]) for r in mine]
+        if all(c is not None and len(c) for c in copies):     # copy i is row i's: all or none
+            before[part] = len(mine)
+            codes += copies
+            owners += [part] * len(copies)
+    return codes, owners, before
 
 
 def video_kind(record: dict | None, known: set[str]) -> str | None:

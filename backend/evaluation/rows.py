@@ -22,8 +22,8 @@ import torch
 from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_TEMPERATURE, READ_LEAD, READ_LEAD_GATE, READER_ABOVE,
-                              READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES)
+from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_TEMPERATURE, MIRROR, READ_LEAD, READ_LEAD_GATE,
+                              READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES)
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
@@ -31,6 +31,7 @@ from backend.generation.motion_llm import MotionLLM
 from backend.generation.pose_reader import (READER_TEMPERATURE, asked_tempo, draft_codes, first_of_each,
                                             load_pose_reader, video_duration, with_drafts)
 from backend.generation.restate import Restater
+from backend.generation.mirror import mirror_codes
 from backend.generation.tempo import stretch_codes
 from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, lead_guidance, retrieved_captions,
                                           shown_kinds, video_only_reading)
@@ -107,6 +108,7 @@ class LLMRow:
         self.read_lead = False                  # words read as a video-only kind: its video, led fully
         self._wanted: set[str] = set()          # texts already searched for their read kind
         self.retime = "off"                     # a slow/fast part: "kept" / "pool" (defaults.RETIME)
+        self.mirror = False                     # a left/right part: its samples' mirror images too
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -255,6 +257,8 @@ class LLMRow:
                 codes = first_of_each(codes, rows, len(texts))
             else:
                 retime = getattr(self, "retime", "off")
+                if getattr(self, "mirror", False):       # left/right parts: each sample's mirror image too
+                    codes, rows, _ = self.picker.with_mirror(codes, rows, asked, self._mirror)
                 if retime == "pool":
                     codes, rows, _ = self.picker.with_tempo(codes, rows, asked, self._stretch)
                 codes, _ = self.picker.choose(codes, rows, asked, self._decode)
@@ -265,6 +269,9 @@ class LLMRow:
     def _stretch(self, codes: np.ndarray, factor: float) -> np.ndarray | None:
         return stretch_codes(codes, factor, self.vqvae, self.normalizer,
                              max_tokens=self.llm.config.max_motion_tokens)
+
+    def _mirror(self, codes: np.ndarray) -> np.ndarray | None:
+        return mirror_codes(codes, self.vqvae, self.normalizer, max_tokens=self.llm.config.max_motion_tokens)
 
     @torch.no_grad()
     def _decode(self, codes: np.ndarray) -> np.ndarray:
@@ -293,7 +300,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   led_alone: bool = True, reader_drafts: int = READER_DRAFTS, reader_only: bool = False,
                   reader: str | None = None, reader_tempo: bool = READER_TEMPO,
                   reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
-                  picker_dir: str | None = None, retime: str = RETIME, read_lead: bool = READ_LEAD) -> list:
+                  picker_dir: str | None = None, retime: str = RETIME, read_lead: bool = READ_LEAD,
+                  mirror: bool = MIRROR) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -332,7 +340,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     such a kind when its video shows it (``defaults.READ_LEAD``, as the pipeline).
     ``picker_dir``: the picker's folder (default ``checkpoints/picker``). ``retime``: what a
     picked part whose reading asks slow or fast does about its pace (``defaults.RETIME``, as the
-    pipeline: "kept" ``Picker.retime``, "pool" ``Picker.with_tempo``, "off")."""
+    pipeline: "kept" ``Picker.retime``, "pool" ``Picker.with_tempo``, "off"). ``mirror``: a
+    picked part that asks a left or right turn or side also has each sample's mirror image among
+    its choices (``Picker.with_mirror``; ``defaults.MIRROR``, as the pipeline; named in the row)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     if retime not in RETIME_CHOICES:
@@ -415,6 +425,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             g.retime = retime
             if retime != "off":
                 notes.append(f"retimed ({retime})")
+            g.mirror = bool(mirror)
+            if mirror:
+                notes.append("+ mirror images")
         if led_cues:
             g.led_cues = True
             if video_lead:

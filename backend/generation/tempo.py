@@ -25,22 +25,22 @@ tempo drafts use the same factors)."""
 
 
 @torch.no_grad()
-def stretch_codes(codes: np.ndarray, factor: float, vqvae, normalizer,
-                  max_tokens: int | None = None) -> np.ndarray | None:
-    """``codes`` decoded, played ``factor`` times as long and encoded again; None when the
-    result is too short to encode (fewer than 2 tokens' worth of frames) or ``factor`` is 1.
-    ``max_tokens``: longer results are cut to that many tokens."""
-    factor = float(factor)
-    if not factor > 0:
-        raise ValueError(f"factor must be positive, got {factor}")
+def recode(codes: np.ndarray, edit, vqvae, normalizer, max_tokens: int | None = None) -> np.ndarray | None:
+    """``codes`` decoded to joints, ``edit(joints) -> joints`` (None: no copy), features again
+    and the tokenizer's codes again (the copies ``stretch_codes`` and
+    ``backend.generation.mirror.mirror_codes`` make); None when there is nothing to encode or the
+    result is shorter than 2 tokens' worth of frames. ``max_tokens``: longer results are cut."""
     codes = np.asarray(codes, np.int64)
-    if factor == 1.0 or len(codes) < 1:
+    if len(codes) < 1:
         return None
     feats = normalizer.denormalize(vqvae.decode(torch.from_numpy(codes)[None])[0].numpy())
     joints = features_to_joints(feats)
     if len(joints) < 2:
         return None
-    g = joints_to_features(resample(joints, FPS / factor, FPS).astype(np.float32))
+    edited = edit(joints)
+    if edited is None:
+        return None
+    g = joints_to_features(np.asarray(edited, np.float32))
     down = vqvae.config.downsample
     g = g[: len(g) // down * down]
     if len(g) < 2 * down:
@@ -50,4 +50,17 @@ def stretch_codes(codes: np.ndarray, factor: float, vqvae, normalizer,
     return out[:max_tokens] if max_tokens else out
 
 
-__all__ = ["TEMPO", "stretch_codes"]
+def stretch_codes(codes: np.ndarray, factor: float, vqvae, normalizer,
+                  max_tokens: int | None = None) -> np.ndarray | None:
+    """``codes`` decoded, played ``factor`` times as long and encoded again; None when the
+    result is too short to encode (fewer than 2 tokens' worth of frames) or ``factor`` is 1.
+    ``max_tokens``: longer results are cut to that many tokens."""
+    factor = float(factor)
+    if not factor > 0:
+        raise ValueError(f"factor must be positive, got {factor}")
+    if factor == 1.0:
+        return None
+    return recode(codes, lambda j: resample(j, FPS / factor, FPS), vqvae, normalizer, max_tokens)
+
+
+__all__ = ["TEMPO", "recode", "stretch_codes"]

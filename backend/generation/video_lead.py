@@ -230,6 +230,28 @@ def video_only_reading(read: dict | None, known, gate: float = 0.5) -> str | Non
     return kind if p >= gate and kind not in known else None
 
 
+def lead_gates(reads: list[dict], kinds: list[str], known, gates=(0.0, 0.2, 0.3, 0.4, 0.5, 0.6)) -> list[dict]:
+    """How ``video_only_reading`` would lead labelled parts at each gate: ``reads`` the kind
+    reader's readings of parts whose true kinds are ``kinds``; per gate, the parts led
+    (``led``), those led by their own kind (``right``) and by another (``wrong``; of which
+    ``known_led``: parts of a kind the generator knows from words), the share of video-only-kind
+    parts led by their own kind (``caught``) and ``net`` = right - wrong. README, *Read lead*:
+    the gate is chosen on the database's held-out captions by ``net``."""
+    if len(reads) != len(kinds):
+        raise ValueError(f"{len(reads)} readings for {len(kinds)} kinds")
+    led = [video_only_reading(r, known, 0.0) for r in reads]
+    top = [max(r.values()) if r else 0.0 for r in reads]
+    video_only = sum(k not in known for k in kinds)
+    rows = []
+    for g in gates:
+        on = [(l, k) for l, p, k in zip(led, top, kinds) if l is not None and p >= g]
+        right = sum(l == k for l, k in on)
+        rows.append({"gate": float(g), "led": len(on), "right": right, "wrong": len(on) - right,
+                     "known_led": sum(k in known for _, k in on), "net": 2 * right - len(on),
+                     "caught": right / video_only if video_only else float("nan")})
+    return rows
+
+
 def hit_captions(db, ids) -> list[str]:
     """Every caption of the database videos ``ids`` (videos without captions add none)."""
     from backend.retrieval.train import captions_of
@@ -282,4 +304,4 @@ def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: floa
     return lead, report
 
 
-__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "firm_lead", "shown_kinds", "video_only_reading", "shows_video_only_kind", "text_fingerprint", "hit_captions", "lead_guidance", "retrieved_captions"]
+__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "firm_lead", "shown_kinds", "video_only_reading", "shows_video_only_kind", "text_fingerprint", "hit_captions", "lead_gates", "lead_guidance", "retrieved_captions"]
