@@ -101,6 +101,12 @@ def test_a_resumed_protocol_run_gives_the_uninterrupted_numbers(small, tmp_path)
     assert plausibility_rows(small, "test", [RealMotion(), _Stopping("b", 0)], seed=0, resume=done) == plaus
     with pytest.raises(ValueError, match="differs in rows"):
         Progress(tmp_path / "p.json", {"split": "test", "rows": ["a"]})
+    # an option added after the file was written: its old behaviour's value matches, another not
+    assert Progress(tmp_path / "p.json", {**cfg, "mirror": False}, assumed={"mirror": False}).done == done.done
+    with pytest.raises(ValueError, match="differs in mirror"):
+        Progress(tmp_path / "p.json", {**cfg, "mirror": True}, assumed={"mirror": False})
+    with pytest.raises(ValueError, match="differs in mirror"):
+        Progress(tmp_path / "p.json", {**cfg, "mirror": False})
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="not a protocol progress file"):
         Progress(tmp_path / "bad.json", cfg)

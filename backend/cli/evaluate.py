@@ -169,7 +169,8 @@ def cmd_eval_generation(args) -> int:
             resume = Progress(Path(args.resume) / f"generation-{split}.json",
                               {**config, "split": split, "rows": [g.name for g in generators],
                                "evaluator": args.evaluator or "checkpoints/evaluator",
-                               "checkpoints": manifest_fingerprint()})
+                               "checkpoints": manifest_fingerprint()},
+                              assumed={"mirror": False})    # runs before session 29 mirrored nothing
         results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
                            seed=args.seed, mm_samples=args.mm_samples,
                            mm_repeats=args.mm_repeats, progress=not args.json,

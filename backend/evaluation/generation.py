@@ -94,12 +94,15 @@ class Progress:
     and row, the row's results and the random generator's state after it. Rows share one
     generator per repeat, so a row resumed from the state its predecessor left gives exactly the
     numbers an uninterrupted run gives. ``config`` (the split, seed, motions and rows) must match
-    the file's; the number of repeats may grow between runs."""
+    the file's; the number of repeats may grow between runs. ``assumed``: options added after a
+    file may have been written, each with the value that reproduces a run made before it existed
+    (a file that lacks such a key is read as having that value)."""
 
-    def __init__(self, path, config: dict):
+    def __init__(self, path, config: dict, assumed: dict | None = None):
         from pathlib import Path
 
         self.path, self.config = Path(path), json.loads(json.dumps(config))
+        assumed = json.loads(json.dumps(assumed or {}))
         self.done: dict = {}
         if self.path.is_file():
             try:
@@ -107,7 +110,7 @@ class Progress:
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise ValueError(f"{self.path} is not a protocol progress file ({exc}); move it away "
                                  "or use another --resume folder") from exc
-            theirs = saved.get("config") or {}
+            theirs = {**assumed, **(saved.get("config") or {})}
             if theirs != self.config:
                 differ = sorted(k for k in set(theirs) | set(self.config) if theirs.get(k) != self.config.get(k))
                 raise ValueError(f"{self.path} holds another run (it differs in {', '.join(differ)}); "
