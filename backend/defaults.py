@@ -77,4 +77,4 @@ RETIME_CHOICES = ("off", "kept", "pool")
 MIRROR = True
 """Whether a picked part whose words ask a left or right turn or limb side also has each of its
 samples' mirror images among the picker's choices (``backend.generation.mirror``,
-``Picker.with_mirror``). How it was chosen: README, *Mirror images*."""
+``Picker.with_mirror``). How it was chosen: README, *Named turns and mirror images*."""

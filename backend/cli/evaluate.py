@@ -779,7 +779,7 @@ def add(sub) -> None:
                                      "own kind (right), by another (wrong; 'known': parts of a kind the "
                                      "generator writes from words), net = right - wrong, and the share of "
                                      "video-only-kind parts caught (backend/generation/video_lead.py "
-                                     "lead_gates; README, *Read lead*).")
+                                     "lead_gates; README, *Named turns and mirror images*).")
     rg.add_argument("--split", default="test", help="database split (default: test, the held-out captions; "
                                                     "the reader learned the train ones)")
     rg.add_argument("--gates", type=float, nargs="+", default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6],

@@ -73,7 +73,8 @@ class Picker:
         ``named``: the sides its words name (``retrieval.sides.sides_of``); exactly one, for a
         turning kind without a limb side (a cartwheel, a crawl, a walk), is the turn asked,
         whatever ``manner`` reads (its heads learned turns from the training kinds' phrasing
-        only and read "a cartwheel to the right" as no turn or a left one; README *Mirror images*)."""
+        only and read "a cartwheel to the right" as no turn or a left one; README, *Named turns
+        and mirror images*)."""
         if kind not in KINDS:
             return []
         if len(named) == 1 and kind in TURN_ACTIONS and kind not in SIDE_ACTIONS:
