@@ -11,7 +11,7 @@ from backend.evaluation.pick import Picker
 from backend.generation.mirror import asks_left_or_right, mirror_codes
 from motioncore.features import features_to_joints, joints_to_features, mirror_features, mirror_joints
 from motioncore.skeleton import JOINT_NAMES
-from test_tempo import IDENTITY, _tiny_vqvae          # pytest puts tests/ on sys.path
+from test_tempo import IDENTITY, _tiny_vqvae, stub_row   # pytest puts tests/ on sys.path
 
 
 def _turning_walk(rate_deg: float, n: int = 40) -> np.ndarray:
@@ -99,18 +99,7 @@ def test_parts_asking_left_or_right_get_each_sample_mirrored_and_the_picker_choo
 
 
 def test_eval_rows_offer_mirror_images_as_the_pipeline_does():
-    from backend.evaluation import rows as rw
-
-    row = rw.LLMRow.__new__(rw.LLMRow)
-    row.llm = SimpleNamespace(generate=lambda texts, videos, **kw: [np.array([i]) for i in range(len(texts))])
-    row.compose, row.batch, row.guidance, row.temperature, row.top_k = True, 32, 0.0, 1.0, 0
-    row.name, row.video_lead, row.mode, row._lead, row._read = "McDPO (stub)", None, "none", {}, {}
-    row.videos = lambda texts, rng: [None] * len(texts)
-    row.restate_words = False
-    row.restater = SimpleNamespace(keeps=lambda w: False, config=SimpleNamespace(gate=0.9),
-                                   understood=lambda texts, skip=None, gate=None: [_reading("right") for _ in texts])
-    row.picker = Picker(_Turned(), samples=2)
-    row._decode = lambda c: np.full((4, 263), float(c[0]), np.float32)
+    row = stub_row(Picker(_Turned(), samples=2), _reading("right"))
     row._mirror = lambda c: c + 100
     items = [SimpleNamespace(caption=SimpleNamespace(text="a person walks in an arc to the right"))]
     for mirror, first in ((False, 0.0), (True, 100.0)):

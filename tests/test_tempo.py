@@ -147,7 +147,9 @@ def test_the_pipeline_keeps_a_slower_copy_when_the_words_ask_slow(monkeypatch):
         pipe.generate("a person jumps slowly", retime="faster")
 
 
-def test_eval_rows_retime_the_kept_sample_as_the_pipeline_does():
+def stub_row(picker: Picker, reading: dict):
+    """An eval LLM row without models: sample i of a batch is code i, code c decodes to motion c,
+    every part reads as ``reading``, and ``picker`` chooses."""
     from backend.evaluation import rows as rw
 
     row = rw.LLMRow.__new__(rw.LLMRow)
@@ -157,9 +159,14 @@ def test_eval_rows_retime_the_kept_sample_as_the_pipeline_does():
     row.videos = lambda texts, rng: [None] * len(texts)
     row.restate_words = False
     row.restater = SimpleNamespace(keeps=lambda w: False, config=SimpleNamespace(gate=0.9),
-                                   understood=lambda texts, skip=None, gate=None: [_reading("slow") for _ in texts])
-    row.picker = Picker(_Paced(), samples=2)
+                                   understood=lambda texts, skip=None, gate=None: [reading for _ in texts])
+    row.picker = picker
     row._decode = lambda c: np.full((4, 263), float(c[0]), np.float32)
+    return row
+
+
+def test_eval_rows_retime_the_kept_sample_as_the_pipeline_does():
+    row = stub_row(Picker(_Paced(), samples=2), _reading("slow"))
     row._stretch = lambda c, f: c + 100
     items = [SimpleNamespace(caption=SimpleNamespace(text="a person jumps slowly"))]
     for retime, first in (("off", 0.0), ("kept", 100.0), ("pool", 100.0)):
