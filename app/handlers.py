@@ -189,6 +189,8 @@ def generate(service: AppService, req: Request, state: dict | None,
                                      + (f", best of {p['pick']['samples']} samples" if p.get("pick") else "")
                                      + (", read off its video by the pose reader"
                                         if (p.get("pick") or {}).get("reader") else "")
+                                     + (", mirrored to turn the way your words ask"
+                                        if (p.get("pick") or {}).get("mirror") else "")
                                      + ")" for p in chain))
         read_as = getattr(oc.runs[0].result, "read_as", None) or []
         if not chain and read_as and read_as[0]:
@@ -198,7 +200,9 @@ def generate(service: AppService, req: Request, state: dict | None,
         if not chain and picks and picks[0]:
             ref += (f"; best of {picks[0]['samples']} samples: the one that looked most like what "
                     "your words ask was kept"
-                    + ("; it was read off the video's poses by the pose reader" if picks[0].get("reader") else ""))
+                    + ("; it was read off the video's poses by the pose reader" if picks[0].get("reader") else "")
+                    + ("; it is that sample's mirror image, which turns the way your words ask"
+                       if picks[0].get("mirror") else ""))
         done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
                 f"(reference video: {views.md_text(ref)}; "
                 f"{views.timing_text(parts, time.perf_counter() - t_start, first_visible)}).")

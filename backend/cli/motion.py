@@ -68,14 +68,15 @@ def cmd_generate(args) -> int:
               + (f", lead {p['video_lead']:.2f}" if p["video_lead"] > 0 else "")
               + (f"; read as \"{p['read_as']}\"" if p["read_as"] else "")
               + (f"; picked sample {p['pick']['chosen'] + 1} of {p['pick']['samples']}" if p.get("pick") else "")
-              + (" (the pose reader's draft)" if (p.get("pick") or {}).get("reader") else ""))
+              + (" (the pose reader's draft)" if (p.get("pick") or {}).get("reader") else "")
+              + (" (its mirror image)" if (p.get("pick") or {}).get("mirror") else ""))
     if not res.parts and res.read_as and res.read_as[0]:
         print(f"read as: \"{res.read_as[0]}\" (words the model never saw, said in its training words)")
     if not res.parts and res.picks and res.picks[0]:
         pk = res.picks[0]
         print(f"picked sample {pk['chosen'] + 1} of {pk['samples']} (the picker sees {pk['score']:.0%} of what "
               "the words ask in it" + ("; the pose reader's draft, read off the video's poses" if pk.get("reader") else "")
-              + ")")
+              + ("; its mirror image, turning the way the words ask" if pk.get("mirror") else "") + ")")
     warn = pipe.servability_warning(res) if retrieval == "gemini" else None
     if warn:
         print(f"warning: {warn}")
