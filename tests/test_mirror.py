@@ -11,7 +11,7 @@ from backend.evaluation.pick import Picker
 from backend.generation.mirror import asks_left_or_right, mirror_codes
 from motioncore.features import features_to_joints, joints_to_features, mirror_features, mirror_joints
 from motioncore.skeleton import JOINT_NAMES
-from test_tempo import IDENTITY, _tiny_vqvae, stub_row   # pytest puts tests/ on sys.path
+from test_tempo import IDENTITY, _tiny_vqvae, stub_picking_pipeline, stub_row  # tests/ is on sys.path
 
 
 def _turning_walk(rate_deg: float, n: int = 40) -> np.ndarray:
@@ -109,17 +109,9 @@ def test_eval_rows_offer_mirror_images_as_the_pipeline_does():
 
 def test_the_pipeline_keeps_a_mirror_image_when_it_turns_the_asked_way(monkeypatch):
     import backend.pipeline as pl
-    from test_compose import _stub_pipeline
 
-    monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
     monkeypatch.setattr(pl, "mirror_codes", lambda c, vq, norm, max_tokens=None: np.asarray(c) + 1000)
-    pipe = _stub_pipeline({})
-    pipe.restater = SimpleNamespace(
-        understood=lambda texts, skip=None, known_too=True, gate=None: [_reading("right") for _ in texts],
-        restated=lambda t, r: [None] * len(t), keeps=lambda lead: False, serves=lambda llm: True,
-        config=SimpleNamespace(gate=0.9))
-    pipe.picker = Picker(_Turned(), samples=2, gate=0.5)
-    pipe.decode = lambda codes, model=None: np.full((4 * len(codes), 263), float(codes[0]) / 10, np.float32)
+    pipe = stub_picking_pipeline(monkeypatch, _Turned(), _reading("right"))
     res = pipe.generate("a person walks in an arc to the right", mirror=True)
     assert res.picks[0]["samples"] == 4 and res.picks[0]["mirror"] is True and int(res.codes[0]) >= 1000
     res = pipe.generate("a person walks in an arc to the right", mirror=False)

@@ -120,19 +120,28 @@ def test_retime_keeps_a_slower_copy_only_when_it_reads_slower_and_nothing_else_w
     assert picker.retime(chosen, asked, lambda c, f: None, decode)[1] == [False] * 4
 
 
-def test_the_pipeline_keeps_a_slower_copy_when_the_words_ask_slow(monkeypatch):
+def stub_picking_pipeline(monkeypatch, checker: InstructionChecker, reading: dict):
+    """A pipeline without models (``test_compose._stub_pipeline``) whose parts all read as
+    ``reading``, picked among by ``checker``; code c decodes to motion c / 10, cleaning is a no-op."""
     import backend.pipeline as pl
     from test_compose import _stub_pipeline      # pytest puts tests/ on sys.path
 
     monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
-    monkeypatch.setattr(pl, "stretch_codes", lambda c, f, vq, norm, max_tokens=None: np.asarray(c) + 1000)
     pipe = _stub_pipeline({})
     pipe.restater = SimpleNamespace(
-        understood=lambda texts, skip=None, known_too=True, gate=None: [_reading("slow") for _ in texts],
+        understood=lambda texts, skip=None, known_too=True, gate=None: [reading for _ in texts],
         restated=lambda t, r: [None] * len(t), keeps=lambda lead: False, serves=lambda llm: True,
         config=SimpleNamespace(gate=0.9))
-    pipe.picker = Picker(_Paced(), samples=2, gate=0.5)
+    pipe.picker = Picker(checker, samples=2, gate=0.5)
     pipe.decode = lambda codes, model=None: np.full((4 * len(codes), 263), float(codes[0]) / 10, np.float32)
+    return pipe
+
+
+def test_the_pipeline_keeps_a_slower_copy_when_the_words_ask_slow(monkeypatch):
+    import backend.pipeline as pl
+
+    monkeypatch.setattr(pl, "stretch_codes", lambda c, f, vq, norm, max_tokens=None: np.asarray(c) + 1000)
+    pipe = stub_picking_pipeline(monkeypatch, _Paced(), _reading("slow"))
     res = pipe.generate("a person jumps slowly", retime="pool")
     assert res.picks[0]["samples"] == 4 and res.picks[0]["tempo"] is True      # a copy: read as slow
     assert int(res.codes[0]) >= 1000
