@@ -78,3 +78,13 @@ MIRROR = True
 """Whether a picked part whose words ask a left or right turn or limb side also has each of its
 samples' mirror images among the picker's choices (``backend.generation.mirror``,
 ``Picker.with_mirror``). How it was chosen: README, *Named turns and mirror images*."""
+
+PICK_SEES = "both"
+"""What the picker reads each sample from (``Picker.read``, ``pick.seen_as``): ``decoded``: the
+VQ-VAE's features as decoded; ``joints``: the features of the joints they recover (what the body
+shows: a decoded motion's own turn and velocity channels can disagree with its joints);
+``clean``: the features of ``motioncore.clean.clean_motion``'s skeleton (what users get; slower,
+measured no better); ``both``: the mean of its ``decoded`` and ``joints`` readings. How it was
+chosen: README, *What the picker reads*."""
+
+PICK_SEES_CHOICES = ("decoded", "joints", "clean", "both")

@@ -82,7 +82,7 @@ def _reading(turn):
 
 
 def test_parts_asking_left_or_right_get_each_sample_mirrored_and_the_picker_chooses():
-    picker = Picker(_Turned(), samples=2)
+    picker = Picker(_Turned(), sees="decoded", samples=2)
     asked = picker.asked([_reading("right"), _reading(None), _reading("left"), None])
     owners = picker.rows(asked)
     assert owners == [0, 0, 1, 1, 2, 2, 3]
@@ -99,7 +99,7 @@ def test_parts_asking_left_or_right_get_each_sample_mirrored_and_the_picker_choo
 
 
 def test_eval_rows_offer_mirror_images_as_the_pipeline_does():
-    row = stub_row(Picker(_Turned(), samples=2), _reading("right"))
+    row = stub_row(Picker(_Turned(), sees="decoded", samples=2), _reading("right"))
     row._mirror = lambda c: c + 100
     items = [SimpleNamespace(caption=SimpleNamespace(text="a person walks in an arc to the right"))]
     for mirror, first in ((False, 0.0), (True, 100.0)):

@@ -30,7 +30,7 @@ def _motion(i):
 
 
 def test_scores_are_the_expected_share_of_what_is_asked():
-    picker = Picker(_Fixed())
+    picker = Picker(_Fixed(), sees="decoded")
     jump2 = picker.asked([{"action": "jump", "reps": 2, "speed": "normal", "side": None, "turn": None}])[0]
     assert ("count", "jump", 2) in jump2 and ("kind", "jump", True) in jump2
     s = picker.scores([_motion(0), _motion(1)], [jump2, jump2])
@@ -40,11 +40,11 @@ def test_scores_are_the_expected_share_of_what_is_asked():
     assert np.isnan(picker.scores([_motion(1)], [[]])[0])                  # nothing asked
     assert picker.asked([None]) == [[]]
     unsure = {"action": "jump", "reps": 2, "speed": "normal", "side": None, "turn": None, "confidence": 0.6}
-    assert Picker(_Fixed(), gate=0.9).asked([unsure]) == [[]] and Picker(_Fixed(), gate=0.5).asked([unsure]) == [jump2]
+    assert Picker(_Fixed(), sees="decoded", gate=0.9).asked([unsure]) == [[]] and Picker(_Fixed(), sees="decoded", gate=0.5).asked([unsure]) == [jump2]
 
 
 def test_choose_keeps_the_best_sample_per_part_and_the_first_of_equals():
-    picker = Picker(_Fixed(), samples=3)
+    picker = Picker(_Fixed(), sees="decoded", samples=3)
     jump3 = picker.asked([{"action": "jump", "reps": 3, "speed": "normal", "side": None, "turn": None}])[0]
     asked = [jump3, [], jump3]
     owners = picker.rows(asked)
@@ -56,7 +56,7 @@ def test_choose_keeps_the_best_sample_per_part_and_the_first_of_equals():
     assert info[0] == {"samples": 3, "chosen": 1, "score": pytest.approx(0.9)}
     assert info[1] is None and info[2]["chosen"] == 0
     with pytest.raises(ValueError, match="samples"):
-        Picker(_Fixed(), samples=0)
+        Picker(_Fixed(), sees="decoded", samples=0)
 
 
 def test_picker_round_trip_and_missing(tmp_path):
@@ -82,7 +82,7 @@ def test_the_pipeline_samples_read_parts_n_times_and_keeps_the_picked_one(monkey
     pipe.restater = SimpleNamespace(understood=understood, restated=lambda t, r: [None] * len(t),
                                     keeps=lambda lead: False, serves=lambda llm: True,
                                     config=SimpleNamespace(gate=0.9))
-    pipe.picker = Picker(_Fixed(), samples=3, gate=0.7)
+    pipe.picker = Picker(_Fixed(), sees="decoded", samples=3, gate=0.7)
     # the stub LLM writes codes 10*i + (0..words-1) for row i; decode makes motion (first code)
     pipe.decode = lambda codes, model=None: np.full((4 * len(codes), 263), float(codes[0] // 10 - 1), np.float32)
     res = pipe.generate("a person walks forward, then jumps twice")
@@ -123,7 +123,7 @@ def test_eval_rows_pick_among_samples_of_read_parts(monkeypatch):
         keeps=lambda w: False, config=SimpleNamespace(gate=0.9),
         understood=lambda texts, skip=None, gate=None: [{"action": "jump", "reps": 3, "speed": "normal", "side": None,
                                               "turn": None} if "jumps" in t else None for t in texts])
-    row.picker = Picker(_Fixed(), samples=4)
+    row.picker = Picker(_Fixed(), sees="decoded", samples=4)
     row._decode = lambda c: _motion(int(c[0]))
     items = [SimpleNamespace(caption=SimpleNamespace(text="a person jumps three times"))]
     out = row.generate(items, np.random.default_rng(0))
@@ -162,7 +162,7 @@ def test_led_parts_ask_the_kind_their_video_shows_and_the_manner_their_words_sta
     assert video_kind(rec("cartwheel", "roll"), known) is None             # two unknown: no guess
     assert video_kind(rec("walk", "jump"), known) is None
     assert video_kind({"source": "upload"}, known) is None and video_kind(None, known) is None
-    picker = Picker(_Fixed(), gate=0.5)
+    picker = Picker(_Fixed(), sees="decoded", gate=0.5)
     asked = picker.asked_led("cartwheel", _manner(reps=3, speed="fast", turn="left"))
     assert asked == [("kind", "cartwheel", True), ("count", "cartwheel", 3),
                      ("direction", "cartwheel", "left"), ("speed", "cartwheel", "fast")]
@@ -224,7 +224,7 @@ def test_eval_rows_pick_led_parts_for_their_videos_kind(monkeypatch):
                 p["turn"][cart] = [1.0, 0.0, 0.0]
             return out
 
-    row.picker = Picker(Cartwheels(), samples=3)
+    row.picker = Picker(Cartwheels(), samples=3, sees="decoded")
     row._decode = lambda c: _motion(int(c[0]))
     out = row.generate([SimpleNamespace(caption=SimpleNamespace(text="she does two cartwheels"))],
                        np.random.default_rng(0))
@@ -294,7 +294,7 @@ def test_the_pipeline_searches_led_parts_again_and_samples_them_closer_to_the_mo
 def test_a_side_the_words_name_is_the_turn_a_led_part_asks():
     """"a cartwheel to the right": the restater's heads (trained on the training kinds' words)
     may read no turn or the other one; the side the words name is what a turning kind asks."""
-    picker = Picker(_Fixed(), gate=0.5)
+    picker = Picker(_Fixed(), sees="decoded", gate=0.5)
     right = frozenset({"right"})
     for manner in (_manner(turn=None), _manner(turn="left"), _manner(turn="left", sure=0.3)):
         asked = picker.asked_led("cartwheel", manner, right)
@@ -311,3 +311,39 @@ def test_a_side_the_words_name_is_the_turn_a_led_part_asks():
     out = picker.with_led([[]], [True], ["a man cartwheels to the left."], [{"spec": {"kinds": ["cartwheel"]}}],
                           restater)
     assert ("direction", "cartwheel", "left") in out[0]
+
+
+def test_the_picker_reads_what_the_joints_show_not_only_the_decoded_channels():
+    from backend.data.mocap import load_base_clips
+    from backend.evaluation.pick import seen_as
+    from motioncore.features import joints_to_features
+
+    feats = joints_to_features(load_base_clips()[0].clip.joints()[:40])
+    decoded = feats.copy()
+    decoded[:, 67:] += np.random.default_rng(0).normal(0, 0.5, decoded[:, 67:].shape)  # channels the joints ignore
+    assert np.array_equal(seen_as(decoded, "decoded"), decoded)
+    seen = seen_as(decoded, "joints")
+    assert seen.shape == (len(feats) - 1, feats.shape[1])
+    assert np.abs(seen[:-1] - feats[:-2]).max() < 1e-2       # the noise (sd 0.5) is gone: what the body shows
+    clean = seen_as(decoded, "clean")
+    assert clean.shape == seen.shape and np.isfinite(clean).all()
+    with pytest.raises(ValueError, match="sees"):
+        Picker(_Fixed(), sees="pixels")
+    with pytest.raises(ValueError, match="sees"):
+        seen_as(decoded, "both")                             # a picker's mix, not one view
+
+    given = []
+
+    class Recording(_Fixed):                                  # motion 0 if it was read from the joints, else 1
+        def probabilities(self, features, batch=64):
+            given.extend(features)
+            return super().probabilities([_motion(0 if len(f) < len(decoded) else 1) for f in features])
+
+    jump1 = [("kind", "jump", True), ("count", "jump", 1)]
+    codes, owners = [np.array([0]), np.array([1])], [0, 0]
+    for sees, n_read, p_count in (("joints", 2, 1.0), ("decoded", 2, 0.0), ("both", 4, 0.5)):
+        given.clear()
+        _, info = Picker(Recording(), samples=2, sees=sees).choose(codes, owners, [jump1], lambda c: decoded)
+        assert len(given) == n_read and info[0]["score"] == pytest.approx((0.9 + 0.9 * p_count) / 2)
+    assert all(np.abs(g[:-1] - feats[:-2]).max() < 1e-2 for g in given if len(g) < len(decoded))
+

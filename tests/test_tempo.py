@@ -61,7 +61,7 @@ def _reading(speed):
 
 
 def test_parts_asking_a_speed_get_a_copy_of_each_sample_at_that_tempo():
-    picker = Picker(_Paced(), samples=2)
+    picker = Picker(_Paced(), sees="decoded", samples=2)
     asked = picker.asked([_reading("slow"), _reading("normal"), _reading("fast"), None])
     owners = picker.rows(asked)
     assert owners == [0, 0, 1, 1, 2, 2, 3]
@@ -99,7 +99,7 @@ class _Counted(InstructionChecker):
 
 
 def test_retime_keeps_a_slower_copy_only_when_it_reads_slower_and_nothing_else_worse():
-    picker = Picker(_Counted(), samples=2)
+    picker = Picker(_Counted(), sees="decoded", samples=2)
     twice_slow = {**_reading("slow"), "reps": 2}
     asked = picker.asked([twice_slow, _reading("normal"), twice_slow, None])
     decode = lambda c: np.full((4, 263), float(c[0]), np.float32)
@@ -132,7 +132,7 @@ def stub_picking_pipeline(monkeypatch, checker: InstructionChecker, reading: dic
         understood=lambda texts, skip=None, known_too=True, gate=None: [reading for _ in texts],
         restated=lambda t, r: [None] * len(t), keeps=lambda lead: False, serves=lambda llm: True,
         config=SimpleNamespace(gate=0.9))
-    pipe.picker = Picker(checker, samples=2, gate=0.5)
+    pipe.picker = Picker(checker, sees="decoded", samples=2, gate=0.5)
     pipe.decode = lambda codes, model=None: np.full((4 * len(codes), 263), float(codes[0]) / 10, np.float32)
     return pipe
 
@@ -175,7 +175,7 @@ def stub_row(picker: Picker, reading: dict):
 
 
 def test_eval_rows_retime_the_kept_sample_as_the_pipeline_does():
-    row = stub_row(Picker(_Paced(), samples=2), _reading("slow"))
+    row = stub_row(Picker(_Paced(), sees="decoded", samples=2), _reading("slow"))
     row._stretch = lambda c, f: c + 100
     items = [SimpleNamespace(caption=SimpleNamespace(text="a person jumps slowly"))]
     for retime, first in (("off", 0.0), ("kept", 100.0), ("pool", 100.0)):

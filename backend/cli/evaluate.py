@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, MIRROR, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, MIRROR, PICK_SEES, PICK_SEES_CHOICES, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -111,6 +111,12 @@ def add_session17_switches(parser) -> None:
                         help="a picked part whose words ask a left or right turn or limb side also has "
                              "each sample's mirror image among the picker's choices, as the app does "
                              "(backend/generation/mirror.py; default: %(default)s)")
+    parser.add_argument("--picker-sees", choices=PICK_SEES_CHOICES, default=PICK_SEES,
+                        help="what the picker reads each sample from: 'decoded' the VQ-VAE's features, "
+                             "'joints' the features of the joints they recover (what the body shows), "
+                             "'clean' those of the clean skeleton users get (slower), 'both' the mean "
+                             "of its readings of 'decoded' and 'joints' (Picker.read; "
+                             "default, as the app: %(default)s)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -155,7 +161,7 @@ def cmd_eval_generation(args) -> int:
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
-                             args.retime, args.read_lead, args.mirror)
+                             args.retime, args.read_lead, args.mirror, args.picker_sees)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -170,7 +176,8 @@ def cmd_eval_generation(args) -> int:
                               {**config, "split": split, "rows": [g.name for g in generators],
                                "evaluator": args.evaluator or "checkpoints/evaluator",
                                "checkpoints": manifest_fingerprint()},
-                              assumed={"mirror": False})    # runs before session 29 mirrored nothing
+                              assumed={"mirror": False,      # runs before session 29 mirrored nothing
+                                       "picker_sees": "decoded"})   # nor read joints (session 30)
         results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
                            seed=args.seed, mm_samples=args.mm_samples,
                            mm_repeats=args.mm_repeats, progress=not args.json,
@@ -223,7 +230,7 @@ def cmd_eval_follow(args) -> int:
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
-                             args.retime, args.read_lead, args.mirror)
+                             args.retime, args.read_lead, args.mirror, args.picker_sees)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

@@ -29,27 +29,42 @@ from typing import Callable
 
 import numpy as np
 
-from backend.defaults import SAMPLES
+from backend.defaults import PICK_SEES, PICK_SEES_CHOICES, SAMPLES
 from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS
 from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
 from backend.generation.mirror import asks_left_or_right
 from backend.retrieval.sides import sides_of
 from backend.generation.tempo import TEMPO
+from motioncore.clean import clean_motion
+from motioncore.features import features_to_joints, joints_to_features
 
 PICK_GATE = 0.5      # a part is picked for when its kind is read with p >= 0.5 (README, *Picked samples*)
 RETIME_TOL = 0.1     # how much surer of the other asked attributes a kept sample may leave a retimed copy
 
 
 class Picker:
-    def __init__(self, checker: InstructionChecker, samples: int = SAMPLES, gate: float = PICK_GATE):
+    def __init__(self, checker: InstructionChecker, samples: int = SAMPLES, gate: float = PICK_GATE,
+                 sees: str = PICK_SEES):
         if int(samples) < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
+        if sees not in PICK_SEES_CHOICES:
+            raise ValueError(f"sees must be one of {', '.join(PICK_SEES_CHOICES)}, got {sees!r}")
         self.checker, self.samples = checker.eval(), int(samples)
         self.gate = float(gate)       # the reading's kind probability a part needs to be picked for
+        self.sees = sees              # what a sample is read from (``read``; ``defaults.PICK_SEES``)
+
+    def read(self, features: list[np.ndarray], asked: list[list[tuple[str, str, object]]]
+             ) -> list[np.ndarray]:
+        """``attribute_probabilities`` of decoded samples as the picker reads them (``sees``: one
+        view, ``seen_as``; "both": the mean over the decoded features and their joints')."""
+        views = ("decoded", "joints") if self.sees == "both" else (self.sees,)
+        reads = [self.attribute_probabilities([seen_as(f, v) for f in features], asked) for v in views]
+        return [np.mean(r, axis=0) for r in zip(*reads)]
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path | None = None, samples: int = SAMPLES) -> "Picker | None":
+    def from_pretrained(cls, folder: str | Path | None = None, samples: int = SAMPLES,
+                        sees: str = PICK_SEES) -> "Picker | None":
         """The shipped picker (``checkpoints/picker``), or None when it is not there (every part
         then gets one sample)."""
         from backend.checkpoints import checkpoints_dir
@@ -57,7 +72,7 @@ class Picker:
         folder = Path(folder) if folder is not None else checkpoints_dir() / "picker"
         if not (folder / "model.safetensors").is_file():
             return None
-        return cls(InstructionChecker.from_pretrained(folder), samples)
+        return cls(InstructionChecker.from_pretrained(folder), samples, sees=sees)
 
     def asked(self, readings: list[dict | None]) -> list[list[tuple[str, str, object]]]:
         """What each part asks (``follow.asked_attributes`` of its reading; [] for None or a
@@ -103,11 +118,11 @@ class Picker:
         return out
 
     def scores(self, features: list[np.ndarray], asked: list[list[tuple[str, str, object]]]) -> np.ndarray:
-        """Per motion, the expected share of its ``asked`` attributes satisfied under the
-        picker's probabilities (a count of a kind counts only as far as the kind is there);
-        NaN where nothing is asked."""
+        """Per decoded motion, the expected share of its ``asked`` attributes satisfied under the
+        picker's probabilities as it reads them (``read``; a count of a kind counts only as far as
+        the kind is there); NaN where nothing is asked."""
         return np.array([float(np.mean(h)) if len(h) else np.nan
-                         for h in self.attribute_probabilities(features, asked)])
+                         for h in self.read(features, asked)])
 
     def attribute_probabilities(self, features: list[np.ndarray], asked: list[list[tuple[str, str, object]]]
                                 ) -> list[np.ndarray]:
@@ -178,7 +193,7 @@ class Picker:
             copy = stretch(chosen[i], TEMPO[speed])
             if copy is None or not len(copy):
                 continue
-            old, new = self.attribute_probabilities([decode(chosen[i]), decode(copy)], [want, want])
+            old, new = self.read([decode(chosen[i]), decode(copy)], [want, want])
             is_speed = np.array([a == "speed" for a, _, _ in want])
             if (new - old)[is_speed].max() > 0 and (old - new)[~is_speed].max(initial=0.0) <= tol:
                 out[i], kept[i] = copy, True
@@ -187,8 +202,9 @@ class Picker:
     def choose(self, codes: list[np.ndarray], owners: list[int], asked: list[list],
                decode: Callable[[np.ndarray], np.ndarray]) -> tuple[list[np.ndarray], list[dict | None]]:
         """``codes``: generated rows, row r for part ``owners[r]`` (as ``rows`` lays them out);
-        ``decode``: codes -> (T, 263) features. Returns per part the chosen codes and what the
-        choice was ({"samples", "chosen", "score"}; None for a part with one sample)."""
+        ``decode``: codes -> (T, 263) features, read as ``read`` says. Returns per part the chosen
+        codes and what the choice was ({"samples", "chosen", "score"}; None for a part with one
+        sample)."""
         groups: dict[int, list[int]] = defaultdict(list)
         for r, o in enumerate(owners):
             groups[o].append(r)
@@ -204,6 +220,20 @@ class Picker:
             chosen.append(codes[rows[j]])
             info.append({"samples": len(rows), "chosen": j, "score": round(float(s[j]), 3)})
         return chosen, info
+
+
+def seen_as(features: np.ndarray, sees: str) -> np.ndarray:
+    """Decoded features (T, 263) as read from ``sees``: as decoded ("decoded"), recomputed from the
+    joints they recover ("joints": a decoded motion's turn and velocity channels need not agree
+    with its joints, which are what the body shows), or from the clean skeleton users get
+    ("clean", ``motioncore.clean.clean_motion``). Fewer than 2 frames: as they are."""
+    if sees not in ("decoded", "joints", "clean"):
+        raise ValueError(f"sees must be decoded, joints or clean, got {sees!r}")
+    if sees == "decoded" or len(features) < 2:
+        return features
+    if sees == "joints":
+        return joints_to_features(features_to_joints(features))
+    return joints_to_features(clean_motion(features).joints)
 
 
 def _with_copies(codes: list[np.ndarray], owners: list[int], copier: Callable[[int], Callable | None]
@@ -238,4 +268,4 @@ def video_kind(record: dict | None, known: set[str]) -> str | None:
     return pool[0] if len(pool) == 1 else None
 
 
-__all__ = ["PICK_GATE", "Picker", "SAMPLES", "video_kind"]
+__all__ = ["PICK_GATE", "Picker", "SAMPLES", "seen_as", "video_kind"]

@@ -22,8 +22,8 @@ import torch
 from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_TEMPERATURE, MIRROR, READ_LEAD, READ_LEAD_GATE,
-                              READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES)
+from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_TEMPERATURE, MIRROR, PICK_SEES, READ_LEAD,
+                              READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES)
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
@@ -301,7 +301,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   reader: str | None = None, reader_tempo: bool = READER_TEMPO,
                   reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
                   picker_dir: str | None = None, retime: str = RETIME, read_lead: bool = READ_LEAD,
-                  mirror: bool = MIRROR) -> list:
+                  mirror: bool = MIRROR, picker_sees: str = PICK_SEES) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -342,7 +342,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     picked part whose reading asks slow or fast does about its pace (``defaults.RETIME``, as the
     pipeline: "kept" ``Picker.retime``, "pool" ``Picker.with_tempo``, "off"). ``mirror``: a
     picked part that asks a left or right turn or side also has each sample's mirror image among
-    its choices (``Picker.with_mirror``; ``defaults.MIRROR``, as the pipeline; named in the row)."""
+    its choices (``Picker.with_mirror``; ``defaults.MIRROR``, as the pipeline; named in the row).
+    ``picker_sees``: what the picker reads a sample from (``Picker.read``; ``defaults.PICK_SEES``,
+    as the pipeline; named in the row unless "decoded", what rows read before session 30)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     if retime not in RETIME_CHOICES:
@@ -350,7 +352,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     picker = None
     if pick > 1:
-        picker = Picker.from_pretrained(picker_dir, samples=pick)
+        picker = Picker.from_pretrained(picker_dir, samples=pick, sees=picker_sees)
         if picker is None:
             raise FileNotFoundError(f"picking needs a picker ({picker_dir or 'checkpoints/picker'}); run "
                                     "`python -m backend train checker --role picker --ship`")
@@ -428,6 +430,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             g.mirror = bool(mirror)
             if mirror:
                 notes.append("+ mirror images")
+            if picker_sees != "decoded":      # rows before session 30 read decoded features, unnamed
+                notes.append({"joints": "picker reads joints", "clean": "picker reads clean skeletons",
+                              "both": "picker reads decoded + joints"}[picker_sees])
         if led_cues:
             g.led_cues = True
             if video_lead:
