@@ -8,7 +8,9 @@ generator learns from, its train split and the database's train-video motions (`
 backend train checker --role picker --videos embedded --ship``; the judge of ``eval follow`` is
 another checker, trained on the OOD judge half instead of the videos), reads the same
 attributes off each sampled motion, and ``Picker.choose`` keeps the sample with the highest
-expected share of them satisfied (``scores``); ties keep the earliest sample.
+expected share of them satisfied (``scores``); ties keep the earliest sample. It reads a sample
+as decoded and as its joints show it (``read``, ``seen_as``, ``defaults.PICK_SEES``): a decoded
+motion's turn and velocity channels need not agree with its body, which is what users see.
 
 A part is picked for when its kind is read with probability >= ``PICK_GATE`` (0.5: lower than
 the restater's 0.9 for rewriting words, since a wrong reading here only chooses among the model's
