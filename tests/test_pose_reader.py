@@ -138,6 +138,9 @@ def test_the_pipeline_adds_the_readers_drafts_to_a_led_part_and_the_picker_choos
             return ([[c for c, o in zip(codes, owners) if o == p][-1] for p in range(len(asked))],
                     [{"samples": k, "chosen": k - 1, "score": 1.0} if k > 1 else None for k in n])
 
+        def retime(self, chosen, asked, stretch, decode):       # nothing here asks slow or fast
+            return chosen, [False] * len(chosen)
+
     pipe.picker, pipe.reader = Picker(), _Reader()
     prompt = "a person walks forward, then does a cartwheel"
     res = pipe.generate(prompt, reader_drafts=1)
