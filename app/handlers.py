@@ -191,6 +191,8 @@ def generate(service: AppService, req: Request, state: dict | None,
                                         if (p.get("pick") or {}).get("reader") else "")
                                      + (", mirrored to turn the way your words ask"
                                         if (p.get("pick") or {}).get("mirror") else "")
+                                     + (", played at the pace your words ask"
+                                        if (p.get("pick") or {}).get("tempo") else "")
                                      + ")" for p in chain))
         read_as = getattr(oc.runs[0].result, "read_as", None) or []
         if not chain and read_as and read_as[0]:
@@ -202,7 +204,9 @@ def generate(service: AppService, req: Request, state: dict | None,
                     "your words ask was kept"
                     + ("; it was read off the video's poses by the pose reader" if picks[0].get("reader") else "")
                     + ("; it is that sample's mirror image, which turns the way your words ask"
-                       if picks[0].get("mirror") else ""))
+                       if picks[0].get("mirror") else "")
+                    + ("; it is played slower or faster, at the pace your words ask"
+                       if picks[0].get("tempo") else ""))
         done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
                 f"(reference video: {views.md_text(ref)}; "
                 f"{views.timing_text(parts, time.perf_counter() - t_start, first_visible)}).")

@@ -167,15 +167,17 @@ def test_how_the_words_were_read_and_the_kept_sample_are_said_in_the_status():
     _, final = _last(list(handlers.generate(Reading(), handlers.Request("a guy leaps thrice"), {})))
     assert "read them as “a person jumps three times" in final["status"]
     assert "best of 4 samples" in final["status"] and "mirror image" not in final["status"]
+    assert "pace" not in final["status"]
 
     class Mirrored(FakeService):
         def generate_motion(self, *a):
             r = super().generate_motion(*a)
-            r.picks = [{"samples": 8, "chosen": 6, "score": 0.9, "mirror": True}]
+            r.picks = [{"samples": 8, "chosen": 6, "score": 0.9, "mirror": True, "tempo": True}]
             return r
 
-    _, final = _last(list(handlers.generate(Mirrored(), handlers.Request("a cartwheel to the left"), {})))
+    _, final = _last(list(handlers.generate(Mirrored(), handlers.Request("a slow cartwheel to the left"), {})))
     assert "best of 8 samples" in final["status"] and "mirror image, which turns the way your words ask" in final["status"]
+    assert "at the pace your words ask" in final["status"]
     _, plain = _last(list(handlers.generate(FakeService(), handlers.Request("a person walks"), {})))
     assert "best of" not in plain["status"] and "read them as" not in plain["status"]
 
