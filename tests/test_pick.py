@@ -90,8 +90,7 @@ def test_the_pipeline_samples_read_parts_n_times_and_keeps_the_picked_one(monkey
     assert texts == ["a person walks forward."] + ["a person jumps twice."] * 3   # one batch
     assert read["known_too"] is True and read["gate"] == 0.7     # read as far as the picker needs
     # rows 1, 2, 3 are the jump's samples, decoded as motions 0, 1, 2: the second (2 jumps) wins
-    assert res.picks == [None, {"samples": 3, "chosen": 1, "score": pytest.approx(0.9),
-                                "tempo": False}]             # a normal pace: nothing to retime
+    assert res.picks == [None, {"samples": 3, "chosen": 1, "score": pytest.approx(0.9)}]
     assert res.codes.tolist() == [0, 1, 2, 3, 20, 21, 22, 23]
     assert res.parts[1]["pick"]["chosen"] == 1 and "picking" in res.timing
     for kw in ({"pick": False}, {"greedy": True}):
