@@ -88,4 +88,5 @@ shows: a decoded motion's own turn and velocity channels can disagree with its j
 measured no better); ``both``: the mean of its ``decoded`` and ``joints`` readings. How it was
 chosen: README, *What the picker reads*."""
 
-PICK_SEES_CHOICES = ("decoded", "joints", "clean", "both")
+PICK_VIEWS = ("decoded", "joints", "clean")          # what ``pick.seen_as`` can read one sample as
+PICK_SEES_CHOICES = PICK_VIEWS + ("both",)

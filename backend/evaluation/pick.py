@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from backend.defaults import PICK_SEES, PICK_SEES_CHOICES, SAMPLES
+from backend.defaults import PICK_SEES, PICK_SEES_CHOICES, PICK_VIEWS, SAMPLES
 from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS
 from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
@@ -229,8 +229,8 @@ def seen_as(features: np.ndarray, sees: str) -> np.ndarray:
     joints they recover ("joints": a decoded motion's turn and velocity channels need not agree
     with its joints, which are what the body shows), or from the clean skeleton users get
     ("clean", ``motioncore.clean.clean_motion``). Fewer than 2 frames: as they are."""
-    if sees not in ("decoded", "joints", "clean"):
-        raise ValueError(f"sees must be decoded, joints or clean, got {sees!r}")
+    if sees not in PICK_VIEWS:
+        raise ValueError(f"sees must be one of {', '.join(PICK_VIEWS)}, got {sees!r}")
     if sees == "decoded" or len(features) < 2:
         return features
     if sees == "joints":
