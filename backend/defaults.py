@@ -20,6 +20,14 @@ samples to its mode (held-out database videos, ``eval video-reading --split test
 share of attributes written 34 % at T 1, 41 % at 0.7, 46 % at 0.4, 48 % at 0.25). Other parts
 keep the temperature asked for. How it was chosen: README, *Led parts*."""
 
+LED_LENGTH = 1.0
+"""The least a part the retrieved video leads (weight above 0.5: its words name a motion the model
+knows only from videos) lasts, as a share of that video's duration: the LLM may not end its
+samples of it sooner (the pose reader's drafts are as long as the video anyway); 0 = they end
+where they will. A chained prompt's led part came out far shorter than the same motion in real
+data (a 1.6-s crawl before a jump) and the judge no longer saw it in the whole motion. How it was
+chosen: README, *Led lengths*."""
+
 SAMPLES = 4
 """Samples per prompt part the picker chooses among (``backend.evaluation.pick``; the pipeline,
 the app and the evaluation rows). How it was chosen: README, *Picked samples*."""

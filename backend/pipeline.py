@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import (FIRM_LEAD, GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_TEMPERATURE,
+from backend.defaults import (FIRM_LEAD, GUIDANCE, GUIDANCE_RANGE, LEAN_WEIGHTS, LED_LENGTH, LED_TEMPERATURE,
                               MIRROR, READ_LEAD, READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPERATURE)
 from backend.evaluation.pick import Picker
 from backend.evaluation.servable import ServableCheck
@@ -26,7 +26,7 @@ from backend.generation.restate import Restater
 from backend.generation.mirror import asks_left_or_right, mirror_codes
 from backend.generation.tempo import stretch_codes
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
-from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance,
+from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance, led_min_tokens,
                                           shown_kinds, video_only_reading)
 from backend.generation.kind_reader import with_kind_reader
 from backend.retrieval.service import VideoRetriever
@@ -167,6 +167,18 @@ class VimoRAGPipeline:
     def _video(self, video_id, text: str | None = None):
         return None if video_id is None else self.retriever.video_prior(video_id, text)
 
+    def led_tokens(self, plan: tuple, share: float, model: str, max_tokens: int | None = None) -> int:
+        """The fewest codes the LLM may write for a part with this plan (hits, video id, mirrored,
+        prior, lead): ``share`` of its database video's duration when the video leads it (weight
+        above ``LED_ABOVE``), at most ``max_tokens`` (default the model's limit); else 4."""
+        rec = self._record(plan[1]) if plan[3] is not None and plan[4] > LED_ABOVE else None
+        if rec is None:
+            return 4
+        vqvae = self.tokenizers.get(model, (self.vqvae, None))[0]
+        down = int(getattr(getattr(vqvae, "config", None), "downsample", 4))
+        limit = min(max_tokens or 10 ** 9, int(self.models[model].config.max_motion_tokens))
+        return led_min_tokens(video_duration(rec), share, down, limit, FPS)
+
     def _record(self, video_id) -> dict | None:
         """The database record of ``video_id`` (None for no video or one not in the database)."""
         if video_id is None:
@@ -233,7 +245,8 @@ class VimoRAGPipeline:
                  led_cues: bool = False, led_temperature: bool = True, led_alone: bool = True,
                  reader_drafts: int = READER_DRAFTS, reader_tempo: bool = READER_TEMPO,
                  reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
-                 retime: str = RETIME, read_lead: bool = READ_LEAD, mirror: bool = MIRROR) -> GenerationResult:
+                 retime: str = RETIME, read_lead: bool = READ_LEAD, mirror: bool = MIRROR,
+                 led_length: float = LED_LENGTH) -> GenerationResult:
         """``video``: VideoFeatures of a video outside the database (a private upload) used as
         the prior with retrieval "given"; ``video_id`` then only names it.
 
@@ -292,7 +305,9 @@ class VimoRAGPipeline:
         was kept (``tempo``). ``mirror``: a picked part whose reading asks a left or right turn or
         limb side also has each sample's mirror image among its choices (``Picker.with_mirror``;
         ``defaults.MIRROR``); ``result.picks`` then says whether a mirror image was kept
-        (``mirror``)."""
+        (``mirror``). ``led_length``: the LLM's samples of a part the video leads (weight above
+        ``LED_ABOVE``, a database video) do not end before that share of its video's duration
+        (``defaults.LED_LENGTH``; 0: they end where they will; not with ``length_s``)."""
         raw = text
         if retime not in RETIME_CHOICES:
             raise ValueError(f"retime must be one of {', '.join(RETIME_CHOICES)}, got {retime!r}")
@@ -378,6 +393,10 @@ class VimoRAGPipeline:
              for plan in plans]          # a led part: its video alone
         if share is not None:          # exact lengths: each part its own, in the same batch
             max_tokens = min_tokens = [share[o] for o in owners]
+        elif led_length > 0:           # a led part lasts at least that share of its video
+            least = [self.led_tokens(plan, led_length, model, max_tokens) for plan in plans]
+            if max(least) > min_tokens:
+                min_tokens = [least[o] for o in owners]
         temps = [min(temperature, LED_TEMPERATURE) if led_temperature and plan[4] > LED_ABOVE else temperature
                  for plan in plans]          # a part its video leads: closer to the mode
         rows = llm.generate([said_parts[o] for o in owners], [plans[o][3] for o in owners],

@@ -246,3 +246,72 @@ def test_reader_pairs_read_every_database_and_refuse_shared_ids(tmp_path):
     with pytest.raises(ValueError, match="share video ids"):
         reader_pairs(SimpleNamespace(db=main), _CountingTokenizer(), _Identity(), tmp_path,
                      videos=(DB([rec(801)]),))
+
+
+def test_led_min_tokens_is_the_share_of_the_videos_duration_in_codes():
+    from backend.generation.video_lead import led_min_tokens
+
+    assert led_min_tokens(2.0, 1.0, 4, 49) == 10                 # 2 s at 20 fps, 4 frames a code
+    assert led_min_tokens(2.0, 0.5, 4, 49) == 5
+    assert led_min_tokens(20.0, 1.0, 4, 49) == 49                # at most the model's limit
+    assert led_min_tokens(0.3, 1.0, 4, 49) == 4                  # at least what every part gets
+    assert led_min_tokens(2.0, 0.0, 4, 49) == 4 and led_min_tokens(0.0, 1.0, 4, 49) == 4
+
+
+def test_a_led_part_is_sampled_at_least_as_long_as_its_video(monkeypatch):
+    import backend.pipeline as pl
+    from test_compose import _stub_pipeline
+
+    monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
+    seen: dict = {}
+    pipe = _stub_pipeline(seen)
+    pipe._video = lambda vid, text=None: SimpleNamespace(vid=vid, keypoints=np.zeros((16, 17, 3), np.float32))
+    pipe.retriever.db = SimpleNamespace(record=lambda v: {"duration": 2.0, "spec": {"kinds": ["cartwheel"]}})
+    weight = {"cartwheel": 1.0}
+    pipe.video_lead = SimpleNamespace(config=SimpleNamespace(k=5), weights=lambda parts, caps: np.array(
+        [weight["cartwheel"] if "cartwheel" in p else 0.0 for p in parts]))
+    pipe.picker = pipe.reader = pipe.restater = None
+    prompt = "a person walks forward, then does a cartwheel"
+
+    def least(**kw):
+        seen.clear()
+        pipe.generate(prompt, **kw)
+        return seen["calls"][0][2]["min_tokens"]
+
+    assert least() == [4, 10]                          # the led part: its 2-s video's 10 codes
+    assert least(led_length=0.5) == [4, 5] and least(led_length=0) == 4
+    assert least(max_tokens=6) == [4, 6]               # never more than the codes allowed
+    assert least(length_s=2.0) == [5, 5]               # an exact length asked: each part its share
+    weight["cartwheel"] = 0.4                          # led only a little: its words decide
+    assert least() == 4
+
+
+def test_eval_rows_sample_led_parts_at_least_as_long_as_their_videos():
+    from backend.evaluation import rows as rw
+
+    row = rw.LLMRow.__new__(rw.LLMRow)
+    kws = []
+
+    def generate(texts, videos, **kw):
+        kws.append(kw)
+        return [np.array([1, 2]) for _ in texts]
+
+    row.llm = SimpleNamespace(generate=generate, config=SimpleNamespace(max_motion_tokens=49))
+    row.vqvae = SimpleNamespace(config=SimpleNamespace(downsample=4))
+    row.compose, row.batch, row.guidance, row.temperature, row.top_k = True, 32, 0.0, 1.0, 0
+    row.name, row.mode, row._read, row.restate_words, row.led_cues = "McDPO (stub)", "gemini", {}, False, False
+    row.led_temperature, row.restater, row.picker, row.reader = 0.25, None, None, None
+    row._cache = {"she does a cartwheel": "emb-cw", "he walks": "emb-w"}
+    row.videos = lambda texts, rng: [SimpleNamespace(keypoints=np.zeros((16, 17, 3))) for _ in texts]
+    row.lead_weights = lambda texts: np.array([1.0 if "cartwheel" in t else 0.0 for t in texts])
+    row.retriever = SimpleNamespace(db=SimpleNamespace(record=lambda v: {"duration": 3.0}))
+    row._decode = lambda c: np.zeros((4, 263))
+    items = [SimpleNamespace(caption=SimpleNamespace(text=t)) for t in ("she does a cartwheel", "he walks")]
+    row.led_length = 1.0
+    row.generate(items, np.random.default_rng(0))
+    assert kws[-1]["min_tokens"] == [15, 4]            # 3 s = 15 codes for the led part only
+    row.led_length = 0.0
+    row.generate(items, np.random.default_rng(0))
+    assert kws[-1]["min_tokens"] == 4
+    with pytest.raises(ValueError, match="led_length"):
+        rw.with_sampling([], led_length=-1)

@@ -153,7 +153,7 @@ def _pipeline_guidance(lead, text, retrieval="gemini", video_lead=True, guidance
         seen.update(kw, videos=videos)
         raise _Stop
 
-    llm = SimpleNamespace(generate=generate)
+    llm = SimpleNamespace(generate=generate, config=SimpleNamespace(max_motion_tokens=49))
     vq = SimpleNamespace(eval=lambda: vq)
     pipe = VimoRAGPipeline(r, vq, None, {"mcdpo": llm})
     pipe.video_lead = lead

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, MIRROR, PICK_SEES, PICK_SEES_CHOICES, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_LENGTH, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, MIRROR, PICK_SEES, PICK_SEES_CHOICES, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -117,6 +117,11 @@ def add_session17_switches(parser) -> None:
                              "'clean' those of the clean skeleton users get (slower), 'both' the mean "
                              "of its readings of 'decoded' and 'joints' (Picker.read; "
                              "default, as the app: %(default)s)")
+    parser.add_argument("--led-length", type=float, default=LED_LENGTH, metavar="S",
+                        help="the LLM's samples of a part the retrieved video leads (its words name a "
+                             "motion known only from videos) last at least S times its video's "
+                             "duration, as the app does; 0: they end where they will "
+                             "(defaults.LED_LENGTH; default: %(default)s)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -161,7 +166,7 @@ def cmd_eval_generation(args) -> int:
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
-                             args.retime, args.read_lead, args.mirror, args.picker_sees)
+                             args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -177,7 +182,8 @@ def cmd_eval_generation(args) -> int:
                                "evaluator": args.evaluator or "checkpoints/evaluator",
                                "checkpoints": manifest_fingerprint()},
                               assumed={"mirror": False,      # runs before session 29 mirrored nothing
-                                       "picker_sees": "decoded"})   # nor read joints (session 30)
+                                       "picker_sees": "decoded",    # nor read joints (session 30)
+                                       "led_length": 0.0})          # nor stretched led parts (31)
         results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
                            seed=args.seed, mm_samples=args.mm_samples,
                            mm_repeats=args.mm_repeats, progress=not args.json,
@@ -230,7 +236,7 @@ def cmd_eval_follow(args) -> int:
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
-                             args.retime, args.read_lead, args.mirror, args.picker_sees)
+                             args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
-from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_TEMPERATURE, MIRROR, PICK_SEES, READ_LEAD,
+from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_LENGTH, LED_TEMPERATURE, MIRROR, PICK_SEES, READ_LEAD,
                               READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES)
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
@@ -33,12 +33,13 @@ from backend.generation.pose_reader import (READER_TEMPERATURE, asked_tempo, dra
 from backend.generation.restate import Restater
 from backend.generation.mirror import mirror_codes
 from backend.generation.tempo import stretch_codes
-from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, lead_guidance, retrieved_captions,
+from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, lead_guidance, led_min_tokens, retrieved_captions,
                                           shown_kinds, video_only_reading)
 from backend.generation.vqvae import MotionVQVAE, load_llm_tokenizer
 from backend.generation.kind_reader import with_kind_reader
 from backend.retrieval.service import VideoRetriever
 from motioncore.prompt import split_prompts
+from motioncore.skeleton import FPS
 
 ROWS = {"novideo": ("novideo", "none", "LLM without video"),
         "sft-gemini": ("sft", "gemini", "SFT + Gemini-MVR"),
@@ -109,6 +110,7 @@ class LLMRow:
         self._wanted: set[str] = set()          # texts already searched for their read kind
         self.retime = "off"                     # a slow/fast part: "kept" / "pool" (defaults.RETIME)
         self.mirror = False                     # a left/right part: its samples' mirror images too
+        self.led_length = 0.0                   # a led part's samples last >= this share of its video
 
     def videos(self, texts: list[str], rng: np.random.Generator) -> list:
         if self.mode == "none":
@@ -236,12 +238,21 @@ class LLMRow:
         guidance = np.broadcast_to(np.asarray(guidance, float), (len(texts),))
         led_t = getattr(self, "led_temperature", None)
         temps = [min(self.temperature, led_t) if led_t and w > LED_ABOVE else self.temperature for w in lead]
+        least = [4] * len(texts)
+        share = getattr(self, "led_length", 0.0)
+        if share > 0:              # a led part's samples last at least that share of its video
+            for i, (w, v) in enumerate(zip(lead, vids)):
+                if w > LED_ABOVE and v is not None:
+                    dur = video_duration(self.retriever.db.record(self._cache[texts[i]]))
+                    least[i] = led_min_tokens(dur, share, self.vqvae.config.downsample,
+                                              self.llm.config.max_motion_tokens, FPS)
         codes = []
         for s in tqdm(range(0, len(rows), self.batch), desc=f"{self.name}: sampling", unit="batch",
                       leave=False, disable=None):        # shown on a terminal only
             r = rows[s:s + self.batch]
             codes += self.llm.generate([said[i] for i in r], [vids[i] for i in r], greedy=False,
-                                       seed=int(rng.integers(2 ** 31)), min_tokens=4,
+                                       seed=int(rng.integers(2 ** 31)),
+                                       min_tokens=[least[i] for i in r] if max(least) > 4 else 4,
                                        guidance=[float(guidance[i]) for i in r],
                                        temperature=[temps[i] for i in r] if len(set(temps)) > 1 else temps[0],
                                        top_k=self.top_k)
@@ -301,7 +312,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   reader: str | None = None, reader_tempo: bool = READER_TEMPO,
                   reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
                   picker_dir: str | None = None, retime: str = RETIME, read_lead: bool = READ_LEAD,
-                  mirror: bool = MIRROR, picker_sees: str = PICK_SEES) -> list:
+                  mirror: bool = MIRROR, picker_sees: str = PICK_SEES, led_length: float = LED_LENGTH) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -344,9 +355,14 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     picked part that asks a left or right turn or side also has each sample's mirror image among
     its choices (``Picker.with_mirror``; ``defaults.MIRROR``, as the pipeline; named in the row).
     ``picker_sees``: what the picker reads a sample from (``Picker.read``; ``defaults.PICK_SEES``,
-    as the pipeline; named in the row unless "decoded", what rows read before session 30)."""
+    as the pipeline; named in the row unless "decoded", what rows read before session 30).
+    ``led_length``: the LLM's samples of a part the video leads (weight above ``LED_ABOVE``) do
+    not end before that share of its video's duration (``defaults.LED_LENGTH``, as the pipeline;
+    named in the row unless 0, what rows did before session 31)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
+    if not float(led_length) >= 0:
+        raise ValueError(f"led_length must be >= 0, got {led_length}")
     if retime not in RETIME_CHOICES:
         raise ValueError(f"retime must be one of {', '.join(RETIME_CHOICES)}, got {retime!r}")
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
@@ -433,6 +449,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             if picker_sees != "decoded":      # rows before session 30 read decoded features, unnamed
                 notes.append({"joints": "picker reads joints", "clean": "picker reads clean skeletons",
                               "both": "picker reads decoded + joints"}[picker_sees])
+        if video_lead and g.mode in ("gemini", "object") and led_length > 0:
+            g.led_length = float(led_length)
+            notes.append("led parts as long as their videos" if led_length == 1
+                         else f"led parts >= {led_length:g}x their videos")
         if led_cues:
             g.led_cues = True
             if video_lead:

@@ -181,6 +181,17 @@ def lead_guidance(weight, guidance, alone_above: float | None = None):
         else (-float(weight) if weight > 0 else guidance)
 
 
+def led_min_tokens(duration_s: float, share: float, downsample: int, limit: int, fps: float = 20.0) -> int:
+    """The fewest motion codes the LLM may write for a part its video leads: ``share`` of the
+    video's ``duration_s`` seconds at ``fps`` frames a second, ``downsample`` frames a code (at
+    least 4, the fewest any part gets; at most ``limit``). A led part written from a short
+    sample of its video read as missing once a chained prompt joined it to other parts
+    (``defaults.LED_LENGTH``)."""
+    if not share > 0 or not duration_s > 0:
+        return min(4, int(limit))
+    return int(min(limit, max(4, round(float(share) * float(duration_s) * fps / int(downsample)))))
+
+
 def shown_kinds(record: dict | None) -> list:
     """The motion kinds a database video's record says it shows (``spec.kinds``; a user's own
     footage, or no record: none)."""
@@ -304,4 +315,4 @@ def calibrate(train_captions: list[str], retriever, k: int = 5, known_miss: floa
     return lead, report
 
 
-__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "firm_lead", "shown_kinds", "video_only_reading", "shows_video_only_kind", "text_fingerprint", "hit_captions", "lead_gates", "lead_guidance", "retrieved_captions"]
+__all__ = ["LED_ABOVE", "RetrieverText", "SPACES", "VideoLead", "VideoLeadConfig", "calibrate", "firm_lead", "shown_kinds", "video_only_reading", "shows_video_only_kind", "text_fingerprint", "hit_captions", "lead_gates", "lead_guidance", "led_min_tokens", "retrieved_captions"]
