@@ -174,10 +174,8 @@ class VimoRAGPipeline:
         rec = self._record(plan[1]) if plan[3] is not None and plan[4] > LED_ABOVE else None
         if rec is None:
             return 4
-        vqvae = self.tokenizers.get(model, (self.vqvae, None))[0]
-        down = int(getattr(getattr(vqvae, "config", None), "downsample", 4))
         limit = min(max_tokens or 10 ** 9, int(self.models[model].config.max_motion_tokens))
-        return led_min_tokens(video_duration(rec), share, down, limit, FPS)
+        return led_min_tokens(video_duration(rec), share, self._downsample(model), limit, FPS)
 
     def _record(self, video_id) -> dict | None:
         """The database record of ``video_id`` (None for no video or one not in the database)."""
@@ -478,10 +476,13 @@ class VimoRAGPipeline:
     def length_tokens(self, length_s: float, model: str) -> int:
         """Motion tokens for a clip of ``length_s`` seconds with ``model``'s tokenizer (at most
         the model's token limit)."""
-        vqvae = self.tokenizers.get(model, (self.vqvae, None))[0]
-        down = int(getattr(getattr(vqvae, "config", None), "downsample", 4))
         limit = int(self.models[model].config.max_motion_tokens)
-        return int(min(limit, max(1, round(float(length_s) * FPS / down))))
+        return int(min(limit, max(1, round(float(length_s) * FPS / self._downsample(model)))))
+
+    def _downsample(self, model: str) -> int:
+        """Frames per motion code of ``model``'s tokenizer."""
+        vqvae = self.tokenizers.get(model, (self.vqvae, None))[0]
+        return int(getattr(getattr(vqvae, "config", None), "downsample", 4))
 
     def servability_warning(self, result: "GenerationResult", distance: float | None = None) -> str | None:
         """A warning when the prompt looks like a motion the models do not know (calibrated
