@@ -175,3 +175,22 @@ def test_with_sampling_sets_llm_rows_and_names_them():
     assert (novideo.guidance, novideo.temperature) == (0.0, 0.7)
     assert novideo.name == "LLM without video (T 0.7, top-20)"
     assert real.name == RealMotion().name
+
+
+def test_the_video_models_without_a_video_are_rows_of_their_own():
+    from backend.evaluation.rows import GENERATORS, ROWS, LLMRow, expand
+
+    assert ROWS["sft-none"][:2] == ("sft", "none") and ROWS["mcdpo-none"][:2] == ("mcdpo", "none")
+    assert {"sft-none", "mcdpo-none"} <= set(GENERATORS)
+    six = expand(["vimorag"])                 # the paper's rows only: the ablation rows are asked by name
+    assert len(six) == 6 and "sft-none" not in six and "mcdpo-none" not in six
+    assert expand(["mcdpo-none", "real"]) == ["mcdpo-none", "real"]
+
+    class Row(LLMRow):                        # the row's video logic without models
+        def __init__(self, mode):
+            self.mode, self.video_lead, self.retriever = mode, None, None
+
+    row = Row(ROWS["mcdpo-none"][1])
+    assert row.videos(["a person jumps.", "a person waves."], np.random.default_rng(0)) == [None, None]
+    assert not row.lead_weights(["a person jumps."]).any()
+    assert row.kind_reads(["a person jumps."]) is None

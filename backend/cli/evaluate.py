@@ -585,7 +585,8 @@ def add(sub) -> None:
                                            "(t2m/text_mot_match, glove/) for HumanML3D numbers")
     g.add_argument("--generator", action="append", default=[], metavar="NAME",
                    help="add a generator row (repeatable): novideo, sft-gemini, mcdpo-gemini, "
-                        "sft-random, mcdpo-random, mcdpo-object, or vimorag for all six")
+                        "sft-random, mcdpo-random, mcdpo-object, or vimorag for all six; "
+                        "sft-none, mcdpo-none: the SFT / McDPO model with no video")
     g.add_argument("--splits", default="test,ood")
     g.add_argument("--repeats", type=int, default=20)
     g.add_argument("--seed", type=int, default=0)

@@ -9,6 +9,8 @@
     mcdpo-random   McDPO model + a random video
     mcdpo-object   McDPO model + object-channel-only retrieval
     vimorag        shorthand for all six
+    sft-none       SFT model, no video (not in vimorag: what a video adds or costs each model)
+    mcdpo-none     McDPO model, no video
 
 Each row samples (multinomial over motion tokens, temperature 1) in batches; the retrieved
 video of a caption depends only on the caption (random mode: on the repeat's generator).
@@ -48,6 +50,8 @@ ROWS = {"novideo": ("novideo", "none", "LLM without video"),
         "mcdpo-random": ("mcdpo", "random", "McDPO + random video"),
         "mcdpo-object": ("mcdpo", "object", "McDPO + object-only retrieval")}
 GROUPS = {"vimorag": list(ROWS)}
+ROWS.update({"sft-none": ("sft", "none", "SFT, no video"),           # the video models, the video left out
+             "mcdpo-none": ("mcdpo", "none", "McDPO, no video")})
 
 
 @lru_cache(maxsize=1)
