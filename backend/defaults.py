@@ -28,6 +28,15 @@ where they will. A chained prompt's led part came out far shorter than the same 
 data (a 1.6-s crawl before a jump) and the judge no longer saw it in the whole motion. How it was
 chosen: README, *Led lengths*."""
 
+WORD_SPEED = 0.95
+"""How sure the restater must be of the speed a single unseen word states, read alone in a neutral
+training sentence ("a person walks forward hastily."), before that speed replaces what it reads
+from the whole part; 0 = never. Read inside a part whose other words are unseen too ("a guy is
+hastily doing a sideways handspring"), the speed head misread such adverbs ("sluggishly" as
+fast, "hastily" as slow or nothing); alone, every unseen speed word of the corpus reads right and
+no other unseen word reaches 0.95 ("quite" 0.91, "vigorous" 0.93). How it was chosen: README,
+*Speed words read alone*."""
+
 SAMPLES = 4
 """Samples per prompt part the picker chooses among (``backend.evaluation.pick``; the pipeline,
 the app and the evaluation rows). How it was chosen: README, *Picked samples*."""

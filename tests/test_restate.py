@@ -164,3 +164,61 @@ def test_the_pipeline_hands_the_llm_restated_parts_and_retrieval_the_words(monke
     seen.clear()
     res = pipe.generate("a person hops thrice", restate=False)
     assert seen["calls"][0][0] == ["a person hops thrice."] and res.read_as == [None]   # a sentence, as captions
+
+
+def _speedy(word_speed=0.95):
+    """A restater whose second feature is the speed (large positive: fast, large negative: slow)."""
+    classes = {"action": ["jump", "walk"], "reps": ["1", "3"], "extent": ["1"],
+               "speed": ["fast", "normal", "slow"], "side": ["None"], "turn": ["None"], "single": ["0", "1"]}
+    cfg = RestaterConfig(layers=(1,), classes=classes,
+                         vocabulary=["a", "person", "jumps", "walks", "forward", "once", "three", "times"])
+    heads = {"action": (np.array([[10.0, 0.0], [-10.0, 0.0]]), np.zeros(2)),
+             "reps": (np.zeros((2, 2)), np.array([1.0, 0.0])), "extent": (np.zeros((1, 2)), np.zeros(1)),
+             "speed": (np.array([[0.0, 1.0], [0.0, 0.0], [0.0, -1.0]]), np.array([0.0, 0.5, 0.0])),
+             "side": (np.zeros((1, 2)), np.zeros(1)), "turn": (np.zeros((1, 2)), np.zeros(1)),
+             "single": (np.zeros((2, 2)), np.array([0.0, 1.0]))}
+    r = Restater(cfg, np.zeros(2), np.ones(2), heads)
+    r.word_speed = word_speed
+    return r
+
+
+def test_an_unseen_speed_word_is_read_alone(monkeypatch):
+    alone = {"hastily": 8.0, "sluggishly": -8.0, "quite": 1.5, "leaps": 0.0, "then": 0.0}   # read alone
+    parts = {"a person leaps hastily": -8.0,         # read within the part: misread as slow
+             "a person leaps quite hastily": -8.0, "a person leaps quite": 0.0,
+             "a person leaps hastily then sluggishly": 0.0, "a person jumps once": 8.0}
+    seen = []
+
+    def fake(texts, config, batch_size=64, progress=False):
+        seen.extend(texts)
+        out = []
+        for t in texts:
+            word = t[len("a person walks forward "):-1] if t.startswith("a person walks forward ") else None
+            out.append([1.0, alone[word] if word is not None else parts[t]])
+        return np.array(out, np.float32)
+
+    monkeypatch.setattr(rs, "raw_features", fake)
+    r = _speedy()
+    texts = ["a person leaps hastily", "a person leaps quite hastily", "a person leaps quite",
+             "a person leaps hastily then sluggishly", "a person jumps once"]
+    assert r.word_speeds(texts)[0][0] == "fast" and r.word_speeds(texts)[0][1] > 0.95
+    read = r.read(texts)
+    assert read[0]["speed"] == "fast"                # the word alone wins over the misread part
+    assert read[1]["speed"] == "fast"                # "quite" alone is unsure: it says nothing
+    assert read[2]["speed"] == "normal"              # nothing sure: the part's own reading
+    assert read[3]["speed"] == "normal"              # two words that disagree: the part's own
+    assert read[4]["speed"] == "fast"                # every word known: the part's own reading
+    assert [m["speed"] for m in r.manner(texts)] == [x["speed"] for x in read]
+    assert sum(t.startswith("a person walks forward ") for t in seen) == 5   # each unseen word read once
+    off = _speedy(word_speed=0.0)
+    assert off.read(["a person leaps hastily"])[0]["speed"] == "slow"
+    assert off.word_speeds(["a person leaps hastily"]) == [None]
+
+
+def test_shipped_restater_reads_held_out_speed_words_inside_unseen_parts(shipped):
+    m = shipped.manner(["a guy is hastily doing a sideways handspring to the left a couple of times.",
+                        "a character is turning a cartwheel to the right sluggishly once.",
+                        "an individual is creeping forward on all fours leisurely for a couple of steps.",
+                        "someone tumbles forward lazily."])
+    assert [x["speed"] for x in m] == ["fast", "slow", "slow", "slow"]
+    assert shipped.word_speeds(["a person walks forward quickly."]) == [None]    # known words: as before

@@ -122,6 +122,11 @@ def add_session17_switches(parser) -> None:
                              "motion known only from videos) last at least S times its video's "
                              "duration, as the app does; 0: they end where they will "
                              "(defaults.LED_LENGTH; default: %(default)s)")
+    parser.add_argument("--word-speeds", action=argparse.BooleanOptionalAction, default=True,
+                        help="the restater reads the speed an unseen word states (\"hastily\") alone in "
+                             "a training sentence, as the app does (Restater.word_speeds, "
+                             "defaults.WORD_SPEED); --no-word-speeds: within the part only, as before "
+                             "session 32 (default: %(default)s)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -166,7 +171,8 @@ def cmd_eval_generation(args) -> int:
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
-                             args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length)
+                             args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length,
+                             args.word_speeds)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -183,7 +189,8 @@ def cmd_eval_generation(args) -> int:
                                "checkpoints": manifest_fingerprint()},
                               assumed={"mirror": False,      # runs before session 29 mirrored nothing
                                        "picker_sees": "decoded",    # nor read joints (session 30)
-                                       "led_length": 0.0})          # nor stretched led parts (31)
+                                       "led_length": 0.0,           # nor stretched led parts (31)
+                                       "word_speeds": False})       # nor read speed words alone (32)
         results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
                            seed=args.seed, mm_samples=args.mm_samples,
                            mm_repeats=args.mm_repeats, progress=not args.json,
@@ -236,7 +243,8 @@ def cmd_eval_follow(args) -> int:
                              args.led_cues, args.led_temperature or None, not args.led_mix,
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
-                             args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length)
+                             args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length,
+                             args.word_speeds)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

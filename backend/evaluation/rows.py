@@ -316,7 +316,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   reader: str | None = None, reader_tempo: bool = READER_TEMPO,
                   reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
                   picker_dir: str | None = None, retime: str = RETIME, read_lead: bool = READ_LEAD,
-                  mirror: bool = MIRROR, picker_sees: str = PICK_SEES, led_length: float = LED_LENGTH) -> list:
+                  mirror: bool = MIRROR, picker_sees: str = PICK_SEES, led_length: float = LED_LENGTH,
+                  word_speeds: bool = True) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -362,7 +363,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     as the pipeline; named in the row unless "decoded", what rows read before session 30).
     ``led_length``: the LLM's samples of a part the video leads (weight above ``LED_ABOVE``) do
     not end before that share of its video's duration (``defaults.LED_LENGTH``, as the pipeline;
-    named in the row unless 0, what rows did before session 31)."""
+    named in the row unless 0, what rows did before session 31). ``word_speeds``: the restater reads
+    the speed an unseen word states alone (``Restater.word_speeds``, ``defaults.WORD_SPEED``; as the
+    pipeline; named in the row when on: rows before session 32 read it within the part only)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     if not float(led_length) >= 0:
@@ -370,6 +373,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     if retime not in RETIME_CHOICES:
         raise ValueError(f"retime must be one of {', '.join(RETIME_CHOICES)}, got {retime!r}")
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
+    if restater is not None and not word_speeds:
+        restater.word_speed = 0.0
     picker = None
     if pick > 1:
         picker = Picker.from_pretrained(picker_dir, samples=pick, sees=picker_sees)
@@ -420,6 +425,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if restater is not None and restater.serves(getattr(g, "llm", None)):
             g.restater = restater
             g.restate_words = bool(restate)
+            if restater.word_speed:
+                notes.append("speed words read alone")
             if picker is not None:
                 g.picker = picker
                 notes.append(f"best of {pick}")

@@ -36,9 +36,11 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from backend.data.captions import ACTIONS, COUNTED_ACTIONS, SIDE_ACTIONS, plain_caption
+from backend.defaults import WORD_SPEED
 from motioncore.prompt import split_prompt
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
+WORD_SPEED_SENTENCE = "a person walks forward {}."    # training words around the one being read
 HEADS = ("action", "reps", "extent", "speed", "side", "turn")
 _WORD = re.compile(r"[a-z]+")
 
@@ -128,6 +130,8 @@ class Restater:
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self.heads = {k: (np.asarray(w, np.float32), np.asarray(b, np.float32)) for k, (w, b) in heads.items()}
         self.vocabulary = frozenset(config.vocabulary)
+        self.word_speed = WORD_SPEED        # how sure a word read alone must be (0: never; ``word_speeds``)
+        self._word_speeds: dict[str, tuple[str, float] | None] = {}
 
     # ----------------------------------------------------------------------------- io
     def save_pretrained(self, folder: str | Path) -> Path:
@@ -176,12 +180,15 @@ class Restater:
         if not texts:
             return []
         p = self.probabilities(self.features(list(texts)))
+        stated = self.word_speeds(texts)
         out = []
         for i in range(len(texts)):
             lab = {k: self.config.classes[k][int(p[k][i].argmax())] for k in HEADS}
             reps = lab["reps"] if lab["action"] in COUNTED_ACTIONS else lab["extent"]
             sure = {"kind": float(p["action"][i].max()), "speed": float(p["speed"][i].max()),
                     "turn": float(p["turn"][i].max())}
+            if stated[i] is not None:
+                lab["speed"], sure["speed"] = stated[i]
             if lab["action"] in COUNTED_ACTIONS:
                 sure["count"] = float(p["reps"][i].max())
             if lab["action"] in SIDE_ACTIONS:
@@ -201,14 +208,42 @@ class Restater:
         if not texts:
             return []
         p = self.probabilities(self.features(list(texts)))
+        stated = self.word_speeds(texts)
         cls = self.config.classes
         out = []
         for i in range(len(texts)):
             lab = {k: cls[k][int(p[k][i].argmax())] for k in ("reps", "speed", "turn")}
-            out.append({"reps": int(lab["reps"]), "speed": lab["speed"],
+            speed, sure = (lab["speed"], float(p["speed"][i].max())) if stated[i] is None else stated[i]
+            out.append({"reps": int(lab["reps"]), "speed": speed,
                         "turn": None if lab["turn"] == "None" else lab["turn"],
-                        "sure": {"count": float(p["reps"][i].max()), "speed": float(p["speed"][i].max()),
+                        "sure": {"count": float(p["reps"][i].max()), "speed": sure,
                                  "turn": float(p["turn"][i].max())}})
+        return out
+
+    def word_speeds(self, texts: list[str]) -> list[tuple[str, float] | None]:
+        """Per text: the speed ("slow" / "fast", with its probability) that its unseen words
+        state, each read alone in a training sentence (``WORD_SPEED_SENTENCE``) by the speed head,
+        where one reads so at least ``word_speed`` (``defaults.WORD_SPEED``) and none reads the
+        other way; else None (the part's own reading stands). Read with the rest of a part whose
+        other words are unseen too, the head misreads such words; alone, it reads them as the
+        base LM understands them ("hastily" fast, "sluggishly" slow). Words are read once and kept."""
+        if not self.word_speed or not {"slow", "fast"} <= set(self.config.classes.get("speed", ())):
+            return [None] * len(texts)              # off, or a speed head that cannot say it
+        unseen = [self.unknown_words(t) for t in texts]
+        todo = sorted({w for ws in unseen for w in ws} - set(self._word_speeds))
+        if todo:
+            p = self.probabilities(self.features([WORD_SPEED_SENTENCE.format(w) for w in todo]))["speed"]
+            labels = self.config.classes["speed"]
+            for w, row in zip(todo, p):
+                self._word_speeds[w] = (labels[int(row.argmax())], float(row.max()))
+        out = []
+        for ws in unseen:
+            said = {}
+            for w in ws:
+                speed, prob = self._word_speeds[w]
+                if speed in ("slow", "fast") and prob >= self.word_speed:
+                    said[speed] = max(prob, said.get(speed, 0.0))
+            out.append(next(iter(said.items())) if len(said) == 1 else None)
         return out
 
     def stated_cues(self, texts: list[str], sure: float = 0.5) -> np.ndarray:
