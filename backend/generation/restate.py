@@ -19,7 +19,8 @@ confident: kind probability >= ``gate`` and single probability >= ``single_gate`
 (the words are kept). Parts the retrieved video leads (``video_lead``: a kind the model only knows
 from videos) at a weight above ``led_above`` are never restated. The pipeline gives the LLM the
 restated part; retrieval, side matching and the video lead keep the user's words, and the result
-says how each part was read.
+says how each part was read. A speed stated in an unseen word is read from that word alone
+(``Restater.word_speeds``): within a part whose kind words are unseen too, the mean state drowns it.
 """
 from __future__ import annotations
 
