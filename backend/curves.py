@@ -47,6 +47,10 @@ def plot_vqvae_curves(log: str | Path, out: str | Path) -> Path:
     if val:
         ax1.plot([r["step"] for r in val], [r["val_recon"] for r in val], "o-",
                  label="validation reconstruction")
+        ood = [r for r in val if "val_ood_recon" in r]
+        if ood:
+            ax1.plot([r["step"] for r in ood], [r["val_ood_recon"] for r in ood], "s-",
+                     label="OOD-kind validation reconstruction")
     ax1.set_yscale("log")
     ax1.set_xlabel("step")
     ax1.set_title("VQ-VAE loss (normalised features)")
@@ -58,6 +62,10 @@ def plot_vqvae_curves(log: str | Path, out: str | Path) -> Path:
         ax3 = ax2.twinx()
         ax3.plot([r["step"] for r in val], [100 * r["val_codes_used"] for r in val], "o-",
                  color="tab:red", label="validation codes used (%)")
+        ood = [r for r in val if "val_ood_codes_used" in r]
+        if ood:
+            ax3.plot([r["step"] for r in ood], [100 * r["val_ood_codes_used"] for r in ood], "s-",
+                     color="tab:purple", label="OOD-kind validation codes used (%)")
         ax3.set_ylabel("codes used on validation (%)")
         ax3.set_ylim(0, 100)
         ax3.legend(loc="lower right")

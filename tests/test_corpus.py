@@ -189,3 +189,24 @@ def test_video_motions_need_no_renderer():
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_program_motions_are_new_ood_kind_motions(embedded_corpus):
+    """The tokenizer's extra caption-free motions (`train vqvae --extra-ood`): each contains an
+    OOD kind, the same index and seed give the same motion, the validation seed other motions,
+    and none is a motion of the corpus's OOD splits (what the tokenizer is judged on)."""
+    from backend.data.video_motions import PROGRAM_SEED, PROGRAM_VAL_SEED, program_motion, program_motion_features
+
+    motions = [program_motion(i) for i in range(12)]
+    for m in motions:
+        assert any(s["action"] in OOD_KINDS for s in m["segments"]), m["segments"]
+        assert 40 <= len(m["features"]) <= 201 and m["features"].shape[1] == 263
+    again = program_motion_features(3, PROGRAM_SEED)
+    assert all(np.array_equal(a, m["features"]) for a, m in zip(again, motions))
+    val = program_motion_features(3, PROGRAM_VAL_SEED)
+    assert not any(len(a) == len(b) and np.allclose(a, b) for a in val for b in again)
+    judged = [f for split in ("ood", "ood_judge")
+              for f in embedded_corpus.load_features(split).values()]
+    assert len(judged) == 500
+    assert not any(len(f) == len(m["features"]) and np.allclose(f, m["features"])
+                   for f in judged for m in motions)

@@ -347,3 +347,23 @@ def test_fine_tuning_keeps_codes_a_batch_does_not_use():
     q.mark_initialised()                           # count 1: the unused codes die at once
     q(before[:1].t()[None].repeat(1, 1, 32))
     assert not torch.allclose(q.codebook[1:], before[1:])
+
+
+def test_ood_validation_rows_and_curves(tmp_path):
+    """A second validation set (`train vqvae --val-ood`) is logged beside the first in the same
+    rows and drawn in the learning curves."""
+    from backend.curves import plot_vqvae_curves
+
+    motions = smooth_motions()
+    mcfg = tiny_cfg(nb_code=32, code_dim=32, width=64)
+    cfg = VQTrainConfig(steps=8, batch_size=8, window=32, lr=1e-3, warmup_steps=2, log_every=4,
+                        ckpt_every=8, val_every=4, threads=1, seed=7)
+    train_vqvae(motions[:10], mcfg, cfg, tmp_path / "r", val_motions=motions[10:12],
+                val_ood_motions=[m * 3.0 for m in motions[12:14]])
+    val = [r for r in read_log(tmp_path / "r" / "train_log.jsonl") if r.get("kind") == "val"]
+    assert [r["step"] for r in val] == [4, 8]
+    for r in val:
+        assert 0 < r["val_recon"] < r["val_ood_recon"]     # the scaled-up set is reconstructed worse
+        assert 0 < r["val_ood_codes_used"] <= 1
+    png = plot_vqvae_curves(tmp_path / "r" / "train_log.jsonl", tmp_path / "c.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

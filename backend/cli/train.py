@@ -42,6 +42,18 @@ def cmd_train_vqvae(args) -> int:
               f"{len(extra) - N_IN_DIST} with an OOD kind, drawn {args.ood_boost:g}x as often)")
         motions += [norm.normalize(f) for f in extra]
         boost += [1.0 if i < N_IN_DIST else args.ood_boost for i in range(len(extra))]
+    val_ood = None
+    if args.extra_ood or args.val_ood:
+        from backend.data.video_motions import PROGRAM_SEED, PROGRAM_VAL_SEED, program_motion_features
+
+        if args.extra_ood:
+            extra = program_motion_features(args.extra_ood, PROGRAM_SEED, progress=True)
+            print(f"+ {len(extra)} caption-free motions with an OOD kind (program seed {PROGRAM_SEED})")
+            motions += [norm.normalize(f) for f in extra]
+            boost += [1.0] * len(extra)
+        if args.val_ood:
+            val_ood = [norm.normalize(f) for f in
+                       program_motion_features(args.val_ood, PROGRAM_VAL_SEED, progress=True)]
     val = [norm.normalize(f) for f in corpus.load_features("val").values()] \
         if "val" in corpus.splits() else None
     model_cfg = VQVAEConfig.paper() if args.config == "paper" else VQVAEConfig.embedded()
@@ -65,7 +77,8 @@ def cmd_train_vqvae(args) -> int:
         model_cfg = init.config
         print(f"Starting from the weights and codebook of {args.init}")
     model = train_vqvae(motions, model_cfg, train_cfg, work, resume=not args.no_resume,
-                        val_motions=val, init=init, stats=(norm.mean, norm.std), boost=boost)
+                        val_motions=val, init=init, stats=(norm.mean, norm.std), boost=boost,
+                        val_ood_motions=val_ood)
     print(f"Trained model saved in {work / 'model'}")
     if args.curves:
         from backend.curves import plot_vqvae_curves
@@ -587,6 +600,13 @@ def add(sub) -> None:
     v.add_argument("--ood-boost", type=float, default=1.0,
                    help="draw windows of the video-only motions that contain an OOD kind this "
                         "many times as often (they are 250 of ~3,700 motions)")
+    v.add_argument("--extra-ood", type=int, default=0, metavar="N",
+                   help="also train on N caption-free motions that contain an OOD kind, drawn "
+                        "by the corpus's program generator with its own seed (no text, no "
+                        "video: only the tokenizer sees them)")
+    v.add_argument("--val-ood", type=int, default=0, metavar="N",
+                   help="also log the reconstruction of N more such motions (another seed, "
+                        "never trained on) as OOD validation")
     v.add_argument("--minutes", type=float, default=0.0,
                    help="time budget: after timing 200 steps, train only as many of --steps as "
                         "fit in this many minutes (the schedule decays over those; the steps "

@@ -22,6 +22,7 @@ from motioncore.features import features_to_joints, joints_to_features
 
 VIDEO_SEED = 4242
 N_IN_DIST, N_OOD = 800, 250          # embedded database: 1,050 videos
+PROGRAM_SEED, PROGRAM_VAL_SEED = 6161, 6162   # caption-free program motions (tokenizer only)
 MIN_SECONDS, MAX_SECONDS = 2.0, 6.0
 
 
@@ -78,3 +79,19 @@ def database_motions(records: list[dict], split: str = "train", progress: bool =
         if motion is not None and motion[1]:
             out.append((joints_to_features(motion[0]), motion[1]))
     return out
+
+
+def program_motion(index: int, seed: int = PROGRAM_SEED) -> dict:
+    """Caption-free motion ``index`` that contains an OOD kind, drawn as the corpus draws its OOD
+    motions (1-3 segments, 2-10 s) but with another seed: no captions, no video, never a motion
+    of the corpus or of the database. ``{"segments", "features", "joints"}``."""
+    from backend.data.corpus import CorpusConfig, make_motion
+
+    return make_motion(index, True, CorpusConfig(seed=seed), base_clips_by_kind())
+
+
+def program_motion_features(n: int, seed: int = PROGRAM_SEED, progress: bool = False) -> list[np.ndarray]:
+    """263-d features of ``program_motion(0 .. n-1, seed)``. Only the tokenizer trains on them
+    (it never sees text), so more of the rare kinds' motion reaches it than the 250 videos hold."""
+    return [program_motion(i, seed)["features"]
+            for i in tqdm(range(n), desc="caption-free OOD-kind motions", disable=not progress)]

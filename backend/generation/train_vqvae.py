@@ -189,13 +189,15 @@ def validate(model: MotionVQVAE, windows: np.ndarray, batch: int = 128) -> dict:
 
 def train_vqvae(motions, model_cfg: VQVAEConfig, train_cfg: VQTrainConfig, out_dir, resume=True,
                 val_motions=None, init: MotionVQVAE | None = None, stats=None,
-                boost=None) -> MotionVQVAE:
+                boost=None, val_ood_motions=None) -> MotionVQVAE:
     """Train on a list of z-normalised (T_i, D) float32 arrays; returns the model (on the CPU)
     in eval mode. ``val_motions`` (same form) adds validation rows to the log every
     ``val_every`` steps; ``init``: a trained model to start from (fine-tuning) when no run is
     resumed; ``stats``: the (mean, std) the motions were normalised with (needed by
     ``joint_weight``); ``boost``: per-motion multipliers of how often a motion is drawn (e.g.
-    more windows of the rare OOD kinds). ``freeze_codebook`` needs ``init``."""
+    more windows of the rare OOD kinds); ``val_ood_motions``: a second validation set (motions
+    of kinds the first lacks), logged as ``val_ood_recon`` / ``val_ood_codes_used`` in the same
+    rows. ``freeze_codebook`` needs ``init``."""
     cfg = train_cfg
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,6 +238,7 @@ def train_vqvae(motions, model_cfg: VQVAEConfig, train_cfg: VQTrainConfig, out_d
 
     pos = position_slice(model_cfg.input_dim)
     val = validation_windows(val_motions, cfg.window) if val_motions else None
+    val_ood = validation_windows(val_ood_motions, cfg.window) if val_ood_motions else None
     if cfg.joint_weight and stats is None:
         raise ValueError("joint_weight needs the dataset statistics (stats=(mean, std))")
     if stats is not None:
@@ -288,8 +291,11 @@ def train_vqvae(motions, model_cfg: VQVAEConfig, train_cfg: VQTrainConfig, out_d
             bar.set_postfix(loss=f"{rec['loss']:.4f}", ppl=f"{rec['perplexity']:.1f}")
             sums, n_avg, t0 = {}, 0, time.time()
         if val is not None and len(val) and (done % cfg.val_every == 0 or done == cfg.steps):
+            row = {"step": done, "kind": "val", **validate(model, val)}
+            if val_ood is not None and len(val_ood):
+                row.update({k.replace("val_", "val_ood_"): v for k, v in validate(model, val_ood).items()})
             with open(log_path, "a") as f:
-                f.write(json.dumps({"step": done, "kind": "val", **validate(model, val)}) + "\n")
+                f.write(json.dumps(row) + "\n")
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
             _save_state(state_path, model, opt, done)
         bar.update(1)
