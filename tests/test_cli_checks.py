@@ -56,6 +56,8 @@ def test_train_vqvae_refuses_bad_device_and_frozen_without_init(capsys):
         assert "no CUDA GPU" in capsys.readouterr().err
     assert main(["train", "vqvae", "--freeze-codebook", "--steps", "1"]) == 2
     assert "--init" in capsys.readouterr().err
+    assert main(["train", "vqvae", "--extra-ood", "-5", "--steps", "1"]) == 2
+    assert "--extra-ood" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra", [["--self-video", "0.8", "--random-video", "0.3"],

@@ -30,6 +30,9 @@ def cmd_train_vqvae(args) -> int:
         raise ValueError(f"--device {args.device}: torch sees no CUDA GPU here (use --device cpu)")
     if args.freeze_codebook and not args.init:
         raise ValueError("--freeze-codebook keeps a trained codebook: give --init DIR")
+    if args.extra_ood < 0 or args.val_ood < 0:
+        raise ValueError(f"--extra-ood and --val-ood count motions: give 0 or more "
+                         f"(got {args.extra_ood}, {args.val_ood})")
     corpus = open_corpus(args.data)
     norm = corpus.normalizer
     motions = [norm.normalize(f) for f in corpus.load_features("train", progress=True).values()]
@@ -606,7 +609,7 @@ def add(sub) -> None:
                         "video: only the tokenizer sees them)")
     v.add_argument("--val-ood", type=int, default=0, metavar="N",
                    help="also log the reconstruction of N more such motions (another seed, "
-                        "never trained on) as OOD validation")
+                        "never trained on) as OOD validation, beside the val split's rows")
     v.add_argument("--minutes", type=float, default=0.0,
                    help="time budget: after timing 200 steps, train only as many of --steps as "
                         "fit in this many minutes (the schedule decays over those; the steps "
