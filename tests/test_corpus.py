@@ -210,3 +210,23 @@ def test_program_motions_are_new_ood_kind_motions(embedded_corpus):
     assert len(judged) == 500
     assert not any(len(f) == len(m["features"]) and np.allclose(f, m["features"])
                    for f in judged for m in motions)
+
+
+def test_judge_motions_are_labelled_new_motions_of_both_kinds(embedded_corpus):
+    """The checker's extra motions (`train checker --more N`): the first half in-distribution,
+    the second half with an OOD kind, each with the segments it was made of, and none a motion of
+    the corpus's evaluation splits or of the tokenizer's program motions."""
+    from backend.data.video_motions import JUDGE_VAL_SEED, judge_motions, program_motion
+
+    motions = judge_motions(8)
+    assert len(motions) == 8
+    for i, (f, segs) in enumerate(motions):
+        has_ood = any(s["action"] in OOD_KINDS for s in segs)
+        assert has_ood == (i >= 4), (i, segs)
+        assert f.shape[1] == 263 and len(f) >= 40
+        assert all("speed" in s and "reps" in s for s in segs)
+    val = judge_motions(4, seed=JUDGE_VAL_SEED)
+    assert not any(len(a) == len(b) and np.allclose(a, b) for a, _ in val for b, _ in motions)
+    judged = [f for split in ("test", "ood") for f in embedded_corpus.load_features(split).values()]
+    tokenizer = [program_motion(i)["features"] for i in range(8)]
+    assert not any(len(f) == len(m) and np.allclose(f, m) for f in judged + tokenizer for m, _ in motions)

@@ -209,3 +209,42 @@ def test_follow_reward_judges_video_only_motions_by_the_video_checker():
     with pytest.raises(ValueError, match="video_checker"):
         follow_reward(Sees("jump"), programs)(["video-v1"], feats[:1])
     assert follow_reward(Sees("jump"), programs)(["m1"], feats[:1]).tolist() == [1.0]
+
+
+def test_checker_training_shows_cleaned_motions_when_asked(tmp_path, monkeypatch):
+    """`train checker --clean P`: that share of the samples is the cleaned motion (what users and
+    generated rows get); with P = 0 the clean-up is never even computed."""
+    from backend.data.corpus import CorpusConfig, build_corpus
+    from backend.data.dataset import MotionCorpus
+    from backend.evaluation import follow
+    import motioncore.clean as clean
+
+    corpus = MotionCorpus(build_corpus(tmp_path / "corpus", CorpusConfig(n_in_dist=30, n_ood=6, seed=4),
+                                       progress=False))
+    calls, seen = [], []
+    real_clean = clean.clean_motion
+    monkeypatch.setattr(clean, "clean_motion", lambda f, *a, **k: calls.append(1) or real_clean(f, *a, **k))
+    real_batch = follow.InstructionChecker.batch
+    monkeypatch.setattr(follow.InstructionChecker, "batch",
+                        lambda self, feats: seen.extend(feats) or real_batch(self, feats))
+    cfg = follow.CheckerTrainConfig(steps=2, batch_size=4, hidden=8, layers=1, threads=1)
+    follow.train_checker(corpus, ("train",), cfg, tmp_path / "plain", progress=False, val_split=None)
+    assert not calls
+    n_train = len(corpus.load_features("train"))
+    cfg = follow.CheckerTrainConfig(steps=2, batch_size=4, hidden=8, layers=1, threads=1, clean=1.0)
+    seen.clear()
+    follow.train_checker(corpus, ("train",), cfg, tmp_path / "clean", progress=False, val_split=None)
+    assert len(calls) == n_train
+    raw = list(corpus.load_features("train").values())
+    assert len(seen) == 8
+    assert not any(len(s) == len(r) and np.allclose(s, r) for s in seen for r in raw)   # all cleaned
+
+
+def test_train_checker_refuses_bad_more_and_clean(capsys, tmp_path):
+    from backend.cli import main
+
+    for argv, word in ((["--more", "-1"], "--more"), (["--clean", "1.5"], "--clean"),
+                       (["--role", "picker", "--more", "10"], "picker")):
+        assert main(["train", "checker", "--workdir", str(tmp_path / "w"), *argv]) == 2
+        assert word in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()                          # refused before anything is written

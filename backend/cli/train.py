@@ -116,6 +116,10 @@ def cmd_train_checker(args) -> int:
     from backend.evaluation.follow import CheckerTrainConfig, train_checker
     from backend.checkpoints import data_home
 
+    if args.more < 0 or not 0.0 <= args.clean <= 1.0:
+        raise ValueError(f"--more must be >= 0 and --clean between 0 and 1 (got {args.more}, {args.clean})")
+    if args.more and args.role != "checker":
+        raise ValueError("--more is for the judge (--role checker); the picker learns what the generator learns")
     corpus = open_corpus(args.data)
     # the judge also learns the ood_judge half; the picker only what the generator learns from (its
     # train split and, with --videos, the motions of the database's train videos, OOD kinds
@@ -136,8 +140,16 @@ def cmd_train_checker(args) -> int:
         if not motions:
             raise ValueError(f"--videos {name}: no synthetic train video with a known motion")
         extra += motions
+    val_extra = []
+    if args.more:
+        from backend.data.video_motions import JUDGE_VAL_SEED, judge_motions
+
+        extra += judge_motions(args.more, progress=True)
+        if args.val_every:
+            val_extra = judge_motions(200, seed=JUDGE_VAL_SEED, progress=True)
     print(f"Training the instruction checker ({args.role}) on the {' + '.join(splits)} split(s)"
-          + (f" + {len(extra)} database motions ({', '.join(args.videos)})" if extra else ""))
+          + (f" + {len(extra)} database motions ({', '.join(args.videos)})" if args.videos else "")
+          + (f" + {args.more} labelled program motions (half with an OOD kind)" if args.more else ""))
     if args.device == "cuda":
         import torch
 
@@ -145,11 +157,11 @@ def cmd_train_checker(args) -> int:
             raise ValueError("--device cuda: torch sees no CUDA GPU here (use --device cpu)")
     cfg = CheckerTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
                              hidden=args.hidden, layers=args.layers, dropout=args.dropout,
-                             weight_decay=args.weight_decay, mirror=args.mirror,
+                             weight_decay=args.weight_decay, mirror=args.mirror, clean=args.clean,
                              val_every=args.val_every, device=args.device, seed=args.seed,
                              time_budget_s=60 * args.minutes)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / args.role
-    model = train_checker(corpus, splits, cfg, work, extra=extra)
+    model = train_checker(corpus, splits, cfg, work, extra=extra, val_extra=val_extra)
     print(f"Trained checker saved in {work / 'model'}")
     if args.curves:
         from backend.curves import plot_checker_curves
@@ -641,6 +653,15 @@ def add(sub) -> None:
     c.add_argument("--mirror", type=float, default=0.0, metavar="P",
                    help="share of training samples shown as their mirror image, sides and turns "
                         "swapped (default 0)")
+    c.add_argument("--more", type=int, default=0, metavar="N",
+                   help="judge only: also learn N labelled motions drawn by the corpus's program "
+                        "generator with their own seed (half in-distribution, half with an OOD "
+                        "kind; none is a corpus, database or tokenizer motion); with --val-every, "
+                        "200 more with another seed join the val score (default 0)")
+    c.add_argument("--clean", type=float, default=0.0, metavar="P",
+                   help="share of training samples shown as the clean-up step makes them (rigid, "
+                        "grounded, feet planted, as users and every generated row get motions), so "
+                        "the judge reads them alike (default 0)")
     c.add_argument("--val-every", type=int, default=0, metavar="K",
                    help="score the real val motions every K steps and keep the best model (0: off)")
     c.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -23,6 +23,7 @@ from motioncore.features import features_to_joints, joints_to_features
 VIDEO_SEED = 4242
 N_IN_DIST, N_OOD = 800, 250          # embedded database: 1,050 videos
 PROGRAM_SEED, PROGRAM_VAL_SEED = 6161, 6162   # caption-free program motions (tokenizer only)
+JUDGE_SEED, JUDGE_VAL_SEED = 6163, 6164       # labelled program motions (the checker only)
 MIN_SECONDS, MAX_SECONDS = 2.0, 6.0
 
 
@@ -88,6 +89,22 @@ def program_motion(index: int, seed: int = PROGRAM_SEED) -> dict:
     from backend.data.corpus import CorpusConfig, make_motion
 
     return make_motion(index, True, CorpusConfig(seed=seed), base_clips_by_kind())
+
+
+def judge_motions(n: int, seed: int = JUDGE_SEED, progress: bool = False
+                  ) -> list[tuple[np.ndarray, list[dict]]]:
+    """(263-d features, segments) of ``n`` more motions for the instruction checker (a judge,
+    never the generator): the first half drawn as the corpus draws its in-distribution motions,
+    the second half with an OOD kind, all with their own seed, so none is a motion of the corpus
+    (its test split and OOD evaluation half included), of the database or of the tokenizer's."""
+    from backend.data.corpus import CorpusConfig, make_motion
+
+    cfg, clips, n_in = CorpusConfig(seed=seed), base_clips_by_kind(), n // 2
+    out = []
+    for i in tqdm(range(n), desc="labelled judge motions", disable=not progress):
+        m = make_motion(i, i >= n_in, cfg, clips)
+        out.append((m["features"], m["segments"]))
+    return out
 
 
 def program_motion_features(n: int, seed: int = PROGRAM_SEED, progress: bool = False) -> list[np.ndarray]:

@@ -220,6 +220,7 @@ class CheckerTrainConfig:
     dropout: float = 0.1
     weight_decay: float = 1e-4
     mirror: float = 0.0        # share of training samples shown mirrored (sides and turns swapped)
+    clean: float = 0.0         # share of training samples shown as the clean-up step makes them
     val_every: int = 0         # steps between scores on held-out real motions (the best is kept)
     device: str = "cpu"
     time_budget_s: float = 0.0  # > 0: stop after this many seconds of training (the best is kept)
@@ -235,10 +236,12 @@ def load_programs(corpus) -> dict[str, list[dict]]:
 
 def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_dir: Path,
                   progress: bool = True, val_split: str | None = "val",
-                  extra: list[tuple[np.ndarray, list[dict]]] | None = None) -> InstructionChecker:
+                  extra: list[tuple[np.ndarray, list[dict]]] | None = None,
+                  val_extra: list[tuple[np.ndarray, list[dict]]] | None = None) -> InstructionChecker:
     """Train on real motions of ``splits``; with ``cfg.val_every`` the share of attributes
     followed by the real motions of ``val_split`` is scored every that many steps and the best
-    model is the one kept (``val_followed`` rows in train_log.jsonl). ``cfg.mirror``: that share of
+    model is the one kept (``val_followed`` rows in train_log.jsonl; ``val_extra`` motions join
+    that score). ``extra``: more (features, segments) to learn. ``cfg.mirror``: that share of
     the samples is the mirror image, with sides and turns swapped in its labels."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -257,10 +260,18 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
         labels.append(targets(segments))
         if cfg.mirror > 0:
             mirrored.append((mirror_features(f), targets(mirror_segments(segments))))
+    cleaned = []
+    if cfg.clean > 0:
+        from motioncore.clean import clean_motion
+
+        for f in tqdm(feats, desc="checker data, cleaned", disable=not progress):
+            cleaned.append(joints_to_features(clean_motion(f).joints))
     val = None
     if cfg.val_every and val_split and val_split in corpus.splits():
         vf = corpus.load_features(val_split)
         val = ([programs[m] for m in sorted(vf)], [vf[m] for m in sorted(vf)])
+    if cfg.val_every and val_extra:
+        val = ((val[0] if val else []) + [s for _, s in val_extra], (val[1] if val else []) + [f for f, _ in val_extra])
     model = InstructionChecker(CheckerConfig(hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout))
     model.set_normalization(corpus.normalizer.mean, corpus.normalizer.std).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -292,7 +303,11 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
                 break
             idx = rng.choice(len(feats), size=cfg.batch_size, replace=False)
             flip = rng.random(cfg.batch_size) < cfg.mirror
-            pairs = [mirrored[i] if m else (feats[i], labels[i]) for i, m in zip(idx, flip)]
+            # drawn only when asked, so runs without --clean draw what they always drew
+            tidy = rng.random(cfg.batch_size) < cfg.clean if cfg.clean > 0 else np.zeros(cfg.batch_size, bool)
+            pairs = [(mirror_features(cleaned[i]), mirrored[i][1]) if m and c
+                     else mirrored[i] if m else (cleaned[i], labels[i]) if c else (feats[i], labels[i])
+                     for i, m, c in zip(idx, flip, tidy)]
             x, lengths = model.batch([f for f, _ in pairs])
             out = model(x, lengths)
             y = torch.from_numpy(np.stack([lab["presence"] for _, lab in pairs])).to(device)
