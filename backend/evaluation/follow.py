@@ -305,9 +305,12 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
             flip = rng.random(cfg.batch_size) < cfg.mirror
             # drawn only when asked, so runs without --clean draw what they always drew
             tidy = rng.random(cfg.batch_size) < cfg.clean if cfg.clean > 0 else np.zeros(cfg.batch_size, bool)
-            pairs = [(mirror_features(cleaned[i]), mirrored[i][1]) if m and c
-                     else mirrored[i] if m else (cleaned[i], labels[i]) if c else (feats[i], labels[i])
-                     for i, m, c in zip(idx, flip, tidy)]
+            pairs = []
+            for i, m, c in zip(idx, flip, tidy):
+                if m:
+                    pairs.append((mirror_features(cleaned[i]) if c else mirrored[i][0], mirrored[i][1]))
+                else:
+                    pairs.append((cleaned[i] if c else feats[i], labels[i]))
             x, lengths = model.batch([f for f, _ in pairs])
             out = model(x, lengths)
             y = torch.from_numpy(np.stack([lab["presence"] for _, lab in pairs])).to(device)
