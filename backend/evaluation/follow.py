@@ -242,7 +242,10 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
     followed by the real motions of ``val_split`` is scored every that many steps and the best
     model is the one kept (``val_followed`` rows in train_log.jsonl; ``val_extra`` motions join
     that score). ``extra``: more (features, segments) to learn. ``cfg.mirror``: that share of
-    the samples is the mirror image, with sides and turns swapped in its labels."""
+    the samples is the mirror image, with sides and turns swapped in its labels. ``cfg.clean``:
+    that share is the motion as ``motioncore.clean.clean_motion`` returns it (what users and every
+    generated row get), so the judge reads a motion alike with or without the clean-up, which
+    moves heights and feet but changes no kind, count, side, turn or speed."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
@@ -271,7 +274,8 @@ def train_checker(corpus, splits: tuple[str, ...], cfg: CheckerTrainConfig, out_
         vf = corpus.load_features(val_split)
         val = ([programs[m] for m in sorted(vf)], [vf[m] for m in sorted(vf)])
     if cfg.val_every and val_extra:
-        val = ((val[0] if val else []) + [s for _, s in val_extra], (val[1] if val else []) + [f for f, _ in val_extra])
+        progs, vfeats = val or ([], [])
+        val = (progs + [s for _, s in val_extra], vfeats + [f for f, _ in val_extra])
     model = InstructionChecker(CheckerConfig(hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout))
     model.set_normalization(corpus.normalizer.mean, corpus.normalizer.std).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
