@@ -157,6 +157,22 @@ def test_eval_generation_cli_json(small, tmp_path):
     assert rows["VQ-VAE reconstruction"]["bone_var_pct"] < 1e-3, "cleaned motions have rigid bones"
 
 
+def test_the_protocol_fingerprint_ignores_the_judge_only(tmp_path):
+    from backend.cli.evaluate import manifest_fingerprint
+
+    m = tmp_path / "MANIFEST"
+    assert manifest_fingerprint(m) is None
+    lines = ["# sha256\tpath\tcommand", "aa\tchecker/model.safetensors\ttrain checker",
+             "bb\tllm-mcdpo/model.safetensors\ttrain mcdpo", "cc\tpicker/model.safetensors\ttrain picker"]
+    m.write_text("\n".join(lines) + "\n")
+    first = manifest_fingerprint(m)
+    m.write_text("\n".join(lines).replace("aa\tchecker", "a2\tchecker") + "\n")
+    assert manifest_fingerprint(m) == first          # a new judge: eval generation never loads it
+    for old, new in (("bb\tllm", "b2\tllm"), ("cc\tpicker", "c2\tpicker")):
+        m.write_text("\n".join(lines).replace(old, new) + "\n")
+        assert manifest_fingerprint(m) != first      # what generation loads: another run
+
+
 def test_with_sampling_sets_llm_rows_and_names_them():
     from backend.evaluation.rows import LLMRow, with_sampling
 

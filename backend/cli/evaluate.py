@@ -133,15 +133,26 @@ def add_session17_switches(parser) -> None:
                              "video, as the app does (backend/generation/compose.py)")
 
 
-def manifest_fingerprint() -> str | None:
-    """A short hash of checkpoints/MANIFEST (which names every shipped weight file by its sha256):
-    a resumed protocol run refuses to mix the numbers of other shipped models."""
+JUDGES = ("checker",)
+"""Shipped folders that ``eval generation`` never loads (``eval follow``'s judge): a new judge
+leaves a resumed protocol run's numbers valid."""
+
+
+def manifest_fingerprint(manifest: Path | None = None) -> str | None:
+    """A short hash of the checkpoints/MANIFEST lines (each names a shipped weight file by its
+    sha256) of every folder ``eval generation`` can load, ``JUDGES`` left out: a resumed protocol
+    run refuses to mix the numbers of other shipped models. Since session 35; folders written
+    before hashed the whole MANIFEST (judge included), so they refuse to resume after any change."""
     import hashlib
 
     from backend.checkpoints import checkpoints_dir
 
-    manifest = checkpoints_dir() / "MANIFEST"
-    return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.is_file() else None
+    manifest = Path(manifest) if manifest else checkpoints_dir() / "MANIFEST"
+    if not manifest.is_file():
+        return None
+    kept = [line for line in manifest.read_text().splitlines()
+            if not (len(line.split()) > 1 and line.split()[1].split("/")[0] in JUDGES)]
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16]
 
 
 def cmd_eval_generation(args) -> int:
