@@ -193,6 +193,7 @@ def generate(service: AppService, req: Request, state: dict | None,
                                         if (p.get("pick") or {}).get("mirror") else "")
                                      + (", played at the pace your words ask"
                                         if (p.get("pick") or {}).get("tempo") else "")
+                                     + (", written forwards and played in reverse" if p.get("backwards") else "")
                                      + ")" for p in chain))
         read_as = getattr(oc.runs[0].result, "read_as", None) or []
         if not chain and read_as and read_as[0]:
@@ -207,6 +208,10 @@ def generate(service: AppService, req: Request, state: dict | None,
                        if picks[0].get("mirror") else "")
                     + ("; it is played slower or faster, at the pace your words ask"
                        if picks[0].get("tempo") else ""))
+        backs = getattr(oc.runs[0].result, "backwards", None) or []
+        if not chain and backs and backs[0]:
+            ref += ("; no motion the model learnt goes backwards, so it was written going forwards "
+                    "and is played in reverse")
         done = (f"Done: {mode_txt} on “{views.md_text(text[:80])}{'…' if len(text) > 80 else ''}” "
                 f"(reference video: {views.md_text(ref)}; "
                 f"{views.timing_text(parts, time.perf_counter() - t_start, first_visible)}).")

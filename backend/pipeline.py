@@ -23,6 +23,7 @@ from backend.generation.motion_llm import MotionLLM
 from backend.generation.pose_reader import (asked_tempo, draft_codes, first_of_each, load_pose_reader,
                                             video_duration, with_drafts)
 from backend.generation.restate import Restater
+from backend.generation.reverse import backward_request, names_turn, reverse_segment
 from backend.generation.mirror import asks_left_or_right, mirror_codes
 from backend.generation.tempo import stretch_codes
 from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
@@ -31,6 +32,7 @@ from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, hit_
 from backend.generation.kind_reader import with_kind_reader
 from backend.retrieval.service import VideoRetriever
 from motioncore.clean import clean_motion, in_place as without_travel
+from motioncore.features import joints_to_features
 from motioncore.prompt import as_sentence, clean_prompt, is_truncated, split_prompt
 from motioncore.skeleton import FPS
 
@@ -47,7 +49,8 @@ class GenerationResult:
     video_id: str | None
     hits: list                      # retrieval.service.Hit, top-k (empty for none/given)
     codes: np.ndarray
-    features: np.ndarray            # (T, 263) un-normalised, as decoded
+    features: np.ndarray            # (T, 263) un-normalised, as decoded (of ``joints`` when a part
+    #                                 was played in reverse)
     joints: np.ndarray              # (T, 22, 3) after motioncore.clean.clean_motion (rigid, grounded)
     timing: dict = field(default_factory=dict)
     truncated: bool = False
@@ -60,6 +63,8 @@ class GenerationResult:
     #                                             never saw (backend.generation.restate), or None
     picks: list = field(default_factory=list)    # per part: {"samples", "chosen", "score"} when the
     #                                             picker chose among samples (evaluation.pick), or None
+    backwards: list = field(default_factory=list)  # per part: written forwards and played in reverse
+    #                                             (backend.generation.reverse: "walks backwards")
 
     @property
     def seconds(self) -> float:
@@ -70,7 +75,7 @@ class GenerationResult:
                 "video_id": self.video_id, "tokens": int(len(self.codes)), "frames": int(len(self.joints)),
                 "seconds": self.seconds, "truncated": self.truncated, "mirrored": self.mirrored,
                 "video_lead": round(float(self.video_lead), 3), "parts": self.parts,
-                "read_as": self.read_as, "picks": self.picks,
+                "read_as": self.read_as, "picks": self.picks, "backwards": self.backwards,
                 "hits": [h.to_json() for h in self.hits],
                 "timing_s": {k: round(v, 4) for k, v in self.timing.items()}}
 
@@ -305,7 +310,11 @@ class VimoRAGPipeline:
         ``defaults.MIRROR``); ``result.picks`` then says whether a mirror image was kept
         (``mirror``). ``led_length``: the LLM's samples of a part the video leads (weight above
         ``LED_ABOVE``, a database video) do not end before that share of its video's duration
-        (``defaults.LED_LENGTH``; 0: they end where they will; not with ``length_s``)."""
+        (``defaults.LED_LENGTH``; 0: they end where they will; not with ``length_s``).
+        A part whose words ask a walk, run or crawl to go backwards ("walks backwards"; no
+        training motion does) is written with "forward" in its place and its stretch of the motion played
+        in reverse (``backend.generation.reverse``; mirrored too when it names a left/right turn);
+        ``result.backwards`` says which parts were."""
         raw = text
         if retime not in RETIME_CHOICES:
             raise ValueError(f"retime must be one of {', '.join(RETIME_CHOICES)}, got {retime!r}")
@@ -313,6 +322,9 @@ class VimoRAGPipeline:
                                             video_id, length_s, outside_video=video is not None,
                                             guidance=guidance)
         parts = split_prompt(text) if compose and retrieval != "given" and video is None else [text]
+        words = list(parts)                  # as typed; a part asking to walk backwards is written
+        backwards = [backward_request(p) for p in parts]        # forwards, then played in reverse
+        parts = [b or p for b, p in zip(backwards, parts)]
         min_tokens = 4
         if length_s is not None:
             total = self.length_tokens(length_s, model)
@@ -460,6 +472,14 @@ class VimoRAGPipeline:
         joined = join_parts(codes, [0] * len(parts), 1)[0]
         feats = self.decode(joined, model)
         joints = clean_motion(feats, plant_feet=plant_feet).joints
+        if any(backwards):                   # those parts' stretches played in reverse
+            per = len(feats) // max(1, len(joined))          # frames per code
+            ends = np.cumsum([len(c) for c in codes]) * per
+            for end, c, b in zip(ends, codes, backwards):
+                if b is not None:
+                    joints = reverse_segment(joints, end - len(c) * per, end, mirror=names_turn(b))
+            joints = joints.astype(np.float32)
+            feats = joints_to_features(np.concatenate([joints, joints[-1:]]))
         if in_place:
             joints = without_travel(joints)
         timing["decoding"] = time.perf_counter() - t2
@@ -467,11 +487,11 @@ class VimoRAGPipeline:
         hits, vid, mirrored = plans[0][:3]
         described = [] if len(parts) == 1 else [
             {"text": p, "video_id": plan[1], "tokens": int(len(c)), "mirrored": plan[2],
-             "video_lead": round(float(plan[4]), 3), "read_as": r, "pick": k}
-            for p, plan, c, r, k in zip(parts, plans, codes, said, picks)]
+             "video_lead": round(float(plan[4]), 3), "read_as": r, "pick": k, "backwards": b is not None}
+            for p, plan, c, r, k, b in zip(words, plans, codes, said, picks, backwards)]
         return GenerationResult(text, model, retrieval, seed, vid, hits, joined, feats, joints, timing,
                                 is_truncated(raw, text), mirrored, max(plan[4] for plan in plans),
-                                described, said, picks)
+                                described, said, picks, [b is not None for b in backwards])
 
     def length_tokens(self, length_s: float, model: str) -> int:
         """Motion tokens for a clip of ``length_s`` seconds with ``model``'s tokenizer (at most

@@ -180,6 +180,16 @@ def test_how_the_words_were_read_and_the_kept_sample_are_said_in_the_status():
     assert "at the pace your words ask" in final["status"]
     _, plain = _last(list(handlers.generate(FakeService(), handlers.Request("a person walks"), {})))
     assert "best of" not in plain["status"] and "read them as" not in plain["status"]
+    assert "reverse" not in plain["status"]
+
+    class Backwards(FakeService):
+        def generate_motion(self, *a):
+            r = super().generate_motion(*a)
+            r.backwards = [True]
+            return r
+
+    _, back = _last(list(handlers.generate(Backwards(), handlers.Request("a person walks backwards"), {})))
+    assert "written going forwards and is played in reverse" in back["status"]
 
 
 def test_compare_runs_both_models_and_a_warning_becomes_a_note():

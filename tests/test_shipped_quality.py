@@ -209,3 +209,16 @@ def test_a_part_the_video_leads_is_picked_for_its_videos_kind(mcdpo_pipe):
     # its samples and the pose reader's draft (README *Pose reader*)
     assert r.picks[0] is not None and r.picks[0]["samples"] == SAMPLES + READER_DRAFTS, r.picks
     assert "cartwheel" in mcdpo_pipe.retriever.db.record(r.video_id)["spec"]["kinds"]
+
+
+def test_a_walk_asked_backwards_travels_backwards(mcdpo_pipe):
+    """No training motion travels backwards; the part is written as the forward walk the model
+    knows and played in reverse (backend/generation/reverse.py): it travels backwards along its
+    own facing, and a forward walk of the same seed forwards."""
+    from backend.generation.reverse import travel_along_facing
+
+    for text in ("a person walks backwards", "someone walks backwards slowly"):
+        res = mcdpo_pipe.generate(text, seed=0)
+        assert res.backwards == [True] and travel_along_facing(res.joints) < -0.5, text
+    res = mcdpo_pipe.generate("a person walks forward", seed=0)
+    assert res.backwards == [False] and travel_along_facing(res.joints) > 0.5
