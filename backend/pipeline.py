@@ -448,7 +448,7 @@ class VimoRAGPipeline:
                 rows, owners, flipped = self.picker.with_mirror(rows, owners, asked, flip)
             if retime == "pool":                      # slow/fast parts: each sample slower/faster too
                 rows, owners, before = self.picker.with_tempo(rows, owners, asked, stretch)
-            codes, picks = self.picker.choose(rows, owners, asked, lambda c: self.decode(c, model))
+            codes, picks = self.picker.choose(rows, owners, asked, lambda c: self.decode(c, model), copies=before)
             for i, n in before.items():       # a copy played slower/faster was kept?
                 if picks[i]:
                     picks[i]["tempo"] = picks[i]["chosen"] >= n

@@ -85,6 +85,35 @@ def test_parts_asking_a_speed_get_a_copy_of_each_sample_at_that_tempo():
     assert before == {2: 2} and own == owners + [2, 2]
 
 
+class _Unsure(InstructionChecker):
+    """Motion i is a jump for sure, read slow with probability (i % 100) / 100."""
+
+    def probabilities(self, features, batch=64):
+        out = _Paced().probabilities(features)
+        for f, p in zip(features, out):
+            q = (float(np.asarray(f)[0, 0]) % 100) / 100
+            p["speed"][:] = 0.0
+            p["speed"][:, SPEEDS.index("slow")], p["speed"][:, SPEEDS.index("normal")] = q, 1 - q
+        return out
+
+
+def test_a_tempo_copy_is_kept_only_when_it_reads_the_margin_better():
+    asked = [[("kind", "jump", True), ("speed", "jump", "slow")]]
+    owners = [0, 0, 0, 0]               # two samples, then their two copies (with_tempo's layout)
+    decode = lambda c: np.full((4, 263), float(c[0]), np.float32)  # noqa: E731
+    for margin, copy_slow, kept in ((0.1, 70, True), (0.1, 55, False), (0.0, 55, True), (0.1, 64, False)):
+        picker = Picker(_Unsure(), sees="decoded", samples=2, tempo_margin=margin)
+        codes = [np.array([40]), np.array([45]), np.array([copy_slow]), np.array([10])]
+        # scores: mean of (kind 1, slow q): samples 0.70, 0.725; the copy (1 + q) / 2
+        chosen, info = picker.choose(codes, owners, asked, decode, copies={0: 2})
+        assert (info[0]["chosen"] == 2) is kept, (margin, copy_slow)
+        assert info[0]["score"] == pytest.approx((1 + (copy_slow if kept else 45) / 100) / 2)
+        # without ``copies`` every row is a sample: the best reading wins
+        assert picker.choose(codes, owners, asked, decode)[1][0]["chosen"] == (2 if copy_slow > 45 else 1)
+    with pytest.raises(ValueError, match="tempo_margin"):
+        Picker(_Unsure(), tempo_margin=-0.1)
+
+
 class _Counted(InstructionChecker):
     """Motion i is a jump for sure; slow when i >= 100; done twice unless i >= 200 (a copy that
     loses the count)."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_LENGTH, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, MIRROR, PICK_SEES, PICK_SEES_CHOICES, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_LENGTH, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPO_MARGIN, MIRROR, PICK_SEES, PICK_SEES_CHOICES, SAMPLES, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -107,6 +107,11 @@ def add_session17_switches(parser) -> None:
                              "way and nothing else worse; 'pool' adds each sample so played to the "
                              "picker's choices; 'off' neither (backend/generation/tempo.py; default, "
                              "as the app: %(default)s)")
+    parser.add_argument("--tempo-margin", type=float, default=TEMPO_MARGIN, metavar="M",
+                        help="with --retime pool: a copy played slower or faster is kept only when the "
+                             "picker reads it M better (expected share of asked attributes) than every "
+                             "sample as written, as the app does (default %(default)s; 0: the best "
+                             "reading wins, as before session 35)")
     parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=MIRROR,
                         help="a picked part whose words ask a left or right turn or limb side also has "
                              "each sample's mirror image among the picker's choices, as the app does "
@@ -183,7 +188,7 @@ def cmd_eval_generation(args) -> int:
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
                              args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length,
-                             args.word_speeds)
+                             args.word_speeds, tempo_margin=args.tempo_margin)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -193,7 +198,8 @@ def cmd_eval_generation(args) -> int:
         resume = None
         if args.resume:
             config = {k: v for k, v in sorted(vars(args).items())
-                      if k not in ("repeats", "json", "threads", "splits", "resume", "func")}
+                      if k not in ("repeats", "json", "threads", "splits", "resume", "func")
+                      and not (k == "tempo_margin" and args.retime != "pool")}   # matters with pool only
             resume = Progress(Path(args.resume) / f"generation-{split}.json",
                               {**config, "split": split, "rows": [g.name for g in generators],
                                "evaluator": args.evaluator or "checkpoints/evaluator",
@@ -201,7 +207,9 @@ def cmd_eval_generation(args) -> int:
                               assumed={"mirror": False,      # runs before session 29 mirrored nothing
                                        "picker_sees": "decoded",    # nor read joints (session 30)
                                        "led_length": 0.0,           # nor stretched led parts (31)
-                                       "word_speeds": False})       # nor read speed words alone (32)
+                                       "word_speeds": False,        # nor read speed words alone (32)
+                                       **({"tempo_margin": 0.0}     # nor kept pool copies by a
+                                          if args.retime == "pool" else {})})   # margin (35)
         results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
                            seed=args.seed, mm_samples=args.mm_samples,
                            mm_repeats=args.mm_repeats, progress=not args.json,
@@ -255,7 +263,7 @@ def cmd_eval_follow(args) -> int:
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
                              args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length,
-                             args.word_speeds)
+                             args.word_speeds, tempo_margin=args.tempo_margin)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from backend.defaults import PICK_SEES, PICK_SEES_CHOICES, PICK_VIEWS, SAMPLES
+from backend.defaults import PICK_SEES, PICK_SEES_CHOICES, PICK_VIEWS, SAMPLES, TEMPO_MARGIN
 from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS
 from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
@@ -47,7 +47,7 @@ RETIME_TOL = 0.1     # how much surer of the other asked attributes a kept sampl
 
 class Picker:
     def __init__(self, checker: InstructionChecker, samples: int = SAMPLES, gate: float = PICK_GATE,
-                 sees: str = PICK_SEES):
+                 sees: str = PICK_SEES, tempo_margin: float = TEMPO_MARGIN):
         if int(samples) < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
         if sees not in PICK_SEES_CHOICES:
@@ -55,6 +55,9 @@ class Picker:
         self.checker, self.samples = checker.eval(), int(samples)
         self.gate = float(gate)       # the reading's kind probability a part needs to be picked for
         self.sees = sees              # what a sample is read from (``read``; ``defaults.PICK_SEES``)
+        if not float(tempo_margin) >= 0:
+            raise ValueError(f"tempo_margin must be >= 0, got {tempo_margin}")
+        self.tempo_margin = float(tempo_margin)   # how much better a tempo copy must read (``choose``)
 
     def read(self, features: list[np.ndarray], asked: list[list[tuple[str, str, object]]]
              ) -> list[np.ndarray]:
@@ -202,9 +205,12 @@ class Picker:
         return out, kept
 
     def choose(self, codes: list[np.ndarray], owners: list[int], asked: list[list],
-               decode: Callable[[np.ndarray], np.ndarray]) -> tuple[list[np.ndarray], list[dict | None]]:
+               decode: Callable[[np.ndarray], np.ndarray], copies: dict[int, int] | None = None
+               ) -> tuple[list[np.ndarray], list[dict | None]]:
         """``codes``: generated rows, row r for part ``owners[r]`` (as ``rows`` lays them out);
-        ``decode``: codes -> (T, 263) features, read as ``read`` says. Returns per part the chosen
+        ``decode``: codes -> (T, 263) features, read as ``read`` says. ``copies``: {part: rows it
+        had before its tempo copies} (``with_tempo``'s third value): such a copy is kept only when
+        it reads ``tempo_margin`` better than every row before it. Returns per part the chosen
         codes and what the choice was ({"samples", "chosen", "score"}; None for a part with one
         sample)."""
         groups: dict[int, list[int]] = defaultdict(list)
@@ -218,7 +224,10 @@ class Picker:
                 info.append(None)
                 continue
             s = self.scores([decode(codes[r]) for r in rows], [asked[part]] * len(rows))
-            j = int(np.argmax(s))          # the first of equal scores
+            ranked = s.copy()
+            if copies and part in copies:   # a tempo copy must read clearly better to be kept
+                ranked[copies[part]:] -= self.tempo_margin
+            j = int(np.argmax(ranked))     # the first of equal scores
             chosen.append(codes[rows[j]])
             info.append({"samples": len(rows), "chosen": j, "score": round(float(s[j]), 3)})
         return chosen, info

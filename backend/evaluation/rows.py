@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_LENGTH, LED_TEMPERATURE, MIRROR, PICK_SEES, READ_LEAD,
-                              READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES)
+                              READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES,
+                              TEMPO_MARGIN)
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
@@ -271,12 +272,12 @@ class LLMRow:
             if self.picker is None:           # no judge: the first row of each part
                 codes = first_of_each(codes, rows, len(texts))
             else:
-                retime = getattr(self, "retime", "off")
+                retime, before = getattr(self, "retime", "off"), {}
                 if getattr(self, "mirror", False):       # left/right parts: each sample's mirror image too
                     codes, rows, _ = self.picker.with_mirror(codes, rows, asked, self._mirror)
                 if retime == "pool":
-                    codes, rows, _ = self.picker.with_tempo(codes, rows, asked, self._stretch)
-                codes, _ = self.picker.choose(codes, rows, asked, self._decode)
+                    codes, rows, before = self.picker.with_tempo(codes, rows, asked, self._stretch)
+                codes, _ = self.picker.choose(codes, rows, asked, self._decode, copies=before)
                 if retime == "kept":
                     codes, _ = self.picker.retime(codes, asked, self._stretch, self._decode)
         return [self._decode(c) for c in join_parts(codes, owners, len(captions))]
@@ -317,7 +318,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
                   picker_dir: str | None = None, retime: str = RETIME, read_lead: bool = READ_LEAD,
                   mirror: bool = MIRROR, picker_sees: str = PICK_SEES, led_length: float = LED_LENGTH,
-                  word_speeds: bool = True) -> list:
+                  word_speeds: bool = True, tempo_margin: float = TEMPO_MARGIN) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -365,7 +366,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     not end before that share of its video's duration (``defaults.LED_LENGTH``, as the pipeline;
     named in the row unless 0, what rows did before session 31). ``word_speeds``: the restater reads
     the speed an unseen word states alone (``Restater.word_speeds``, ``defaults.WORD_SPEED``; as the
-    pipeline; named in the row when on: rows before session 32 read it within the part only)."""
+    pipeline; named in the row when on: rows before session 32 read it within the part only).
+    ``tempo_margin``: with ``retime`` "pool", how much better a copy played slower or faster must
+    read than every sample to be kept (``Picker.choose``; ``defaults.TEMPO_MARGIN``, as the
+    pipeline; named in the row: the pool rows before session 35 had none)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     if not float(led_length) >= 0:
@@ -378,6 +382,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     picker = None
     if pick > 1:
         picker = Picker.from_pretrained(picker_dir, samples=pick, sees=picker_sees)
+        if picker is not None:
+            if not float(tempo_margin) >= 0:
+                raise ValueError(f"tempo_margin must be >= 0, got {tempo_margin}")
+            picker.tempo_margin = float(tempo_margin)
         if picker is None:
             raise FileNotFoundError(f"picking needs a picker ({picker_dir or 'checkpoints/picker'}); run "
                                     "`python -m backend train checker --role picker --ship`")
@@ -453,7 +461,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         if picker is not None and getattr(g, "picker", None) is picker:
             g.retime = retime
             if retime != "off":
-                notes.append(f"retimed ({retime})")
+                notes.append(f"retimed ({retime}" + (f", copies kept {picker.tempo_margin:g} better)"
+                                                     if retime == "pool" and picker.tempo_margin else ")"))
             g.mirror = bool(mirror)
             if mirror:
                 notes.append("+ mirror images")
