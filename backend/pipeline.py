@@ -322,9 +322,6 @@ class VimoRAGPipeline:
                                             video_id, length_s, outside_video=video is not None,
                                             guidance=guidance)
         parts = split_prompt(text) if compose and retrieval != "given" and video is None else [text]
-        words = list(parts)                  # as typed; a part asking to walk backwards is written
-        backwards = [backward_request(p) for p in parts]        # forwards, then played in reverse
-        parts = [b or p for b, p in zip(backwards, parts)]
         min_tokens = 4
         if length_s is not None:
             total = self.length_tokens(length_s, model)
@@ -333,6 +330,9 @@ class VimoRAGPipeline:
             share = [total // len(parts) + (i < total % len(parts)) for i in range(len(parts))]
         else:
             share = None
+        words = list(parts)                  # as typed; a part asking to walk backwards is written
+        backwards = [backward_request(p) for p in parts]        # forwards, then played in reverse
+        parts = [b or p for b, p in zip(backwards, parts)]
         timing = {}
         t0 = time.perf_counter()
         plans = []          # per part: hits, video id, mirrored, prior, lead

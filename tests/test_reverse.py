@@ -94,3 +94,6 @@ def test_the_pipeline_writes_a_backwards_walk_forwards_then_reverses_it(monkeypa
     spans.clear()
     res = pipe.generate("a person walks forward")
     assert res.backwards == [False] and spans == []
+    # a chained prompt too short to split is one part, reversed whole
+    res = pipe.generate("a person walks backwards, then jumps", length_s=1.0)   # 5 codes < 2 x 4
+    assert res.backwards == [True] and spans == [(0, len(res.joints), False)]
