@@ -473,7 +473,7 @@ class VimoRAGPipeline:
         feats = self.decode(joined, model)
         joints = clean_motion(feats, plant_feet=plant_feet).joints
         if any(backwards):                   # those parts' stretches played in reverse
-            per = len(feats) // max(1, len(joined))          # frames per code
+            per = self._downsample(model)                    # frames per code
             ends = np.cumsum([len(c) for c in codes]) * per
             for end, c, b in zip(ends, codes, backwards):
                 if b is not None:
