@@ -119,6 +119,14 @@ def test_eval_video_reading_names_a_missing_reader(tmp_path):
         main(["eval", "video-reading", "--reader", str(tmp_path / "none")])
 
 
+@pytest.mark.parametrize("cmd", ["follow", "generation"])
+@pytest.mark.parametrize("value,msg", [("-0.1", "must be 0 or more"), ("x", "not a number")])
+def test_a_bad_tempo_margin_is_refused_before_loading(capsys, cmd, value, msg):
+    with pytest.raises(SystemExit):
+        main(["eval", cmd, "--tempo-margin", value])
+    assert msg in capsys.readouterr().err
+
+
 def test_negative_reader_drafts_are_refused():
     from backend.evaluation.rows import with_sampling
 

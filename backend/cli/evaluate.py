@@ -54,6 +54,17 @@ def cmd_eval_vqvae(args) -> int:
     return 0
 
 
+def _margin(text: str) -> float:
+    """--tempo-margin: a number >= 0 (refused by argparse, before anything loads)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def add_session17_switches(parser) -> None:
     """The switches back to how the LLM rows were measured before sessions 17 and 18."""
     parser.add_argument("--words-as-typed", action="store_true",
@@ -107,7 +118,7 @@ def add_session17_switches(parser) -> None:
                              "way and nothing else worse; 'pool' adds each sample so played to the "
                              "picker's choices; 'off' neither (backend/generation/tempo.py; default, "
                              "as the app: %(default)s)")
-    parser.add_argument("--tempo-margin", type=float, default=TEMPO_MARGIN, metavar="M",
+    parser.add_argument("--tempo-margin", type=_margin, default=TEMPO_MARGIN, metavar="M",
                         help="with --retime pool: a copy played slower or faster is kept only when the "
                              "picker reads it M better (expected share of asked attributes) than every "
                              "sample as written, as the app does (default %(default)s; 0: the best "
