@@ -69,7 +69,7 @@ class Picker:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path | None = None, samples: int = SAMPLES,
-                        sees: str = PICK_SEES) -> "Picker | None":
+                        sees: str = PICK_SEES, tempo_margin: float = TEMPO_MARGIN) -> "Picker | None":
         """The shipped picker (``checkpoints/picker``), or None when it is not there (every part
         then gets one sample)."""
         from backend.checkpoints import checkpoints_dir
@@ -77,7 +77,7 @@ class Picker:
         folder = Path(folder) if folder is not None else checkpoints_dir() / "picker"
         if not (folder / "model.safetensors").is_file():
             return None
-        return cls(InstructionChecker.from_pretrained(folder), samples, sees=sees)
+        return cls(InstructionChecker.from_pretrained(folder), samples, sees=sees, tempo_margin=tempo_margin)
 
     def asked(self, readings: list[dict | None]) -> list[list[tuple[str, str, object]]]:
         """What each part asks (``follow.asked_attributes`` of its reading; [] for None or a

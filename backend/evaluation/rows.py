@@ -381,11 +381,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         restater.word_speed = 0.0
     picker = None
     if pick > 1:
-        picker = Picker.from_pretrained(picker_dir, samples=pick, sees=picker_sees)
-        if picker is not None:
-            if not float(tempo_margin) >= 0:
-                raise ValueError(f"tempo_margin must be >= 0, got {tempo_margin}")
-            picker.tempo_margin = float(tempo_margin)
+        picker = Picker.from_pretrained(picker_dir, samples=pick, sees=picker_sees, tempo_margin=tempo_margin)
         if picker is None:
             raise FileNotFoundError(f"picking needs a picker ({picker_dir or 'checkpoints/picker'}); run "
                                     "`python -m backend train checker --role picker --ship`")

@@ -25,6 +25,7 @@ import numpy as np
 
 from backend.retrieval.sides import direction_of, sides_of
 from motioncore.features import facing_direction, mirror_joints
+from motioncore.quat import qrot, qyaw
 
 _BACKWARD_TRAVEL = re.compile(
     r"\b(?:walk|run|jog|crawl|creep|stroll|step|march|shuffl|mov|sprint|dash|wander|stagger|tiptoe)\w*"
@@ -54,11 +55,9 @@ def _yaw(joints: np.ndarray) -> float:
 def _turned(joints: np.ndarray, angle: float, about: np.ndarray, to: np.ndarray) -> np.ndarray:
     """``joints`` turned by ``angle`` (radians, towards +x from +z) about the vertical through
     ``about`` (x, z), then moved so that point lands on ``to``."""
-    c, s = np.cos(angle), np.sin(angle)
-    out = np.array(joints, dtype=np.float64, copy=True)
-    x, z = out[..., 0] - about[0], out[..., 2] - about[1]
-    out[..., 0], out[..., 2] = x * c + z * s + to[0], z * c - x * s + to[1]
-    return out
+    shift = np.array([about[0], 0.0, about[1]]), np.array([to[0], 0.0, to[1]])
+    q = np.broadcast_to(qyaw(angle), np.shape(joints)[:-1] + (4,))
+    return qrot(q, np.asarray(joints, np.float64) - shift[0]) + shift[1]
 
 
 def reverse_segment(joints: np.ndarray, start: int, end: int, mirror: bool = False) -> np.ndarray:
