@@ -495,7 +495,8 @@ def cmd_eval_retrieval(args) -> int:
             print(f"error: no kind reader in {args.kind_reader}", file=sys.stderr)
             return 2
         kw["kind_reader"] = reader
-    res = evaluate_retrieval(GeminiMVR.from_pretrained(d), training_db(args), split=args.split, **kw)
+    res = evaluate_retrieval(GeminiMVR.from_pretrained(d), training_db(args), split=args.split,
+                             scene="only" if args.scene_words else "none", **kw)
     print(format_retrieval(res))
     if args.json:
         print(json.dumps(res))
@@ -811,6 +812,10 @@ def add(sub) -> None:
                         "checkpoints/kind-reader when there; none: leave those rows out)")
     e.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
     e.add_argument("--split", default="test")
+    e.add_argument("--scene-words", action="store_true",
+                   help="query with every caption followed by what its video looks like (clothes' "
+                        "colour, wall, floor: backend/retrieval/scene.py), as real video captions "
+                        "say it; default: the captions as stored, motion words only")
     e.add_argument("--rerank-weight", type=float, default=None, metavar="W",
                    help="score per agreeing cue in the re-ranked rows (default: the retriever's, "
                         "backend/retrieval/rerank.py RERANK_WEIGHT); pick it on --split train")

@@ -265,16 +265,30 @@ def cmd_train_retriever(args) -> int:
     import torch
 
     from backend.checkpoints import data_home
-    from backend.retrieval.model import RetrieverConfig
-    from backend.retrieval.train import train_channels
+    from backend.retrieval.model import GeminiMVR, RetrieverConfig
+    from backend.retrieval.train import train_channels, train_object_channel
 
     torch.set_num_threads(args.threads)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / "retriever"
-    work.mkdir(parents=True, exist_ok=True)
-    model = train_channels(training_db(args), steps=args.steps, batch=args.batch_size, lr=args.lr,
-                           seed=args.seed, log=work / "log.jsonl", mirror=args.mirror,
-                           cfg=RetrieverConfig(text_cues=args.text_cues),
-                           soft_positives=args.soft_positives)
+    scene = "add" if args.scene_words else "none"
+    if args.only == "object":
+        if not args.init:
+            raise ValueError("--only object fine-tunes an existing retriever: name it with --init DIR")
+        if args.mirror or args.text_cues:
+            raise ValueError("--mirror and --text-cues shape the action channel, which --only object keeps")
+        model = GeminiMVR.from_pretrained(args.init)
+        work.mkdir(parents=True, exist_ok=True)
+        model = train_object_channel(model, training_db(args), steps=args.steps, batch=args.batch_size,
+                                     lr=args.lr, seed=args.seed, log=work / "log.jsonl",
+                                     soft_positives=args.soft_positives, scene=scene)
+    else:
+        if args.init:
+            raise ValueError("--init goes with --only object (stage 1 of both channels starts afresh)")
+        work.mkdir(parents=True, exist_ok=True)
+        model = train_channels(training_db(args), steps=args.steps, batch=args.batch_size, lr=args.lr,
+                               seed=args.seed, log=work / "log.jsonl", mirror=args.mirror,
+                               cfg=RetrieverConfig(text_cues=args.text_cues),
+                               soft_positives=args.soft_positives, scene=scene)
     model.save_pretrained(work / "stage1")
     print(f"Stage-1 retriever saved in {work / 'stage1'} (train the router next: "
           "`python -m backend train router`)")
@@ -298,14 +312,24 @@ def cmd_train_router(args) -> int:
         raise ValueError(f"--caption-memory must be 0 (off) or a positive number of neighbours, got {args.caption_memory}")
     db = training_db(args)
     model = GeminiMVR.from_pretrained(work / "stage1")
-    if args.caption_memory:
+    if args.query_gate:
+        model.add_query_gate()
+    if args.caption_memory and model.config.memory_size and model.config.memory_k == args.caption_memory:
+        # a stage 1 fine-tuned from a finished retriever (--only object) keeps its memory, so the
+        # predicate side (and a video lead calibrated in it) stays bit for bit what it was
+        print(f"caption memory kept from stage 1: {model.config.memory_size} training predicates")
+    elif args.caption_memory:
         model.attach_caption_memory(training_caption_memory(db), k=args.caption_memory)
         print(f"caption memory: {model.config.memory_size} training predicates, "
               f"{model.config.memory_k} neighbours per query")
-    model = train_router(model, db, steps=args.steps,
-                         lr=args.lr, seed=args.seed, log=work / "log.jsonl")
+    scene = "add" if args.scene_words else "none"
+    model = train_router(model, db, steps=args.steps, batch=args.batch_size,
+                         lr=args.lr, seed=args.seed, log=work / "log.jsonl", scene=scene)
     model.save_pretrained(work / "model")
     print(format_retrieval(evaluate_retrieval(model, db)))
+    if args.scene_words:
+        print("With scene words in the queries:")
+        print(format_retrieval(evaluate_retrieval(model, db, scene="only")))
     print(f"Retriever saved in {work / 'model'}")
     if args.curves:
         from backend.curves import plot_retriever_curves
@@ -865,12 +889,20 @@ def add(sub) -> None:
                    help="the predicate head also reads word cues (left/right, backward/turning/"
                         "forward, slow/fast, twice/three+ times) beside MiniLM's embedding, which "
                         "hardly separates them; best with --mirror")
+    t.add_argument("--scene-words", action="store_true",
+                   help="also train on every caption followed by what its video looks like (clothes' "
+                        "colour, wall, floor: backend/retrieval/scene.py), so the object channel "
+                        "learns appearance words")
+    t.add_argument("--only", choices=["object"],
+                   help="train only this channel of the retriever named by --init, keeping the other "
+                        "exactly (object: the I3D and whole-caption projections)")
+    t.add_argument("--init", metavar="DIR", help="retriever folder to start from (with --only)")
     _run(t, "data/runs/retriever", None, resume=False)
     t.set_defaults(func=cmd_train_retriever)
     t = tsub.add_parser("router", help="Gemini-MVR stage 2: the router (channels frozen)",
                         description="Freeze both channels and train only the router on the fused "
                                     "score; prints the retrieval table.")
-    _schedule(t, 600, 1e-2, seed=True)
+    _schedule(t, 600, 1e-2, 128, seed=True)
     t.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
     t.add_argument("--curves", metavar="PNG",
                    help="also draw both stages' learning curves from the run's log.jsonl into PNG")
@@ -878,5 +910,13 @@ def add(sub) -> None:
                    help="keep the training captions' predicate embeddings and mix a query's text "
                         "embedding with those of its K nearest ones in MiniLM space, so verbs the "
                         "training captions never used still find their videos (default 5; 0: off)")
+    t.add_argument("--scene-words", action="store_true",
+                   help="the router's captions also with what their videos look like, as stage 1's "
+                        "--scene-words; prints the table for such queries too")
+    t.add_argument("--query-gate", action="store_true",
+                   help="multiply the router's video weights by a gate read from the query's words "
+                        "(not in the paper; still one inner product), so a query saying what the "
+                        "video looks like can lean on the object channel and one naming only a "
+                        "motion on the keypoints")
     _run(t, "data/runs/retriever", "retriever", resume=False)
     t.set_defaults(func=cmd_train_router)

@@ -31,6 +31,7 @@ from motioncore.prompt import split_prompts
 from backend.retrieval.model import GeminiMVR, encode_captions
 from backend.retrieval.rerank import (CHAIN_DEPTH, CHAIN_WEIGHT, PART_VOTES, READ_WEIGHT, RERANK_DEPTH, RERANK_WEIGHT,
                                       agreement, attribute_cues, kind_agreement, part_kind, video_cues)
+from backend.retrieval.scene import strip_scene
 from backend.retrieval.sides import direction_of, sides_of, video_sides_and_direction
 from backend.retrieval.train import CaptionedVideos, captions_of
 from backend.retrieval.videos.database import VideoDatabase
@@ -172,8 +173,10 @@ def chain_reranked(scores: np.ndarray, query_captions: list[str], parts: list[st
 @torch.no_grad()
 def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test", minilm=None,
                        rerank_weight: float = RERANK_WEIGHT, chain_weight: float = CHAIN_WEIGHT,
-                       kind_reader=None, read_weight: float = READ_WEIGHT) -> dict:
-    data = CaptionedVideos.from_database(db, split, minilm)
+                       kind_reader=None, read_weight: float = READ_WEIGHT, scene: str = "none") -> dict:
+    """Every held-out caption as a query against the split's videos (``scene`` "only": each
+    caption followed by its video's appearance clause, ``scene.py``)."""
+    data = CaptionedVideos.from_database(db, split, minilm, scene=scene)
     model.eval()
     video = model.encode_video(data.keypoints, data.object)
     text = model.encode_text(data.pred_emb, data.cap_emb)
@@ -185,6 +188,7 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
     fused = s["fused"].numpy()
     v_kinds = [frozenset(records[i].get("spec", {}).get("kinds") or []) for i in data.ids]
     parts, owners = split_prompts(data.captions)
+    parts = [strip_scene(p) for p in parts]     # a part's kind is read from its motion words
     sp = model.fused_scores(model.encode_text(*encode_captions(parts, minilm)), video)
     reads = kind_reader.read(parts) if kind_reader is not None else None
     chain = lambda sc, part_sc, rd=None: chain_reranked(sc, data.captions, parts, part_sc, owners, v_caps, v_kinds,
@@ -236,6 +240,10 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
     out["_meta"] = {"videos": len(data.ids), "captions": len(data.captions), "split": split,
                     "router_action_weight": {"mean": float(w[:, 0].mean()), "min": float(w[:, 0].min()),
                                              "max": float(w[:, 0].max())}}
+    if model.config.query_gate:
+        qa = text["q"][:, 0].numpy() / 2
+        out["_meta"]["query_gate_action"] = {"mean": float(qa.mean()), "min": float(qa.min()),
+                                             "max": float(qa.max())}
     return out
 
 
@@ -340,6 +348,9 @@ def format_retrieval(res: dict) -> str:
                          f"several kinds {pk(c, 'kind@1 several kinds')}")
     w = meta["router_action_weight"]
     lines.append(f"router action weight: mean {w['mean']:.2f} (min {w['min']:.2f}, max {w['max']:.2f})")
+    if "query_gate_action" in meta:
+        g = meta["query_gate_action"]
+        lines.append(f"query gate action share: mean {g['mean']:.2f} (min {g['min']:.2f}, max {g['max']:.2f})")
     return "\n".join(lines)
 
 

@@ -30,6 +30,10 @@ exactly the paper's
 
 (all embeddings L2-normalised), i.e. a softmax over the two logits. The weights depend only on
 the video, so the fused score is one inner product between [p ; g] and [w0 a ; w1 o].
+With ``RetrieverConfig.query_gate`` (not in the paper) each weight is also multiplied by a gate
+read from the query's words, ``q = 2 softmax(V g_text)``: s = q0 w0 <p, a> + q1 w1 <g, o>, still
+one inner product, between [q0 p ; q1 g] and [w0 a ; w1 o] (``QueryGate``; why: README,
+*Scene words*).
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from torch import nn
 from backend.checkpoints import load_folder, save_folder
 from backend.data.text import get_minilm
 from backend.retrieval.cues import N_CUES, word_cues
+from backend.retrieval.scene import N_SCENE_CUES, scene_cues, strip_scene
 
 _SUBJECT = re.compile(
     r"^\s*(?:(?:a|an|the|one|some|this|that)\s+)?(?:young\s+|old\s+|single\s+)?"
@@ -53,8 +58,10 @@ _SUBJECT = re.compile(
 
 def extract_predicate(caption: str) -> str:
     """The verb phrase of a caption: "a man is running in a circle." -> "running in a circle".
-    Falls back to the whole caption when no subject is recognised."""
-    text = caption.strip().rstrip(".!").strip()
+    Falls back to the whole caption when no subject is recognised. An appearance clause
+    ("..., dressed in red, in front of a white wall": ``scene.describe_scene``) is left to the
+    object channel's whole-caption side."""
+    text = strip_scene(caption.strip()).rstrip(".!").strip()
     rest = _SUBJECT.sub("", text, count=1).strip()
     return rest or text
 
@@ -77,6 +84,7 @@ class RetrieverConfig:
     memory_k: int = 5             # neighbours a query is mixed with
     memory_tau: float = 0.05      # softmax temperature over their MiniLM cosines
     memory_mix: float = 0.5       # share of the query's own projection
+    query_gate: bool = False      # the router's weights also follow the words (``QueryGate``)
 
 
 class _Block(nn.Module):
@@ -147,12 +155,39 @@ class ActionRouter(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.linear = nn.Linear(dim, 2)
+        self.reset()
+
+    def reset(self) -> None:
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)                 # starts at 0.5 / 0.5
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         I = torch.exp(self.linear(a).clamp(-30, 30))
         return I / I.sum(-1, keepdim=True)
+
+
+class QueryGate(nn.Module):
+    """Linear(MiniLM of the whole query) -> 2 * softmax: how much the words ask of each channel
+    (1 / 1 at initialisation, which leaves the paper's router as it is). The router's video
+    weights are multiplied by it, so a query that says what the video looks like ("..., dressed
+    in red, in front of a white wall") can lean on the object channel while one that names
+    only a motion leans on the keypoints. A per-query factor keeps the fused score one inner
+    product (``index.fuse_queries``); the factor 2 keeps its scale, which the re-ranking bonuses
+    are calibrated against."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim + N_SCENE_CUES, 2)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, caption_emb: torch.Tensor) -> torch.Tensor:
+        """``caption_emb``: (N, dim + N_SCENE_CUES) as ``encode_captions`` gives it (MiniLM of
+        the whole query, then ``scene.scene_cues``); (N, dim) reads as no scene words."""
+        width = self.linear.in_features
+        if caption_emb.shape[-1] < width:
+            caption_emb = F.pad(caption_emb, (0, width - caption_emb.shape[-1]))
+        return 2 * torch.softmax(self.linear(caption_emb), dim=-1)
 
 
 class GeminiMVR(nn.Module):
@@ -164,6 +199,8 @@ class GeminiMVR(nn.Module):
         self.object_video = nn.Linear(cfg.object_in, cfg.embed_dim)   # I3D -> o
         self.object_text = _text_head(cfg)               # MiniLM(caption) -> g
         self.router = ActionRouter(cfg.embed_dim)
+        if cfg.query_gate:
+            self.query_gate = QueryGate(cfg.text_dim)
         scale = float(np.log(1 / cfg.init_temperature))
         self.logit_scale = nn.Parameter(torch.tensor([scale, scale, scale]))  # action, object, fused
         if cfg.memory_size:
@@ -225,15 +262,32 @@ class GeminiMVR(nn.Module):
         p = F.normalize(self.predicate(predicate_emb), dim=-1)
         if self.config.memory_size:
             p = self._recall(predicate_emb, p)
-        return {"p": p, "g": F.normalize(self.object_text(caption_emb), dim=-1)}
+        q = (self.query_gate(caption_emb) if self.config.query_gate
+             else torch.ones(*caption_emb.shape[:-1], 2, dtype=caption_emb.dtype))
+        g = F.normalize(self.object_text(caption_emb[..., :d]), dim=-1)
+        return {"p": p, "g": g, "q": q}
+
+    def add_query_gate(self) -> "GeminiMVR":
+        """Give a retriever without one a ``QueryGate`` (at 1 / 1: its scores unchanged)."""
+        if not self.config.query_gate:
+            self.config.query_gate = True
+            self.query_gate = QueryGate(self.config.text_dim)
+        return self
 
     @staticmethod
     def fused_scores(text: dict, video: dict) -> dict:
-        """(M, N) channel scores and the paper's fused score for every text x video pair."""
+        """(M, N) channel scores and the fused score for every text x video pair: the paper's
+        ``w0 <p, a> + w1 <g, o>`` with the router's video weights ``w``, each times the
+        query's gate ``q`` when the text has one (``QueryGate``)."""
         s_act = text["p"] @ video["a"].T
         s_obj = text["g"] @ video["o"].T
         w = video["w"]
-        return {"action": s_act, "object": s_obj, "fused": w[:, 0] * s_act + w[:, 1] * s_obj}
+        q = text.get("q")
+        if q is None:
+            fused = w[:, 0] * s_act + w[:, 1] * s_obj
+        else:
+            fused = q[:, :1] * w[:, 0] * s_act + q[:, 1:] * w[:, 1] * s_obj
+        return {"action": s_act, "object": s_obj, "fused": fused}
 
     # --------------------------------------------------------------------------- save / load
     def save_pretrained(self, directory, dtype: torch.dtype | None = None):
@@ -249,16 +303,19 @@ class GeminiMVR(nn.Module):
 
 def encode_captions(captions: list[str], minilm=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen MiniLM embeddings of captions: (predicate with the caption's word cues appended
-    (N, 384 + N_CUES), whole caption (N, 384)). A retriever without ``text_cues`` ignores the
-    cue columns."""
+    (N, 384 + N_CUES), whole caption with its scene cues appended (N, 384 + N_SCENE_CUES)). A
+    retriever without ``text_cues`` ignores the word cues, one without a query gate the scene
+    cues."""
     enc = minilm or get_minilm()
     with torch.no_grad():
         pred = enc.encode([extract_predicate(c) for c in captions])
         whole = enc.encode(list(captions))
     pred = torch.as_tensor(pred, dtype=torch.float32)
     cues = torch.from_numpy(word_cues(list(captions))).reshape(len(captions), N_CUES)
-    return torch.cat([pred.reshape(len(captions), -1), cues], 1), torch.as_tensor(whole, dtype=torch.float32)
+    scene = torch.from_numpy(scene_cues(list(captions))).reshape(len(captions), N_SCENE_CUES)
+    whole = torch.as_tensor(whole, dtype=torch.float32).reshape(len(captions), -1)
+    return torch.cat([pred.reshape(len(captions), -1), cues], 1), torch.cat([whole, scene], 1)
 
 
-__all__ = ["ActionEncoder", "ActionRouter", "GeminiMVR", "KeypointEncoder", "RetrieverConfig",
+__all__ = ["ActionEncoder", "ActionRouter", "GeminiMVR", "KeypointEncoder", "QueryGate", "RetrieverConfig",
            "encode_captions", "extract_predicate"]

@@ -21,9 +21,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backend.retrieval.model import GeminiMVR, RetrieverConfig, encode_captions
+from backend.retrieval.scene import scene_variant, with_scene
 from backend.retrieval.sides import mirror_caption, mirror_keypoints, video_sides_and_direction
 from backend.retrieval.videos.database import VideoDatabase
 
+SCENE_MODES = ("none", "add", "only")
 
 
 def captions_of(record: dict) -> list[str]:
@@ -41,20 +43,27 @@ class CaptionedVideos:
     object: torch.Tensor           # (N, 1024)
     cap_video: torch.Tensor        # (C,) row of each caption
     pred_emb: torch.Tensor         # (C, 384 + N_CUES): MiniLM of the predicate, then the word cues
-    cap_emb: torch.Tensor          # (C, 384)
+    cap_emb: torch.Tensor          # (C, 384 + N_SCENE_CUES): MiniLM of the whole caption, then its scene cues
     captions: list[str]
     ids: list[str]
     motions: list[tuple] | None = None   # per video: what it shows (``motion_key``), for soft positives
+    described: torch.Tensor | None = None  # (C,) bool: the caption carries its video's appearance
 
     @classmethod
     def from_database(cls, db: VideoDatabase, split: str, minilm=None,
-                      part: str | None = None, mirror: bool = False) -> "CaptionedVideos":
+                      part: str | None = None, mirror: bool = False,
+                      scene: str = "none") -> "CaptionedVideos":
         """``part``: "channels" or "router" picks one of two disjoint parts of the split (every
         fourth video goes to the router), so the router learns how reliable each channel is on
         videos the channels were not fitted to. ``mirror`` adds, for every video whose captions
         name a side, its mirror image with the sides of its captions swapped (id ``ID~mirror``;
         the object feature is kept: I3D's appearance features hardly change under a mirror), so
-        "left" and "right" become each other's hard negatives."""
+        "left" and "right" become each other's hard negatives. ``scene`` (``SCENE_MODES``):
+        "none" the captions as stored; "add" each caption also with its video's appearance
+        clause (``scene.with_scene``: half the captions then say what the video looks like);
+        "only" every caption with it (the described queries of ``eval retrieval``)."""
+        if scene not in SCENE_MODES:
+            raise ValueError(f"scene must be one of {SCENE_MODES}, got {scene!r}")
         rows = [i for i, r in enumerate(db.records) if split_of(r) == split and captions_of(r)]
         if part is not None:
             rows = [i for n, i in enumerate(rows) if (n % 4 == 3) == (part == "router")]
@@ -70,17 +79,22 @@ class CaptionedVideos:
             objects = torch.cat([objects, objects[sided]])
             ids += [f"{ids[j]}~mirror" for j in sided]
             per_video += [[mirror_caption(c) for c in per_video[j]] for j in sided]
-        caps, owner = [], []
-        for j, vcaps in enumerate(per_video):
-            for c in vcaps:
-                caps.append(c)
-                owner.append(j)
-        pred, whole = encode_captions(caps, minilm)
-        kinds = [tuple(db.records[i].get("spec", {}).get("kinds") or ()) for i in rows]
+        specs = [db.records[i].get("spec") or {} for i in rows]
         if mirror:
-            kinds += [kinds[j] for j in sided]
+            specs += [specs[j] for j in sided]
+        caps, owner, described = [], [], []
+        for j, vcaps in enumerate(per_video):
+            for n, c in enumerate(vcaps):
+                told = with_scene(c, specs[j], scene_variant(ids[j].split("~")[0], n))
+                for text in ((c,) if scene == "none" or told == c else (told,) if scene == "only" else (c, told)):
+                    caps.append(text)
+                    owner.append(j)
+                    described.append(text != c)
+        pred, whole = encode_captions(caps, minilm)
+        kinds = [tuple(s.get("kinds") or ()) for s in specs]
         motions = [motion_key(k, vcaps) for k, vcaps in zip(kinds, per_video)]
-        return cls(keypoints, objects, torch.tensor(owner), pred, whole, caps, ids, motions)
+        return cls(keypoints, objects, torch.tensor(owner), pred, whole, caps, ids, motions,
+                   torch.tensor(described, dtype=torch.bool))
 
 
 def training_caption_memory(db: VideoDatabase, minilm=None) -> torch.Tensor:
@@ -118,12 +132,18 @@ def soft_info_nce(scores: torch.Tensor, scale: torch.Tensor, same: torch.Tensor,
     return 0.5 * (loss_t + loss_v)
 
 
-def same_motion(motions: list[tuple] | None, vids: torch.Tensor) -> torch.Tensor | None:
-    """(B, B) bool: videos ``vids`` showing the same motion (``motion_key``; unknown = no)."""
+def same_motion(motions: list[tuple] | None, vids: torch.Tensor,
+                described: torch.Tensor | None = None) -> torch.Tensor | None:
+    """(B, B) bool: videos ``vids`` showing the same motion (``motion_key``; unknown = no).
+    ``described`` ((B,) bool, per row's caption): a caption that says what its video looks like
+    has no soft positives (its words tell that video from the others of the same motion)."""
     if motions is None:
         return None
     keys = [motions[int(v)] for v in vids]
-    return torch.tensor([[a is not None and a == b for b in keys] for a in keys])
+    same = torch.tensor([[a is not None and a == b for b in keys] for a in keys])
+    if described is not None:
+        same &= ~described.unsqueeze(1)
+    return same
 
 
 def info_nce(scores: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -167,14 +187,15 @@ def _log(path: Path | None, row: dict) -> None:
 def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: float = 5e-4,
                    seed: int = 0, cfg: RetrieverConfig | None = None, log: Path | None = None,
                    progress: bool = True, minilm=None, mirror: bool = False,
-                   soft_positives: float = 0.0) -> GeminiMVR:
+                   soft_positives: float = 0.0, scene: str = "none") -> GeminiMVR:
     """Stage 1: both channels, InfoNCE each (``mirror``: with mirrored sided videos, see
     ``CaptionedVideos.from_database``; ``soft_positives``: the share of each caption's target
-    given to the batch's other videos of the same motion, ``soft_info_nce``)."""
+    given to the batch's other videos of the same motion, ``soft_info_nce``; ``scene``: "add"
+    trains on the captions with and without their videos' appearance, ``scene.py``)."""
     if not 0.0 <= soft_positives < 1.0:
         raise ValueError(f"soft_positives must be in [0, 1), got {soft_positives}")
     torch.manual_seed(seed)
-    data = CaptionedVideos.from_database(db, "train", minilm, part="channels", mirror=mirror)
+    data = CaptionedVideos.from_database(db, "train", minilm, part="channels", mirror=mirror, scene=scene)
     batch = min(batch, len(data.ids))
     model = GeminiMVR(cfg).train()
     params = [p for n, p in model.named_parameters() if not n.startswith("router")]
@@ -189,7 +210,7 @@ def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: fl
         text = model.encode_text(data.pred_emb[c], data.cap_emb[c])
         s = model.fused_scores(text, video)
         if soft_positives > 0:
-            same = same_motion(data.motions, v)
+            same = same_motion(data.motions, v, data.described[c])
             l_act = soft_info_nce(s["action"], model.logit_scale[0], same, soft_positives)
             l_obj = soft_info_nce(s["object"], model.logit_scale[1], same, soft_positives)
         else:
@@ -208,23 +229,77 @@ def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: fl
     return model.eval()
 
 
+def train_object_channel(model: GeminiMVR, db: VideoDatabase, steps: int = 1500, batch: int = 64,
+                         lr: float = 5e-4, seed: int = 0, log: Path | None = None,
+                         progress: bool = True, minilm=None, soft_positives: float = 0.0,
+                         scene: str = "add") -> GeminiMVR:
+    """Stage 1 for the object channel alone (its two projections and temperature), the action
+    channel and predicate head of ``model`` kept exactly: what ``train retriever --init DIR
+    --only object`` runs to teach an existing retriever the appearance words (``scene``)
+    without moving how it ranks motions by keypoints. Same videos, batches and loss as
+    ``train_channels``."""
+    if not 0.0 <= soft_positives < 1.0:
+        raise ValueError(f"soft_positives must be in [0, 1), got {soft_positives}")
+    torch.manual_seed(seed)
+    data = CaptionedVideos.from_database(db, "train", minilm, part="channels", scene=scene)
+    batch = min(batch, len(data.ids))
+    model.router.reset()                 # stage 2 learns it again for the new channel
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(model.object_video.parameters()) + list(model.object_text.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    model.logit_scale.requires_grad_(True)
+    opt = torch.optim.AdamW(params + [model.logit_scale], lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    it = _batches(data, batch, gen)
+    model.train()
+    bar = tqdm(range(steps), desc="retriever stage 1 (object channel)", disable=not progress)
+    for step in bar:
+        v, c = next(it)
+        o = F.normalize(model.object_video(data.object[v]), dim=-1)
+        g = F.normalize(model.object_text(data.cap_emb[c, :model.config.text_dim]), dim=-1)
+        scores = g @ o.T
+        if soft_positives > 0:
+            loss = soft_info_nce(scores, model.logit_scale[1], same_motion(data.motions, v, data.described[c]),
+                                 soft_positives)
+        else:
+            loss = info_nce(scores, model.logit_scale[1])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            bar.set_postfix(object=f"{loss.item():.3f}")
+            _log(log, {"stage": 1, "step": step, "object": loss.item(), "time": time.time()})
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()
+
+
 def train_router(model: GeminiMVR, db: VideoDatabase, steps: int = 600, batch: int = 128,
                  lr: float = 1e-2, seed: int = 0, log: Path | None = None, progress: bool = True,
-                 minilm=None) -> GeminiMVR:
-    """Stage 2: channels frozen; only the router and the fused temperature learn."""
+                 minilm=None, scene: str = "none") -> GeminiMVR:
+    """Stage 2: channels frozen; only the router (with its query gate when the model has one,
+    ``GeminiMVR.add_query_gate``) and the fused temperature learn (``scene``: which captions,
+    as in ``CaptionedVideos.from_database``)."""
     torch.manual_seed(seed)
-    data = CaptionedVideos.from_database(db, "train", minilm, part="router")
+    data = CaptionedVideos.from_database(db, "train", minilm, part="router", scene=scene)
     batch = min(batch, len(data.ids))
     for p in model.parameters():
         p.requires_grad_(False)
-    for p in model.router.parameters():
+    gate = model.query_gate if model.config.query_gate else None
+    trained = list(model.router.parameters()) + (list(gate.parameters()) if gate is not None else [])
+    for p in trained:
         p.requires_grad_(True)
     model.logit_scale.requires_grad_(True)
     model.eval()                                    # frozen channels: no dropout
     with torch.no_grad():
         video = model.encode_video(data.keypoints, data.object)
         text = model.encode_text(data.pred_emb, data.cap_emb)
-    opt = torch.optim.Adam(list(model.router.parameters()) + [model.logit_scale], lr=lr)
+    opt = torch.optim.Adam(trained + [model.logit_scale], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     it = _batches(data, batch, gen)
     bar = tqdm(range(steps), desc="retriever stage 2 (router)", disable=not progress)
@@ -233,19 +308,24 @@ def train_router(model: GeminiMVR, db: VideoDatabase, steps: int = 600, batch: i
         w = model.router(video["a"][v])
         s_act = text["p"][c] @ video["a"][v].T
         s_obj = text["g"][c] @ video["o"][v].T
-        fused = w[:, 0] * s_act + w[:, 1] * s_obj
+        q = gate(data.cap_emb[c]) if gate is not None else torch.ones(len(c), 2)
+        fused = q[:, :1] * w[:, 0] * s_act + q[:, 1:] * w[:, 1] * s_obj
         loss = info_nce(fused, model.logit_scale[2])
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{loss.item():.3f}", w_action=f"{w[:, 0].mean().item():.2f}")
-            _log(log, {"stage": 2, "step": step, "loss": loss.item(),
-                       "w_action": w[:, 0].mean().item(), "time": time.time()})
+            row = {"stage": 2, "step": step, "loss": loss.item(), "w_action": w[:, 0].mean().item(),
+                   "time": time.time()}
+            if gate is not None:
+                row["gate_action"] = q[:, 0].mean().item() / 2
+            _log(log, row)
     for p in model.parameters():
         p.requires_grad_(True)
     return model.eval()
 
 
-__all__ = ["CaptionedVideos", "augment", "captions_of", "info_nce", "mirror_caption",
-           "mirror_keypoints", "split_of", "train_channels", "train_router", "training_caption_memory"]
+__all__ = ["CaptionedVideos", "SCENE_MODES", "augment", "captions_of", "info_nce", "mirror_caption",
+           "mirror_keypoints", "split_of", "train_channels", "train_object_channel", "train_router",
+           "training_caption_memory"]
