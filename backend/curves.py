@@ -175,6 +175,35 @@ def plot_llm_curves(log: str | Path, out: str | Path, title: str = "SFT") -> Pat
     return _save(fig, out, dpi=110)
 
 
+def plot_appearance_curves(log: str | Path, out: str | Path) -> Path:
+    """``train appearance`` curves from its ``log.jsonl`` (last run): the object and fused InfoNCE
+    on described captions, and the learned appearance scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    run: list[dict] = []
+    for r in rows:
+        if r.get("stage") == "appearance":
+            run = [] if r["step"] == 0 else run
+            run.append(r)
+    if not run:
+        raise ValueError(f"{log} has no appearance rows")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in run]
+    ax.plot(steps, [r["object"] for r in run], label="object score InfoNCE")
+    ax.plot(steps, [r["fused"] for r in run], label="fused score InfoNCE")
+    ax.set_xlabel("step")
+    ax.legend(loc="upper left")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [r["scale"] for r in run], color="tab:red", label="appearance scale")
+    ax2.legend(loc="upper right")
+    ax.set_title("appearance words (channels and router frozen; one batch)")
+    return _save(fig, out, dpi=110)
+
+
 def plot_retriever_curves(log: str | Path, out: str | Path) -> Path:
     """Gemini-MVR curves from its ``log.jsonl``: stage 1's InfoNCE of each channel, stage 2's
     fused loss and the router's mean action weight (the last run in the log of each stage)."""

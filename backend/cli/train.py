@@ -265,30 +265,16 @@ def cmd_train_retriever(args) -> int:
     import torch
 
     from backend.checkpoints import data_home
-    from backend.retrieval.model import GeminiMVR, RetrieverConfig
-    from backend.retrieval.train import train_channels, train_object_channel
+    from backend.retrieval.model import RetrieverConfig
+    from backend.retrieval.train import train_channels
 
     torch.set_num_threads(args.threads)
     work = Path(args.workdir) if args.workdir else data_home() / "runs" / "retriever"
-    scene = "add" if args.scene_words else "none"
-    if args.only == "object":
-        if not args.init:
-            raise ValueError("--only object fine-tunes an existing retriever: name it with --init DIR")
-        if args.mirror or args.text_cues:
-            raise ValueError("--mirror and --text-cues shape the action channel, which --only object keeps")
-        model = GeminiMVR.from_pretrained(args.init)
-        work.mkdir(parents=True, exist_ok=True)
-        model = train_object_channel(model, training_db(args), steps=args.steps, batch=args.batch_size,
-                                     lr=args.lr, seed=args.seed, log=work / "log.jsonl",
-                                     soft_positives=args.soft_positives, scene=scene)
-    else:
-        if args.init:
-            raise ValueError("--init goes with --only object (stage 1 of both channels starts afresh)")
-        work.mkdir(parents=True, exist_ok=True)
-        model = train_channels(training_db(args), steps=args.steps, batch=args.batch_size, lr=args.lr,
-                               seed=args.seed, log=work / "log.jsonl", mirror=args.mirror,
-                               cfg=RetrieverConfig(text_cues=args.text_cues),
-                               soft_positives=args.soft_positives, scene=scene)
+    work.mkdir(parents=True, exist_ok=True)
+    model = train_channels(training_db(args), steps=args.steps, batch=args.batch_size, lr=args.lr,
+                           seed=args.seed, log=work / "log.jsonl", mirror=args.mirror,
+                           cfg=RetrieverConfig(text_cues=args.text_cues),
+                           soft_positives=args.soft_positives, scene="add" if args.scene_words else "none")
     model.save_pretrained(work / "stage1")
     print(f"Stage-1 retriever saved in {work / 'stage1'} (train the router next: "
           "`python -m backend train router`)")
@@ -312,8 +298,6 @@ def cmd_train_router(args) -> int:
         raise ValueError(f"--caption-memory must be 0 (off) or a positive number of neighbours, got {args.caption_memory}")
     db = training_db(args)
     model = GeminiMVR.from_pretrained(work / "stage1")
-    if args.query_gate:
-        model.add_query_gate()
     if args.caption_memory and model.config.memory_size and model.config.memory_k == args.caption_memory:
         # a stage 1 fine-tuned from a finished retriever (--only object) keeps its memory, so the
         # predicate side (and a video lead calibrated in it) stays bit for bit what it was
@@ -335,6 +319,40 @@ def cmd_train_router(args) -> int:
         from backend.curves import plot_retriever_curves
 
         print(f"Learning curves: {plot_retriever_curves(work / 'log.jsonl', args.curves)}")
+    if args.ship:
+        ship("retriever", model, dtype=torch.float16)
+    return 0
+
+
+def cmd_train_appearance(args) -> int:
+    import torch
+
+    from backend.checkpoints import checkpoints_dir, data_home
+    from backend.retrieval.evaluate import evaluate_retrieval, format_retrieval
+    from backend.retrieval.model import GeminiMVR
+    from backend.retrieval.train import train_appearance
+
+    init = Path(args.init) if args.init else checkpoints_dir() / "retriever"
+    if not (init / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no trained retriever at {init}; name one with --init DIR")
+    torch.set_num_threads(args.threads)
+    model = GeminiMVR.from_pretrained(init)
+    if model.config.appearance:
+        raise ValueError(f"{init} already reads appearance words; start from a retriever without them")
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "retriever-appearance"
+    work.mkdir(parents=True, exist_ok=True)
+    db = training_db(args)
+    model = train_appearance(model, db, steps=args.steps, batch=args.batch_size, lr=args.lr,
+                             seed=args.seed, log=work / "log.jsonl")
+    model.save_pretrained(work / "model")
+    for scene, title in (("none", "captions as stored"), ("only", "captions with their videos' appearance")):
+        print(f"{title}:")
+        print(format_retrieval(evaluate_retrieval(model, db, scene=scene)))
+    print(f"Retriever saved in {work / 'model'}")
+    if args.curves:
+        from backend.curves import plot_appearance_curves
+
+        print(f"Learning curves: {plot_appearance_curves(work / 'log.jsonl', args.curves)}")
     if args.ship:
         ship("retriever", model, dtype=torch.float16)
     return 0
@@ -893,10 +911,6 @@ def add(sub) -> None:
                    help="also train on every caption followed by what its video looks like (clothes' "
                         "colour, wall, floor: backend/retrieval/scene.py), so the object channel "
                         "learns appearance words")
-    t.add_argument("--only", choices=["object"],
-                   help="train only this channel of the retriever named by --init, keeping the other "
-                        "exactly (object: the I3D and whole-caption projections)")
-    t.add_argument("--init", metavar="DIR", help="retriever folder to start from (with --only)")
     _run(t, "data/runs/retriever", None, resume=False)
     t.set_defaults(func=cmd_train_retriever)
     t = tsub.add_parser("router", help="Gemini-MVR stage 2: the router (channels frozen)",
@@ -913,10 +927,19 @@ def add(sub) -> None:
     t.add_argument("--scene-words", action="store_true",
                    help="the router's captions also with what their videos look like, as stage 1's "
                         "--scene-words; prints the table for such queries too")
-    t.add_argument("--query-gate", action="store_true",
-                   help="multiply the router's video weights by a gate read from the query's words "
-                        "(not in the paper; still one inner product), so a query saying what the "
-                        "video looks like can lean on the object channel and one naming only a "
-                        "motion on the keypoints")
+
     _run(t, "data/runs/retriever", "retriever", resume=False)
     t.set_defaults(func=cmd_train_router)
+    t = tsub.add_parser("appearance", help="teach a finished retriever the database's appearance words",
+                        description="Add appearance projections to a finished retriever's object channel "
+                                    "and train only them on the database's captions followed by what "
+                                    "each video looks like (clothes' colour, wall, floor: "
+                                    "backend/retrieval/scene.py); both channels and the router stay "
+                                    "as they were, so queries naming no colour or setting rank exactly "
+                                    "as before. Prints the retrieval table for plain and described captions.")
+    _schedule(t, 1500, 5e-4, 64, seed=True)
+    t.add_argument("--init", metavar="DIR", help="the retriever to extend (default: checkpoints/retriever)")
+    t.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
+    t.add_argument("--curves", metavar="PNG", help="write the learning curves to this PNG")
+    _run(t, "data/runs/retriever-appearance", "retriever", resume=False)
+    t.set_defaults(func=cmd_train_appearance)

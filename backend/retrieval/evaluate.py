@@ -240,10 +240,6 @@ def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test",
     out["_meta"] = {"videos": len(data.ids), "captions": len(data.captions), "split": split,
                     "router_action_weight": {"mean": float(w[:, 0].mean()), "min": float(w[:, 0].min()),
                                              "max": float(w[:, 0].max())}}
-    if model.config.query_gate:
-        qa = text["q"][:, 0].numpy() / 2
-        out["_meta"]["query_gate_action"] = {"mean": float(qa.mean()), "min": float(qa.min()),
-                                             "max": float(qa.max())}
     return out
 
 
@@ -348,9 +344,6 @@ def format_retrieval(res: dict) -> str:
                          f"several kinds {pk(c, 'kind@1 several kinds')}")
     w = meta["router_action_weight"]
     lines.append(f"router action weight: mean {w['mean']:.2f} (min {w['min']:.2f}, max {w['max']:.2f})")
-    if "query_gate_action" in meta:
-        g = meta["query_gate_action"]
-        lines.append(f"query gate action share: mean {g['mean']:.2f} (min {g['min']:.2f}, max {g['max']:.2f})")
     return "\n".join(lines)
 
 

@@ -114,30 +114,17 @@ def fuse_videos(a, o, w) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _gate(q, m: int) -> np.ndarray:
-    """(M, 2) per-query channel gates (``model.QueryGate``); None: 1 / 1."""
-    if q is None:
-        return np.ones((m, 2))
-    q = np.asarray(q, dtype=np.float64).reshape(-1, 2)
-    if q.shape[0] != m or not np.isfinite(q).all() or (q < 0).any():
-        raise ValueError(f"query gates must be ({m}, 2), finite and non-negative")
-    return q
-
-
-def fuse_queries(p, g, q=None) -> np.ndarray:
-    """Queries [q0 p ; q1 g] (M, Da+Do) float32 from L2-normalised text embeddings p (M, Da),
-    g (M, Do) and the queries' channel gates q (M, 2; None: 1 / 1, the paper's router alone)."""
+def fuse_queries(p, g) -> np.ndarray:
+    """Queries q = [p ; g] (M, Da+Do) float32 from L2-normalised text embeddings p (M, Da), g (M, Do)."""
     p = _matrix(p, "predicate text embeddings p")
     g = _matrix(g, "object text embeddings g")
     if p.shape[0] != g.shape[0]:
         raise ValueError(f"p and g must have the same number of texts, got {p.shape[0]} and {g.shape[0]}")
-    q = _gate(q, p.shape[0])
-    return np.ascontiguousarray(np.concatenate([q[:, :1] * p, q[:, 1:] * g], axis=1), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate([p, g], axis=1), dtype=np.float32)
 
 
-def brute_force_fused(p, g, a, o, w, q=None) -> np.ndarray:
-    """(M, N) scores q0 w0 <p, a> + q1 w1 <g, o> computed directly (float64), the reference
-    for tests (q None: 1 / 1)."""
+def brute_force_fused(p, g, a, o, w) -> np.ndarray:
+    """(M, N) scores w0 * <p, a> + w1 * <g, o> computed directly (float64), the reference for tests."""
     p = _matrix(p, "p").astype(np.float64)
     g = _matrix(g, "g").astype(np.float64)
     a = _matrix(a, "a", p.shape[1]).astype(np.float64)
@@ -145,8 +132,7 @@ def brute_force_fused(p, g, a, o, w, q=None) -> np.ndarray:
     if a.shape[0] != o.shape[0] or p.shape[0] != g.shape[0]:
         raise ValueError("row counts of p/g or a/o differ")
     w = _check_weights(w, a.shape[0])
-    q = _gate(q, p.shape[0])
-    return q[:, :1] * w[None, :, 0] * (p @ a.T) + q[:, 1:] * w[None, :, 1] * (g @ o.T)
+    return w[None, :, 0] * (p @ a.T) + w[None, :, 1] * (g @ o.T)
 
 
 # ----------------------------------------------------------------------------- index

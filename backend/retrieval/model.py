@@ -30,10 +30,13 @@ exactly the paper's
 
 (all embeddings L2-normalised), i.e. a softmax over the two logits. The weights depend only on
 the video, so the fused score is one inner product between [p ; g] and [w0 a ; w1 o].
-With ``RetrieverConfig.query_gate`` (not in the paper) each weight is also multiplied by a gate
-read from the query's words, ``q = 2 softmax(V g_text)``: s = q0 w0 <p, a> + q1 w1 <g, o>, still
-one inner product, between [q0 p ; q1 g] and [w0 a ; w1 o] (``QueryGate``; why: README,
-*Scene words*).
+Appearance (``RetrieverConfig.appearance``, not in the paper; ``add_appearance``). The object
+channel can also read what a video looks like: a second pair of projections (I3D -> ``e``,
+MiniLM of the whole caption -> ``h``) whose product is added to the object score when the words
+name a colour or a setting (``scene.scene_cues``, appended to the caption embedding by
+``encode_captions``), times a learned scale: ``<g, o> + c(t) lam <h, e>``. Stored as wider
+embeddings (``o = [o ; e]``, ``g = [g ; c lam h]``), so the fused score stays one inner product and
+a query that names no colour or setting scores exactly as without it (README, *Scene words*).
 """
 from __future__ import annotations
 
@@ -84,7 +87,7 @@ class RetrieverConfig:
     memory_k: int = 5             # neighbours a query is mixed with
     memory_tau: float = 0.05      # softmax temperature over their MiniLM cosines
     memory_mix: float = 0.5       # share of the query's own projection
-    query_gate: bool = False      # the router's weights also follow the words (``QueryGate``)
+    appearance: bool = False      # the object channel also reads appearance words (module docstring)
 
 
 class _Block(nn.Module):
@@ -166,30 +169,6 @@ class ActionRouter(nn.Module):
         return I / I.sum(-1, keepdim=True)
 
 
-class QueryGate(nn.Module):
-    """Linear(MiniLM of the whole query) -> 2 * softmax: how much the words ask of each channel
-    (1 / 1 at initialisation, which leaves the paper's router as it is). The router's video
-    weights are multiplied by it, so a query that says what the video looks like ("..., dressed
-    in red, in front of a white wall") can lean on the object channel while one that names
-    only a motion leans on the keypoints. A per-query factor keeps the fused score one inner
-    product (``index.fuse_queries``); the factor 2 keeps its scale, which the re-ranking bonuses
-    are calibrated against."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.linear = nn.Linear(dim + N_SCENE_CUES, 2)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, caption_emb: torch.Tensor) -> torch.Tensor:
-        """``caption_emb``: (N, dim + N_SCENE_CUES) as ``encode_captions`` gives it (MiniLM of
-        the whole query, then ``scene.scene_cues``); (N, dim) reads as no scene words."""
-        width = self.linear.in_features
-        if caption_emb.shape[-1] < width:
-            caption_emb = F.pad(caption_emb, (0, width - caption_emb.shape[-1]))
-        return 2 * torch.softmax(self.linear(caption_emb), dim=-1)
-
-
 class GeminiMVR(nn.Module):
     def __init__(self, cfg: RetrieverConfig | None = None):
         super().__init__()
@@ -199,12 +178,26 @@ class GeminiMVR(nn.Module):
         self.object_video = nn.Linear(cfg.object_in, cfg.embed_dim)   # I3D -> o
         self.object_text = _text_head(cfg)               # MiniLM(caption) -> g
         self.router = ActionRouter(cfg.embed_dim)
-        if cfg.query_gate:
-            self.query_gate = QueryGate(cfg.text_dim)
+        if cfg.appearance:
+            self._make_appearance()
         scale = float(np.log(1 / cfg.init_temperature))
         self.logit_scale = nn.Parameter(torch.tensor([scale, scale, scale]))  # action, object, fused
         if cfg.memory_size:
             self.register_buffer("caption_memory", torch.zeros(cfg.memory_size, self._pred_width()))
+
+    def _make_appearance(self) -> None:
+        cfg = self.config
+        self.appearance_video = nn.Linear(cfg.object_in, cfg.embed_dim)    # I3D -> e
+        self.appearance_text = _text_head(cfg)                            # MiniLM(caption) -> h
+        self.appearance_scale = nn.Parameter(torch.zeros(()))             # log of lam
+
+    def add_appearance(self) -> "GeminiMVR":
+        """Give a finished retriever the appearance projections (untrained; train them with
+        ``train.train_appearance``). Scores of queries naming no colour or setting are unchanged."""
+        if not self.config.appearance:
+            self.config.appearance = True
+            self._make_appearance()
+        return self
 
     def _pred_width(self) -> int:
         return self.config.text_dim + (N_CUES if self.config.text_cues else 0)
@@ -244,8 +237,14 @@ class GeminiMVR(nn.Module):
     def encode_video(self, keypoints: torch.Tensor, object_feats: torch.Tensor) -> dict:
         """{"frames" (B,T,D), "a" (B,D), "o" (B,D), "w" (B,2)} for a batch of videos."""
         frames, a = self.action(keypoints)
+        return {"frames": frames, "a": a, "o": self.encode_object(object_feats), "w": self.router(a)}
+
+    def encode_object(self, object_feats: torch.Tensor) -> torch.Tensor:
+        """``o`` of I3D features: (B, D), or (B, 2 D) ``[o ; e]`` with ``config.appearance``."""
         o = F.normalize(self.object_video(object_feats), dim=-1)
-        return {"frames": frames, "a": a, "o": o, "w": self.router(a)}
+        if self.config.appearance:
+            o = torch.cat([o, F.normalize(self.appearance_video(object_feats), dim=-1)], -1)
+        return o
 
     # ----------------------------------------------------------------------------- text side
     def encode_text(self, predicate_emb: torch.Tensor, caption_emb: torch.Tensor) -> dict:
@@ -262,32 +261,21 @@ class GeminiMVR(nn.Module):
         p = F.normalize(self.predicate(predicate_emb), dim=-1)
         if self.config.memory_size:
             p = self._recall(predicate_emb, p)
-        q = (self.query_gate(caption_emb) if self.config.query_gate
-             else torch.ones(*caption_emb.shape[:-1], 2, dtype=caption_emb.dtype))
-        g = F.normalize(self.object_text(caption_emb[..., :d]), dim=-1)
-        return {"p": p, "g": g, "q": q}
-
-    def add_query_gate(self) -> "GeminiMVR":
-        """Give a retriever without one a ``QueryGate`` (at 1 / 1: its scores unchanged)."""
-        if not self.config.query_gate:
-            self.config.query_gate = True
-            self.query_gate = QueryGate(self.config.text_dim)
-        return self
+        whole = caption_emb[..., :d]
+        g = F.normalize(self.object_text(whole), dim=-1)
+        if self.config.appearance:
+            named = (caption_emb[..., d:].sum(-1, keepdim=True) > 0).to(g.dtype)   # a colour or a setting
+            h = F.normalize(self.appearance_text(whole), dim=-1)
+            g = torch.cat([g, named * self.appearance_scale.exp() * h], -1)
+        return {"p": p, "g": g}
 
     @staticmethod
     def fused_scores(text: dict, video: dict) -> dict:
-        """(M, N) channel scores and the fused score for every text x video pair: the paper's
-        ``w0 <p, a> + w1 <g, o>`` with the router's video weights ``w``, each times the
-        query's gate ``q`` when the text has one (``QueryGate``)."""
+        """(M, N) channel scores and the paper's fused score for every text x video pair."""
         s_act = text["p"] @ video["a"].T
         s_obj = text["g"] @ video["o"].T
         w = video["w"]
-        q = text.get("q")
-        if q is None:
-            fused = w[:, 0] * s_act + w[:, 1] * s_obj
-        else:
-            fused = q[:, :1] * w[:, 0] * s_act + q[:, 1:] * w[:, 1] * s_obj
-        return {"action": s_act, "object": s_obj, "fused": fused}
+        return {"action": s_act, "object": s_obj, "fused": w[:, 0] * s_act + w[:, 1] * s_obj}
 
     # --------------------------------------------------------------------------- save / load
     def save_pretrained(self, directory, dtype: torch.dtype | None = None):
@@ -304,7 +292,7 @@ class GeminiMVR(nn.Module):
 def encode_captions(captions: list[str], minilm=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen MiniLM embeddings of captions: (predicate with the caption's word cues appended
     (N, 384 + N_CUES), whole caption with its scene cues appended (N, 384 + N_SCENE_CUES)). A
-    retriever without ``text_cues`` ignores the word cues, one without a query gate the scene
+    retriever without ``text_cues`` ignores the word cues, one without ``appearance`` the scene
     cues."""
     enc = minilm or get_minilm()
     with torch.no_grad():
@@ -317,5 +305,5 @@ def encode_captions(captions: list[str], minilm=None) -> tuple[torch.Tensor, tor
     return torch.cat([pred.reshape(len(captions), -1), cues], 1), torch.cat([whole, scene], 1)
 
 
-__all__ = ["ActionEncoder", "ActionRouter", "GeminiMVR", "KeypointEncoder", "QueryGate", "RetrieverConfig",
+__all__ = ["ActionEncoder", "ActionRouter", "GeminiMVR", "KeypointEncoder", "RetrieverConfig",
            "encode_captions", "extract_predicate"]

@@ -57,7 +57,7 @@ class Hit:
     score: float            # the score the mode ranks by (fused for gemini)
     action_score: float     # <p, a>
     object_score: float     # <g, o>
-    w_action: float         # router weights of this video (times the query's gate, normalised)
+    w_action: float         # router weights of this video
     w_object: float
     cues: float = 0.0       # cue agreement that re-ranked it (rerank.py): + agreeing, - disagreeing cues
     kinds: float = 0.0      # share of the query's (parts') kinds it shows, in [-1, 1] (rerank.py): a
@@ -238,7 +238,7 @@ class VideoRetriever:
     def encode_query(self, texts: list[str]) -> dict[str, np.ndarray]:
         pred, whole = encode_captions(texts, self._minilm)
         t = self.model.encode_text(pred, whole)
-        return {"p": t["p"].numpy(), "g": t["g"].numpy(), "q": t["q"].numpy().astype(np.float64)}
+        return {"p": t["p"].numpy(), "g": t["g"].numpy()}
 
     def search(self, text: str, k: int = 5, mode: str = "gemini",
                rng: np.random.Generator | None = None, cues: np.ndarray | None = None,
@@ -283,11 +283,11 @@ class VideoRetriever:
         part_kinds = self._part_kinds(texts, mode) if rerank and chain and self.chain_weight else {}
         out = []
         for i in range(len(texts)):
-            p, g, (q0, q1) = q["p"][i], q["g"][i], q["q"][i]
+            p, g = q["p"][i], q["g"][i]
             wanted = want[i] if want is not None and mode != "random" else None
             depth_i = min(n, max(depth, CHAIN_DEPTH)) if i in part_kinds or wanted else depth
             if mode == "gemini":
-                _, ids = self.index.search(fuse_queries(p[None], g[None], q["q"][i:i + 1]), depth_i)
+                _, ids = self.index.search(fuse_queries(p[None], g[None]), depth_i)
                 rows = np.array([self._row[v] for v in ids[0]])
             else:
                 s_act, s_obj = a_all @ p, o_all @ g
@@ -297,9 +297,7 @@ class VideoRetriever:
                     score = {"action": s_act, "object": s_obj, "fixed": 0.5 * (s_act + s_obj)}[mode]
                     rows = np.argsort(-score, kind="stable")[:depth_i]
             s_act_r, s_obj_r = a[rows] @ p, o[rows] @ g
-            wa, wo = q0 * w[rows, 0], q1 * w[rows, 1]        # the router's weights times the query's gate
-            fused = wa * s_act_r + wo * s_obj_r
-            wa, wo = wa / np.maximum(wa + wo, 1e-12), wo / np.maximum(wa + wo, 1e-12)
+            fused = w[rows, 0] * s_act_r + w[rows, 1] * s_obj_r
             score = {"gemini": fused, "action": s_act_r, "object": s_obj_r,
                      "fixed": 0.5 * (s_act_r + s_obj_r), "random": fused}[mode]
             order, bonus, kinds = np.arange(len(rows)), np.zeros(len(rows)), np.zeros(len(rows))
@@ -313,7 +311,7 @@ class VideoRetriever:
                 shows = np.array([wanted in kk for kk in self._video_kinds([self._ids[r] for r in rows])])
                 order = np.concatenate([order[shows[order]], order[~shows[order]]])
             out.append([Hit(self._ids[rows[j]], rank + 1, float(score[j]), float(s_act_r[j]),
-                            float(s_obj_r[j]), float(wa[j]), float(wo[j]), float(bonus[j]),
+                            float(s_obj_r[j]), float(w[rows[j], 0]), float(w[rows[j], 1]), float(bonus[j]),
                             float(kinds[j]))
                         for rank, j in enumerate(order[:k])])
         return out
@@ -361,18 +359,18 @@ class VideoRetriever:
         """``VideoFeatures`` the motion LLM reads for a video given as arrays (an upload, a
         mirror image): the reader's per-frame features and object embedding, and the keypoints."""
         kp = np.asarray(keypoints, np.float32)
-        emb = _encode_one(self.reader or self.model, kp, object_feats)
-        return VideoFeatures(emb["frames"], emb["o"], kp)
+        reader = self.reader or self.model
+        emb = _encode_one(reader, kp, object_feats)
+        return VideoFeatures(emb["frames"], emb["o"][:reader.config.embed_dim], kp)
 
     def scores_for(self, text: str, emb: dict[str, np.ndarray]) -> dict:
         """Channel scores and router weights of one video's embeddings for ``text``."""
         q = self.encode_query([text])
         sa, so = float(emb["a"] @ q["p"][0]), float(emb["o"] @ q["g"][0])
         w = np.asarray(emb["w"], np.float64)
-        score = brute_force_fused(q["p"], q["g"], emb["a"][None], emb["o"][None], w[None], q["q"])[0, 0]
-        wa, wo = q["q"][0, 0] * w[0], q["q"][0, 1] * w[1]
+        score = brute_force_fused(q["p"], q["g"], emb["a"][None], emb["o"][None], w[None])[0, 0]
         return {"score": float(score), "action_score": sa, "object_score": so,
-                "w_action": float(wa / (wa + wo)), "w_object": float(wo / (wa + wo))}
+                "w_action": float(w[0]), "w_object": float(w[1])}
 
     def has_video(self, video_id: str) -> bool:
         return video_id in self._row
@@ -412,8 +410,8 @@ class VideoRetriever:
         motion LLMs read it (the reader's, computed once per row and stored at the cache's
         precision, when there is one)."""
         r = self._row[video_id]
-        if self.reader is None:
-            return self.emb["frames"][r], self.emb["o"][r]
+        if self.reader is None:          # the object embedding without the appearance half, if any
+            return self.emb["frames"][r], self.emb["o"][r][:self.model.config.embed_dim]
         if r not in self._read:
             emb = _encode_one(self.reader, self.db.keypoints[r], self.db.object[r])
             self._read[r] = (emb["frames"].astype(FIELDS["frames"]), emb["o"].astype(FIELDS["o"]))

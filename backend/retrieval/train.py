@@ -229,51 +229,53 @@ def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: fl
     return model.eval()
 
 
-def train_object_channel(model: GeminiMVR, db: VideoDatabase, steps: int = 1500, batch: int = 64,
-                         lr: float = 5e-4, seed: int = 0, log: Path | None = None,
-                         progress: bool = True, minilm=None, soft_positives: float = 0.0,
-                         scene: str = "add") -> GeminiMVR:
-    """Stage 1 for the object channel alone (its two projections and temperature), the action
-    channel and predicate head of ``model`` kept exactly: what ``train retriever --init DIR
-    --only object`` runs to teach an existing retriever the appearance words (``scene``)
-    without moving how it ranks motions by keypoints. Same videos, batches and loss as
-    ``train_channels``."""
-    if not 0.0 <= soft_positives < 1.0:
-        raise ValueError(f"soft_positives must be in [0, 1), got {soft_positives}")
+def train_appearance(model: GeminiMVR, db: VideoDatabase, steps: int = 1500, batch: int = 64,
+                     lr: float = 5e-4, seed: int = 0, log: Path | None = None,
+                     progress: bool = True, minilm=None) -> GeminiMVR:
+    """Teach a finished retriever what its videos look like in words (``GeminiMVR.add_appearance``):
+    only the appearance projections and their scale learn, on the channels' videos with every
+    caption followed by its video's appearance clause (``scene.with_scene``); both channels, the
+    router and the temperatures stay exactly as they were, so a query that names no colour or
+    setting ranks as before. The loss is InfoNCE on the object score and on the fused score (the
+    router's weights, frozen, decide how much the appearance can move a ranking)."""
     torch.manual_seed(seed)
-    data = CaptionedVideos.from_database(db, "train", minilm, part="channels", scene=scene)
+    model.add_appearance()
+    data = CaptionedVideos.from_database(db, "train", minilm, part="channels", scene="only")
     batch = min(batch, len(data.ids))
-    model.router.reset()                 # stage 2 learns it again for the new channel
     for p in model.parameters():
         p.requires_grad_(False)
-    params = list(model.object_video.parameters()) + list(model.object_text.parameters())
+    params = (list(model.appearance_video.parameters()) + list(model.appearance_text.parameters())
+              + [model.appearance_scale])
     for p in params:
         p.requires_grad_(True)
-    model.logit_scale.requires_grad_(True)
-    opt = torch.optim.AdamW(params + [model.logit_scale], lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     it = _batches(data, batch, gen)
-    model.train()
-    bar = tqdm(range(steps), desc="retriever stage 1 (object channel)", disable=not progress)
+    model.eval()                                    # frozen parts: no dropout
+    with torch.no_grad():                           # the frozen action side, once
+        a_all = model.encode_video(data.keypoints, data.object)["a"]
+        p_all = model.encode_text(data.pred_emb, data.cap_emb)["p"]
+    model.appearance_text.train()
+    bar = tqdm(range(steps), desc="retriever appearance", disable=not progress)
     for step in bar:
         v, c = next(it)
-        o = F.normalize(model.object_video(data.object[v]), dim=-1)
-        g = F.normalize(model.object_text(data.cap_emb[c, :model.config.text_dim]), dim=-1)
-        scores = g @ o.T
-        if soft_positives > 0:
-            loss = soft_info_nce(scores, model.logit_scale[1], same_motion(data.motions, v, data.described[c]),
-                                 soft_positives)
-        else:
-            loss = info_nce(scores, model.logit_scale[1])
+        video = {"a": a_all[v], "o": model.encode_object(data.object[v]), "w": model.router(a_all[v])}
+        text = {"p": p_all[c], "g": model.encode_text(data.pred_emb[c], data.cap_emb[c])["g"]}
+        s = model.fused_scores(text, video)
+        l_obj = info_nce(s["object"], model.logit_scale[1])
+        l_fused = info_nce(s["fused"], model.logit_scale[2])
+        loss = l_obj + l_fused
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % 50 == 0 or step == steps - 1:
-            bar.set_postfix(object=f"{loss.item():.3f}")
-            _log(log, {"stage": 1, "step": step, "object": loss.item(), "time": time.time()})
+            bar.set_postfix(object=f"{l_obj.item():.3f}", fused=f"{l_fused.item():.3f}",
+                            scale=f"{model.appearance_scale.exp().item():.2f}")
+            _log(log, {"stage": "appearance", "step": step, "object": l_obj.item(), "fused": l_fused.item(),
+                       "scale": model.appearance_scale.exp().item(), "time": time.time()})
     for p in model.parameters():
         p.requires_grad_(True)
     return model.eval()
@@ -282,24 +284,21 @@ def train_object_channel(model: GeminiMVR, db: VideoDatabase, steps: int = 1500,
 def train_router(model: GeminiMVR, db: VideoDatabase, steps: int = 600, batch: int = 128,
                  lr: float = 1e-2, seed: int = 0, log: Path | None = None, progress: bool = True,
                  minilm=None, scene: str = "none") -> GeminiMVR:
-    """Stage 2: channels frozen; only the router (with its query gate when the model has one,
-    ``GeminiMVR.add_query_gate``) and the fused temperature learn (``scene``: which captions,
-    as in ``CaptionedVideos.from_database``)."""
+    """Stage 2: channels frozen; only the router and the fused temperature learn (``scene``:
+    which captions, as in ``CaptionedVideos.from_database``)."""
     torch.manual_seed(seed)
     data = CaptionedVideos.from_database(db, "train", minilm, part="router", scene=scene)
     batch = min(batch, len(data.ids))
     for p in model.parameters():
         p.requires_grad_(False)
-    gate = model.query_gate if model.config.query_gate else None
-    trained = list(model.router.parameters()) + (list(gate.parameters()) if gate is not None else [])
-    for p in trained:
+    for p in model.router.parameters():
         p.requires_grad_(True)
     model.logit_scale.requires_grad_(True)
     model.eval()                                    # frozen channels: no dropout
     with torch.no_grad():
         video = model.encode_video(data.keypoints, data.object)
         text = model.encode_text(data.pred_emb, data.cap_emb)
-    opt = torch.optim.Adam(trained + [model.logit_scale], lr=lr)
+    opt = torch.optim.Adam(list(model.router.parameters()) + [model.logit_scale], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     it = _batches(data, batch, gen)
     bar = tqdm(range(steps), desc="retriever stage 2 (router)", disable=not progress)
@@ -308,24 +307,20 @@ def train_router(model: GeminiMVR, db: VideoDatabase, steps: int = 600, batch: i
         w = model.router(video["a"][v])
         s_act = text["p"][c] @ video["a"][v].T
         s_obj = text["g"][c] @ video["o"][v].T
-        q = gate(data.cap_emb[c]) if gate is not None else torch.ones(len(c), 2)
-        fused = q[:, :1] * w[:, 0] * s_act + q[:, 1:] * w[:, 1] * s_obj
+        fused = w[:, 0] * s_act + w[:, 1] * s_obj
         loss = info_nce(fused, model.logit_scale[2])
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{loss.item():.3f}", w_action=f"{w[:, 0].mean().item():.2f}")
-            row = {"stage": 2, "step": step, "loss": loss.item(), "w_action": w[:, 0].mean().item(),
-                   "time": time.time()}
-            if gate is not None:
-                row["gate_action"] = q[:, 0].mean().item() / 2
-            _log(log, row)
+            _log(log, {"stage": 2, "step": step, "loss": loss.item(),
+                       "w_action": w[:, 0].mean().item(), "time": time.time()})
     for p in model.parameters():
         p.requires_grad_(True)
     return model.eval()
 
 
 __all__ = ["CaptionedVideos", "SCENE_MODES", "augment", "captions_of", "info_nce", "mirror_caption",
-           "mirror_keypoints", "split_of", "train_channels", "train_object_channel", "train_router",
+           "mirror_keypoints", "split_of", "train_appearance", "train_channels", "train_router",
            "training_caption_memory"]
