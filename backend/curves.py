@@ -228,8 +228,7 @@ def plot_retriever_curves(log: str | Path, out: str | Path) -> Path:
     fig, axes = plt.subplots(1, 2 if two else 1, figsize=(11 if two else 6, 4), squeeze=False)
     ax = axes[0, 0]
     for key, label in (("action", "action channel (keypoints)"), ("object", "object channel (I3D)")):
-        if key in one[0]:                # an object-channel-only run (--only object) has no action loss
-            ax.plot([r["step"] for r in one], [r[key] for r in one], label=label)
+        ax.plot([r["step"] for r in one], [r[key] for r in one], label=label)
     ax.set_xlabel("step")
     ax.set_title("stage 1: InfoNCE per channel (one batch)")
     ax.legend()

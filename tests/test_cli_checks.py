@@ -165,3 +165,15 @@ def test_a_missing_picker_folder_is_named(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="picking needs a picker .*none"):
         with_sampling([], pick=4, picker_dir=str(tmp_path / "none"))
+
+
+def test_train_appearance_checks_its_retriever_before_reading_the_database(monkeypatch, capsys, tmp_path):
+    import backend.cli.train as train_cli
+    from backend.retrieval.model import GeminiMVR, RetrieverConfig
+
+    monkeypatch.setattr(train_cli, "training_db", lambda args: pytest.fail("read the database first"))
+    assert main(["train", "appearance", "--init", str(tmp_path / "none"), "--steps", "1"]) == 2
+    assert "no trained retriever" in capsys.readouterr().err
+    GeminiMVR(RetrieverConfig()).add_appearance().save_pretrained(tmp_path / "done")
+    assert main(["train", "appearance", "--init", str(tmp_path / "done"), "--steps", "1"]) == 2
+    assert "already reads appearance words" in capsys.readouterr().err

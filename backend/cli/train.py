@@ -298,11 +298,7 @@ def cmd_train_router(args) -> int:
         raise ValueError(f"--caption-memory must be 0 (off) or a positive number of neighbours, got {args.caption_memory}")
     db = training_db(args)
     model = GeminiMVR.from_pretrained(work / "stage1")
-    if args.caption_memory and model.config.memory_size and model.config.memory_k == args.caption_memory:
-        # a stage 1 fine-tuned from a finished retriever (--only object) keeps its memory, so the
-        # predicate side (and a video lead calibrated in it) stays bit for bit what it was
-        print(f"caption memory kept from stage 1: {model.config.memory_size} training predicates")
-    elif args.caption_memory:
+    if args.caption_memory:
         model.attach_caption_memory(training_caption_memory(db), k=args.caption_memory)
         print(f"caption memory: {model.config.memory_size} training predicates, "
               f"{model.config.memory_k} neighbours per query")
