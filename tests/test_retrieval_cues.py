@@ -5,6 +5,7 @@ import torch
 
 from backend.retrieval.cues import CUE_NAMES, N_CUES, word_cues
 from backend.retrieval.model import GeminiMVR, RetrieverConfig, encode_captions
+from backend.retrieval.scene import N_SCENE_CUES
 from backend.retrieval.sides import mirror_caption
 
 TINY = dict(width=32, st_blocks=1, temporal_layers=1, heads=2, embed_dim=16, dropout=0.0)
@@ -45,7 +46,7 @@ def test_cues_let_the_predicate_head_tell_sides_apart():
     torch.manual_seed(0)
     caps = ["a person kicks with the left leg.", "a person kicks with the right leg."]
     pred, whole = encode_captions(caps, SameVector())
-    assert pred.shape == (2, 384 + N_CUES) and whole.shape == (2, 384)
+    assert pred.shape == (2, 384 + N_CUES) and whole.shape == (2, 384 + N_SCENE_CUES)
     plain = GeminiMVR(RetrieverConfig(**TINY)).eval()
     cued = GeminiMVR(RetrieverConfig(text_cues=True, **TINY)).eval()
     with torch.no_grad():
