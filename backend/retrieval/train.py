@@ -178,6 +178,15 @@ def _batches(data: CaptionedVideos, batch: int, gen: torch.Generator):
             yield torch.tensor(vids), torch.tensor(caps)
 
 
+def _step(opt, sched, loss: torch.Tensor, params: list) -> None:
+    """One clipped optimiser step and one scheduler step."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+
+
 def _log(path: Path | None, row: dict) -> None:
     if path is not None:
         with open(path, "a") as fh:
@@ -217,11 +226,7 @@ def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: fl
             l_act = info_nce(s["action"], model.logit_scale[0])
             l_obj = info_nce(s["object"], model.logit_scale[1])
         loss = l_act + l_obj
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        _step(opt, sched, loss, params)
         if step % 50 == 0 or step == steps - 1:
             bar.set_postfix(action=f"{l_act.item():.3f}", object=f"{l_obj.item():.3f}")
             _log(log, {"stage": 1, "step": step, "action": l_act.item(), "object": l_obj.item(),
@@ -266,11 +271,7 @@ def train_appearance(model: GeminiMVR, db: VideoDatabase, steps: int = 1500, bat
         l_obj = info_nce(s["object"], model.logit_scale[1])
         l_fused = info_nce(s["fused"], model.logit_scale[2])
         loss = l_obj + l_fused
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        _step(opt, sched, loss, params)
         if step % 50 == 0 or step == steps - 1:
             bar.set_postfix(object=f"{l_obj.item():.3f}", fused=f"{l_fused.item():.3f}",
                             scale=f"{model.appearance_scale.exp().item():.2f}")
