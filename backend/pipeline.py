@@ -30,6 +30,7 @@ from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance, led_min_tokens,
                                           shown_kinds, video_only_reading)
 from backend.generation.kind_reader import with_kind_reader
+from backend.retrieval.scene import add_scene, split_scene
 from backend.retrieval.service import VideoRetriever
 from motioncore.clean import clean_motion, in_place as without_travel
 from motioncore.features import joints_to_features
@@ -321,12 +322,15 @@ class VimoRAGPipeline:
         text, length_s = self.check_request(text, model, retrieval, seed, temperature, top_k,
                                             video_id, length_s, outside_video=video is not None,
                                             guidance=guidance)
-        parts = split_prompt(text) if compose and retrieval != "given" and video is None else [text]
+        # what the video should look like ("..., dressed in red, in front of a white wall") is
+        # for retrieval only: every part is searched with it and written without it
+        body, scene = split_scene(text)
+        parts = split_prompt(body) if compose and retrieval != "given" and video is None else [body]
         min_tokens = 4
         if length_s is not None:
             total = self.length_tokens(length_s, model)
             if total < min_tokens * len(parts):
-                parts = [text]
+                parts = [body]
             share = [total // len(parts) + (i < total % len(parts)) for i in range(len(parts))]
         else:
             share = None
@@ -348,7 +352,7 @@ class VimoRAGPipeline:
             return vid, mirrored, prior
 
         for part in parts:
-            hits = self.retrieve(part, retrieval, k, seed)
+            hits = self.retrieve(add_scene(part, scene), retrieval, k, seed)
             vid, mirrored, prior = chosen(part, hits)
             lead = 0.0
             if (video_lead and self.video_lead is not None and prior is not None and hits
@@ -362,7 +366,7 @@ class VimoRAGPipeline:
                     reads = kinds.read([part]) if read_lead and kinds is not None else None
                     wanted = video_only_reading(reads[0], known, READ_LEAD_GATE) if reads else None
                     if wanted is not None and wanted not in shown_kinds(self._record(vid)):
-                        hits = self.retrieve(part, retrieval, k, seed, want=wanted)   # words read as a kind
+                        hits = self.retrieve(add_scene(part, scene), retrieval, k, seed, want=wanted)   # words read as a kind
                         vid, mirrored, prior = chosen(part, hits)                   # only videos show
                     lead = float(firm_lead([lead], [self._record(vid)], known, reads, READ_LEAD_GATE)[0])
             plans.append((hits, vid, mirrored, prior, lead))
@@ -372,7 +376,7 @@ class VimoRAGPipeline:
             stated = self.restater.stated_cues([as_sentence(parts[i]) for i in led]) if led else []
             for i, cues in zip(led, stated):
                 if (cues >= 0).any():        # searched again with the speed and count the words state
-                    hits = self.retrieve(parts[i], retrieval, k, seed, cues=cues)
+                    hits = self.retrieve(add_scene(parts[i], scene), retrieval, k, seed, cues=cues)
                     plans[i] = (hits, *chosen(parts[i], hits), plans[i][4])
         t1 = time.perf_counter()
         timing["retrieval"] = t1 - t0

@@ -171,3 +171,21 @@ def test_split_agreement_counts_parts_against_segments():
     assert res == {"agree": 1 / 3, "fewer": 1 / 3, "more": 1 / 3, "captions": 3}
     with pytest.raises(ValueError):
         split_agreement(["a man walks"], [])
+
+
+def test_what_the_video_should_look_like_searches_every_part_and_is_not_written(monkeypatch):
+    import backend.pipeline as pl
+
+    monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
+    seen: dict = {}
+    pipe = _stub_pipeline(seen)
+    searched = []
+    search = pipe.retriever.search
+    pipe.retriever.search = lambda t, **kw: searched.append(t) or search(t, **kw)
+    res = pipe.generate("a person walks forward, then jumps twice, dressed in red, in front of a white wall")
+    texts, videos, _ = seen["calls"][0]
+    assert texts == ["a person walks forward.", "a person jumps twice."]          # written without it
+    assert searched == ["a person walks forward, dressed in red, in front of a white wall.",
+                        "a person jumps twice, dressed in red, in front of a white wall."]
+    assert videos == [("prior", "v-walks"), ("prior", "v-jumps")]
+    assert res.text.endswith("white wall")                                      # the words as typed

@@ -51,6 +51,16 @@ def test_a_described_caption_strips_back_and_asks_the_same_motion(caption):
     assert strip_scene(caption) == caption and not has_scene(caption)
 
 
+def test_split_scene_gives_the_motion_and_the_clause_to_put_back():
+    from backend.retrieval.scene import add_scene, split_scene
+
+    told = with_scene("a man walks, then jumps twice.", SPEC, 4)
+    body, clause = split_scene(told)
+    assert body == "a man walks, then jumps twice." and clause.startswith(", ") and "red" in clause
+    assert add_scene(body, clause) == told
+    assert split_scene("a man jumps") == ("a man jumps", "") and add_scene("a man jumps.", "") == "a man jumps."
+
+
 def test_scene_cues_flag_colours_and_settings():
     cues = scene_cues(["a man jumps.", "a man in a red shirt jumps.", "a woman dances in a bright room.",
                        "the person is tumbling forward across the floor."])

@@ -100,6 +100,23 @@ def has_scene(text: str) -> bool:
     return strip_scene(text) != text
 
 
+def split_scene(text: str) -> tuple[str, str]:
+    """(``text`` without its appearance clause, the clause: ", dressed in red, in front of a
+    white wall" or ""). What a motion is written from is the first, what a video is searched
+    by the first with ``add_scene``."""
+    m = _SCENE_TAIL.search(text)
+    if m is None:
+        return text, ""
+    return text[:m.start()] + m.group(1), text[m.start():m.start(1)].strip()
+
+
+def add_scene(text: str, clause: str) -> str:
+    """``text`` with an appearance clause from ``split_scene`` put back before its full stop."""
+    if not clause:
+        return text
+    return f"{text.strip().rstrip('.!').rstrip()}{clause}."
+
+
 SCENE_CUE_NAMES = ("colour", "setting")
 N_SCENE_CUES = len(SCENE_CUE_NAMES)
 _COLOUR_WORD = re.compile(r"\b(" + "|".join(COLOUR_WORDS) + r"|gray)\b")
@@ -120,5 +137,5 @@ def scene_cues(texts: list[str]) -> np.ndarray:
     return out
 
 
-__all__ = ["COLOUR_WORDS", "N_SCENE_CUES", "SCENE_CUE_NAMES", "colour_name", "describe_scene",
-           "has_scene", "scene_cues", "scene_variant", "strip_scene", "with_scene"]
+__all__ = ["COLOUR_WORDS", "N_SCENE_CUES", "SCENE_CUE_NAMES", "add_scene", "colour_name", "describe_scene",
+           "has_scene", "scene_cues", "scene_variant", "split_scene", "strip_scene", "with_scene"]
