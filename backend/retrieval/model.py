@@ -158,9 +158,6 @@ class ActionRouter(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.linear = nn.Linear(dim, 2)
-        self.reset()
-
-    def reset(self) -> None:
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)                 # starts at 0.5 / 0.5
 
@@ -235,7 +232,7 @@ class GeminiMVR(nn.Module):
 
     # ---------------------------------------------------------------------------- video side
     def encode_video(self, keypoints: torch.Tensor, object_feats: torch.Tensor) -> dict:
-        """{"frames" (B,T,D), "a" (B,D), "o" (B,D), "w" (B,2)} for a batch of videos."""
+        """{"frames" (B,T,D), "a" (B,D), "o" (B,D; B,2D with appearance), "w" (B,2)} for a batch of videos."""
         frames, a = self.action(keypoints)
         return {"frames": frames, "a": a, "o": self.encode_object(object_feats), "w": self.router(a)}
 
