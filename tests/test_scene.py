@@ -82,26 +82,18 @@ def _db(tmp_path, n=8):
                          rng.normal(size=(n + 1, OBJECT_DIM)).astype(np.float32))
 
 
-def test_training_captions_with_and_without_scene_words(tmp_path):
-    from backend.retrieval.train import CaptionedVideos, same_motion
+def test_training_captions_with_scene_words(tmp_path):
+    from backend.retrieval.train import CaptionedVideos
 
     db = _db(tmp_path)
     plain = CaptionedVideos.from_database(db, "train", Encoder())
-    added = CaptionedVideos.from_database(db, "train", Encoder(), scene="add")
-    only = CaptionedVideos.from_database(db, "train", Encoder(), scene="only")
-    assert len(plain.captions) == 9 and not plain.described.any()
-    assert len(added.captions) == 17 and int(added.described.sum()) == 8      # "own" has no appearance
-    assert len(only.captions) == 9 and int(only.described.sum()) == 8
-    assert [strip_scene(c) for c in only.captions] == [c + "." for c in plain.captions[:8]] + ["a person waves"]
-    assert added.cap_emb.shape[1] == 384 + 2
-    with pytest.raises(ValueError, match="scene"):
-        CaptionedVideos.from_database(db, "train", Encoder(), scene="all")
-    # a described caption has no soft positives: its words tell its video from the others
-    vids = torch.tensor([0, 4, 1])
-    same = same_motion(plain.motions, vids)
-    assert same[0, 1] and same[1, 0]
-    told = same_motion(plain.motions, vids, torch.tensor([True, False, False]))
-    assert not told[0, 1] and told[1, 0]
+    told = CaptionedVideos.from_database(db, "train", Encoder(), scene=True)
+    assert len(plain.captions) == len(told.captions) == 9
+    assert sum(has_scene(c) for c in told.captions) == 8                  # "own" has no appearance
+    assert [strip_scene(c) for c in told.captions] == [c + "." for c in plain.captions[:8]] + ["a person waves"]
+    assert told.cap_emb.shape[1] == 384 + 2
+    np.testing.assert_array_equal(told.cap_emb[:8, -2:].numpy(), np.ones((8, 2)))   # colour and setting named
+    assert not plain.cap_emb[:, -2:].any()
 
 
 def test_appearance_training_keeps_everything_else_and_plain_queries_score_as_before(tmp_path):
@@ -172,14 +164,14 @@ def test_the_shipped_retriever_finds_the_described_video_sooner():
     d = model.config.embed_dim
     ranks = {}
     with torch.no_grad():
-        for scene in ("none", "only"):
+        for scene in (False, True):
             data = CaptionedVideos.from_database(db, "test", scene=scene)
             keep = torch.arange(0, len(data.captions), max(1, len(data.captions) // 60))[:60]
             video = model.encode_video(data.keypoints, data.object)
             text = model.encode_text(data.pred_emb[keep], data.cap_emb[keep])
-            if scene == "none":
+            if not scene:
                 assert text["g"][:, d:].abs().max() == 0
             fused = model.fused_scores(text, video)["fused"]
             truth = data.cap_video[keep]
             ranks[scene] = (fused > fused[torch.arange(len(keep)), truth][:, None]).sum(1).float() + 1
-    assert ranks["only"].mean() < 0.8 * ranks["none"].mean()
+    assert ranks[True].mean() < 0.8 * ranks[False].mean()

@@ -496,7 +496,7 @@ def cmd_eval_retrieval(args) -> int:
             return 2
         kw["kind_reader"] = reader
     res = evaluate_retrieval(GeminiMVR.from_pretrained(d), training_db(args), split=args.split,
-                             scene="only" if args.scene_words else "none", **kw)
+                             scene=args.scene_words, **kw)
     print(format_retrieval(res))
     if args.json:
         print(json.dumps(res))

@@ -274,7 +274,7 @@ def cmd_train_retriever(args) -> int:
     model = train_channels(training_db(args), steps=args.steps, batch=args.batch_size, lr=args.lr,
                            seed=args.seed, log=work / "log.jsonl", mirror=args.mirror,
                            cfg=RetrieverConfig(text_cues=args.text_cues),
-                           soft_positives=args.soft_positives, scene="add" if args.scene_words else "none")
+                           soft_positives=args.soft_positives)
     model.save_pretrained(work / "stage1")
     print(f"Stage-1 retriever saved in {work / 'stage1'} (train the router next: "
           "`python -m backend train router`)")
@@ -302,14 +302,10 @@ def cmd_train_router(args) -> int:
         model.attach_caption_memory(training_caption_memory(db), k=args.caption_memory)
         print(f"caption memory: {model.config.memory_size} training predicates, "
               f"{model.config.memory_k} neighbours per query")
-    scene = "add" if args.scene_words else "none"
     model = train_router(model, db, steps=args.steps, batch=args.batch_size,
-                         lr=args.lr, seed=args.seed, log=work / "log.jsonl", scene=scene)
+                         lr=args.lr, seed=args.seed, log=work / "log.jsonl")
     model.save_pretrained(work / "model")
     print(format_retrieval(evaluate_retrieval(model, db)))
-    if args.scene_words:
-        print("With scene words in the queries:")
-        print(format_retrieval(evaluate_retrieval(model, db, scene="only")))
     print(f"Retriever saved in {work / 'model'}")
     if args.curves:
         from backend.curves import plot_retriever_curves
@@ -341,7 +337,7 @@ def cmd_train_appearance(args) -> int:
     model = train_appearance(model, db, steps=args.steps, batch=args.batch_size, lr=args.lr,
                              seed=args.seed, log=work / "log.jsonl")
     model.save_pretrained(work / "model")
-    for scene, title in (("none", "captions as stored"), ("only", "captions with their videos' appearance")):
+    for scene, title in ((False, "captions as stored"), (True, "captions with their videos' appearance")):
         print(f"{title}:")
         print(format_retrieval(evaluate_retrieval(model, db, scene=scene)))
     print(f"Retriever saved in {work / 'model'}")
@@ -903,10 +899,6 @@ def add(sub) -> None:
                    help="the predicate head also reads word cues (left/right, backward/turning/"
                         "forward, slow/fast, twice/three+ times) beside MiniLM's embedding, which "
                         "hardly separates them; best with --mirror")
-    t.add_argument("--scene-words", action="store_true",
-                   help="also train on every caption followed by what its video looks like (clothes' "
-                        "colour, wall, floor: backend/retrieval/scene.py), so the object channel "
-                        "learns appearance words")
     _run(t, "data/runs/retriever", None, resume=False)
     t.set_defaults(func=cmd_train_retriever)
     t = tsub.add_parser("router", help="Gemini-MVR stage 2: the router (channels frozen)",
@@ -920,9 +912,6 @@ def add(sub) -> None:
                    help="keep the training captions' predicate embeddings and mix a query's text "
                         "embedding with those of its K nearest ones in MiniLM space, so verbs the "
                         "training captions never used still find their videos (default 5; 0: off)")
-    t.add_argument("--scene-words", action="store_true",
-                   help="the router's captions also with what their videos look like, as stage 1's "
-                        "--scene-words; prints the table for such queries too")
 
     _run(t, "data/runs/retriever", "retriever", resume=False)
     t.set_defaults(func=cmd_train_router)

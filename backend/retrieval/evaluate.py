@@ -173,9 +173,9 @@ def chain_reranked(scores: np.ndarray, query_captions: list[str], parts: list[st
 @torch.no_grad()
 def evaluate_retrieval(model: GeminiMVR, db: VideoDatabase, split: str = "test", minilm=None,
                        rerank_weight: float = RERANK_WEIGHT, chain_weight: float = CHAIN_WEIGHT,
-                       kind_reader=None, read_weight: float = READ_WEIGHT, scene: str = "none") -> dict:
-    """Every held-out caption as a query against the split's videos (``scene`` "only": each
-    caption followed by its video's appearance clause, ``scene.py``)."""
+                       kind_reader=None, read_weight: float = READ_WEIGHT, scene: bool = False) -> dict:
+    """Every held-out caption as a query against the split's videos (``scene``: each caption
+    followed by its video's appearance clause, ``scene.py``)."""
     data = CaptionedVideos.from_database(db, split, minilm, scene=scene)
     model.eval()
     video = model.encode_video(data.keypoints, data.object)

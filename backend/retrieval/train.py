@@ -25,8 +25,6 @@ from backend.retrieval.scene import scene_variant, with_scene
 from backend.retrieval.sides import mirror_caption, mirror_keypoints, video_sides_and_direction
 from backend.retrieval.videos.database import VideoDatabase
 
-SCENE_MODES = ("none", "add", "only")
-
 
 def captions_of(record: dict) -> list[str]:
     return list(record.get("captions") or record.get("spec", {}).get("captions") or [])
@@ -47,23 +45,19 @@ class CaptionedVideos:
     captions: list[str]
     ids: list[str]
     motions: list[tuple] | None = None   # per video: what it shows (``motion_key``), for soft positives
-    described: torch.Tensor | None = None  # (C,) bool: the caption carries its video's appearance
 
     @classmethod
     def from_database(cls, db: VideoDatabase, split: str, minilm=None,
                       part: str | None = None, mirror: bool = False,
-                      scene: str = "none") -> "CaptionedVideos":
+                      scene: bool = False) -> "CaptionedVideos":
         """``part``: "channels" or "router" picks one of two disjoint parts of the split (every
         fourth video goes to the router), so the router learns how reliable each channel is on
         videos the channels were not fitted to. ``mirror`` adds, for every video whose captions
         name a side, its mirror image with the sides of its captions swapped (id ``ID~mirror``;
         the object feature is kept: I3D's appearance features hardly change under a mirror), so
-        "left" and "right" become each other's hard negatives. ``scene`` (``SCENE_MODES``):
-        "none" the captions as stored; "add" each caption also with its video's appearance
-        clause (``scene.with_scene``: half the captions then say what the video looks like);
-        "only" every caption with it (the described queries of ``eval retrieval``)."""
-        if scene not in SCENE_MODES:
-            raise ValueError(f"scene must be one of {SCENE_MODES}, got {scene!r}")
+        "left" and "right" become each other's hard negatives. ``scene``: every caption followed by
+        its video's appearance clause (``scene.with_scene``; the described queries of ``eval
+        retrieval`` and what ``train_appearance`` learns from)."""
         rows = [i for i, r in enumerate(db.records) if split_of(r) == split and captions_of(r)]
         if part is not None:
             rows = [i for n, i in enumerate(rows) if (n % 4 == 3) == (part == "router")]
@@ -82,19 +76,15 @@ class CaptionedVideos:
         specs = [db.records[i].get("spec") or {} for i in rows]
         if mirror:
             specs += [specs[j] for j in sided]
-        caps, owner, described = [], [], []
+        caps, owner = [], []
         for j, vcaps in enumerate(per_video):
             for n, c in enumerate(vcaps):
-                told = with_scene(c, specs[j], scene_variant(ids[j].split("~")[0], n))
-                for text in ((c,) if scene == "none" or told == c else (told,) if scene == "only" else (c, told)):
-                    caps.append(text)
-                    owner.append(j)
-                    described.append(text != c)
+                caps.append(with_scene(c, specs[j], scene_variant(ids[j].split("~")[0], n)) if scene else c)
+                owner.append(j)
         pred, whole = encode_captions(caps, minilm)
         kinds = [tuple(s.get("kinds") or ()) for s in specs]
         motions = [motion_key(k, vcaps) for k, vcaps in zip(kinds, per_video)]
-        return cls(keypoints, objects, torch.tensor(owner), pred, whole, caps, ids, motions,
-                   torch.tensor(described, dtype=torch.bool))
+        return cls(keypoints, objects, torch.tensor(owner), pred, whole, caps, ids, motions)
 
 
 def training_caption_memory(db: VideoDatabase, minilm=None) -> torch.Tensor:
@@ -132,18 +122,12 @@ def soft_info_nce(scores: torch.Tensor, scale: torch.Tensor, same: torch.Tensor,
     return 0.5 * (loss_t + loss_v)
 
 
-def same_motion(motions: list[tuple] | None, vids: torch.Tensor,
-                described: torch.Tensor | None = None) -> torch.Tensor | None:
-    """(B, B) bool: videos ``vids`` showing the same motion (``motion_key``; unknown = no).
-    ``described`` ((B,) bool, per row's caption): a caption that says what its video looks like
-    has no soft positives (its words tell that video from the others of the same motion)."""
+def same_motion(motions: list[tuple] | None, vids: torch.Tensor) -> torch.Tensor | None:
+    """(B, B) bool: videos ``vids`` showing the same motion (``motion_key``; unknown = no)."""
     if motions is None:
         return None
     keys = [motions[int(v)] for v in vids]
-    same = torch.tensor([[a is not None and a == b for b in keys] for a in keys])
-    if described is not None:
-        same &= ~described.unsqueeze(1)
-    return same
+    return torch.tensor([[a is not None and a == b for b in keys] for a in keys])
 
 
 def info_nce(scores: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -196,15 +180,14 @@ def _log(path: Path | None, row: dict) -> None:
 def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: float = 5e-4,
                    seed: int = 0, cfg: RetrieverConfig | None = None, log: Path | None = None,
                    progress: bool = True, minilm=None, mirror: bool = False,
-                   soft_positives: float = 0.0, scene: str = "none") -> GeminiMVR:
+                   soft_positives: float = 0.0) -> GeminiMVR:
     """Stage 1: both channels, InfoNCE each (``mirror``: with mirrored sided videos, see
     ``CaptionedVideos.from_database``; ``soft_positives``: the share of each caption's target
-    given to the batch's other videos of the same motion, ``soft_info_nce``; ``scene``: "add"
-    trains on the captions with and without their videos' appearance, ``scene.py``)."""
+    given to the batch's other videos of the same motion, ``soft_info_nce``)."""
     if not 0.0 <= soft_positives < 1.0:
         raise ValueError(f"soft_positives must be in [0, 1), got {soft_positives}")
     torch.manual_seed(seed)
-    data = CaptionedVideos.from_database(db, "train", minilm, part="channels", mirror=mirror, scene=scene)
+    data = CaptionedVideos.from_database(db, "train", minilm, part="channels", mirror=mirror)
     batch = min(batch, len(data.ids))
     model = GeminiMVR(cfg).train()
     params = [p for n, p in model.named_parameters() if not n.startswith("router")]
@@ -219,7 +202,7 @@ def train_channels(db: VideoDatabase, steps: int = 1500, batch: int = 64, lr: fl
         text = model.encode_text(data.pred_emb[c], data.cap_emb[c])
         s = model.fused_scores(text, video)
         if soft_positives > 0:
-            same = same_motion(data.motions, v, data.described[c])
+            same = same_motion(data.motions, v)
             l_act = soft_info_nce(s["action"], model.logit_scale[0], same, soft_positives)
             l_obj = soft_info_nce(s["object"], model.logit_scale[1], same, soft_positives)
         else:
@@ -245,7 +228,7 @@ def train_appearance(model: GeminiMVR, db: VideoDatabase, steps: int = 1500, bat
     router's weights, frozen, decide how much the appearance can move a ranking)."""
     torch.manual_seed(seed)
     model.add_appearance()
-    data = CaptionedVideos.from_database(db, "train", minilm, part="channels", scene="only")
+    data = CaptionedVideos.from_database(db, "train", minilm, part="channels", scene=True)
     batch = min(batch, len(data.ids))
     for p in model.parameters():
         p.requires_grad_(False)
@@ -284,11 +267,10 @@ def train_appearance(model: GeminiMVR, db: VideoDatabase, steps: int = 1500, bat
 
 def train_router(model: GeminiMVR, db: VideoDatabase, steps: int = 600, batch: int = 128,
                  lr: float = 1e-2, seed: int = 0, log: Path | None = None, progress: bool = True,
-                 minilm=None, scene: str = "none") -> GeminiMVR:
-    """Stage 2: channels frozen; only the router and the fused temperature learn (``scene``:
-    which captions, as in ``CaptionedVideos.from_database``)."""
+                 minilm=None) -> GeminiMVR:
+    """Stage 2: channels frozen; only the router and the fused temperature learn."""
     torch.manual_seed(seed)
-    data = CaptionedVideos.from_database(db, "train", minilm, part="router", scene=scene)
+    data = CaptionedVideos.from_database(db, "train", minilm, part="router")
     batch = min(batch, len(data.ids))
     for p in model.parameters():
         p.requires_grad_(False)
@@ -322,6 +304,6 @@ def train_router(model: GeminiMVR, db: VideoDatabase, steps: int = 600, batch: i
     return model.eval()
 
 
-__all__ = ["CaptionedVideos", "SCENE_MODES", "augment", "captions_of", "info_nce", "mirror_caption",
+__all__ = ["CaptionedVideos", "augment", "captions_of", "info_nce", "mirror_caption",
            "mirror_keypoints", "split_of", "train_appearance", "train_channels", "train_router",
            "training_caption_memory"]
