@@ -185,7 +185,9 @@ def generate(service: AppService, req: Request, state: dict | None,
             ref += (f"; your prompt chains {len(chain)} motions, written one after another: "
                     + ", then ".join(f"“{p['text'][:60]}” ({p['video_id'] or 'no video'}"
                                      + (f", led by its video at {p['video_lead']:.0%}" if p["video_lead"] else "")
-                                     + (f", read as “{p['read_as']}”" if p.get("read_as") else "")
+                                     + (", written as a left turn: your words name no side"
+                                        if p.get("open_turn") else
+                                        f", read as “{p['read_as']}”" if p.get("read_as") else "")
                                      + (f", best of {p['pick']['samples']} samples" if p.get("pick") else "")
                                      + (", read off its video by the pose reader"
                                         if (p.get("pick") or {}).get("reader") else "")
@@ -196,7 +198,10 @@ def generate(service: AppService, req: Request, state: dict | None,
                                      + (", written forwards and played in reverse" if p.get("backwards") else "")
                                      + ")" for p in chain))
         read_as = getattr(oc.runs[0].result, "read_as", None) or []
-        if not chain and read_as and read_as[0]:
+        opened = getattr(oc.runs[0].result, "open_turns", None) or []
+        if not chain and opened and opened[0]:
+            ref += f"; your words name no side for the turn, so it was written as “{read_as[0]}”"
+        elif not chain and read_as and read_as[0]:
             ref += (f"; the model never saw some of your words in training: it read them as "
                     f"“{read_as[0]}”")
         picks = getattr(oc.runs[0].result, "picks", None) or []

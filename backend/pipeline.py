@@ -23,6 +23,7 @@ from backend.generation.motion_llm import MotionLLM
 from backend.generation.pose_reader import (asked_tempo, draft_codes, first_of_each, load_pose_reader,
                                             video_duration, with_drafts)
 from backend.generation.restate import Restater
+from backend.generation.open_turn import open_turn_request
 from backend.generation.reverse import backward_request, names_turn, reverse_segment
 from backend.generation.mirror import asks_left_or_right, mirror_codes
 from backend.generation.tempo import stretch_codes
@@ -66,6 +67,8 @@ class GenerationResult:
     #                                             picker chose among samples (evaluation.pick), or None
     backwards: list = field(default_factory=list)  # per part: written forwards and played in reverse
     #                                             (backend.generation.reverse: "walks backwards")
+    open_turns: list = field(default_factory=list)  # per part: "turns around" with no side, written
+    #                                             as a left turn (backend.generation.open_turn)
 
     @property
     def seconds(self) -> float:
@@ -77,6 +80,7 @@ class GenerationResult:
                 "seconds": self.seconds, "truncated": self.truncated, "mirrored": self.mirrored,
                 "video_lead": round(float(self.video_lead), 3), "parts": self.parts,
                 "read_as": self.read_as, "picks": self.picks, "backwards": self.backwards,
+                "open_turns": self.open_turns,
                 "hits": [h.to_json() for h in self.hits],
                 "timing_s": {k: round(v, 4) for k, v in self.timing.items()}}
 
@@ -315,7 +319,9 @@ class VimoRAGPipeline:
         A part whose words ask a walk, run or crawl to go backwards ("walks backwards"; no
         training motion does) is written with "forward" in its place and its stretch of the motion played
         in reverse (``backend.generation.reverse``; mirrored too when it names a left/right turn);
-        ``result.backwards`` says which parts were."""
+        ``result.backwards`` says which parts were. A part asking a turn "around" with no side
+        is searched and written as a left turn (``backend.generation.open_turn``) and
+        ``result.read_as`` shows it so."""
         raw = text
         if retime not in RETIME_CHOICES:
             raise ValueError(f"retime must be one of {', '.join(RETIME_CHOICES)}, got {retime!r}")
@@ -337,6 +343,8 @@ class VimoRAGPipeline:
         words = list(parts)                  # as typed; a part asking to walk backwards is written
         backwards = [backward_request(p) for p in parts]        # forwards, then played in reverse
         parts = [b or p for b, p in zip(backwards, parts)]
+        opened = [open_turn_request(p) for p in parts]          # "turns around": a turn to one side
+        parts = [o or p for o, p in zip(opened, parts)]
         timing = {}
         t0 = time.perf_counter()
         plans = []          # per part: hits, video id, mirrored, prior, lead
@@ -401,6 +409,7 @@ class VimoRAGPipeline:
                 asked = self.picker.with_led(asked, skip, sentences, records, self.restater)
             timing["reading"] = time.perf_counter() - t1
             t1 = time.perf_counter()
+        said = [r or (s if o else None) for r, s, o in zip(said, sentences, opened)]   # shown as read
         said_parts = [r or p for r, p in zip(said, sentences)]
         owners = self.picker.rows(asked) if picking else list(range(len(parts)))
         g = [0.0 if plan[3] is None else lead_guidance(plan[4], guidance, LED_ABOVE if led_alone else None)
@@ -491,11 +500,13 @@ class VimoRAGPipeline:
         hits, vid, mirrored = plans[0][:3]
         described = [] if len(parts) == 1 else [
             {"text": p, "video_id": plan[1], "tokens": int(len(c)), "mirrored": plan[2],
-             "video_lead": round(float(plan[4]), 3), "read_as": r, "pick": k, "backwards": b is not None}
-            for p, plan, c, r, k, b in zip(words, plans, codes, said, picks, backwards)]
+             "video_lead": round(float(plan[4]), 3), "read_as": r, "pick": k, "backwards": b is not None,
+             "open_turn": o is not None}
+            for p, plan, c, r, k, b, o in zip(words, plans, codes, said, picks, backwards, opened)]
         return GenerationResult(text, model, retrieval, seed, vid, hits, joined, feats, joints, timing,
                                 is_truncated(raw, text), mirrored, max(plan[4] for plan in plans),
-                                described, said, picks, [b is not None for b in backwards])
+                                described, said, picks, [b is not None for b in backwards],
+                                [o is not None for o in opened])
 
     def length_tokens(self, length_s: float, model: str) -> int:
         """Motion tokens for a clip of ``length_s`` seconds with ``model``'s tokenizer (at most

@@ -191,6 +191,16 @@ def test_how_the_words_were_read_and_the_kept_sample_are_said_in_the_status():
     _, back = _last(list(handlers.generate(Backwards(), handlers.Request("a person walks backwards"), {})))
     assert "written going forwards and is played in reverse" in back["status"]
 
+    class OpenTurn(FakeService):
+        def generate_motion(self, *a):
+            r = super().generate_motion(*a)
+            r.open_turns, r.read_as = [True], ["a person turns left."]
+            return r
+
+    _, turn = _last(list(handlers.generate(OpenTurn(), handlers.Request("a person turns around"), {})))
+    assert "name no side for the turn, so it was written as “a person turns left" in turn["status"]
+    assert "never saw some of your words" not in turn["status"]
+
 
 def test_compare_runs_both_models_and_a_warning_becomes_a_note():
     svc = FakeService(warn="This prompt may not be servable.")

@@ -189,3 +189,19 @@ def test_what_the_video_should_look_like_searches_every_part_and_is_not_written(
                         "a person jumps twice, dressed in red, in front of a white wall."]
     assert videos == [("prior", "v-walks"), ("prior", "v-jumps")]
     assert res.text.endswith("white wall")                                      # the words as typed
+
+
+def test_the_pipeline_searches_and_writes_the_left_turn_and_says_so(monkeypatch):
+    import backend.pipeline as pl
+
+    monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
+    seen: dict = {}
+    pipe = _stub_pipeline(seen)
+    searched = []
+    search = pipe.retriever.search
+    pipe.retriever.search = lambda t, **kw: searched.append(t) or search(t, **kw)
+    res = pipe.generate("a person walks forward and then turns around")
+    assert searched == ["a person walks forward.", "a person turns left."]
+    assert seen["calls"][0][0] == ["a person walks forward.", "a person turns left."]
+    assert [p["text"] for p in res.parts] == ["a person walks forward.", "a person turns around."]   # as typed
+    assert [p["read_as"] for p in res.parts] == [None, "a person turns left."]                    # and as written

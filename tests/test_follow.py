@@ -25,6 +25,15 @@ def test_asked_attributes_of_each_kind_of_prompt():
     assert asked_attributes([seg("dance_a", 2)]) == [("kind", "dance_a", True)]
 
 
+def test_a_kind_that_always_turns_asks_no_direction_when_no_side_is_named():
+    # "turns around" turns one way or the other: asking "none" would prefer samples that do not
+    # turn; a walk with no side named does ask to go straight
+    assert asked_attributes([seg("turn", 2)]) == [("kind", "turn", True)]
+    assert asked_attributes([seg("spin", 1)]) == [("kind", "spin", True), ("count", "spin", 1)]
+    assert ("direction", "turn", "left") in asked_attributes([seg("turn", 2, turn="left")])
+    assert ("direction", "walk", "none") in asked_attributes([seg("walk", 2)])
+
+
 def test_a_kind_named_twice_is_checked_for_presence_only():
     asked = asked_attributes([seg("kick", 1, side="left"), seg("walk"), seg("kick", 2, side="right")])
     assert asked == [("kind", "kick", True), ("kind", "walk", True), ("direction", "walk", "none")]

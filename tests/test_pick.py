@@ -168,6 +168,8 @@ def test_led_parts_ask_the_kind_their_video_shows_and_the_manner_their_words_sta
                      ("direction", "cartwheel", "left"), ("speed", "cartwheel", "fast")]
     assert picker.asked_led("crawl", _manner(turn=None)) == [("kind", "crawl", True),     # counted by distance
                                                              ("direction", "crawl", "none")]
+    assert picker.asked_led("cartwheel", _manner(reps=1, turn=None)) == [("kind", "cartwheel", True),   # always turns:
+                                                                        ("count", "cartwheel", 1)]   # no "none"
     assert picker.asked_led("backflip", _manner(sure=0.4)) == [("kind", "backflip", True)]   # unsure: the kind only
     assert picker.asked_led(None, _manner()) == [] and picker.asked_led("moonwalk", _manner()) == []
     read = []
@@ -177,7 +179,7 @@ def test_led_parts_ask_the_kind_their_video_shows_and_the_manner_their_words_sta
     out = picker.with_led(before, [False, True, True], ["a person jumps.", "she cartwheels twice.", "x."],
                           [None, rec("cartwheel"), None], restater)
     assert out[0] == before[0] and out[2] == []                 # not led; led without a database video
-    assert out[1] == [("kind", "cartwheel", True), ("count", "cartwheel", 2), ("direction", "cartwheel", "none")]
+    assert out[1] == [("kind", "cartwheel", True), ("count", "cartwheel", 2)]   # no side read: no direction
     assert read == ["she cartwheels twice."] and before[1] == []  # only led parts read; input untouched
 
 
@@ -303,8 +305,10 @@ def test_a_side_the_words_name_is_the_turn_a_led_part_asks():
     # two sides named, or none: the heads' reading as before
     assert ("direction", "crawl", "left") in picker.asked_led("crawl", _manner(turn="left"), frozenset({"left", "right"}))
     assert ("direction", "crawl", "left") in picker.asked_led("crawl", _manner(turn="left"))
-    # a kind with a limb side: "kicks with the right leg" names the leg, not a turn
-    assert ("direction", "spinkick", "none") in picker.asked_led("spinkick", _manner(turn=None), right)
+    # a kind with a limb side: "kicks with the right leg" names the leg, not a turn (and a spin
+    # kick always turns, so with no turn read it asks none)
+    assert not any(a == "direction" for a, _, _ in picker.asked_led("spinkick", _manner(turn=None), right))
+    assert ("direction", "spinkick", "left") in picker.asked_led("spinkick", _manner(turn="left"), right)
     assert picker.asked_led("jump", _manner(), right) == [("kind", "jump", True), ("count", "jump", 2)]
     restater = SimpleNamespace(config=SimpleNamespace(classes={"action": ["walk"]}),
                                manner=lambda texts: [_manner(turn=None)] * len(texts))

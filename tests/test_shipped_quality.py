@@ -115,6 +115,9 @@ def test_shipped_generator_does_what_the_app_examples_say(mcdpo_pipe):
     # a chained prompt is written part by part (compose.py): the second motion comes out too
     # (written whole, the spin after the punch never did)
     assert rows["a person punches forward, then spins"]["checks"]["kind spin=True"] > 0, rows
+    # "turns around" names no side: written as a left turn (open_turn.py), it is seen as a turn
+    # (as typed it came out a straight walk or a double spin, 0 of 3)
+    assert rows["a person walks forward and then turns around"]["checks"]["kind turn=True"] > 0, rows
 
 
 def test_clip_length_and_in_place_on_the_shipped_model(mcdpo_pipe):

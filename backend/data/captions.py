@@ -90,6 +90,9 @@ HELD_OUT_PROB = 0.75
 SIDE_ACTIONS = frozenset({"kick", "punch", "spinkick"})
 TURN_ACTIONS = frozenset({"walk", "turn", "run", "spin", "spinkick", "cartwheel", "roll", "crawl"})
 LOCOMOTION = frozenset({"walk", "turn", "run", "crawl"})
+# Kinds whose every motion turns one way or the other (``mocap._infer_turn`` labels each clip
+# left or right): words naming no side ask for a turn to either side, never for none.
+ALWAYS_TURNING = frozenset({"turn", "spin", "spinkick", "cartwheel"})
 
 _STYLE = {
     "walk": "distance", "turn": "distance", "run": "distance", "crawl": "distance",

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backend.checkpoints import save_pretrained_atomic
-from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS, mirror_segments
+from backend.data.captions import ALWAYS_TURNING, COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS, mirror_segments
 from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, CheckerConfig, InstructionChecker
 from motioncore.features import joints_to_features, mirror_features
 
@@ -39,7 +39,10 @@ ATTRIBUTES = ("kind", "count", "side", "direction", "speed")
 
 
 def asked_attributes(segments: list[dict]) -> list[tuple[str, str, object]]:
-    """(attribute, kind, expected value) for everything a prompt of these segments asks."""
+    """(attribute, kind, expected value) for everything a prompt of these segments asks. A kind
+    that always turns (``ALWAYS_TURNING``) with no side named asks no direction: "turns around"
+    turns one way or the other, never straight on (every corpus program of such a kind names its
+    side, so this only concerns readings of words)."""
     counts = Counter(s["action"] for s in segments)
     out = []
     for kind in dict.fromkeys(s["action"] for s in segments):
@@ -51,7 +54,7 @@ def asked_attributes(segments: list[dict]) -> list[tuple[str, str, object]]:
             out.append(("count", kind, int(seg.get("reps") or 1)))
         if kind in SIDE_ACTIONS and seg.get("side") in SIDES:
             out.append(("side", kind, seg["side"]))
-        if kind in TURN_ACTIONS:
+        if kind in TURN_ACTIONS and (seg.get("turn") or kind not in ALWAYS_TURNING):
             out.append(("direction", kind, seg.get("turn") or "none"))
         if seg.get("speed") in ("slow", "fast"):
             out.append(("speed", kind, seg["speed"]))

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from backend.defaults import PICK_SEES, PICK_SEES_CHOICES, PICK_VIEWS, SAMPLES, TEMPO_MARGIN
-from backend.data.captions import COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS
+from backend.data.captions import ALWAYS_TURNING, COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS
 from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
 from backend.generation.mirror import asks_left_or_right
@@ -103,7 +103,7 @@ class Picker:
         out = [("kind", kind, True)]
         if kind in COUNTED_ACTIONS and sure["count"] >= self.gate and 1 <= manner["reps"] <= MAX_REPS:
             out.append(("count", kind, int(manner["reps"])))
-        if kind in TURN_ACTIONS and sure["turn"] >= self.gate:
+        if kind in TURN_ACTIONS and sure["turn"] >= self.gate and (manner["turn"] or kind not in ALWAYS_TURNING):
             out.append(("direction", kind, manner["turn"] or "none"))
         if manner["speed"] in ("slow", "fast") and sure["speed"] >= self.gate:
             out.append(("speed", kind, manner["speed"]))
