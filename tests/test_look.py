@@ -50,6 +50,15 @@ def test_sideways_travel_is_read_in_the_body_frame():
     assert f["left_m"] == pytest.approx(-0.8, abs=0.01)
 
 
+def test_turning_is_the_facing_s_net_change_left_positive():
+    p = _standing(37)
+    spun = np.stack([_turned(p[i:i + 1], 20.0 * i)[0] for i in range(37)])   # 720 degrees to the left
+    assert motion_facts(spun)["turned_deg"] == pytest.approx(720.0, abs=0.5)
+    right = np.stack([_turned(p[i:i + 1], -5.0 * i)[0] for i in range(37)])   # a right turn of 180
+    assert motion_facts(right)["turned_deg"] == pytest.approx(-180.0, abs=0.5)
+    assert motion_facts(p)["turned_deg"] == 0.0
+
+
 def test_upside_down_share_and_foot_heights():
     p = _standing(20)
     flipped = p.copy()

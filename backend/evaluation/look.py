@@ -41,8 +41,9 @@ def motion_facts(joints: np.ndarray) -> dict:
     """What a prompt's words can be checked against, from joint positions (T, 22, 3), y up,
     metres, 20 fps: travel of the pelvis relative to the body's initial facing (``forward_m``
     < 0 is backwards, ``left_m`` < 0 is to the right), its mean horizontal speed, the share of
-    frames upside down (head below pelvis), the pelvis' height range, each foot's highest point
-    and the lowest body part (``lowest_point``)."""
+    frames upside down (head below pelvis), the pelvis' height range, each foot's highest point,
+    the lowest body part (``lowest_point``) and how far the body turned (``turned_deg``: the
+    facing's net change in degrees, > 0 to the left, 360 a full spin)."""
     p = np.asarray(joints, dtype=np.float64)
     if p.ndim != 3 or p.shape[1:] != (NUM_JOINTS, 3) or len(p) < 2:
         raise ValueError(f"expected joint positions (frames >= 2, {NUM_JOINTS}, 3), got {p.shape}")
@@ -60,7 +61,16 @@ def motion_facts(joints: np.ndarray) -> dict:
         "left_foot_top_m": round(float(p[:, list(LEFT_FOOT), 1].max()), 2),
         "right_foot_top_m": round(float(p[:, list(RIGHT_FOOT), 1].max()), 2),
         "lowest_m": round(float(lowest_point(p).min()), 3),
+        "turned_deg": round(turned_degrees(p), 1),
     }
+
+
+def turned_degrees(joints: np.ndarray) -> float:
+    """Net change of the body's facing over the motion, in degrees (> 0: to the left, i.e.
+    counterclockwise seen from above), summed frame to frame so that a double spin reads 720."""
+    f = facing_direction(np.asarray(joints, dtype=np.float64))
+    turn = np.einsum("ti,i->t", np.cross(f[:-1], f[1:]), UP)
+    return float(np.degrees(np.arctan2(turn, np.einsum("ti,ti->t", f[:-1], f[1:])).sum()))
 
 
 def look(pipeline, prompts=PROMPTS, model: str = "mcdpo", seed: int = 0, **generate_kw) -> list[dict]:
@@ -79,10 +89,11 @@ def look(pipeline, prompts=PROMPTS, model: str = "mcdpo", seed: int = 0, **gener
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = "| prompt | s | forward m | left m | m/s | upside down | pelvis m | L/R foot top m | video (lead) |"
+    head = ("| prompt | s | forward m | left m | turned ° | m/s | upside down | pelvis m | L/R foot top m "
+            "| video (lead) |")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in rows:
-        lines.append(f"| {r['prompt']} | {r['seconds']} | {r['forward_m']} | {r['left_m']} | "
+        lines.append(f"| {r['prompt']} | {r['seconds']} | {r['forward_m']} | {r['left_m']} | {r['turned_deg']} | "
                      f"{r['speed_mps']} | {r['upside_down_pct']} % | {r['pelvis_height_m'][0]}-"
                      f"{r['pelvis_height_m'][1]} | {r['left_foot_top_m']} / {r['right_foot_top_m']} | "
                      f"{r['video']} ({r['video_lead']}) |"
