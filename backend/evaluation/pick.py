@@ -45,6 +45,15 @@ PICK_GATE = 0.5      # a part is picked for when its kind is read with p >= 0.5 
 RETIME_TOL = 0.1     # how much surer of the other asked attributes a kept sample may leave a retimed copy
 
 
+def named_turn(kind: str, turn: str | None, named: frozenset) -> str | None:
+    """The turn a part of ``kind`` asks: the one side its words name (``named``, from
+    ``retrieval.sides.sides_of``) for a turning kind without a limb side, else ``turn`` (what the
+    restater read): "kicks with the right leg" names a leg, not a turn."""
+    if len(named) == 1 and kind in TURN_ACTIONS and kind not in SIDE_ACTIONS:
+        return next(iter(named))
+    return turn
+
+
 class Picker:
     def __init__(self, checker: InstructionChecker, samples: int = SAMPLES, gate: float = PICK_GATE,
                  sees: str = PICK_SEES, tempo_margin: float = TEMPO_MARGIN):
@@ -79,11 +88,20 @@ class Picker:
             return None
         return cls(InstructionChecker.from_pretrained(folder), samples, sees=sees, tempo_margin=tempo_margin)
 
-    def asked(self, readings: list[dict | None]) -> list[list[tuple[str, str, object]]]:
+    def asked(self, readings: list[dict | None], texts: list[str] | None = None
+              ) -> list[list[tuple[str, str, object]]]:
         """What each part asks (``follow.asked_attributes`` of its reading; [] for None or a
-        reading less confident than ``gate``)."""
-        return [asked_attributes([r]) if r and r.get("confidence", 1.0) >= self.gate else []
-                for r in readings]
+        reading less confident than ``gate``). With the parts' ``texts``, a turning kind without
+        a limb side whose words name exactly one side asks that turn, whatever the reading says
+        (``named_turn``: the restater read "twirls clockwise" as no turn and "pirouettes to the
+        right" as a left one; README, *Open turns*)."""
+        texts = [None] * len(readings) if texts is None else list(texts)
+        if len(texts) != len(readings):
+            raise ValueError(f"{len(texts)} texts for {len(readings)} readings")
+        return [asked_attributes([{**r, "turn": named_turn(r["action"], r.get("turn"), sides_of(t))}
+                                  if t is not None else r])
+                if r and r.get("confidence", 1.0) >= self.gate else []
+                for r, t in zip(readings, texts)]
 
     def asked_led(self, kind: str | None, manner: dict, named: frozenset = frozenset()
                   ) -> list[tuple[str, str, object]]:
@@ -97,8 +115,9 @@ class Picker:
         and mirror images*)."""
         if kind not in KINDS:
             return []
-        if len(named) == 1 and kind in TURN_ACTIONS and kind not in SIDE_ACTIONS:
-            manner = {**manner, "turn": next(iter(named)), "sure": {**manner["sure"], "turn": 1.0}}
+        if len(named) == 1 and kind in TURN_ACTIONS and kind not in SIDE_ACTIONS:   # the words say
+            manner = {**manner, "turn": named_turn(kind, manner["turn"], named),
+                      "sure": {**manner["sure"], "turn": 1.0}}
         sure = manner["sure"]
         out = [("kind", kind, True)]
         if kind in COUNTED_ACTIONS and sure["count"] >= self.gate and 1 <= manner["reps"] <= MAX_REPS:
