@@ -67,11 +67,14 @@ def cmd_generate(args) -> int:
         print(f"part {i} of {len(res.parts)}: \"{p['text']}\" -> {p['tokens']} tokens, video {p['video_id']}"
               + (f", lead {p['video_lead']:.2f}" if p["video_lead"] > 0 else "")
               + (f"; read as \"{p['read_as']}\"" if p["read_as"] else "")
+              + (" (no side named for the turn)" if p.get("open_turn") else "")
               + (f"; picked sample {p['pick']['chosen'] + 1} of {p['pick']['samples']}" if p.get("pick") else "")
               + (" (the pose reader's draft)" if (p.get("pick") or {}).get("reader") else "")
               + (" (its mirror image)" if (p.get("pick") or {}).get("mirror") else ""))
     if not res.parts and res.read_as and res.read_as[0]:
-        print(f"read as: \"{res.read_as[0]}\" (words the model never saw, said in its training words)")
+        why = ("the words name no side for the turn" if res.open_turns and res.open_turns[0]
+               else "words the model never saw, said in its training words")
+        print(f"read as: \"{res.read_as[0]}\" ({why})")
     if not res.parts and res.picks and res.picks[0]:
         pk = res.picks[0]
         print(f"picked sample {pk['chosen'] + 1} of {pk['samples']} (the picker sees {pk['score']:.0%} of what "
