@@ -45,13 +45,13 @@ PICK_GATE = 0.5      # a part is picked for when its kind is read with p >= 0.5 
 RETIME_TOL = 0.1     # how much surer of the other asked attributes a kept sample may leave a retimed copy
 
 
-def named_turn(kind: str, turn: str | None, named: frozenset) -> str | None:
-    """The turn a part of ``kind`` asks: the one side its words name (``named``, from
-    ``retrieval.sides.sides_of``) for a turning kind without a limb side, else ``turn`` (what the
-    restater read): "kicks with the right leg" names a leg, not a turn."""
+def named_turn(kind: str, named: frozenset) -> str | None:
+    """The turn the words of a part of ``kind`` name: their one side (``named``, from
+    ``retrieval.sides.sides_of``) for a turning kind without a limb side, else None ("kicks with
+    the right leg" names a leg, not a turn; two sides name no one turn)."""
     if len(named) == 1 and kind in TURN_ACTIONS and kind not in SIDE_ACTIONS:
         return next(iter(named))
-    return turn
+    return None
 
 
 class Picker:
@@ -98,7 +98,7 @@ class Picker:
         texts = [None] * len(readings) if texts is None else list(texts)
         if len(texts) != len(readings):
             raise ValueError(f"{len(texts)} texts for {len(readings)} readings")
-        return [asked_attributes([{**r, "turn": named_turn(r["action"], r.get("turn"), sides_of(t))}
+        return [asked_attributes([{**r, "turn": named_turn(r["action"], sides_of(t)) or r.get("turn")}
                                   if t is not None else r])
                 if r and r.get("confidence", 1.0) >= self.gate else []
                 for r, t in zip(readings, texts)]
@@ -115,9 +115,9 @@ class Picker:
         and mirror images*)."""
         if kind not in KINDS:
             return []
-        if len(named) == 1 and kind in TURN_ACTIONS and kind not in SIDE_ACTIONS:   # the words say
-            manner = {**manner, "turn": named_turn(kind, manner["turn"], named),
-                      "sure": {**manner["sure"], "turn": 1.0}}
+        side = named_turn(kind, named)
+        if side is not None:
+            manner = {**manner, "turn": side, "sure": {**manner["sure"], "turn": 1.0}}
         sure = manner["sure"]
         out = [("kind", kind, True)]
         if kind in COUNTED_ACTIONS and sure["count"] >= self.gate and 1 <= manner["reps"] <= MAX_REPS:

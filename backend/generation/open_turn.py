@@ -9,10 +9,10 @@ app example "walks forward and then turns around": the turn seen in 0 of 3; sess
 "turns left" it writes a walking turn.
 
 So a part whose words say "turn(s)/pivot(s) around" and name no side, no circle and no spin is
-searched and written as "turns left" (``OPEN_TURN_SIDE``; the corpus's "walks forward and then
-turns left", "turns left while walking": written "turns to the left" the bare part drew kicks): users who say "turns around"
-rarely mind which way. The part's reading then says which words it was written from
-(``GenerationResult.read_as``).
+searched and written as "turns left" (``OPEN_TURN_SIDE``): users who say "turns around" rarely mind
+which way. That is the corpus's form ("walks forward and then turns left", "turns left while
+walking"); written "turns to the left", a form only "walks and turns to the left" uses, the bare
+part drew kicks. ``GenerationResult.read_as`` shows the words written, ``open_turns`` why.
 """
 from __future__ import annotations
 
