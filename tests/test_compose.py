@@ -173,15 +173,22 @@ def test_split_agreement_counts_parts_against_segments():
         split_agreement(["a man walks"], [])
 
 
-def test_what_the_video_should_look_like_searches_every_part_and_is_not_written(monkeypatch):
+def _searching_pipeline(monkeypatch) -> tuple:
+    """``_stub_pipeline`` with the clean-up stubbed and every search's text recorded: (pipeline,
+    the LLM calls seen, the texts searched)."""
     import backend.pipeline as pl
 
     monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
     seen: dict = {}
     pipe = _stub_pipeline(seen)
-    searched = []
+    searched: list = []
     search = pipe.retriever.search
     pipe.retriever.search = lambda t, **kw: searched.append(t) or search(t, **kw)
+    return pipe, seen, searched
+
+
+def test_what_the_video_should_look_like_searches_every_part_and_is_not_written(monkeypatch):
+    pipe, seen, searched = _searching_pipeline(monkeypatch)
     res = pipe.generate("a person walks forward, then jumps twice, dressed in red, in front of a white wall")
     texts, videos, _ = seen["calls"][0]
     assert texts == ["a person walks forward.", "a person jumps twice."]          # written without it
@@ -192,14 +199,7 @@ def test_what_the_video_should_look_like_searches_every_part_and_is_not_written(
 
 
 def test_the_pipeline_searches_and_writes_the_left_turn_and_says_so(monkeypatch):
-    import backend.pipeline as pl
-
-    monkeypatch.setattr(pl, "clean_motion", lambda f, plant_feet=True: SimpleNamespace(joints=np.zeros((len(f), 22, 3))))
-    seen: dict = {}
-    pipe = _stub_pipeline(seen)
-    searched = []
-    search = pipe.retriever.search
-    pipe.retriever.search = lambda t, **kw: searched.append(t) or search(t, **kw)
+    pipe, seen, searched = _searching_pipeline(monkeypatch)
     res = pipe.generate("a person walks forward and then turns around")
     assert searched == ["a person walks forward.", "a person turns left."]
     assert seen["calls"][0][0] == ["a person walks forward.", "a person turns left."]
