@@ -401,7 +401,7 @@ class VimoRAGPipeline:
             if restate:
                 said = self.restater.restated(sentences, readings)
             if picking:
-                asked = self.picker.asked(readings, sentences)
+                asked = self.picker.asked(readings)
                 drafting = self.reader is not None and reader_drafts > 0
                 skip = [s or (drafting and plan[4] > reader_above and not a)     # drafted, words unread:
                         for s, plan, a in zip(skip, plans, asked)]              # ask what the video shows

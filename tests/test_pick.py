@@ -43,28 +43,6 @@ def test_scores_are_the_expected_share_of_what_is_asked():
     assert Picker(_Fixed(), sees="decoded", gate=0.9).asked([unsure]) == [[]] and Picker(_Fixed(), sees="decoded", gate=0.5).asked([unsure]) == [jump2]
 
 
-def test_a_side_the_words_name_is_the_turn_a_read_part_asks():
-    """The restater read "twirls clockwise" as no turn and "pirouettes to the right" as a left
-    one; the one side the words name is what a turning kind asks (as for led parts)."""
-    picker = Picker(_Fixed(), sees="decoded")
-
-    def read(action, turn=None, side=None):
-        return {"action": action, "reps": 1, "speed": "normal", "side": side, "turn": turn}
-
-    asked = picker.asked([read("spin"), read("spin", "left"), read("spin", "left"), read("kick", side="left"),
-                          read("walk")],
-                         ["someone twirls clockwise.", "a man pirouettes to the right.",
-                          "a man spins to the left, then to the right.", "a man kicks with the left leg.",
-                          "a person walks forward."])
-    assert ("direction", "spin", "right") in asked[0] and ("direction", "spin", "right") in asked[1]
-    assert ("direction", "spin", "left") in asked[2]          # two sides named: the reading stands
-    assert not any(a == "direction" for a, _, _ in asked[3])  # a limb side is not a turn
-    assert ("direction", "walk", "none") in asked[4]
-    assert picker.asked([read("spin", "left")]) == [asked[2]]  # no texts: the readings alone
-    with pytest.raises(ValueError):
-        picker.asked([read("spin")], ["a", "b"])
-
-
 def test_choose_keeps_the_best_sample_per_part_and_the_first_of_equals():
     picker = Picker(_Fixed(), sees="decoded", samples=3)
     jump3 = picker.asked([{"action": "jump", "reps": 3, "speed": "normal", "side": None, "turn": None}])[0]

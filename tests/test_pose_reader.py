@@ -123,7 +123,7 @@ def test_the_pipeline_adds_the_readers_drafts_to_a_led_part_and_the_picker_choos
     class Picker:                   # asks something of the led part only; keeps each part's last row
         gate, samples = 0.5, 2
 
-        def asked(self, readings, texts=None):
+        def asked(self, readings):
             return [[] for _ in readings]
 
         def with_led(self, asked, led, texts, records, restater):

@@ -75,6 +75,34 @@ def test_restate_keeps_known_words_skipped_and_unsure_parts(monkeypatch):
     assert not r.serves(SimpleNamespace(config=SimpleNamespace(base="/models/phi-3-mini")))
 
 
+def test_a_side_the_words_name_is_the_turn_read(monkeypatch):
+    """The turn head read "twirls clockwise" as no turn and "pirouettes to the right" as a left
+    one: a turning kind without a limb side turns the one side its words name, in the reading
+    the picker asks and in the words the LLM is given."""
+    classes = {"action": ["spin", "kick"], "reps": ["1"], "extent": ["1"], "speed": ["normal"],
+               "side": ["None", "left"], "turn": ["None", "left"], "single": ["0", "1"]}
+    cfg = RestaterConfig(layers=(1,), classes=classes, vocabulary=["a", "person", "spins", "kicks"])
+    heads = {"action": (np.array([[10.0, 0.0], [-10.0, 0.0]]), np.zeros(2)),   # x0 > 0: spin
+             "turn": (np.array([[0.0, 10.0], [0.0, -10.0]]), np.zeros(2)),     # x1 < 0: left
+             "side": (np.array([[0.0, 10.0], [0.0, -10.0]]), np.zeros(2)),
+             "single": (np.zeros((2, 2)), np.array([0.0, 1.0]))}
+    heads.update({k: (np.zeros((1, 2)), np.zeros(1)) for k in ("reps", "extent", "speed")})
+    r = Restater(cfg, np.zeros(2), np.ones(2), heads)
+    feats = {"someone twirls clockwise.": [1.0, 1.0], "a man pirouettes to the right.": [1.0, -1.0],
+             "a man spins to the left, then to the right.": [1.0, -1.0],
+             "a man kicks with the right leg.": [-1.0, -1.0], "a person twirls.": [1.0, -1.0]}
+    monkeypatch.setattr(rs, "raw_features", lambda texts, *a, **k: np.array([feats[t] for t in texts], np.float32))
+    texts = list(feats)
+    got = r.understood(texts)
+    assert [g["turn"] for g in got] == ["right", "right", "left", "left", "left"]   # two sides: the head's
+    assert got[3]["action"] == "kick" and got[3]["side"] == "left"   # a limb side is not a turn: the heads'
+    said = r.restated(texts, got)
+    assert said[0] == r.render({"action": "spin", "reps": 1, "speed": "normal", "side": None, "turn": "right"})
+    assert rs.named_turn("walk", frozenset({"right"})) == "right"
+    assert rs.named_turn("jump", frozenset({"right"})) is None
+    assert rs.named_turn("spin", frozenset({"left", "right"})) is None
+
+
 def test_restater_round_trip(tmp_path, monkeypatch):
     r = _toy()
     r.save_pretrained(tmp_path / "restater")

@@ -36,6 +36,7 @@ from backend.data.captions import ALWAYS_TURNING, COUNTED_ACTIONS, SIDE_ACTIONS,
 from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
 from backend.generation.mirror import asks_left_or_right
+from backend.generation.restate import named_turn
 from backend.retrieval.sides import sides_of
 from backend.generation.tempo import TEMPO
 from motioncore.clean import clean_motion
@@ -43,15 +44,6 @@ from motioncore.features import features_to_joints, joints_to_features
 
 PICK_GATE = 0.5      # a part is picked for when its kind is read with p >= 0.5 (README, *Picked samples*)
 RETIME_TOL = 0.1     # how much surer of the other asked attributes a kept sample may leave a retimed copy
-
-
-def named_turn(kind: str, named: frozenset) -> str | None:
-    """The turn the words of a part of ``kind`` name: their one side (``named``, from
-    ``retrieval.sides.sides_of``) for a turning kind without a limb side, else None ("kicks with
-    the right leg" names a leg, not a turn; two sides name no one turn)."""
-    if len(named) == 1 and kind in TURN_ACTIONS and kind not in SIDE_ACTIONS:
-        return next(iter(named))
-    return None
 
 
 class Picker:
@@ -88,20 +80,11 @@ class Picker:
             return None
         return cls(InstructionChecker.from_pretrained(folder), samples, sees=sees, tempo_margin=tempo_margin)
 
-    def asked(self, readings: list[dict | None], texts: list[str] | None = None
-              ) -> list[list[tuple[str, str, object]]]:
+    def asked(self, readings: list[dict | None]) -> list[list[tuple[str, str, object]]]:
         """What each part asks (``follow.asked_attributes`` of its reading; [] for None or a
-        reading less confident than ``gate``). With the parts' ``texts``, a turning kind without
-        a limb side whose words name exactly one side asks that turn, whatever the reading says
-        (``named_turn``: the restater read "twirls clockwise" as no turn and "pirouettes to the
-        right" as a left one; README, *Open turns*)."""
-        texts = [None] * len(readings) if texts is None else list(texts)
-        if len(texts) != len(readings):
-            raise ValueError(f"{len(texts)} texts for {len(readings)} readings")
-        return [asked_attributes([{**r, "turn": named_turn(r["action"], sides_of(t)) or r.get("turn")}
-                                  if t is not None else r])
-                if r and r.get("confidence", 1.0) >= self.gate else []
-                for r, t in zip(readings, texts)]
+        reading less confident than ``gate``). A side the words name is already the reading's
+        turn (``Restater.understood``)."""
+        return [asked_attributes([r]) if r and r.get("confidence", 1.0) >= self.gate else [] for r in readings]
 
     def asked_led(self, kind: str | None, manner: dict, named: frozenset = frozenset()
                   ) -> list[tuple[str, str, object]]:

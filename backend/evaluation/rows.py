@@ -227,7 +227,7 @@ class LLMRow:
             if self.restate_words:
                 said = [r or t for r, t in zip(self.restater.restated(texts, readings), texts)]
             if self.picker is not None:
-                asked = self.picker.asked(readings, texts)
+                asked = self.picker.asked(readings)
                 if lead.any():       # led parts ask their video's kind (video ids: in the cache)
                     led = [self.restater.keeps(w) or self._unread_drafted(w, a) for w, a in zip(lead, asked)]
                     records = [self.retriever.db.record(self._cache[t]) if l else None

@@ -36,8 +36,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from backend.data.captions import ACTIONS, COUNTED_ACTIONS, SIDE_ACTIONS, plain_caption
+from backend.data.captions import ACTIONS, COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS, plain_caption
 from backend.defaults import WORD_SPEED
+from backend.retrieval.sides import sides_of
 from motioncore.prompt import split_prompt
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -119,6 +120,15 @@ def raw_features(texts: list[str], config: RestaterConfig, batch_size: int = 64,
         m = m / m.sum(1, keepdim=True).clamp_min(1.0)
         out.append(torch.cat([(h[layer] * m).sum(1) for layer in config.layers], 1).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def named_turn(kind: str, named: frozenset) -> str | None:
+    """The turn the words of a part of ``kind`` name: their one side (``named``, from
+    ``retrieval.sides.sides_of``) for a turning kind without a limb side, else None ("kicks with
+    the right leg" names a leg, not a turn; two sides name no one turn)."""
+    if len(named) == 1 and kind in TURN_ACTIONS and kind not in SIDE_ACTIONS:
+        return next(iter(named))
+    return None
 
 
 class Restater:
@@ -275,7 +285,10 @@ class Restater:
         """Per text: the segment read ({action, reps, speed, side, turn} and ``confidence``)
         where its confidence is at least ``gate`` (default the config's) and it names one motion,
         else None; None too where ``skip[i]`` is true and, with ``known_too=False``, where every
-        word of the text is a training word."""
+        word of the text is a training word. A turning kind without a limb side whose words name
+        exactly one side turns that way, whatever the turn head reads (``named_turn``: the head
+        learned turns from the training phrasing only, and read "twirls clockwise" as no turn and
+        "pirouettes to the right" as a left one; README, *Open turns*)."""
         gate = self.config.gate if gate is None else float(gate)
         skip = [False] * len(texts) if skip is None else [bool(s) for s in skip]
         todo = [i for i, t in enumerate(texts) if not skip[i] and (known_too or self.unknown_words(t))]
@@ -283,6 +296,7 @@ class Restater:
         for i, r in zip(todo, self.read([texts[i] for i in todo])):
             if r["confidence"] >= gate and r["single"] >= self.config.single_gate:
                 out[i] = {k: r[k] for k in ("action", "reps", "speed", "side", "turn", "confidence")}
+                out[i]["turn"] = named_turn(r["action"], sides_of(texts[i])) or r["turn"]
         return out
 
     def restated(self, texts: list[str], readings: list[dict | None]) -> list[str | None]:
@@ -392,4 +406,5 @@ def train_restater(corpus, config: RestaterConfig | None = None, progress: bool 
     return Restater(config, mean, std, heads)
 
 
-__all__ = ["HEADS", "Restater", "RestaterConfig", "fit_softmax", "train_restater", "training_parts", "words"]
+__all__ = ["HEADS", "Restater", "RestaterConfig", "fit_softmax", "named_turn", "train_restater", "training_parts",
+           "words"]
