@@ -306,14 +306,9 @@ def cmd_train_router(args) -> int:
                          lr=args.lr, seed=args.seed, log=work / "log.jsonl")
     model.save_pretrained(work / "model")
     print(format_retrieval(evaluate_retrieval(model, db)))
-    print(f"Retriever saved in {work / 'model'}")
-    if args.curves:
-        from backend.curves import plot_retriever_curves
+    from backend.curves import plot_retriever_curves
 
-        print(f"Learning curves: {plot_retriever_curves(work / 'log.jsonl', args.curves)}")
-    if args.ship:
-        ship("retriever", model, dtype=torch.float16)
-    return 0
+    return _retriever_trained(args, model, work, plot_retriever_curves)
 
 
 def cmd_train_appearance(args) -> int:
@@ -340,11 +335,19 @@ def cmd_train_appearance(args) -> int:
     for scene, title in ((False, "captions as stored"), (True, "captions with their videos' appearance")):
         print(f"{title}:")
         print(format_retrieval(evaluate_retrieval(model, db, scene=scene)))
+    from backend.curves import plot_appearance_curves
+
+    return _retriever_trained(args, model, work, plot_appearance_curves)
+
+
+def _retriever_trained(args, model, work: Path, plot) -> int:
+    """The end of a retriever training command: where the model is, its learning curves
+    (``--curves``, drawn by ``plot`` from the run's log) and, with ``--ship``, the shipped copy."""
+    import torch
+
     print(f"Retriever saved in {work / 'model'}")
     if args.curves:
-        from backend.curves import plot_appearance_curves
-
-        print(f"Learning curves: {plot_appearance_curves(work / 'log.jsonl', args.curves)}")
+        print(f"Learning curves: {plot(work / 'log.jsonl', args.curves)}")
     if args.ship:
         ship("retriever", model, dtype=torch.float16)
     return 0
