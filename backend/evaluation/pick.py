@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from backend.defaults import PICK_SEES, PICK_SEES_CHOICES, PICK_VIEWS, SAMPLES, TEMPO_MARGIN
-from backend.data.captions import ALWAYS_TURNING, COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS
+from backend.data.captions import ALWAYS_TURNING, COUNTED_ACTIONS, TURN_ACTIONS
 from backend.evaluation.checker import KINDS, MAX_REPS, SIDES, SPEEDS, TURNS, InstructionChecker
 from backend.evaluation.follow import asked_attributes
 from backend.generation.mirror import asks_left_or_right
