@@ -81,7 +81,7 @@ class FakeRetriever:
 
     kind_reader = None
 
-    def search_many(self, texts, k=5, mode="gemini", rng=None, cues=None, want=None):
+    def search_many(self, texts, k=5, mode="gemini", rng=None, cues=None, want=None, chain=True):
         q = self.enc.encode(texts)
         vids = [r["id"] for r in self.db.records]
         v = np.stack([self.enc.encode(r["spec"]["captions"]).mean(0) for r in self.db.records])
@@ -93,6 +93,14 @@ class FakeRetriever:
                 order = [j for j, s in zip(order, shows) if s] + [j for j, s in zip(order, shows) if not s]
             out.append([_Hit(vids[j]) for j in order[:k]])
         return out
+
+    def _video_kinds(self, ids):
+        return [frozenset(self.db.record(v)["spec"].get("kinds") or []) for v in ids]
+
+    def backed_reads(self, texts, mode="gemini"):          # the real rule over this ranking
+        from backend.retrieval.service import VideoRetriever
+
+        return VideoRetriever.backed_reads(self, texts, mode)
 
 
 def _rec(i, caps, ood, split="train"):
@@ -291,11 +299,14 @@ def test_firm_lead_with_readings_leads_words_read_as_a_video_only_kind_its_video
 
 
 class _Reads:
-    """A kind reader that reads every text as a cartwheel."""
+    """A kind reader that reads every text as a cartwheel (at ``p``)."""
     kinds = ["cartwheel", "jump"]
 
+    def __init__(self, p=0.9):
+        self.p = p
+
     def read(self, texts):
-        return [{"cartwheel": 0.9, "jump": 0.1} for _ in texts]
+        return [{"cartwheel": self.p, "jump": round(1 - self.p, 6)} for _ in texts]
 
 
 def test_pipeline_finds_a_video_of_a_read_video_only_kind_and_lets_it_lead():
@@ -316,6 +327,26 @@ def test_pipeline_finds_a_video_of_a_read_video_only_kind_and_lets_it_lead():
     assert run(None) == (0.0, [("prior", "v1")])                       # no kind reader: the words lead
     assert run(_Reads(), read_lead=False) == (0.0, [("prior", "v1")])
     assert run(_Reads(), firm=False) == (0.0, [("prior", "v1")])
+
+
+def test_backed_reads_keep_the_readings_retrieval_agrees_with():
+    from backend.retrieval.service import VideoRetriever
+
+    recs = [_rec(0, ["a person does a cartwheel"], True), _rec(1, ["someone jumps twice"], False),
+            _rec(2, ["a person jumps twice"], False)]
+    recs[0]["spec"]["kinds"], recs[1]["spec"]["kinds"], recs[2]["spec"]["kinds"] = ["cartwheel"], ["jump"], ["jump"]
+    r = FakeRetriever(recs)
+    assert r.backed_reads(["someone jumps twice"]) == [None]               # no reader: nothing read
+    r.kind_reader = _Reads(0.9)
+    # "jumps twice": jump videos 1 and 2 vote 1 + 1/2, the cartwheel 1/3 -> jump 0.82 + 0.1 vs
+    # cartwheel 0.18 + 0.9: the reading wins; at 0.6 it does not (0.82 + 0.4 > 0.18 + 0.6)
+    assert r.backed_reads(["someone jumps twice", "a person does a cartwheel"]) == \
+        [{"cartwheel": 0.9, "jump": 0.1}] * 2
+    r.kind_reader = _Reads(0.6)
+    assert r.backed_reads(["someone jumps twice", "a person does a cartwheel"]) == \
+        [None, {"cartwheel": 0.6, "jump": 0.4}]
+    assert r.backed_reads(["a person does a cartwheel"], mode="random") == [None]
+    assert r.backed_reads([]) == []
 
 
 def test_evaluation_rows_search_again_for_a_read_video_only_kind():

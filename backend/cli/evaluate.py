@@ -543,15 +543,23 @@ def cmd_eval_read_gate(args) -> int:
         print(f"error: no {args.split} captions with recorded kinds in the database", file=sys.stderr)
         return 2
     known = set(restater.config.classes["action"])
-    rows = lead_gates(reader.read(texts), kinds, known, args.gates)
+    tables = {"alone": lead_gates(reader.read(texts), kinds, known, args.gates)}
+    if args.backed:             # readings the part's own videos do not outvote (not shipped)
+        from backend.retrieval.service import VideoRetriever
+
+        retriever = VideoRetriever.open(args.db_dir or "embedded").use_kind_reader(reader)
+        tables["backed"] = lead_gates(retriever.backed_reads(texts), kinds, known, args.gates)
     print(f"{len(texts)} {args.split} caption parts, {sum(k not in known for k in kinds)} of a kind the "
           f"generator knows only from videos; shipped gate {READ_LEAD_GATE:g}")
-    print(f"{'gate':>5} {'led':>5} {'right':>6} {'wrong':>6} {'known':>6} {'net':>5} {'caught':>7}")
-    for r in rows:
-        print(f"{r['gate']:5.2f} {r['led']:5d} {r['right']:6d} {r['wrong']:6d} {r['known_led']:6d} "
-              f"{r['net']:5d} {r['caught']:7.1%}")
+    for name, rows in tables.items():
+        print({"alone": "the reader's reading alone", "backed": "readings retrieval backs (tried, not shipped)"}[name])
+        print(f"{'gate':>5} {'led':>5} {'right':>6} {'wrong':>6} {'known':>6} {'net':>5} {'caught':>7}")
+        for r in rows:
+            print(f"{r['gate']:5.2f} {r['led']:5d} {r['right']:6d} {r['wrong']:6d} {r['known_led']:6d} "
+                  f"{r['net']:5d} {r['caught']:7.1%}")
     if args.json:
-        print(json.dumps({"split": args.split, "parts": len(texts), "gate": READ_LEAD_GATE, "rows": rows}))
+        print(json.dumps({"split": args.split, "parts": len(texts), "gate": READ_LEAD_GATE, "rows": tables["alone"],
+                          **({"backed": tables["backed"]} if "backed" in tables else {})}))
     return 0
 
 
@@ -836,12 +844,17 @@ def add(sub) -> None:
                                      "own kind (right), by another (wrong; 'known': parts of a kind the "
                                      "generator writes from words), net = right - wrong, and the share of "
                                      "video-only-kind parts caught (backend/generation/video_lead.py "
-                                     "lead_gates; README, *Named turns and mirror images*).")
+                                     "lead_gates; README, *Named turns and mirror images*); once for the "
+                                     "reader's readings alone and once for those retrieval backs "
+                                     "(VideoRetriever.backed_reads; tried, not shipped: README, *Backed reading*).")
     rg.add_argument("--split", default="test", help="database split (default: test, the held-out captions; "
                                                     "the reader learned the train ones)")
     rg.add_argument("--gates", type=float, nargs="+", default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6],
                     help="gates to count (default: %(default)s)")
     rg.add_argument("--kind-reader", metavar="DIR", help="kind reader folder (default checkpoints/kind-reader)")
+    rg.add_argument("--backed", action=argparse.BooleanOptionalAction, default=True,
+                    help="also count the readings the part's own videos back (README, *Backed reading*; "
+                         "needs the retriever; default: %(default)s)")
     rg.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
     rg.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     rg.add_argument("--json", action="store_true", help="print the figures as JSON (last line)")

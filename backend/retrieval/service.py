@@ -333,6 +333,27 @@ class VideoRetriever:
             out.setdefault(owners[j], []).append(part_kind(self._video_kinds([x.id for x in h]), read))
         return out
 
+    def backed_reads(self, texts: list[str], mode: str = "gemini") -> list[dict | None]:
+        """Per text (one motion part each), the kind reader's reading of its words ({kind:
+        probability}, ``KindReader.read``) where the kind retrieval settles on for it agrees
+        (``rerank.part_kind``: its ``PART_VOTES`` best videos' vote plus that reading, as the
+        re-ranking reads a part), else None; all None without a reader or in random mode. A
+        reading the videos outvote is one the reader alone holds: "pirouettes to the right"
+        reads 0.66-0.80 cartwheel while every video it finds spins. Counted by ``eval read-gate``;
+        the read lead does not use it (it lost more right OOD leads than it mended: README,
+        *Backed reading*)."""
+        if self.kind_reader is None or mode == "random" or not len(texts):
+            return [None] * len(texts)
+        sent = [strip_scene(t) for t in texts]
+        reads = self.kind_reader.read(sent)
+        hits = self.search_many(sent, k=PART_VOTES, mode=mode, chain=False)
+        out = []
+        for read, h in zip(reads, hits):
+            top = max(read, key=read.get) if read else None
+            out.append(read if top is not None and part_kind(self._video_kinds([x.id for x in h]), read) == top
+                       else None)
+        return out
+
     def _video_kinds(self, ids: list[str]) -> list[frozenset]:
         """The motion kinds the database records for each video (empty: not recorded), cached."""
         for v in ids:
