@@ -825,8 +825,8 @@ def add(sub) -> None:
     r.add_argument("--layers", type=int, nargs="+", default=[6, 8],
                    help="hidden states read, averaged over the part's tokens (default 6 8)")
     r.add_argument("--c", type=float, default=0.1, help="inverse L2 strength of the heads (default 0.1)")
-    r.add_argument("--gate", type=float, default=0.8,
-                   help="kind probability needed to restate a part (default 0.8; README, *Restating gate*)")
+    r.add_argument("--gate", type=float, default=0.9,
+                   help="kind probability needed to restate a part (default 0.9)")
     r.add_argument("--sure-of", choices=["all", "kind"], default="kind",
                    help="kind: the kind's probability must reach --gate; all: every attribute the "
                         "restated part states must (fewer parts restated; test following 63.5 vs "

@@ -57,8 +57,7 @@ class RestaterConfig:
     base: str = "embedded"                   # the motion LLM's base, whose states are read
     layers: tuple[int, ...] = (6, 8)         # hidden states averaged over the part's tokens
     c: float = 0.1                           # inverse L2 strength of the heads (as scikit-learn's C)
-    gate: float = 0.8                        # probability needed to restate a part (see `sure_of`;
-    #                                          0.9 until session 39: README, *Restating gate*)
+    gate: float = 0.9                        # probability needed to restate a part (see `sure_of`)
     sure_of: str = "kind"                    # "all": every attribute written (kind, count of a
     #                                          counted kind, speed, side of a sided kind, turn)
     #                                          must reach `gate`; "kind" (default): the kind alone
