@@ -143,7 +143,7 @@ class VimoRAGPipeline:
         missing = [m for m in models if not (ck / f"llm-{m}" / "model.safetensors").is_file()]
         if missing:
             raise FileNotFoundError(f"missing trained model(s) {', '.join(missing)} in {ck} "
-                                    f"(expected {ck}/llm-NAME/); see README, 'Training'")
+                                    f"(expected {ck}/llm-NAME/); see README, *Motion LLM: SFT and McDPO*")
         retriever = with_kind_reader(VideoRetriever.open(db))
         llms = {m: MotionLLM.from_pretrained(ck / f"llm-{m}") for m in models}
         if merge_lora:
@@ -287,7 +287,7 @@ class VimoRAGPipeline:
         which was kept. ``led_cues``: a part the video leads is searched again with the speed and
         count its words state (``Restater.stated_cues``: "unhurriedly", "a couple of times"), so
         its video shows them (gemini or object retrieval; ``hits`` are then that search's; off by
-        default: no gain in OOD following was measured, README *Led parts*).
+        default: no gain in OOD following was measured, docs/lab-notebook.md *Led parts*).
         ``led_temperature``: a part the video leads (weight above ``LED_ABOVE``) is sampled at no
         more than ``defaults.LED_TEMPERATURE``; ``led_alone``: and written from its video alone
         (guidance -1; False: the video's weight mixes the words' branch in, as before session 21).
@@ -399,7 +399,7 @@ class VimoRAGPipeline:
             gate = min(self.restater.config.gate, self.picker.gate) if picking else None
             readings = self.restater.understood(sentences, skip, known_too=picking, gate=gate)
             if restate:
-                said = self.restater.restated(sentences, readings)
+                said = self.restater.restated(sentences, readings, skip)
             if picking:
                 asked = self.picker.asked(readings)
                 drafting = self.reader is not None and reader_drafts > 0

@@ -178,7 +178,8 @@ def test_the_pipeline_hands_the_llm_restated_parts_and_retrieval_the_words(monke
         asked["texts"], asked["skip"] = list(texts), list(skip)
         return [{"action": "jump", "reps": 3} if "thrice" in t else None for t in texts]
 
-    def restated(texts, readings):
+    def restated(texts, readings, skip=None):
+        asked["restated_skip"] = list(skip)
         return ["a person jumps three times." if r else None for r in readings]
 
     pipe.restater = SimpleNamespace(understood=understood, restated=restated, keeps=lambda lead: lead > 0,
@@ -188,7 +189,7 @@ def test_the_pipeline_hands_the_llm_restated_parts_and_retrieval_the_words(monke
     assert seen["calls"][0][0] == ["a person walks forward.", "a person jumps three times."]
     assert res.read_as == [None, "a person jumps three times."]
     assert [p["read_as"] for p in res.parts] == res.read_as
-    assert asked["skip"] == [False, False]
+    assert asked["skip"] == [False, False] and asked["restated_skip"] == [False, False]
     seen.clear()
     res = pipe.generate("a person hops thrice", restate=False)
     assert seen["calls"][0][0] == ["a person hops thrice."] and res.read_as == [None]   # a sentence, as captions
@@ -250,3 +251,35 @@ def test_shipped_restater_reads_held_out_speed_words_inside_unseen_parts(shipped
                         "someone tumbles forward lazily."])
     assert [x["speed"] for x in m] == ["fast", "slow", "slow", "slow"]
     assert shipped.word_speeds(["a person walks forward quickly."]) == [None]    # known words: as before
+
+
+def test_a_kept_part_gets_its_unseen_speed_adverbs_in_training_words(monkeypatch):
+    alone = {"hastily": 8.0, "sluggishly": -8.0, "quite": 1.5, "leaps": 0.0, "then": 0.0, "speedy": 8.0}
+    monkeypatch.setattr(rs, "raw_features", lambda texts, config, batch_size=64, progress=False: np.array(
+        [[1.0, alone[t[len("a person walks forward "):-1]] if t.startswith("a person walks forward ") else 0.0]
+         for t in texts], np.float32))
+    r = _speedy()
+    texts = ["A person leaps Hastily", "a person leaps quite hastily", "a person leaps quite",
+             "a person leaps hastily then sluggishly", "a person leaps speedy", "a person jumps once"]
+    assert r.said_speeds(texts) == ["A person leaps quickly", "a person leaps quite quickly", None,
+                                    None,        # two words that disagree: kept as typed
+                                    None,        # not an adverb: a swap would break the sentence
+                                    None]        # every word known
+    assert r.restated(texts[:2], [None, None]) == [None, None]        # off by default (defaults.SAY_SPEEDS)
+    r.say_speeds = True
+    assert r.restated(texts[:2], [None, None], skip=[True, False]) == [None, "a person leaps quite quickly"]
+    sure = {"action": "jump", "reps": 3, "speed": "fast", "side": None, "turn": None, "confidence": 0.99}
+    assert r.restated(["a person leaps hastily"], [sure]) == [r.render(sure)]    # restated whole, as before
+    r.say_speeds = False
+    assert r.restated(texts[:1], [None]) == [None]
+    assert _speedy(word_speed=0.0).said_speeds(texts[:1]) == [None]     # speed words not read alone: nothing
+
+
+def test_shipped_restater_says_held_out_speed_adverbs_in_training_words(shipped):
+    said = shipped.said_speeds(["a man is jabbing with his right fist sluggishly three times in a row.",
+                                "the man is hastily crawling on all fours.",
+                                "a figure sprints ahead at high speed for quite a while.",
+                                "a person walks forward slowly."])
+    assert said[:2] == ["a man is jabbing with his right fist slowly three times in a row.",
+                        "the man is quickly crawling on all fours."]
+    assert said[2:] == [None, None]

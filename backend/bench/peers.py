@@ -3,7 +3,7 @@
 Why: issue 16 asks us to be ahead of every peer on text -> motion on this CPU. The peers' own code
 is not ours to ship, so each is rebuilt here as a *timing stand-in*: our own modules at the
 peer's published inference sizes, random weights, running the peer's sampling loop (how many
-forward passes of which size). Sizes (read from the peers' public code and options; README,
+forward passes of which size). Sizes (read from the peers' public code and options; docs/lab-notebook.md,
 *Speed against the peers*):
 
 - CLIP ViT-B/32 text tower (both peers): 12 pre-norm layers, width 512, 8 heads, MLP 2048,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_LENGTH, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPO_MARGIN, MIRROR, PICK_SEES, PICK_SEES_CHOICES, SAMPLES, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_LENGTH, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPO_MARGIN, MIRROR, PICK_SEES, PICK_SEES_CHOICES, SAMPLES, SAY_SPEEDS, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -143,6 +143,11 @@ def add_session17_switches(parser) -> None:
                              "a training sentence, as the app does (Restater.word_speeds, "
                              "defaults.WORD_SPEED); --no-word-speeds: within the part only, as before "
                              "session 32 (default: %(default)s)")
+    parser.add_argument("--said-speeds", action=argparse.BooleanOptionalAction, default=SAY_SPEEDS,
+                        help="a part kept in its words reaches the LLM with each unseen speed adverb "
+                             "(\"sluggishly\") said in its training word (\"slowly\") (Restater.said_speeds, "
+                             "defaults.SAY_SPEEDS; tried in session 40, not shipped: the app gives such "
+                             "words as typed) (default: %(default)s)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -199,7 +204,8 @@ def cmd_eval_generation(args) -> int:
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
                              args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length,
-                             args.word_speeds, tempo_margin=args.tempo_margin)
+                             args.word_speeds, tempo_margin=args.tempo_margin,
+                             said_speeds=args.said_speeds)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -219,6 +225,7 @@ def cmd_eval_generation(args) -> int:
                                        "picker_sees": "decoded",    # nor read joints (session 30)
                                        "led_length": 0.0,           # nor stretched led parts (31)
                                        "word_speeds": False,        # nor read speed words alone (32)
+                                       "said_speeds": False,        # nor said them again (40)
                                        **({"tempo_margin": 0.0}     # nor kept pool copies by a
                                           if args.retime == "pool" else {})})   # margin (35)
         results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
@@ -274,7 +281,8 @@ def cmd_eval_follow(args) -> int:
                              args.reader_drafts, args.reader_only, args.reader, args.reader_tempo,
                              args.reader_above, args.firm_lead, args.picker,
                              args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length,
-                             args.word_speeds, tempo_margin=args.tempo_margin)
+                             args.word_speeds, tempo_margin=args.tempo_margin,
+                             said_speeds=args.said_speeds)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():
@@ -450,7 +458,7 @@ def cmd_eval_video_reading(args) -> int:
     else:
         folder = Path(args.model) if Path(args.model).is_dir() else checkpoints_dir() / f"llm-{args.model}"
         if not (folder / "model.safetensors").is_file():
-            raise SystemExit(f"no trained motion LLM at {folder}; see README, 'Training'")
+            raise SystemExit(f"no trained motion LLM at {folder}; see README, *Motion LLM: SFT and McDPO*")
         llm = MotionLLM.from_pretrained(folder)
         llm.merge_lora_(args.weights)
         vqvae, normalizer = load_llm_tokenizer(name=llm.config.tokenizer)
@@ -602,7 +610,7 @@ def _weights_option(p) -> None:
 
     p.add_argument("--weights", choices=WEIGHT_CHOICES, default=LEAN_WEIGHTS,
                    help="dtype of the LLM rows' decoder weights (default %(default)s, as the app; "
-                        "float32: the tokens of transformers' own pass; README, *Generation speed*)")
+                        "float32: the tokens of transformers' own pass; docs/lab-notebook.md, *Generation speed*)")
 
 
 def add(sub) -> None:
@@ -844,16 +852,16 @@ def add(sub) -> None:
                                      "own kind (right), by another (wrong; 'known': parts of a kind the "
                                      "generator writes from words), net = right - wrong, and the share of "
                                      "video-only-kind parts caught (backend/generation/video_lead.py "
-                                     "lead_gates; README, *Named turns and mirror images*); once for the "
+                                     "lead_gates; docs/lab-notebook.md, *Named turns and mirror images*); once for the "
                                      "reader's readings alone and once for those retrieval backs "
-                                     "(VideoRetriever.backed_reads; tried, not shipped: README, *Backed reading*).")
+                                     "(VideoRetriever.backed_reads; tried, not shipped: docs/lab-notebook.md, *Backed reading*).")
     rg.add_argument("--split", default="test", help="database split (default: test, the held-out captions; "
                                                     "the reader learned the train ones)")
     rg.add_argument("--gates", type=float, nargs="+", default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6],
                     help="gates to count (default: %(default)s)")
     rg.add_argument("--kind-reader", metavar="DIR", help="kind reader folder (default checkpoints/kind-reader)")
     rg.add_argument("--backed", action=argparse.BooleanOptionalAction, default=True,
-                    help="also count the readings the part's own videos back (README, *Backed reading*; "
+                    help="also count the readings the part's own videos back (docs/lab-notebook.md, *Backed reading*; "
                          "needs the retriever; default: %(default)s)")
     rg.add_argument("--db-dir", help="captioned database folder (default: the embedded one)")
     rg.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -173,7 +173,7 @@ def add(sub) -> None:
     g.add_argument("--video", help="use this database video id as the prior (skips retrieval)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                   help="sampling temperature (default %(default)s; README, *Sampling temperature*)")
+                   help="sampling temperature (default %(default)s; docs/lab-notebook.md, *Sampling temperature*)")
     g.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens (0 = all)")
     g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, metavar="G",
                    help="text guidance: weigh the words G times more against the video "

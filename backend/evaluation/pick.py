@@ -42,7 +42,7 @@ from backend.generation.tempo import TEMPO
 from motioncore.clean import clean_motion
 from motioncore.features import features_to_joints, joints_to_features
 
-PICK_GATE = 0.5      # a part is picked for when its kind is read with p >= 0.5 (README, *Picked samples*)
+PICK_GATE = 0.5      # a part is picked for when its kind is read with p >= 0.5 (docs/lab-notebook.md, *Picked samples*)
 RETIME_TOL = 0.1     # how much surer of the other asked attributes a kept sample may leave a retimed copy
 
 
@@ -94,7 +94,7 @@ class Picker:
         ``named``: the sides its words name (``retrieval.sides.sides_of``); exactly one, for a
         turning kind without a limb side (a cartwheel, a crawl, a walk), is the turn asked,
         whatever ``manner`` reads (its heads learned turns from the training kinds' phrasing
-        only and read "a cartwheel to the right" as no turn or a left one; README, *Named turns
+        only and read "a cartwheel to the right" as no turn or a left one; docs/lab-notebook.md, *Named turns
         and mirror images*)."""
         if kind not in KINDS:
             return []

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_LENGTH, LED_TEMPERATURE, MIRROR, PICK_SEES, READ_LEAD,
                               READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES,
-                              TEMPO_MARGIN)
+                              SAY_SPEEDS, TEMPO_MARGIN)
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
@@ -73,7 +73,7 @@ def _llm(name: str, weights: str = LEAN_WEIGHTS):
     (``MotionLLM.quantize_int8_``), the lossy fast path being measured."""
     d = checkpoints_dir() / f"llm-{name}"
     if not (d / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no trained motion LLM at {d}; see README, 'Training'")
+        raise FileNotFoundError(f"no trained motion LLM at {d}; see README, *Motion LLM: SFT and McDPO*")
     llm = MotionLLM.from_pretrained(d)
     llm.merge_lora_("float32" if weights == "int8" else weights)
     if weights == "int8":
@@ -225,7 +225,8 @@ class LLMRow:
         if self.restater is not None:        # the LLM reads restated parts; retrieval and lead the words
             readings = self.readings(texts, lead)
             if self.restate_words:
-                said = [r or t for r, t in zip(self.restater.restated(texts, readings), texts)]
+                keeps = [self.restater.keeps(w) for w in lead]     # led parts keep their words
+                said = [r or t for r, t in zip(self.restater.restated(texts, readings, keeps), texts)]
             if self.picker is not None:
                 asked = self.picker.asked(readings)
                 if lead.any():       # led parts ask their video's kind (video ids: in the cache)
@@ -318,7 +319,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   reader_above: float = READER_ABOVE, firm: bool = FIRM_LEAD,
                   picker_dir: str | None = None, retime: str = RETIME, read_lead: bool = READ_LEAD,
                   mirror: bool = MIRROR, picker_sees: str = PICK_SEES, led_length: float = LED_LENGTH,
-                  word_speeds: bool = True, tempo_margin: float = TEMPO_MARGIN) -> list:
+                  word_speeds: bool = True, tempo_margin: float = TEMPO_MARGIN,
+                  said_speeds: bool = SAY_SPEEDS) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -369,7 +371,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     pipeline; named in the row when on: rows before session 32 read it within the part only).
     ``tempo_margin``: with ``retime`` "pool", how much better a copy played slower or faster must
     read than every sample to be kept (``Picker.choose``; ``defaults.TEMPO_MARGIN``, as the
-    pipeline; named in the row: the pool rows before session 35 had none)."""
+    pipeline; named in the row: the pool rows before session 35 had none). ``said_speeds``: a part
+    kept in its words reaches the LLM with its unseen speed adverbs said in training words
+    (``Restater.said_speeds``, ``defaults.SAY_SPEEDS``: off, as the pipeline; named in the row when
+    on; tried in session 40)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     if not float(led_length) >= 0:
@@ -379,6 +384,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     restater = Restater.from_pretrained() if (restate or pick > 1) else None
     if restater is not None and not word_speeds:
         restater.word_speed = 0.0
+    if restater is not None:
+        restater.say_speeds = bool(said_speeds)
     picker = None
     if pick > 1:
         picker = Picker.from_pretrained(picker_dir, samples=pick, sees=picker_sees, tempo_margin=tempo_margin)
@@ -431,6 +438,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
             g.restate_words = bool(restate)
             if restater.word_speed:
                 notes.append("speed words read alone")
+            if restate and restater.word_speed and restater.say_speeds:
+                notes.append("said again")
             if picker is not None:
                 g.picker = picker
                 notes.append(f"best of {pick}")

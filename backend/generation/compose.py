@@ -2,7 +2,7 @@
 
 Why: the motion LLM follows a prompt that names one motion far better than one that chains two
 or three ("a person walks forward, then jumps twice, and finally kicks"). Measured on 250 test
-prompts (README, *Composed prompts*): the kinds of one-motion prompts come out 85 % of the
+prompts (docs/lab-notebook.md, *Composed prompts*): the kinds of one-motion prompts come out 85 % of the
 time, the second motion of a two-motion prompt 64 %, the second of three 53 %; whatever a
 prompt asks of a motion that is not there (its count, side, turn, speed) is lost with it. The
 retrieved video has the same problem: the rank-1 video shows the asked kind for 93 % of

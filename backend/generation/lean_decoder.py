@@ -22,7 +22,7 @@ transposed view of that storage, so transformers' forward still reads the same n
 bfloat16 weights (a copy; the default, ``defaults.LEAN_WEIGHTS``) are handed to oneDNN prepacked
 in its own blocked layout (``torch.ops.mkldnn._reorder_linear_weight``) and multiplied by
 ``_linear_pointwise``: the same products bit for bit (tested), 2.3x faster for the 18 layers'
-weights than ``x @ W`` on this CPU (5.3 against 12.2 ms for one row; README, *Prepacked
+weights than ``x @ W`` on this CPU (5.3 against 12.2 ms for one row; docs/lab-notebook.md, *Prepacked
 bfloat16*). Where oneDNN is unavailable they stay plain input-major tensors.
 
     LeanGemma3.supports(decoder) -> bool

@@ -37,12 +37,13 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from backend.data.captions import ACTIONS, COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS, plain_caption
-from backend.defaults import WORD_SPEED
+from backend.defaults import SAY_SPEEDS, WORD_SPEED
 from backend.retrieval.sides import sides_of
 from motioncore.prompt import split_prompt
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 WORD_SPEED_SENTENCE = "a person walks forward {}."    # training words around the one being read
+SAID_SPEED = {"slow": "slowly", "fast": "quickly"}     # the training adverb of each speed
 HEADS = ("action", "reps", "extent", "speed", "side", "turn")
 _WORD = re.compile(r"[a-z]+")
 
@@ -142,6 +143,7 @@ class Restater:
         self.heads = {k: (np.asarray(w, np.float32), np.asarray(b, np.float32)) for k, (w, b) in heads.items()}
         self.vocabulary = frozenset(config.vocabulary)
         self.word_speed = WORD_SPEED        # how sure a word read alone must be (0: never; ``word_speeds``)
+        self.say_speeds = SAY_SPEEDS        # kept parts: unseen speed adverbs said in training words
         self._word_speeds: dict[str, tuple[str, float] | None] = {}
 
     # ----------------------------------------------------------------------------- io
@@ -288,7 +290,7 @@ class Restater:
         word of the text is a training word. A turning kind without a limb side whose words name
         exactly one side turns that way, whatever the turn head reads (``named_turn``: the head
         learned turns from the training phrasing only, and read "twirls clockwise" as no turn and
-        "pirouettes to the right" as a left one; README, *Open turns*)."""
+        "pirouettes to the right" as a left one; docs/lab-notebook.md, *Open turns*)."""
         gate = self.config.gate if gate is None else float(gate)
         skip = [False] * len(texts) if skip is None else [bool(s) for s in skip]
         todo = [i for i, t in enumerate(texts) if not skip[i] and (known_too or self.unknown_words(t))]
@@ -299,18 +301,43 @@ class Restater:
                 out[i]["turn"] = named_turn(r["action"], sides_of(texts[i])) or r["turn"]
         return out
 
-    def restated(self, texts: list[str], readings: list[dict | None]) -> list[str | None]:
+    def restated(self, texts: list[str], readings: list[dict | None], skip=None) -> list[str | None]:
         """Per text: its reading in training phrasing where it has one as confident as the
-        config's gate and a word outside the training words, else None (the words as typed)."""
+        config's gate and a word outside the training words; else, unless ``skip[i]`` (a part its
+        video leads) or ``say_speeds`` is off, the words as typed with their unseen speed adverbs
+        said in training words (``said_speeds``); else None (the words as typed)."""
         seg = ("action", "reps", "speed", "side", "turn")
-        return [self.render({k: r[k] for k in seg})
-                if r is not None and r.get("confidence", 1.0) >= self.config.gate and self.unknown_words(t)
-                else None for t, r in zip(texts, readings)]
+        skip = [False] * len(texts) if skip is None else [bool(s) for s in skip]
+        out: list[str | None] = []
+        for t, r, s in zip(texts, readings, skip):
+            if r is not None and r.get("confidence", 1.0) >= self.config.gate and self.unknown_words(t):
+                out.append(self.render({k: r[k] for k in seg}))
+            else:
+                out.append(None if s or not self.say_speeds else self.said_speeds([t])[0])
+        return out
+
+    def said_speeds(self, texts: list[str]) -> list[str | None]:
+        """Per text: the text with each unseen adverb ("-ly") that, read alone, states its one
+        speed (``word_speeds``: at least ``word_speed`` sure, no word stating the other) replaced by
+        the training adverb of that speed (``SAID_SPEED``); None where no word changes. "a man is
+        jabbing sluggishly" -> "a man is jabbing slowly": the motion LLM learned speed from a few
+        adverbs and follows one it never read far less often."""
+        out: list[str | None] = []
+        for t, stated in zip(texts, self.word_speeds(texts)):
+            if stated is None:
+                out.append(None)
+                continue
+            swap = {w for w in self.unknown_words(t) if w.endswith("ly") and self._word_speeds.get(w)
+                    and self._word_speeds[w][0] == stated[0] and self._word_speeds[w][1] >= self.word_speed}
+            new = re.sub(r"[A-Za-z]+", lambda m: SAID_SPEED[stated[0]] if m.group(0).lower() in swap
+                         else m.group(0), t)
+            out.append(new if new != t else None)
+        return out
 
     def restate(self, texts: list[str], skip=None) -> list[str | None]:
         """Per text: the text in training phrasing, or None where it is kept as typed (all its
         words known, ``skip[i]`` true, or the reading not confident enough)."""
-        return self.restated(texts, self.understood(texts, skip, known_too=False))
+        return self.restated(texts, self.understood(texts, skip, known_too=False), skip)
 
     def render(self, segment: dict, tries: int = 16) -> str:
         """``segment`` in training phrasing, with templates whose words all occur in the training

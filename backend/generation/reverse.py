@@ -3,7 +3,7 @@ played in reverse.
 
 No motion the generator learnt from travels backwards: the corpus's programs walk, run and crawl
 forward only ("backward" in its captions belongs to backflips and backward somersaults), so "a
-person walks backwards" came out as a forward walk (README, *Session 34's stack*), and the
+person walks backwards" came out as a forward walk (docs/lab-notebook.md, *Session 34's stack*), and the
 tokenizer cannot even encode a backward walk (its codes decode as a forward one). A motion
 played backwards in time keeps its poses, its path and its facing and travels that path the
 other way: a forward walk becomes a walk backwards, its feet still planted where they were.

@@ -212,12 +212,12 @@ def firm_lead(weights, records: list, known, reads: list | None = None, gate: fl
     The novelty check gives a kind only videos taught weight 1 at its median phrasing, so an OOD
     kind in rarer words ("tumbles forward across the floor") got 0-0.5 and was written mostly
     from its words, i.e. as a known kind; the database says what the video shows. On the test
-    split it firms 2 of 2,277 caption parts, one of them already led (README, *Firm lead*).
+    split it firms 2 of 2,277 caption parts, one of them already led (docs/lab-notebook.md, *Firm lead*).
 
     ``reads`` (per part, {kind: probability} of its words, ``KindReader.read``; None: not read):
     a part is also led fully, whatever its weight, when its words read as a kind outside
     ``known`` at probability >= ``gate`` and its video shows that kind (the words and the video
-    agree on a kind only videos taught: "creeping in an arc" over a crawl video; README,
+    agree on a kind only videos taught: "creeping in an arc" over a crawl video; docs/lab-notebook.md,
     *Read lead*)."""
     w = np.asarray(weights, float).copy()
     for i, r in enumerate(records):
@@ -246,7 +246,7 @@ def lead_gates(reads: list[dict], kinds: list[str], known, gates=(0.0, 0.2, 0.3,
     reader's readings of parts whose true kinds are ``kinds``; per gate, the parts led
     (``led``), those led by their own kind (``right``) and by another (``wrong``; of which
     ``known_led``: parts of a kind the generator knows from words), the share of video-only-kind
-    parts led by their own kind (``caught``) and ``net`` = right - wrong. README, *Read lead*:
+    parts led by their own kind (``caught``) and ``net`` = right - wrong. docs/lab-notebook.md, *Read lead*:
     the gate is chosen on the database's held-out captions by ``net``."""
     if len(reads) != len(kinds):
         raise ValueError(f"{len(reads)} readings for {len(kinds)} kinds")

@@ -3,7 +3,7 @@ numbers beside its sentence embedding.
 
 Why: MiniLM hardly separates the words retrieval is judged on. "kicks with the left leg" and
 "kicks with the right leg" embed at cosine 0.98, "hops on the left foot three times" and its
-right-foot twin at 0.99 (README, *Gemini-MVR retrieval*), so the predicate head sees nearly the
+right-foot twin at 0.99 (docs/lab-notebook.md, *Gemini-MVR retrieval*), so the predicate head sees nearly the
 same input for a caption and its mirror image, while the keypoint encoder tells a video from its
 mirror image easily (cosine 0.86 between them against about 0 between different videos). With
 ``RetrieverConfig.text_cues`` the predicate head also reads these cues, and mirrored training

@@ -36,7 +36,7 @@ MiniLM of the whole caption -> ``h``) whose product is added to the object score
 name a colour or a setting (``scene.scene_cues``, appended to the caption embedding by
 ``encode_captions``), times a learned scale: ``<g, o> + c(t) lam <h, e>``. Stored as wider
 embeddings (``o = [o ; e]``, ``g = [g ; c lam h]``), so the fused score stays one inner product and
-a query that names no colour or setting scores exactly as without it (README, *Scene words*).
+a query that names no colour or setting scores exactly as without it (docs/lab-notebook.md, *Scene words*).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Why: the learned scores rank videos of the right *kind* well (93 % of one-kind prompts), but the
 exact attributes the words ask are decided by small score differences: "someone does a backflip"
 put videos of two and three backflips first, "kicks with the left leg" sometimes the right one
-(README, *Gemini-MVR retrieval*). The database's own videos come with captions, and a caption's
+(docs/lab-notebook.md, *Gemini-MVR retrieval*). The database's own videos come with captions, and a caption's
 words say those attributes exactly: side (left / right; clockwise = right), direction (backward,
 turning, forward), speed (slow / fast) and count (once, twice, three or more; no count word =
 once). So among the ``depth`` best videos each cue the query names adds ``weight`` to a video
@@ -15,7 +15,7 @@ learned one. A video without captions (a user's own) is neither raised nor lower
 
 Chained prompts ("A, then B"; ``motioncore.prompt.split_prompt``) ask for a video that shows
 every motion they name, and the learned scores find one for only 31 % of them (one-motion
-prompts: 93 %; README, *Chain re-ranking*): the sentence embedding of a chain is dominated by one of
+prompts: 93 %; docs/lab-notebook.md, *Chain re-ranking*): the sentence embedding of a chain is dominated by one of
 its motions. Each part alone is ranked well, so each part's kind is read off its own best videos
 (``part_kind``: a vote over their kinds, as the database records them) and the chain's
 ``CHAIN_DEPTH`` best videos are re-ranked by the share of those kinds each one shows

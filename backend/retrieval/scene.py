@@ -5,7 +5,7 @@ Why: the object channel (I3D features, ``model.py``) sees appearance, not only m
 probe on the embedded database's I3D features predicts a held-out video's background colour (R^2
 0.7 per RGB channel) and whether it has a checkered floor (99.5 %), yet no caption said either,
 so the channel could only tell motions apart, which the keypoints do better, and the router
-learned to ignore it (README, *Scene words*). Every embedded video is rendered with a random
+learned to ignore it (docs/lab-notebook.md, *Scene words*). Every embedded video is rendered with a random
 body colour, background colour and floor (``videos/synth.py``); ``describe_scene`` names them.
 
     describe_scene(spec, variant=0) -> "dressed in purple, in front of a dark green wall, on a checkered floor"

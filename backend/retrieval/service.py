@@ -340,7 +340,7 @@ class VideoRetriever:
         re-ranking reads a part), else None; all None without a reader or in random mode. A
         reading the videos outvote is one the reader alone holds: "pirouettes to the right"
         reads 0.66-0.80 cartwheel while every video it finds spins. Counted by ``eval read-gate``;
-        the read lead does not use it (it lost more right OOD leads than it mended: README,
+        the read lead does not use it (it lost more right OOD leads than it mended: docs/lab-notebook.md,
         *Backed reading*)."""
         if self.kind_reader is None or mode == "random" or not len(texts):
             return [None] * len(texts)
