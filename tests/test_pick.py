@@ -79,7 +79,7 @@ def test_the_pipeline_samples_read_parts_n_times_and_keeps_the_picked_one(monkey
         return [{"action": "jump", "reps": 2, "speed": "normal", "side": None, "turn": None}
                 if "jumps" in t else None for t in texts]
 
-    pipe.restater = SimpleNamespace(understood=understood, restated=lambda t, r: [None] * len(t),
+    pipe.restater = SimpleNamespace(understood=understood, restated=lambda t, r, skip=None: [None] * len(t),
                                     keeps=lambda lead: False, serves=lambda llm: True,
                                     config=SimpleNamespace(gate=0.9))
     pipe.picker = Picker(_Fixed(), sees="decoded", samples=3, gate=0.7)
@@ -275,7 +275,7 @@ def test_the_pipeline_searches_led_parts_again_and_samples_them_closer_to_the_mo
     pipe.restater = SimpleNamespace(keeps=lambda w: w > 0.5, serves=lambda llm: True, config=SimpleNamespace(gate=0.9),
                                     stated_cues=lambda texts: np.array([[-1, -1, 1, 2]] * len(texts)),
                                     understood=lambda texts, skip=None, known_too=True, gate=None: [None] * len(texts),
-                                    restated=lambda texts, readings: [None] * len(texts))
+                                    restated=lambda texts, readings, skip=None: [None] * len(texts))
     pipe.picker = None
     prompt = "a person walks forward, then does a cartwheel unhurriedly twice"
     res = pipe.generate(prompt, temperature=0.7, led_cues=True)

@@ -115,7 +115,7 @@ def test_the_pipeline_adds_the_readers_drafts_to_a_led_part_and_the_picker_choos
                                     # led here (the firm lead has its own test, test_video_lead)
                                     config=SimpleNamespace(gate=0.9, classes={"action": ["walk", "cartwheel"]}),
                                     understood=lambda texts, skip=None, known_too=True, gate=None: [None] * len(texts),
-                                    restated=lambda texts, readings: [None] * len(texts),
+                                    restated=lambda texts, readings, skip=None: [None] * len(texts),
                                     manner=lambda texts: [{"reps": 1, "speed": "normal", "turn": None,
                                                            "sure": {"count": .9, "speed": .9, "turn": .9}}] * len(texts))
     chose = []

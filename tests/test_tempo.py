@@ -159,7 +159,7 @@ def stub_picking_pipeline(monkeypatch, checker: InstructionChecker, reading: dic
     pipe = _stub_pipeline({})
     pipe.restater = SimpleNamespace(
         understood=lambda texts, skip=None, known_too=True, gate=None: [reading for _ in texts],
-        restated=lambda t, r: [None] * len(t), keeps=lambda lead: False, serves=lambda llm: True,
+        restated=lambda t, r, skip=None: [None] * len(t), keeps=lambda lead: False, serves=lambda llm: True,
         config=SimpleNamespace(gate=0.9))
     pipe.picker = Picker(checker, sees="decoded", samples=2, gate=0.5)
     pipe.decode = lambda codes, model=None: np.full((4 * len(codes), 263), float(codes[0]) / 10, np.float32)
