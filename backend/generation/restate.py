@@ -308,12 +308,12 @@ class Restater:
         said in training words (``said_speeds``); else None (the words as typed)."""
         seg = ("action", "reps", "speed", "side", "turn")
         skip = [False] * len(texts) if skip is None else [bool(s) for s in skip]
-        out: list[str | None] = []
-        for t, r, s in zip(texts, readings, skip):
-            if r is not None and r.get("confidence", 1.0) >= self.config.gate and self.unknown_words(t):
-                out.append(self.render({k: r[k] for k in seg}))
-            else:
-                out.append(None if s or not self.say_speeds else self.said_speeds([t])[0])
+        out = [self.render({k: r[k] for k in seg})
+               if r is not None and r.get("confidence", 1.0) >= self.config.gate and self.unknown_words(t)
+               else None for t, r in zip(texts, readings)]
+        kept = [i for i, (o, s) in enumerate(zip(out, skip)) if o is None and not s] if self.say_speeds else []
+        for i, said in zip(kept, self.said_speeds([texts[i] for i in kept])):
+            out[i] = said
         return out
 
     def said_speeds(self, texts: list[str]) -> list[str | None]:
