@@ -46,6 +46,15 @@ tempo copies already ask for the speed the word states), following at seed 0 tes
 OOD 82.3 -> 82.7 %; ``--said-speeds`` on ``eval follow``/``eval generation`` turns it on.
 docs/lab-notebook.md, *Speed words said again*."""
 
+NEIGHBOUR_KINDS = True
+"""Does a prompt part with unseen words whose kind the restater reads below its gate get the kind
+its nearest training caption parts agree on (16 of 20 in MiniLM's space, and the kind reader
+reading the same kind first; ``PartNeighbours.agreed``), and so reach the LLM restated and the
+picker asking that kind? On since session 41: on the motions it changes (100 of 495 test, 14 of 250
+OOD), following over seeds 0-2 84.2 -> 89.8 % (test) and 60.9 -> 65.3 % (OOD), every seed up
+(docs/lab-notebook.md, *Neighbour kinds*). Off (``--no-neighbour-kinds``), or without
+``checkpoints/part-neighbours``, such parts reach the LLM as typed."""
+
 SAMPLES = 4
 """Samples per prompt part the picker chooses among (``backend.evaluation.pick``; the pipeline,
 the app and the evaluation rows). How it was chosen: docs/lab-notebook.md, *Picked samples*."""

@@ -31,6 +31,7 @@ from backend.generation.vqvae import load_llm_tokenizer, load_normalizer
 from backend.generation.video_lead import (LED_ABOVE, VideoLead, firm_lead, hit_captions, lead_guidance, led_min_tokens,
                                           shown_kinds, video_only_reading)
 from backend.generation.kind_reader import with_kind_reader
+from backend.generation.neighbours import FOLDER as NEIGHBOURS, PartNeighbours
 from backend.retrieval.scene import add_scene, split_scene
 from backend.retrieval.service import VideoRetriever
 from motioncore.clean import clean_motion, in_place as without_travel
@@ -168,6 +169,10 @@ class VimoRAGPipeline:
         if pipe.video_lead is not None:
             pipe.video_lead.bind(retriever)       # its embedding; one sentence encoder per process
         pipe.restater = Restater.from_pretrained(ck / "restater")
+        if pipe.restater is not None:            # kinds by neighbours (defaults.NEIGHBOUR_KINDS)
+            neighbours = PartNeighbours.from_pretrained(ck / NEIGHBOURS)
+            pipe.restater.use_neighbours(neighbours and neighbours.bind(retriever),
+                                         getattr(retriever, "kind_reader", None))
         pipe.picker = Picker.from_pretrained(ck / "picker")
         if (ck / "pose-reader" / "model.safetensors").is_file():
             pipe.reader = load_pose_reader(ck / "pose-reader")

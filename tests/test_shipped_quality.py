@@ -156,6 +156,16 @@ def test_unseen_count_words_reach_the_model_in_its_own_words(mcdpo_pipe):
     assert mcdpo_pipe.generate("a person jumps twice", seed=0).read_as == [None]   # training words
 
 
+def test_a_held_out_run_word_reaches_the_model_as_a_run(mcdpo_pipe):
+    """Neighbour kinds (docs/lab-notebook.md, *Neighbour kinds*): "dashing" is no training word and
+    the restater's heads read it under their gate; its nearest training caption parts and the
+    kind reader agree on a run, so the LLM reads a run that curves left."""
+    assert mcdpo_pipe.restater.neighbours is not None and mcdpo_pipe.restater.neighbour_kinds
+    r = mcdpo_pipe.generate("a guy is dashing in an arc to the left for a while", seed=0)
+    assert r.read_as[0] is not None and ("run" in r.read_as[0] or "jog" in r.read_as[0]), r.read_as
+    assert "left" in r.read_as[0], r.read_as
+
+
 def test_the_picker_keeps_the_sample_that_does_the_count(mcdpo_pipe):
     """Best of N (docs/lab-notebook.md *Picked samples*): a counted prompt is sampled N times and the judge
     (another checker than the picker) sees the asked count in the kept sample far more often

@@ -241,6 +241,24 @@ def cmd_train_restater(args) -> int:
     return 0
 
 
+def cmd_train_part_neighbours(args) -> int:
+    import torch
+
+    from backend.checkpoints import data_home
+    from backend.data.dataset import open_corpus
+    from backend.generation.neighbours import PartNeighboursConfig, build_part_neighbours
+
+    torch.set_num_threads(args.threads)
+    model = build_part_neighbours(open_corpus(args.data), PartNeighboursConfig(k=args.k, need=args.need))
+    work = Path(args.workdir) if args.workdir else data_home() / "runs" / "part-neighbours"
+    model.save_pretrained(work)
+    print(f"{model.config.parts} distinct training caption parts, {len(model.config.kinds)} kinds")
+    print(f"Part neighbours saved in {work}")
+    if args.ship:
+        ship("part-neighbours", model)
+    return 0
+
+
 def cmd_train_kind_reader(args) -> int:
     import torch
 
@@ -852,6 +870,17 @@ def add(sub) -> None:
     kr.add_argument("--c", type=float, default=0.1, help="inverse L2 strength of the head (default 0.1)")
     _run(kr, "data/runs/kind-reader", "kind-reader", resume=False)
     kr.set_defaults(func=cmd_train_kind_reader)
+
+    pn = tsub.add_parser(
+        "part-neighbours", help="index the training caption parts by MiniLM, for reading kinds (about a minute)",
+        description="Embed every distinct part of the training captions with MiniLM and keep its "
+                    "kind, so a prompt part in unseen words can be read by the kind its nearest "
+                    "training parts agree on (backend/generation/neighbours.py). Training captions only.")
+    pn.add_argument("--data", help=DATA_HELP)
+    pn.add_argument("--k", type=int, default=20, help="neighbours that vote (default 20)")
+    pn.add_argument("--need", type=int, default=16, help="votes a kind needs (default 16)")
+    _run(pn, "data/runs/part-neighbours", "part-neighbours", resume=False)
+    pn.set_defaults(func=cmd_train_part_neighbours)
 
     pr = tsub.add_parser(
         "pose-reader", help="read a video's keypoints into motion tokens (about 15 minutes)",

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_LENGTH, LED_TEMPERATURE, MIRROR, PICK_SEES, READ_LEAD,
                               READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES,
-                              SAY_SPEEDS, TEMPO_MARGIN)
+                              NEIGHBOUR_KINDS, SAY_SPEEDS, TEMPO_MARGIN)
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
@@ -320,7 +320,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   picker_dir: str | None = None, retime: str = RETIME, read_lead: bool = READ_LEAD,
                   mirror: bool = MIRROR, picker_sees: str = PICK_SEES, led_length: float = LED_LENGTH,
                   word_speeds: bool = True, tempo_margin: float = TEMPO_MARGIN,
-                  said_speeds: bool = SAY_SPEEDS) -> list:
+                  said_speeds: bool = SAY_SPEEDS, neighbour_kinds: bool = NEIGHBOUR_KINDS) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -374,7 +374,10 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     pipeline; named in the row: the pool rows before session 35 had none). ``said_speeds``: a part
     kept in its words reaches the LLM with its unseen speed adverbs said in training words
     (``Restater.said_speeds``, ``defaults.SAY_SPEEDS``: off, as the pipeline; named in the row when
-    on; tried in session 40)."""
+    on; tried in session 40). ``neighbour_kinds``: a part with unseen words the restater reads
+    below its gate takes the kind its training-part neighbours and the kind reader agree on
+    (``Restater.use_neighbours``, ``defaults.NEIGHBOUR_KINDS``; needs ``checkpoints/part-neighbours``
+    and ``checkpoints/kind-reader``; named in the row when on)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     if not float(led_length) >= 0:
@@ -386,6 +389,15 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
         restater.word_speed = 0.0
     if restater is not None:
         restater.say_speeds = bool(said_speeds)
+        restater.neighbour_kinds = bool(neighbour_kinds)
+        if neighbour_kinds:
+            from backend.generation.kind_reader import KindReader
+            from backend.generation.neighbours import PartNeighbours
+
+            restater.use_neighbours(PartNeighbours.from_pretrained(), KindReader.from_pretrained())
+            if restater.neighbours is None or restater.kind_reader is None:
+                raise FileNotFoundError("neighbour kinds need checkpoints/part-neighbours and checkpoints/kind-reader; "
+                                        "run `python -m backend train part-neighbours --ship`")
     picker = None
     if pick > 1:
         picker = Picker.from_pretrained(picker_dir, samples=pick, sees=picker_sees, tempo_margin=tempo_margin)
@@ -440,6 +452,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                 notes.append("speed words read alone")
             if restate and restater.word_speed and restater.say_speeds:
                 notes.append("said again")
+            if restater.neighbour_kinds:
+                notes.append("neighbour kinds")
             if picker is not None:
                 g.picker = picker
                 notes.append(f"best of {pick}")

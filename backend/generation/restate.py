@@ -37,7 +37,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from backend.data.captions import ACTIONS, COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS, plain_caption
-from backend.defaults import SAY_SPEEDS, WORD_SPEED
+from backend.defaults import NEIGHBOUR_KINDS, SAY_SPEEDS, WORD_SPEED
 from backend.retrieval.sides import sides_of
 from motioncore.prompt import split_prompt
 
@@ -144,6 +144,8 @@ class Restater:
         self.vocabulary = frozenset(config.vocabulary)
         self.word_speed = WORD_SPEED        # how sure a word read alone must be (0: never; ``word_speeds``)
         self.say_speeds = SAY_SPEEDS        # kept parts: unseen speed adverbs said in training words
+        self.neighbour_kinds = NEIGHBOUR_KINDS   # unsure parts: the kind their training neighbours agree on
+        self.neighbours = self.kind_reader = None    # ``use_neighbours``
         self._word_speeds: dict[str, tuple[str, float] | None] = {}
 
     # ----------------------------------------------------------------------------- io
@@ -185,18 +187,22 @@ class Restater:
             out[k] = z / z.sum(1, keepdims=True)
         return out
 
-    def read(self, texts: list[str]) -> list[dict]:
+    def read(self, texts: list[str], kinds: list[str | None] | None = None) -> list[dict]:
         """Per text: the segment the heads read ({action, reps, side, turn, speed}) with
         ``confidence`` (the kind's probability, or with ``sure_of`` "all" the least probability of
         the attributes the segment's caption states) and ``single`` (probability it names one
-        motion)."""
+        motion). ``kinds[i]``, where given, is the kind read otherwise (``PartNeighbours``): the
+        segment is that kind's (its count or extent, its side), ``confidence`` the heads' as ever."""
         if not texts:
             return []
         p = self.probabilities(self.features(list(texts)))
         stated = self.word_speeds(texts)
+        kinds = [None] * len(texts) if kinds is None else list(kinds)
         out = []
         for i in range(len(texts)):
             lab = {k: self.config.classes[k][int(p[k][i].argmax())] for k in HEADS}
+            if kinds[i] is not None:
+                lab["action"] = kinds[i]
             reps = lab["reps"] if lab["action"] in COUNTED_ACTIONS else lab["extent"]
             sure = {"kind": float(p["action"][i].max()), "speed": float(p["speed"][i].max()),
                     "turn": float(p["turn"][i].max())}
@@ -295,11 +301,36 @@ class Restater:
         skip = [False] * len(texts) if skip is None else [bool(s) for s in skip]
         todo = [i for i, t in enumerate(texts) if not skip[i] and (known_too or self.unknown_words(t))]
         out: list[dict | None] = [None] * len(texts)
+        unsure = []
         for i, r in zip(todo, self.read([texts[i] for i in todo])):
-            if r["confidence"] >= gate and r["single"] >= self.config.single_gate:
-                out[i] = {k: r[k] for k in ("action", "reps", "speed", "side", "turn", "confidence")}
-                out[i]["turn"] = named_turn(r["action"], sides_of(texts[i])) or r["turn"]
+            if r["single"] < self.config.single_gate:
+                continue
+            if r["confidence"] >= gate:
+                out[i] = self._understood(texts[i], r)
+            if r["confidence"] < self.config.gate and self.unknown_words(texts[i]):
+                unsure.append(i)         # kept in its words unless its neighbours settle the kind
+        if unsure and self.neighbour_kinds and self.neighbours is not None and self.kind_reader is not None:
+            part = [texts[i] for i in unsure]
+            agreed = self.neighbours.agreed(part, self.kind_reader.read(part))
+            again = [(i, k) for i, k in zip(unsure, agreed) if k is not None and k in self.config.classes["action"]]
+            reads = self.read([texts[i] for i, _ in again], [k for _, k in again]) if again else []
+            for (i, _), r in zip(again, reads):
+                out[i] = self._understood(texts[i], {**r, "confidence": self.config.gate})
+                out[i]["by"] = "neighbours"
         return out
+
+    @staticmethod
+    def _understood(text: str, r: dict) -> dict:
+        out = {k: r[k] for k in ("action", "reps", "speed", "side", "turn", "confidence")}
+        out["turn"] = named_turn(r["action"], sides_of(text)) or r["turn"]
+        return out
+
+    def use_neighbours(self, neighbours, kind_reader) -> "Restater":
+        """Read the kind of a part with unseen words that the heads read below the gate from its
+        training-part neighbours where they and ``kind_reader`` agree (``PartNeighbours.agreed``;
+        ``neighbour_kinds``, ``defaults.NEIGHBOUR_KINDS``, turns it on); None for either: off."""
+        self.neighbours, self.kind_reader = neighbours, kind_reader
+        return self
 
     def restated(self, texts: list[str], readings: list[dict | None], skip=None) -> list[str | None]:
         """Per text: its reading in training phrasing where it has one as confident as the
