@@ -93,10 +93,10 @@ class PartNeighbours:
     # ------------------------------------------------------------------------ reading
     @property
     def encoder(self):
-        if self._encoder is None:
-            from backend.data.text import MiniLMEncoder
+        if self._encoder is None:                 # the process-wide one the retriever reads with too
+            from backend.data.text import get_minilm
 
-            self._encoder = MiniLMEncoder()
+            self._encoder = get_minilm()
         return self._encoder
 
     def bind(self, retriever) -> "PartNeighbours":
@@ -148,9 +148,9 @@ def build_part_neighbours(corpus, config: PartNeighboursConfig | None = None, en
     config.kinds = sorted({k for _, k in pairs})
     config.parts = len(pairs)
     if encoder is None:
-        from backend.data.text import MiniLMEncoder
+        from backend.data.text import get_minilm
 
-        encoder = MiniLMEncoder()
+        encoder = get_minilm()
     texts = [p for p, _ in pairs]
     if progress:
         from tqdm import tqdm
