@@ -35,6 +35,27 @@ MAX_MOTION_TOKENS = 12          # 48 frames (2.4 s): keeps rendering in tests sh
 VIDEO_SIZE, VIDEO_FRAMES = 160, 30   # database videos: 1.5 s at 160 px
 
 
+class TinyCaptionedCorpus:
+    """What ``training_parts`` reads of a corpus: programs, a split's ids, each id's captions
+    (given as ``{mid: [text, ...]}``)."""
+
+    class Caption:
+        def __init__(self, text):
+            self.text = text
+
+    def __init__(self, programs: dict, captions: dict):
+        self._programs, self._captions = programs, captions
+
+    def programs(self):
+        return self._programs
+
+    def split_ids(self, split):
+        return list(self._captions)
+
+    def captions(self, mid):
+        return [self.Caption(t) for t in self._captions[mid]]
+
+
 def tiny_tokenizer(folder: Path, texts: list[str], vocab_size: int):
     """A byte-level BPE tokenizer (any text, emoji included) trained on ``texts``, saved in
     ``folder`` with <pad>/<s>/</s> as ids 0/1/2; returns it."""

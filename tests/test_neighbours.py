@@ -78,21 +78,11 @@ def test_round_trip_and_bad_configs(tmp_path):
 
 
 def test_build_indexes_the_distinct_training_parts():
-    class Cap:
-        def __init__(self, text):
-            self.text = text
+    from fake_stack import TinyCaptionedCorpus
 
-    class Corpus:
-        def programs(self):
-            return {"m1": [{"action": "walk"}, {"action": "jump"}], "m2": [{"action": "kick"}]}
-
-        def split_ids(self, split):
-            return ["m1", "m2"]
-
-        def captions(self, mid):
-            return {"m1": [Cap("a person walks forward, then jumps.")] * 2, "m2": [Cap("someone kicks.")]}[mid]
-
-    nb = build_part_neighbours(Corpus(), PartNeighboursConfig(k=2, need=2), encoder=WordEncoder(), progress=False)
+    corpus = TinyCaptionedCorpus({"m1": [{"action": "walk"}, {"action": "jump"}], "m2": [{"action": "kick"}]},
+                                 {"m1": ["a person walks forward, then jumps."] * 2, "m2": ["someone kicks."]})
+    nb = build_part_neighbours(corpus, PartNeighboursConfig(k=2, need=2), encoder=WordEncoder(), progress=False)
     assert nb.config.parts == 3 and nb.config.kinds == ["jump", "kick", "walk"]
     assert nb.vote(["someone kicks."])[0][0] == "kick"
 

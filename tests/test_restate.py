@@ -116,22 +116,13 @@ def test_restater_round_trip(tmp_path, monkeypatch):
 
 
 def test_training_parts_pair_each_cut_part_with_its_segment():
-    class Cap:
-        def __init__(self, text):
-            self.text = text
+    from fake_stack import TinyCaptionedCorpus
 
-    class Corpus:
-        def programs(self):
-            return {"m1": [{"action": "walk"}, {"action": "jump"}], "m2": [{"action": "kick"}]}
-
-        def split_ids(self, split):
-            return ["m1", "m2", "m3"]
-
-        def captions(self, mid):
-            return {"m1": [Cap("a person walks forward, then jumps."), Cap("a person walks forward and jumps.")],
-                    "m2": [Cap("someone kicks.")], "m3": [Cap("no program")]}[mid]
-
-    parts, segs, multi = rs.training_parts(Corpus())
+    corpus = TinyCaptionedCorpus(
+        {"m1": [{"action": "walk"}, {"action": "jump"}], "m2": [{"action": "kick"}]},
+        {"m1": ["a person walks forward, then jumps.", "a person walks forward and jumps."],
+         "m2": ["someone kicks."], "m3": ["no program"]})
+    parts, segs, multi = rs.training_parts(corpus)
     assert [s["action"] for s in segs] == ["walk", "jump", "kick"]
     assert len(parts) == 3 and parts[2].startswith("someone kicks")
     assert multi == ["a person walks forward and jumps."]
