@@ -195,7 +195,10 @@ class Restater:
         segment is that kind's (its count or extent, its side), ``confidence`` the heads' as ever."""
         if not texts:
             return []
-        p = self.probabilities(self.features(list(texts)))
+        return self._read(texts, self.probabilities(self.features(list(texts))), kinds)
+
+    def _read(self, texts: list[str], p: dict[str, np.ndarray], kinds: list[str | None] | None = None) -> list[dict]:
+        """``read`` from the heads' probabilities ``p`` of ``texts`` (one base-LM pass per text)."""
         stated = self.word_speeds(texts)
         kinds = [None] * len(texts) if kinds is None else list(kinds)
         out = []
@@ -302,7 +305,8 @@ class Restater:
         todo = [i for i, t in enumerate(texts) if not skip[i] and (known_too or self.unknown_words(t))]
         out: list[dict | None] = [None] * len(texts)
         unsure = []
-        for i, r in zip(todo, self.read([texts[i] for i in todo])):
+        p = self.probabilities(self.features([texts[i] for i in todo])) if todo else {}
+        for i, r in zip(todo, self._read([texts[i] for i in todo], p) if todo else []):
             if r["single"] < self.config.single_gate:
                 continue
             if r["confidence"] >= gate:
@@ -313,7 +317,9 @@ class Restater:
             part = [texts[i] for i in unsure]
             agreed = self.neighbours.agreed(part, self.kind_reader.read(part))
             again = [(i, k) for i, k in zip(unsure, agreed) if k is not None and k in self.config.classes["action"]]
-            reads = self.read([texts[i] for i, _ in again], [k for _, k in again]) if again else []
+            rows = [todo.index(i) for i, _ in again]          # the heads' reading, read once
+            reads = self._read([texts[i] for i, _ in again], {h: v[rows] for h, v in p.items()},
+                               [k for _, k in again]) if again else []
             for (i, _), r in zip(again, reads):
                 out[i] = self._understood(texts[i], {**r, "confidence": self.config.gate})
                 out[i]["by"] = "neighbours"
