@@ -18,7 +18,7 @@ def run_cli(*args, timeout=600):
 
 @pytest.mark.parametrize("argv", [[], ["data"], ["data", "build"], ["train"], ["train", "vqvae"],
                                   ["train", "evaluator"], ["eval"], ["eval", "vqvae"],
-                                  ["eval", "generation"], ["export"], ["body"],
+                                  ["eval", "generation"], ["eval", "paired"], ["export"], ["body"],
                                   ["body", "convert-pkl"], ["bench"], ["bench", "render"]])
 def test_every_level_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -611,6 +611,32 @@ def cmd_eval_look(args) -> int:
     return 0
 
 
+def cmd_eval_paired(args) -> int:
+    from backend.evaluation.paired import METRICS, format_paired, paired
+
+    folder_b = args.folder_b or args.folder
+    metrics = [m for m in args.metrics.split(",") if m]
+    bad = [m for m in metrics if m not in METRICS]
+    if bad or not metrics:
+        print(f"error: unknown metric {', '.join(bad) or '(none)'} (known: {', '.join(METRICS)})", file=sys.stderr)
+        return 2
+    out = {}
+    for split in [s for s in args.splits.split(",") if s]:
+        try:
+            results = paired(args.folder, args.row_a, folder_b, args.row_b, split, metrics)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(format_paired(results))
+        print()
+        out[split] = [r.to_json() for r in results]
+    print("A - B: mean over the repeats both rows finished ± half the 95 % Student-t interval; "
+          "every repeat scores both rows on the same draw of captions and crops")
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
 def _weights_option(p) -> None:
     from backend.defaults import LEAN_WEIGHTS, WEIGHT_CHOICES
 
@@ -821,6 +847,26 @@ def add(sub) -> None:
     lk.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     lk.add_argument("--json", action="store_true", help="print the facts as JSON (last line)")
     lk.set_defaults(func=cmd_eval_look)
+    pd = esub.add_parser(
+        "paired", help="two protocol rows compared repeat by repeat (A - B with a t interval)",
+        description="Read two rows of `eval generation --resume` folders and print, per split and "
+                    "metric, row A minus row B in each repeat both have finished, their mean and a "
+                    "95 %% Student-t interval. Every repeat scores all rows on the same draw of "
+                    "captions and crops, so the paired difference leaves the draw's own spread out "
+                    "(two rows whose mean ± 1.96·std/√n intervals overlap can still differ in every "
+                    "repeat). Nothing is generated; it takes a second.",
+        epilog="example: python -m backend eval paired docs/protocol41r 'McDPO + random video' "
+               "'SFT + random video' --splits ood")
+    pd.add_argument("folder", help="an `eval generation --resume` folder holding row A (and B)")
+    pd.add_argument("row_a", help="row A, by the start of its name (e.g. 'McDPO + random video')")
+    pd.add_argument("row_b", help="row B, by the start of its name")
+    pd.add_argument("--folder-b", help="the folder holding row B, when another run made it with the "
+                                       "same seed and motions (default: FOLDER)")
+    pd.add_argument("--splits", default="test,ood", help="comma-separated splits (default %(default)s)")
+    pd.add_argument("--metrics", default="fid,r_top1,r_top3,mm_dist,diversity",
+                    help="comma-separated metrics (default %(default)s)")
+    pd.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    pd.set_defaults(func=cmd_eval_paired)
     e = esub.add_parser("retrieval", help="text -> video R@1/5/10 and median rank",
                                   description="Held-out captions against held-out videos, for "
                                               "object-only, action-only, fixed 0.5/0.5, the "
