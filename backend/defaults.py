@@ -55,6 +55,16 @@ OOD), following over seeds 0-2 84.2 -> 89.8 % (test) and 60.9 -> 65.3 % (OOD), e
 (docs/lab-notebook.md, *Neighbour kinds*). Off (``--no-neighbour-kinds``), or without
 ``checkpoints/part-neighbours``, such parts reach the LLM as typed."""
 
+PLAIN_SUBJECTS = False
+"""Does the restater read a prompt part with its subject said as its training captions say it ("a
+guy is dashing forward" read as "a person dashing forward"; ``Restater.reading_text``)? Who moves
+says nothing of the motion, yet a subject word the base LM's states never met in training ("guy",
+"individual", "character") or a progressive "is" dilutes the part's mean state enough to keep its
+reading under the gate. Only the reading changes: a part still reaches the LLM restated or as
+typed. Session 42: on the validation split's parts (every caption) the restater then reads 36 more
+parts, every one of the right kind; see docs/lab-notebook.md, *Plain subjects*, for how it was
+measured and why it is off or on."""
+
 SAMPLES = 4
 """Samples per prompt part the picker chooses among (``backend.evaluation.pick``; the pipeline,
 the app and the evaluation rows). How it was chosen: docs/lab-notebook.md, *Picked samples*."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.cli.common import command_group, set_threads, training_db
-from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_LENGTH, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPO_MARGIN, MIRROR, PICK_SEES, PICK_SEES_CHOICES, NEIGHBOUR_KINDS, SAMPLES, SAY_SPEEDS, TEMPERATURE
+from backend.defaults import GUIDANCE as DEFAULT_GUIDANCE, FIRM_LEAD, READ_LEAD, LED_LENGTH, LED_TEMPERATURE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES, TEMPO_MARGIN, MIRROR, PICK_SEES, PICK_SEES_CHOICES, NEIGHBOUR_KINDS, PLAIN_SUBJECTS, SAMPLES, SAY_SPEEDS, TEMPERATURE
 
 
 def load_evaluator(args):
@@ -153,6 +153,10 @@ def add_session17_switches(parser) -> None:
                              "the kind its nearest training caption parts (MiniLM) and the kind reader "
                              "agree on, and is restated (Restater.use_neighbours, defaults.NEIGHBOUR_KINDS; "
                              "needs checkpoints/part-neighbours) (default: %(default)s)")
+    parser.add_argument("--plain-subjects", action=argparse.BooleanOptionalAction, default=PLAIN_SUBJECTS,
+                        help="the restater reads each part with its subject said as the training captions "
+                             "say it (\"a guy is dashing\" read as \"a person dashing\"; "
+                             "Restater.reading_text, defaults.PLAIN_SUBJECTS) (default: %(default)s)")
     parser.add_argument("--whole-prompts", action="store_true",
                         help="write every prompt whole, even one that chains motions (\"A, then B\"); "
                              "by default such a prompt is written part by part, each part with its own "
@@ -210,7 +214,8 @@ def cmd_eval_generation(args) -> int:
                              args.reader_above, args.firm_lead, args.picker,
                              args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length,
                              args.word_speeds, tempo_margin=args.tempo_margin,
-                             said_speeds=args.said_speeds, neighbour_kinds=args.neighbour_kinds)
+                             said_speeds=args.said_speeds, neighbour_kinds=args.neighbour_kinds,
+                             plain_subjects=args.plain_subjects)
     available = set(corpus.splits())
     tables, plaus = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
@@ -232,6 +237,7 @@ def cmd_eval_generation(args) -> int:
                                        "word_speeds": False,        # nor read speed words alone (32)
                                        "said_speeds": False,        # nor said them again (40)
                                        "neighbour_kinds": False,    # nor read kinds by neighbours (41)
+                                       "plain_subjects": False,     # nor plain subjects (42)
                                        **({"tempo_margin": 0.0}     # nor kept pool copies by a
                                           if args.retime == "pool" else {})})   # margin (35)
         results = evaluate(evaluator, corpus, split, generators, repeats=args.repeats,
@@ -288,7 +294,8 @@ def cmd_eval_follow(args) -> int:
                              args.reader_above, args.firm_lead, args.picker,
                              args.retime, args.read_lead, args.mirror, args.picker_sees, args.led_length,
                              args.word_speeds, tempo_margin=args.tempo_margin,
-                             said_speeds=args.said_speeds, neighbour_kinds=args.neighbour_kinds)
+                             said_speeds=args.said_speeds, neighbour_kinds=args.neighbour_kinds,
+                             plain_subjects=args.plain_subjects)
     tables, prompt_split = {}, {}
     for split in [s for s in args.splits.split(",") if s]:
         if split not in corpus.splits():

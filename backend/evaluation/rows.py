@@ -26,7 +26,7 @@ from tqdm import tqdm
 from backend.checkpoints import checkpoints_dir
 from backend.defaults import (FIRM_LEAD, LEAN_WEIGHTS, LED_LENGTH, LED_TEMPERATURE, MIRROR, PICK_SEES, READ_LEAD,
                               READ_LEAD_GATE, READER_ABOVE, READER_DRAFTS, READER_TEMPO, RETIME, RETIME_CHOICES,
-                              NEIGHBOUR_KINDS, SAY_SPEEDS, TEMPO_MARGIN)
+                              NEIGHBOUR_KINDS, PLAIN_SUBJECTS, SAY_SPEEDS, TEMPO_MARGIN)
 from backend.evaluation.generation import RealMotion, VQVAEReconstruction
 from backend.evaluation.pick import Picker
 from backend.generation.compose import join_parts
@@ -320,7 +320,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                   picker_dir: str | None = None, retime: str = RETIME, read_lead: bool = READ_LEAD,
                   mirror: bool = MIRROR, picker_sees: str = PICK_SEES, led_length: float = LED_LENGTH,
                   word_speeds: bool = True, tempo_margin: float = TEMPO_MARGIN,
-                  said_speeds: bool = SAY_SPEEDS, neighbour_kinds: bool = NEIGHBOUR_KINDS) -> list:
+                  said_speeds: bool = SAY_SPEEDS, neighbour_kinds: bool = NEIGHBOUR_KINDS,
+                  plain_subjects: bool = PLAIN_SUBJECTS) -> list:
     """Set how the LLM rows sample; their names say what differs from the default (guidance 0,
     temperature 1, all tokens). Text guidance (``MotionLLM.generate(guidance=...)``) applies to
     rows with a video only (as in the pipeline: with no video there is nothing to weigh the words
@@ -377,7 +378,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     on; tried in session 40). ``neighbour_kinds``: a part with unseen words the restater reads
     below its gate takes the kind its training-part neighbours and the kind reader agree on
     (``Restater.use_neighbours``, ``defaults.NEIGHBOUR_KINDS``; needs ``checkpoints/part-neighbours``
-    and ``checkpoints/kind-reader``; named in the row when on)."""
+    and ``checkpoints/kind-reader``; named in the row when on). ``plain_subjects``: the restater
+    reads each part with its subject said as the training captions say it (``Restater.reading_text``,
+    ``defaults.PLAIN_SUBJECTS``; named in the row when on)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     if not float(led_length) >= 0:
@@ -390,6 +393,7 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     if restater is not None:
         restater.say_speeds = bool(said_speeds)
         restater.neighbour_kinds = bool(neighbour_kinds)
+        restater.plain_subjects = bool(plain_subjects)
         if neighbour_kinds:
             from backend.generation.kind_reader import KindReader
             from backend.generation.neighbours import PartNeighbours
@@ -454,6 +458,8 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
                 notes.append("said again")
             if restater.neighbour_kinds:
                 notes.append("neighbour kinds")
+            if restater.plain_subjects:
+                notes.append("plain subjects")
             if picker is not None:
                 g.picker = picker
                 notes.append(f"best of {pick}")

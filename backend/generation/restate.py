@@ -37,7 +37,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from backend.data.captions import ACTIONS, COUNTED_ACTIONS, SIDE_ACTIONS, TURN_ACTIONS, plain_caption
-from backend.defaults import NEIGHBOUR_KINDS, SAY_SPEEDS, WORD_SPEED
+from backend.defaults import NEIGHBOUR_KINDS, PLAIN_SUBJECTS, SAY_SPEEDS, WORD_SPEED
 from backend.retrieval.sides import sides_of
 from motioncore.prompt import split_prompt
 
@@ -46,6 +46,12 @@ WORD_SPEED_SENTENCE = "a person walks forward {}."    # training words around th
 SAID_SPEED = {"slow": "slowly", "fast": "quickly"}     # the training adverb of each speed
 HEADS = ("action", "reps", "extent", "speed", "side", "turn")
 _WORD = re.compile(r"[a-z]+")
+PLAIN_SUBJECT = "a person"                            # the subject training captions use most
+# A part's subject: a determiner and one word, or a pronoun, then an optional auxiliary, where the
+# next word (after an adverb in -ly) is a verb form ("walks", "dashing", "kicked"; "a tall man runs"
+# is left alone).
+_SUBJECT = re.compile(r"^\s*(?:(?:a|an|the|one|some|this|that)\s+[a-z]+|someone|somebody|he|she|they)\s+"
+                      r"(?:(?:is|are|was|were)\s+)?(?=(?:[a-z]+ly\s+)?[a-z]+(?:s|ing|ed)\b)", re.IGNORECASE)
 
 
 def words(text: str) -> list[str]:
@@ -146,6 +152,7 @@ class Restater:
         self.say_speeds = SAY_SPEEDS        # kept parts: unseen speed adverbs said in training words
         self.neighbour_kinds = NEIGHBOUR_KINDS   # unsure parts: the kind their training neighbours agree on
         self.neighbours = self.kind_reader = None    # ``use_neighbours``
+        self.plain_subjects = PLAIN_SUBJECTS    # read parts with their subject as training says it
         self._word_speeds: dict[str, tuple[str, float] | None] = {}
 
     # ----------------------------------------------------------------------------- io
@@ -175,8 +182,18 @@ class Restater:
 
     # ------------------------------------------------------------------------ reading
     def features(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """(N, D) standardized features of ``texts`` (what the heads read)."""
+        """(N, D) standardized features of ``texts`` (what the heads read; each text as
+        ``reading_text`` gives it)."""
+        texts = [self.reading_text(t) for t in texts]
         return (raw_features(texts, self.config, batch_size, progress) - self.mean) / self.std
+
+    def reading_text(self, text: str) -> str:
+        """``text`` as the heads read it: with ``plain_subjects`` on, its subject said as the
+        training captions say it and a progressive auxiliary dropped ("A guy is dashing forward."
+        -> "a person dashing forward."; ``defaults.PLAIN_SUBJECTS``); else as it is."""
+        if not self.plain_subjects:
+            return text
+        return _SUBJECT.sub(PLAIN_SUBJECT + " ", text, count=1)
 
     def probabilities(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Head -> (N, classes) probabilities for standardized features ``x``."""
@@ -314,7 +331,7 @@ class Restater:
             if r["confidence"] < self.config.gate and self.unknown_words(texts[i]):
                 unsure.append(i)         # kept in its words unless its neighbours settle the kind
         if unsure and self.neighbour_kinds and self.neighbours is not None and self.kind_reader is not None:
-            part = [texts[i] for i in unsure]
+            part = [self.reading_text(texts[i]) for i in unsure]
             agreed = self.neighbours.agreed(part, self.kind_reader.read(part))
             again = [(i, k) for i, k in zip(unsure, agreed) if k is not None and k in self.config.classes["action"]]
             rows = [todo.index(i) for i, _ in again]          # the heads' reading, read once
