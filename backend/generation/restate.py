@@ -188,12 +188,16 @@ class Restater:
         return (raw_features(texts, self.config, batch_size, progress) - self.mean) / self.std
 
     def reading_text(self, text: str) -> str:
-        """``text`` as the heads read it: with ``plain_subjects`` on, its subject said as the
-        training captions say it and a progressive auxiliary dropped ("A guy is dashing forward."
-        -> "a person dashing forward."; ``defaults.PLAIN_SUBJECTS``); else as it is."""
+        """``text`` as the heads read it: with ``plain_subjects`` on, a subject (and auxiliary)
+        with a word the training captions never used said as they say it ("A guy is dashing
+        forward." -> "a person dashing forward."; "the man dashes" stays; ``defaults.PLAIN_SUBJECTS``);
+        else as it is."""
         if not self.plain_subjects:
             return text
-        return _SUBJECT.sub(PLAIN_SUBJECT + " ", text, count=1)
+        m = _SUBJECT.match(text)
+        if m is None or not self.unknown_words(m.group(0)):    # a training subject reads as it is
+            return text
+        return PLAIN_SUBJECT + " " + text[m.end():]
 
     def probabilities(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Head -> (N, classes) probabilities for standardized features ``x``."""
