@@ -56,14 +56,16 @@ OOD), following over seeds 0-2 84.2 -> 89.8 % (test) and 60.9 -> 65.3 % (OOD), e
 ``checkpoints/part-neighbours``, such parts reach the LLM as typed."""
 
 PLAIN_SUBJECTS = False
-"""Does the restater read a prompt part with its subject said as its training captions say it ("a
-guy is dashing forward" read as "a person dashing forward"; ``Restater.reading_text``)? Who moves
-says nothing of the motion, yet a subject word the base LM's states never met in training ("guy",
-"individual", "character") or a progressive "is" dilutes the part's mean state enough to keep its
-reading under the gate. Only the reading changes: a part still reaches the LLM restated or as
-typed. Session 42: on the validation split's parts (every caption) the restater then reads 36 more
-parts, every one of the right kind; see docs/lab-notebook.md, *Plain subjects*, for how it was
-measured and why it is off or on."""
+"""Does the restater read a prompt part whose subject has a word the training captions never used
+with that subject said as they say it ("a guy is dashing forward" read as "a person dashing
+forward"; ``Restater.reading_text``)? Who moves says nothing of the motion, yet such a subject
+("guy", "individual", "character") or a progressive "is" dilutes the part's mean state. Only the
+reading changes: a part still reaches the LLM restated or as typed. Off: tried in session 42, the
+restater then reads 32 more of the validation split's 756 caption parts (31 of the right kind),
+but following on the motions it changes (314 of 495 test, 184 of 250 OOD), seeds 0-2, moved test
+84.0 -> 84.0 % (sides 92.7 -> 96.7 % at every seed, counts 80.8 -> 78.6 %) and OOD by about a point
+(docs/lab-notebook.md, *Plain subjects*); ``--plain-subjects`` on ``eval follow``/``eval
+generation`` turns it on."""
 
 SAMPLES = 4
 """Samples per prompt part the picker chooses among (``backend.evaluation.pick``; the pipeline,
