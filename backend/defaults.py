@@ -63,7 +63,7 @@ forward"; ``Restater.reading_text``)? Who moves says nothing of the motion, yet 
 reading changes: a part still reaches the LLM restated or as typed. Off: tried in session 42, the
 restater then reads 32 more of the validation split's 756 caption parts (31 of the right kind),
 but following on the motions it changes (314 of 495 test, 184 of 250 OOD), seeds 0-2, moved test
-84.0 -> 84.0 % (sides 92.7 -> 96.7 % at every seed, counts 80.8 -> 78.6 %) and OOD by about a point
+84.0 -> 84.0 % (sides 92.7 -> 96.7 % at every seed, counts 80.8 -> 78.6 %) and OOD 81.9 -> 82.1 %
 (docs/lab-notebook.md, *Plain subjects*); ``--plain-subjects`` on ``eval follow``/``eval
 generation`` turns it on."""
 
