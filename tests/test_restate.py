@@ -46,9 +46,8 @@ def _toy(gate=0.9, single_gate=0.5):
     return Restater(cfg, np.zeros(2), np.ones(2), heads)
 
 
-def test_restate_keeps_known_words_skipped_and_unsure_parts(monkeypatch):
-    feats = {"a person jumps thrice": [1.0, 1.0], "a person leaps": [1.0, -1.0],
-             "a person hops about": [0.01, 0.0], "a person jumps": [1.0, 1.0]}
+def _fake_features(monkeypatch, feats: dict) -> list:
+    """The base LM's features replaced by ``feats`` (text -> 2 numbers); returns the texts read."""
     seen = []
 
     def fake(texts, config, batch_size=64, progress=False):
@@ -56,6 +55,12 @@ def test_restate_keeps_known_words_skipped_and_unsure_parts(monkeypatch):
         return np.array([feats[t] for t in texts], np.float32)
 
     monkeypatch.setattr(rs, "raw_features", fake)
+    return seen
+
+
+def test_restate_keeps_known_words_skipped_and_unsure_parts(monkeypatch):
+    seen = _fake_features(monkeypatch, {"a person jumps thrice": [1.0, 1.0], "a person leaps": [1.0, -1.0],
+                                        "a person hops about": [0.01, 0.0], "a person jumps": [1.0, 1.0]})
     r = _toy()
     out = r.restate(["a person jumps thrice", "a person jumps", "a person leaps", "a person hops about",
                      "a person jumps thrice"], skip=[False, False, False, False, True])
@@ -124,14 +129,7 @@ def test_plain_subjects_say_the_subject_as_training_does(text, read):
 def test_plain_subjects_change_the_reading_only(monkeypatch):
     """A subject word the heads never met can keep a part's reading under the gate; read with the
     training subject the part is read, and it still reaches the LLM restated from the words typed."""
-    feats = {"a guy is leaping thrice": [1.0, 0.01], "a person leaping thrice": [1.0, 1.0]}
-    seen = []
-
-    def fake(texts, config, batch_size=64, progress=False):
-        seen.extend(texts)
-        return np.array([feats[t] for t in texts], np.float32)
-
-    monkeypatch.setattr(rs, "raw_features", fake)
+    seen = _fake_features(monkeypatch, {"a guy is leaping thrice": [1.0, 0.01], "a person leaping thrice": [1.0, 1.0]})
     r = _toy()
     r.heads["action"] = (np.array([[0.0, 10.0], [0.0, -10.0]]), np.zeros(2))   # x1: how sure of a jump
     assert r.restate(["a guy is leaping thrice"]) == [None]                     # 0.55 < gate 0.9
