@@ -379,8 +379,9 @@ def with_sampling(generators: list, guidance: float = 0.0, temperature: float = 
     below its gate takes the kind its training-part neighbours and the kind reader agree on
     (``Restater.use_neighbours``, ``defaults.NEIGHBOUR_KINDS``; needs ``checkpoints/part-neighbours``
     and ``checkpoints/kind-reader``; named in the row when on). ``plain_subjects``: the restater
-    reads each part with its subject said as the training captions say it (``Restater.reading_text``,
-    ``defaults.PLAIN_SUBJECTS``; named in the row when on)."""
+    reads a part whose subject has an unseen word with the subject said as the training captions
+    say it (``Restater.reading_text``, ``defaults.PLAIN_SUBJECTS``: off, as the pipeline; named in
+    the row when on; tried in session 42)."""
     if int(reader_drafts) < 0:
         raise ValueError(f"reader_drafts must be >= 0, got {reader_drafts}")
     if not float(led_length) >= 0:
