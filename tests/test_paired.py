@@ -74,6 +74,8 @@ def test_row_names_must_name_one_row(tmp_path):
         find_row(saved, "McDPO", "p")
     with pytest.raises(ValueError, match="no row.*rows: McDPO \\+ Gemini-MVR, McDPO \\+ random video"):
         find_row(saved, "LLM without video", "p")
+    with pytest.raises(ValueError, match="metric 'mmodality' is not in every repeat"):
+        paired(d, "SFT", d, "McDPO + random", "ood", ("fid", "mmodality"))
     with pytest.raises(ValueError, match="no repeat"):
         paired(write_progress(tmp_path / "q", "ood", {SFT: [1.0, None], MCDPO: [None, 2.0]}),
                "McDPO", tmp_path / "q", "SFT", "ood")

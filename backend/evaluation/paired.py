@@ -119,6 +119,9 @@ def paired(folder_a, row_a: str, folder_b, row_b: str, split: str,
         raise ValueError(f"no repeat of split {split!r} has both {na.split(' (')[0]!r} and {nb.split(' (')[0]!r} finished")
     out = []
     for m in metrics:
+        missing = [r for r in reps for s, n in ((sa, na), (sb, nb)) if m not in s["done"][str(r)][n]["results"]]
+        if missing:
+            raise ValueError(f"metric {m!r} is not in every repeat of these rows (repeat {missing[0]} lacks it)")
         a = [float(sa["done"][str(r)][na]["results"][m]) for r in reps]
         b = [float(sb["done"][str(r)][nb]["results"][m]) for r in reps]
         out.append(PairedResult(split, m, na, nb, reps, a, b))
