@@ -28,7 +28,7 @@ OUTPUTS = ["status", "retrieved", "router", "gallery", "video_a", "video_b", "mo
 @pytest.fixture(scope="session")
 def app_server():
     if real_stack_requested() and real_stack_missing():
-        pytest.skip("VIMORAG_APP_REAL=1 but the shipped checkpoints are incomplete: "
+        pytest.fail("VIMORAG_APP_REAL=1 but the shipped checkpoints are incomplete: "
                     + ", ".join(real_stack_missing()))
     return shared_app_server()
 

@@ -27,7 +27,7 @@ WAIT_MS = 900_000 if real_stack_requested() else 120_000
 @pytest.fixture(scope="module")
 def app_server():
     if real_stack_requested() and real_stack_missing():
-        pytest.skip("VIMORAG_APP_REAL=1 but the shipped checkpoints are incomplete: "
+        pytest.fail("VIMORAG_APP_REAL=1 but the shipped checkpoints are incomplete: "
                     + ", ".join(real_stack_missing()))
     return shared_app_server()
 

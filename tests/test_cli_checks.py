@@ -29,7 +29,7 @@ def test_bad_requests_fail_before_loading(tmp_path, capsys, no_loading, extra, m
     assert message in capsys.readouterr().err
 
 
-def test_unwritable_out_fails_before_loading(tmp_path, capsys, no_loading):
+def test_unwritable_out_fails_before_loading(tmp_path, capsys, no_loading, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["generate", "a person walks", "--out", str(blocker)]) == 2
@@ -39,9 +39,15 @@ def test_unwritable_out_fails_before_loading(tmp_path, capsys, no_loading):
     locked.chmod(0o500)
     try:
         import os
-        if os.geteuid() != 0:                     # root may write anywhere
-            assert main(["generate", "a person walks", "--out", str(locked / "sub")]) == 2
-            assert "cannot write" in capsys.readouterr().err
+        if os.geteuid() == 0:                     # root writes anywhere: refuse the probe file instead
+            import tempfile
+
+            def refuse(*args, **kwargs):
+                raise PermissionError(13, "Permission denied")
+
+            monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+        assert main(["generate", "a person walks", "--out", str(locked / "sub")]) == 2
+        assert "cannot write" in capsys.readouterr().err
     finally:
         locked.chmod(0o700)
 

@@ -32,7 +32,8 @@ def test_export_all_formats_from_features(tmp_path, cartwheel, capsys):
 
     import pufbx
     scene = pufbx.load_fbx(str(out / "cart.fbx"))
-    assert scene is not None
+    assert scene.num_bones == 22
+    assert scene.anim_stacks[0].time_end == pytest.approx(38 * 0.05)   # 39 frames at 20 fps
 
     import pygltflib
     glb = pygltflib.GLTF2().load(str(out / "cart.glb"))

@@ -58,7 +58,7 @@ def test_rows_rank_as_expected_with_a_stand_in_evaluator(small):
     real, noisy = res["Real motion"], res["noisy"]
     assert real["fid"].mean < noisy["fid"].mean
     assert "multimodality" not in real and noisy["multimodality"].mean > 0
-    assert real["fid"].interval >= 0
+    assert real["fid"].interval > 0, "three draws of other crops give three FIDs"
     table = format_table("test", res)
     assert "Real motion" in table and "noisy" in table and "±" in table
 
@@ -157,17 +157,20 @@ def test_eval_generation_cli_json(small, tmp_path):
     assert rows["VQ-VAE reconstruction"]["bone_var_pct"] < 1e-3, "cleaned motions have rigid bones"
 
 
-def test_the_protocol_fingerprint_ignores_the_judge_only(tmp_path):
+def test_the_protocol_fingerprint_ignores_what_generation_never_loads(tmp_path):
     from backend.cli.evaluate import manifest_fingerprint
 
     m = tmp_path / "MANIFEST"
     assert manifest_fingerprint(m) is None
     lines = ["# sha256\tpath\tcommand", "aa\tchecker/model.safetensors\ttrain checker",
-             "bb\tllm-mcdpo/model.safetensors\ttrain mcdpo", "cc\tpicker/model.safetensors\ttrain picker"]
+             "bb\tllm-mcdpo/model.safetensors\ttrain mcdpo", "cc\tpicker/model.safetensors\ttrain picker",
+             "dd\tservable/config.json\teval servable"]
     m.write_text("\n".join(lines) + "\n")
     first = manifest_fingerprint(m)
     m.write_text("\n".join(lines).replace("aa\tchecker", "a2\tchecker") + "\n")
     assert manifest_fingerprint(m) == first          # a new judge: eval generation never loads it
+    m.write_text("\n".join(lines).replace("dd\tservable", "d2\tservable") + "\n")
+    assert manifest_fingerprint(m) == first          # nor the app's servability thresholds
     for old, new in (("bb\tllm", "b2\tllm"), ("cc\tpicker", "c2\tpicker")):
         m.write_text("\n".join(lines).replace(old, new) + "\n")
         assert manifest_fingerprint(m) != first      # what generation loads: another run
