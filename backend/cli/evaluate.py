@@ -163,16 +163,17 @@ def add_session17_switches(parser) -> None:
                              "video, as the app does (backend/generation/compose.py)")
 
 
-JUDGES = ("checker",)
-"""Shipped folders that ``eval generation`` never loads (``eval follow``'s judge): a new judge
-leaves a resumed protocol run's numbers valid."""
+NOT_GENERATION = ("checker", "servable")
+"""Shipped folders that ``eval generation`` never loads (``eval follow``'s judge, the app's
+servability warning): a new one leaves a resumed protocol run's numbers valid."""
 
 
 def manifest_fingerprint(manifest: Path | None = None) -> str | None:
     """A short hash of the checkpoints/MANIFEST lines (each names a shipped weight file by its
-    sha256) of every folder ``eval generation`` can load, ``JUDGES`` left out: a resumed protocol
-    run refuses to mix the numbers of other shipped models. Since session 35; folders written
-    before hashed the whole MANIFEST (judge included), so they refuse to resume after any change."""
+    sha256) of every folder ``eval generation`` can load, ``NOT_GENERATION`` left out: a resumed
+    protocol run refuses to mix the numbers of other shipped models. Since session 35 (the judge)
+    and 43 (servable); folders written before hashed those lines too, so they refuse to resume
+    after a change of them."""
     import hashlib
 
     from backend.checkpoints import checkpoints_dir
@@ -181,7 +182,7 @@ def manifest_fingerprint(manifest: Path | None = None) -> str | None:
     if not manifest.is_file():
         return None
     kept = [line for line in manifest.read_text().splitlines()
-            if not (len(line.split()) > 1 and line.split()[1].split("/")[0] in JUDGES)]
+            if not (len(line.split()) > 1 and line.split()[1].split("/")[0] in NOT_GENERATION)]
     return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16]
 
 
@@ -358,13 +359,22 @@ def cmd_eval_servable(args) -> int:
 
     set_threads(args.threads)
     pipe = VimoRAGPipeline.load(models=(args.model,), evaluator=True)
-    check, report = run_calibration(pipe, args.captions, args.model, args.seed, args.miss)
+    check, report = run_calibration(pipe, args.captions, args.model, args.seed, args.miss,
+                                    current=pipe.servable)
     print(f"thresholds: best retrieval score >= {check.min_retrieval:+.3f}, text-motion distance <= "
           f"{check.max_distance:.3f} (each passes {1 - args.miss:.1%} of calibration captions)")
     print(f"held-out: {check.false_alarm:.1%} of servable captions flagged (false alarms), "
           f"{check.hit_rate:.1%} of unservable prompts flagged (by retrieval "
           f"{report['unservable_flagged_by']['retrieval']:.0%}, by distance "
           f"{report['unservable_flagged_by']['distance']:.0%})")
+    if "current" in report:
+        cur = report["current"]
+        from backend.evaluation.servable import stale_sources
+
+        stale = stale_sources(pipe.servable)
+        print(f"shipped thresholds (>= {cur['min_retrieval']:+.3f}, <= {cur['max_distance']:.3f}) on the same "
+              f"held-out prompts: {cur['false_alarm']:.1%} false alarms, {cur['hit_rate']:.1%} flagged"
+              + (f"; calibrated on other weights of {', '.join(stale)}" if stale else ""))
     if args.ship:
         from backend.checkpoints import record
         from backend.checkpoints import save_pretrained_atomic

@@ -12,18 +12,22 @@ motions the corpus does contain (each threshold lets through all but ``miss`` of
 how many prompts of motions it does not contain (``UNSERVABLE_PROMPTS``, a fixed hand-written list
 of kinds absent from both the training data and the video database) are flagged. Thresholds are set
 on one half of each set and the rates reported on the other half. The result,
-``checkpoints/servable/config.json``, is what the app and ``generate`` read.
+``checkpoints/servable/config.json``, is what the app and ``generate`` read. It records the
+shipped files its signals came from (``sources``: the retriever's, the evaluator's and the
+model's weights, by sha256): thresholds of other weights are stale (``stale_sources``), as
+session 43 found (calibrated in session 4 for a distance scale the evaluator no longer has, they
+flagged 25 % of the unservable prompts instead of 75 %).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from backend.checkpoints import checkpoints_dir
+from backend.checkpoints import checkpoints_dir, read_manifest
 from backend.data.dataset import open_corpus
 
 KNOWN_KINDS = ("walking", "turning", "running", "jumping", "kicking", "punching", "spinning",
@@ -52,6 +56,7 @@ class ServableCheck:
     false_alarm: float = 0.0      # held-out servable captions flagged (share)
     hit_rate: float = 0.0         # held-out unservable prompts flagged (share)
     model: str = "mcdpo"
+    sources: dict = field(default_factory=dict)    # {shipped weight file: sha256} the signals came from
 
     def problems(self, retrieval: float | None, distance: float | None) -> list[str]:
         out = []
@@ -85,6 +90,21 @@ class ServableCheck:
         return cls(**json.loads(f.read_text()))
 
 
+def signal_sources(model: str = "mcdpo", root: Path | None = None) -> dict[str, str]:
+    """{file: sha256} of the shipped weights the two signals depend on: the retriever (the
+    score), the evaluator (the distance) and the motion LLM ``model`` (the motion it measures)."""
+    folders = ("retriever", "evaluator", f"llm-{model}")
+    return {rel: digest for digest, rel, _ in read_manifest(root)
+            if rel.split("/")[0] in folders and rel.endswith(".safetensors")}
+
+
+def stale_sources(check: ServableCheck, root: Path | None = None) -> list[str]:
+    """The signal sources whose shipped weights differ from those ``check`` was calibrated on
+    (every source, for a check that recorded none)."""
+    now = signal_sources(check.model, root)
+    return sorted(rel for rel in set(now) | set(check.sources) if now.get(rel) != check.sources.get(rel))
+
+
 def prompt_signals(pipe, texts: list[str], model: str = "mcdpo", seed: int = 0,
                    progress: bool = True) -> np.ndarray:
     """(N, 2): best Gemini-MVR score and text-motion distance of ``model``'s motion per prompt."""
@@ -96,22 +116,30 @@ def prompt_signals(pipe, texts: list[str], model: str = "mcdpo", seed: int = 0,
     return np.asarray(rows, np.float64)
 
 
+def held_out_rates(check: ServableCheck, servable: np.ndarray, unservable: np.ndarray) -> tuple[float, float]:
+    """(false alarm, hit rate) of ``check`` on the odd rows of each set (those ``calibrate``
+    holds out)."""
+    flagged = lambda rows: float(np.mean([bool(check.problems(r, d)) for r, d in rows])) if len(rows) else 0.0
+    return flagged(servable[1::2]), flagged(unservable[1::2])
+
+
 def calibrate(servable: np.ndarray, unservable: np.ndarray, miss: float = 0.025,
               model: str = "mcdpo") -> ServableCheck:
     """Thresholds from the even rows of each set, rates on the odd rows. Each threshold lets
     through all but ``miss`` of the servable calibration prompts."""
-    cal, held = servable[0::2], servable[1::2]
+    cal = servable[0::2]
     check = ServableCheck(min_retrieval=float(np.quantile(cal[:, 0], miss)),
                           max_distance=float(np.quantile(cal[:, 1], 1 - miss)), model=model)
-    flagged = lambda rows: np.mean([bool(check.problems(r, d)) for r, d in rows]) if len(rows) else 0.0
-    check.false_alarm = float(flagged(held))
-    check.hit_rate = float(flagged(unservable[1::2]))
+    check.false_alarm, check.hit_rate = held_out_rates(check, servable, unservable)
     return check
 
 
 def run_calibration(pipe, n_captions: int = 200, model: str = "mcdpo", seed: int = 0,
-                    miss: float = 0.025, split: str = "test", progress: bool = True) -> tuple[ServableCheck, dict]:
-    """Signals of ``n_captions`` held-out captions (one per motion) and of UNSERVABLE_PROMPTS."""
+                    miss: float = 0.025, split: str = "test", progress: bool = True,
+                    current: ServableCheck | None = None) -> tuple[ServableCheck, dict]:
+    """Signals of ``n_captions`` held-out captions (one per motion) and of UNSERVABLE_PROMPTS.
+    ``current`` (the shipped check, say) is measured on the same held-out rows, under
+    ``report["current"]``: thresholds calibrated on other models or another evaluator drift."""
     corpus = open_corpus(progress=progress)
     texts = []
     for mid in corpus.split_ids(split)[:n_captions]:
@@ -121,6 +149,7 @@ def run_calibration(pipe, n_captions: int = 200, model: str = "mcdpo", seed: int
     serv = prompt_signals(pipe, texts, model, seed, progress)
     unserv = prompt_signals(pipe, list(UNSERVABLE_PROMPTS), model, seed, progress)
     check = calibrate(serv, unserv, miss, model)
+    check.sources = signal_sources(model)
     report = {"captions": len(texts), "split": split, "unservable": len(UNSERVABLE_PROMPTS),
               "servable_median": np.median(serv, 0).round(3).tolist(),
               "unservable_median": np.median(unserv, 0).round(3).tolist(),
@@ -128,8 +157,12 @@ def run_calibration(pipe, n_captions: int = 200, model: str = "mcdpo", seed: int
                   "retrieval": float(np.mean(unserv[1::2, 0] < check.min_retrieval)),
                   "distance": float(np.mean(unserv[1::2, 1] > check.max_distance))},
               **asdict(check)}
+    if current is not None:
+        fa, hit = held_out_rates(current, serv, unserv)
+        report["current"] = {"min_retrieval": current.min_retrieval, "max_distance": current.max_distance,
+                             "false_alarm": fa, "hit_rate": hit}
     return check, report
 
 
-__all__ = ["KNOWN_KINDS", "ServableCheck", "UNSERVABLE_PROMPTS", "calibrate", "prompt_signals",
-           "run_calibration"]
+__all__ = ["KNOWN_KINDS", "ServableCheck", "UNSERVABLE_PROMPTS", "calibrate", "held_out_rates",
+           "prompt_signals", "run_calibration", "signal_sources", "stale_sources"]
