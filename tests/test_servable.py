@@ -16,6 +16,21 @@ def test_calibration_on_separable_signals():
     assert calibrate(served, far).hit_rate == 1.0
 
 
+def test_held_out_rates_judge_any_check_on_the_held_out_rows():
+    """``held_out_rates`` measures a check (the shipped one, say) on the rows ``calibrate`` holds
+    out: thresholds calibrated on other models show there how far they drifted."""
+    from backend.evaluation.servable import held_out_rates
+
+    served = np.array([[0.9, 3.0], [0.7, 3.0], [0.9, 3.0], [0.3, 3.0]])     # odd rows held out
+    absent = np.array([[0.1, 3.0], [0.2, 3.0], [0.9, 9.0], [0.9, 3.0]])
+    assert held_out_rates(ServableCheck(0.5, 5.0), served, absent) == (0.5, 0.5)
+    assert held_out_rates(ServableCheck(0.1, 2.0), served, absent) == (1.0, 1.0)
+    stale = ServableCheck(0.0, 20.0)                                         # flags nothing
+    assert held_out_rates(stale, served, absent) == (0.0, 0.0)
+    check = calibrate(served, absent, miss=0.0)
+    assert (check.false_alarm, check.hit_rate) == held_out_rates(check, served, absent)
+
+
 def test_calibration_that_cannot_separate_says_so():
     rng = np.random.default_rng(1)
     same = np.stack([rng.normal(0.5, 0.1, 400), rng.normal(3.0, 0.3, 400)], 1)
@@ -44,7 +59,39 @@ def test_unservable_prompts_name_no_corpus_kind():
         assert not any(w in p.split() or w + "s" in p.split() for w in words), p
 
 
-def test_pipeline_warns_from_the_shipped_thresholds():
+def test_stale_sources_name_the_weights_that_changed(tmp_path):
+    from backend.evaluation.servable import signal_sources, stale_sources
+
+    lines = ["# sha256\tpath\tcommand", "aa\tretriever/model.safetensors\tx", "ab\tretriever/config.json\tx",
+             "bb\tevaluator/model.safetensors\tx", "cc\tllm-mcdpo/model.safetensors\tx",
+             "dd\tllm-sft/model.safetensors\tx", "ee\tpicker/model.safetensors\tx"]
+    (tmp_path / "MANIFEST").write_text("\n".join(lines) + "\n")
+    src = signal_sources("mcdpo", tmp_path)
+    assert src == {"retriever/model.safetensors": "aa", "evaluator/model.safetensors": "bb",
+                   "llm-mcdpo/model.safetensors": "cc"}
+    check = ServableCheck(0.5, 9.0, sources=src)
+    assert stale_sources(check, tmp_path) == []
+    (tmp_path / "MANIFEST").write_text("\n".join(lines).replace("bb\tevaluator", "b2\tevaluator") + "\n")
+    assert stale_sources(check, tmp_path) == ["evaluator/model.safetensors"]
+    assert len(stale_sources(ServableCheck(0.5, 9.0), tmp_path)) == 3     # a check that recorded none
+
+
+def test_the_shipped_thresholds_were_calibrated_on_the_shipped_weights():
+    """checkpoints/servable is what the app warns from: it loads, it was calibrated on the
+    retriever, evaluator and model shipped now (thresholds of other weights are stale: those shipped
+    before session 43 flagged 25 % of unservable prompts by then), and its held-out rates are those of a useful
+    warning (few false alarms, most unservable prompts flagged)."""
+    from backend.evaluation.servable import stale_sources
+
+    shipped = ServableCheck.from_pretrained()
+    assert shipped is not None, "checkpoints/servable/config.json is missing"
+    assert not stale_sources(shipped), ("recalibrate: python -m backend eval servable --captions 495 "
+                                        "--ship (calibrated on other weights of "
+                                        + ", ".join(stale_sources(shipped)) + ")")
+    assert shipped.false_alarm <= 0.1 and shipped.hit_rate >= 0.5, shipped
+
+
+def test_pipeline_warns_from_its_thresholds():
     """``VimoRAGPipeline.servability_warning``: the best Gemini-MVR score even when another
     retrieval mode was used; no calibration, no warning."""
     from types import SimpleNamespace

@@ -15,8 +15,8 @@ on one half of each set and the rates reported on the other half. The result,
 ``checkpoints/servable/config.json``, is what the app and ``generate`` read. It records the
 shipped files its signals came from (``sources``: the retriever's, the evaluator's and the
 model's weights, by sha256): thresholds of other weights are stale (``stale_sources``), as
-session 43 found (calibrated in session 4 for a distance scale the evaluator no longer has, they
-flagged 25 % of the unservable prompts instead of 75 %).
+session 43 found (calibrated on a retriever, evaluator and model since replaced, the thresholds
+then shipped flagged 25 % of the unservable prompts instead of 75 %).
 """
 from __future__ import annotations
 
