@@ -1,5 +1,6 @@
 """Perception layer of the video database: decoding, 2D pose (MediaPipe -> COCO-17), I3D features."""
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -337,11 +338,23 @@ def test_unclosed_estimator_does_not_block_exit():
     assert b"XNNPACK" not in proc.stderr and b"inference_feedback" not in proc.stderr
 
 
-def test_pose_on_astronaut_photo(pose_estimator):
-    data = pytest.importorskip("skimage.data")
-    img = data.astronaut()
+def test_pose_on_a_real_photo(pose_estimator):
+    """A real photograph (matplotlib's sample portrait, head and shoulders, facing the camera):
+    face and shoulders found confidently, where a person's are."""
+    import matplotlib
+    from PIL import Image
+
+    photo = Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
+    img = np.asarray(Image.open(photo).convert("RGB"))
     kps = pose_estimator.estimate(np.stack([img] * 2))
-    _check_person(kps)
+    assert kps.shape == (2, 17, 3) and kps.dtype == np.float32
+    k = kps[0]
+    assert np.all(k[:7, 2] >= 0.5), "nose, eyes, ears and shoulders are in the photo"
+    x, y = k[:, 0], k[:, 1]
+    assert y[1] < y[0] and y[2] < y[0], "eyes above the nose"
+    assert y[5] > y[0] + 0.15 and y[6] > y[0] + 0.15, "shoulders below the nose"
+    assert x[5] > x[0] > x[6], "facing the camera: her left shoulder on the image's right"
+    assert x[1] > x[2], "and her left eye too"
 
 
 # ----------------------------------------------------------------------------- I3D
