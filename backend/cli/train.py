@@ -883,7 +883,7 @@ def add(sub) -> None:
     pn.set_defaults(func=cmd_train_part_neighbours)
 
     pr = tsub.add_parser(
-        "pose-reader", help="read a video's keypoints into motion tokens (about 15 minutes)",
+        "pose-reader", help="read a video's keypoints into motion tokens (about 17 minutes)",
         description="Train the PoseReader (backend/generation/pose_reader.py): the 16 sampled "
                     "keypoint frames of a database video, each at its time, -> the VQ codes of the "
                     "motion it shows. Pairs: the synthetic database's train videos and their mirror "
